@@ -1,0 +1,154 @@
+"""A chat server: rooms by path parameter, a ping/pong RPC, validated messages.
+
+Run it with ``python -m examples.chat`` (or ``hypercorn --worker-class trio
+examples.chat.app:server``) and open http://127.0.0.1:8000/ in two browser tabs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from trio_wsroutes import (
+    Connection,
+    Context,
+    MessageError,
+    WebSocketServer,
+    create_websocket_route,
+    message,
+)
+
+# -- client -> server -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Chat:
+    """Say something in the room (or in ``room``, if given)."""
+
+    text: str = attrs.field(validator=[attrs.validators.min_len(1), attrs.validators.max_len(500)])
+    room: str | None = None
+
+
+@attrs.frozen
+class Ping:
+    """Measure latency; answered with a ``pong`` carrying the same ``id``."""
+
+    timestamp: float
+
+
+@attrs.frozen
+class SetName:
+    """Choose the name other people see."""
+
+    name: str = attrs.field(validator=[attrs.validators.min_len(1), attrs.validators.max_len(32)])
+
+
+# -- server -> client -------------------------------------------------------------------
+
+
+@message("message")
+@attrs.frozen
+class ChatOut:
+    """A chat line, sent to everyone in the room."""
+
+    user: str
+    text: str
+    room: str
+
+
+@message("pong")
+@attrs.frozen
+class Pong:
+    """The reply to ``ping``."""
+
+    timestamp: float
+    server_time: float
+
+
+@message("joined")
+@attrs.frozen
+class Joined:
+    """Sent to a connection when it enters a room."""
+
+    room: str
+    you: str
+    user_count: int
+
+
+ServerMessage = ChatOut | Pong | Joined
+
+chat = create_websocket_route("/chat/:room").server_messages(ChatOut, Pong, Joined)
+
+
+def _name(ctx: Context[None]) -> str:
+    name = ctx.data.get("name")
+    return name if isinstance(name, str) else f"guest-{ctx.connection_id[:6]}"
+
+
+@chat.on_connect
+async def joined(ws: Connection[ServerMessage], ctx: Context[None]) -> None:
+    room = ctx.params["room"]
+    await ws.subscribe(f"room:{room}")
+    count = server.subscriber_count(f"room:{room}")  # `server` is defined below
+    await ws.send(Joined(room=room, you=_name(ctx), user_count=count))
+
+
+@chat.on("chat", Chat)
+async def on_chat(ws: Connection[ServerMessage], data: Chat, ctx: Context[None]) -> None:
+    room = data.room or ctx.params["room"]
+    if room != ctx.params["room"] and f"room:{room}" not in ws.topics:
+        raise MessageError(f"You are not in room {room!r}", code="NOT_IN_ROOM")
+    await ws.publish(
+        f"room:{room}", ChatOut(user=_name(ctx), text=data.text, room=room), include_self=True
+    )
+
+
+@chat.on("ping", Ping)
+async def on_ping(ws: Connection[ServerMessage], data: Ping, ctx: Context[None]) -> Pong:
+    return Pong(timestamp=data.timestamp, server_time=time.time())
+
+
+@chat.on("set_name", SetName)
+async def on_set_name(ws: Connection[ServerMessage], data: SetName, ctx: Context[None]) -> None:
+    ctx.data["name"] = data.name
+
+
+# -- the HTTP side: one page, served by the same server ------------------------------------
+
+INDEX = (Path(__file__).parent / "index.html").read_bytes()
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve the chat page at ``/``; everything else is 404."""
+    if scope["type"] == "lifespan":
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    found = scope["path"] in ("/", "/index.html")
+    body = INDEX if found else b"Not Found"
+    content_type = b"text/html; charset=utf-8" if found else b"text/plain"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200 if found else 404,
+            "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+server = WebSocketServer([chat], http_app=http_app)

@@ -1,0 +1,48 @@
+"""Typed WebSocket routes for Trio, served by hypercorn's trio worker.
+
+::
+
+    chat = create_websocket_route("/chat/:room").server_messages(ChatOut, Pong)
+
+    @chat.on("ping", Ping)
+    async def ping(ws: Connection[ChatOut | Pong], data: Ping, ctx: Context[None]) -> Pong:
+        return Pong(timestamp=time.time())
+
+    server = WebSocketServer([chat])
+
+Run with ``hypercorn --worker-class trio module:server``.
+"""
+
+from ._auth import Reject as Reject
+from ._auth import RequestInfo as RequestInfo
+from ._auth import create_token_auth as create_token_auth
+from ._auth import extract_bearer_token as extract_bearer_token
+from ._auth import extract_cookie_token as extract_cookie_token
+from ._auth import extract_query_token as extract_query_token
+from ._auth import extract_request_info as extract_request_info
+from ._auth import extract_token as extract_token
+from ._auth import no_auth as no_auth
+from ._broker import Broker as Broker
+from ._broker import MemoryBroker as MemoryBroker
+from ._broker import Subscriber as Subscriber
+from ._connection import CloseCode as CloseCode
+from ._connection import Connection as Connection
+from ._connection import ConnectionClosed as ConnectionClosed
+from ._context import Context as Context
+from ._errors import ErrorDetail as ErrorDetail
+from ._errors import MessageError as MessageError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import ValidationError as ValidationError
+from ._messages import Frame as Frame
+from ._messages import message as message
+from ._registry import ConnectionRegistry as ConnectionRegistry
+from ._request import Headers as Headers
+from ._request import QueryParams as QueryParams
+from ._request import Request as Request
+from ._routes import WebSocketRoute as WebSocketRoute
+from ._routes import create_websocket_route as create_websocket_route
+from ._server import BoundAddress as BoundAddress
+from ._server import WebSocketServer as WebSocketServer
+from ._validation import converter as converter
+
+__version__ = "0.1.0"

@@ -1,0 +1,161 @@
+"""Authentication on the upgrade: ``Reject`` and the token helpers of the seed plan."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import attrs
+
+from ._request import Request
+
+__all__ = [
+    "Reject",
+    "RequestInfo",
+    "create_token_auth",
+    "extract_bearer_token",
+    "extract_cookie_token",
+    "extract_query_token",
+    "extract_request_info",
+    "extract_token",
+    "no_auth",
+]
+
+U = TypeVar("U")
+
+
+class Reject(Exception):
+    """Raise from an ``authenticate`` function to deny the upgrade with ``status``.
+
+    The client gets a real HTTP response with the JSON body
+    ``{"message": message, "code": code}``::
+
+        raise Reject(403, "Banned", "BANNED")
+    """
+
+    def __init__(
+        self,
+        status: int = 403,
+        message: str = "Forbidden",
+        code: str = "FORBIDDEN",
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if not 400 <= status <= 599:
+            raise ValueError("Reject status must be an HTTP error status (400-599)")
+        super().__init__(message)
+        self.status: int = status
+        self.message: str = message
+        self.code: str = code
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+def extract_bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or ``None``."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def extract_query_token(request: Request, name: str = "token") -> str | None:
+    """The ``?token=`` query parameter (or the one named ``name``), or ``None``."""
+    value = request.query.get(name)
+    return value or None
+
+
+def extract_cookie_token(request: Request, name: str = "token") -> str | None:
+    """The cookie named ``name``, or ``None``.
+
+    Browsers cannot set headers on a WebSocket, but they send the page's cookies.
+    """
+    value = request.cookies.get(name)
+    return value or None
+
+
+def extract_token(
+    request: Request,
+    *,
+    check_header: bool = True,
+    check_query: bool = True,
+    query_param_name: str = "token",
+    cookie_name: str | None = None,
+) -> str | None:
+    """The first token found: bearer header, then query parameter, then cookie."""
+    if check_header:
+        token = extract_bearer_token(request)
+        if token:
+            return token
+    if check_query:
+        token = extract_query_token(request, query_param_name)
+        if token:
+            return token
+    if cookie_name is not None:
+        return extract_cookie_token(request, cookie_name)
+    return None
+
+
+def create_token_auth(
+    verify: Callable[[str], Awaitable[U | None]] | Callable[[str], U | None],
+    *,
+    check_header: bool = True,
+    check_query: bool = True,
+    query_param_name: str = "token",
+    cookie_name: str | None = None,
+) -> Callable[[Request], Awaitable[U | None]]:
+    """An ``authenticate`` function from a token verifier.
+
+    ``verify(token)`` (sync or async) returns the user or ``None``. No token found means
+    ``None`` (HTTP 401).
+    """
+
+    async def authenticate(request: Request) -> U | None:
+        token = extract_token(
+            request,
+            check_header=check_header,
+            check_query=check_query,
+            query_param_name=query_param_name,
+            cookie_name=cookie_name,
+        )
+        if token is None:
+            return None
+        result: Any = verify(token)
+        if inspect.isawaitable(result):
+            result = await result
+        return result  # type: ignore[no-any-return]
+
+    return authenticate
+
+
+@attrs.frozen
+class RequestInfo:
+    """Who is on the other end, as far as the request tells."""
+
+    ip: str | None
+    origin: str | None
+    user_agent: str | None
+
+
+def extract_request_info() -> Callable[[Request], RequestInfo]:
+    """An ``authenticate`` function for public routes: ``ctx.user`` is a
+    :class:`RequestInfo` (ip, origin, user agent)."""
+
+    def authenticate(request: Request) -> RequestInfo:
+        return RequestInfo(
+            ip=request.client[0] if request.client else None,
+            origin=request.origin,
+            user_agent=request.user_agent,
+        )
+
+    return authenticate
+
+
+def no_auth(request: Request) -> RequestInfo:
+    """An ``authenticate`` function that lets everyone in (``ctx.user`` is a
+    :class:`RequestInfo`); states that a route is public on purpose."""
+    return extract_request_info()(request)

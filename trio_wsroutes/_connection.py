@@ -1,0 +1,582 @@
+"""The connection engine: one Trio nursery per connection, three tasks, two queues.
+
+::
+
+    transport.receive() -> [reader] -> inbound channel -> [dispatcher] -> handlers
+                                                           |
+    transport.send()    <- [writer] <- outbox (bytes) <----+-- ws.send / publish / replies
+
+* The **reader** is the only task that receives. It applies the size limit, the rate
+  limit and the idle timeout, and hands messages on through a bounded memory channel,
+  so a slow handler stops the reader and the peer's TCP window closes.
+* The **dispatcher** (the connection's own task) decodes, validates and calls handlers
+  one message at a time, in arrival order.
+* The **writer** is the only task that sends. The outbox is bounded in bytes: ``send``
+  waits while it is over ``backpressure_limit``; a publish never waits, and a subscriber
+  whose outbox is full is evicted with close code 1013.
+
+The engine talks to the network only through :class:`~trio_wsroutes._transports.Transport`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+import attrs
+import trio
+
+from ._context import Context
+from ._errors import (
+    INTERNAL_ERROR,
+    RATE_LIMITED,
+    UNKNOWN_TYPE,
+    MessageError,
+    ProtocolError,
+    ValidationError,
+)
+from ._messages import Envelope, Frame, encode_error, encode_message, parse_envelope
+from ._transports import Disconnect, Transport, TransportClosed
+from ._validation import validation_details
+
+if TYPE_CHECKING:
+    from ._broker import Broker
+    from ._routes import WebSocketRoute
+
+__all__ = ["CloseCode", "Connection", "ConnectionClosed", "EngineOptions"]
+
+logger = logging.getLogger("trio_wsroutes")
+
+ServerT_contra = TypeVar("ServerT_contra", contravariant=True)
+
+
+class CloseCode:
+    """WebSocket close codes the framework uses."""
+
+    NORMAL: Final = 1000
+    GOING_AWAY: Final = 1001
+    """Server shutdown."""
+    UNSUPPORTED_DATA: Final = 1003
+    """A binary frame on a route without ``on_binary``."""
+    NO_STATUS: Final = 1005
+    ABNORMAL: Final = 1006
+    """The connection was lost without a close frame."""
+    POLICY_VIOLATION: Final = 1008
+    """Origin refused, or the rate limit when configured to close."""
+    MESSAGE_TOO_BIG: Final = 1009
+    """A message over ``max_payload_length``."""
+    INTERNAL_ERROR: Final = 1011
+    """A handler crashed."""
+    TRY_AGAIN_LATER: Final = 1013
+    """Evicted as a slow consumer: the outbox went over ``backpressure_limit``."""
+
+
+class ConnectionClosed(Exception):
+    """Raised by ``send`` and friends on a connection that has closed."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed with code {code}")
+        self.code: int = code
+        self.reason: str = reason
+
+
+@attrs.frozen
+class EngineOptions:
+    """Per-connection limits, set from :class:`~trio_wsroutes.WebSocketServer` options."""
+
+    max_payload_length: int = 16 * 1024 * 1024
+    idle_timeout: float | None = 120.0
+    backpressure_limit: int = 16 * 1024 * 1024
+    max_queued_messages: int = 16
+    close_timeout: float = 5.0
+
+
+class _Closing:
+    """Outbox marker: send a close frame, then end the connection."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class _Outbox:
+    """A FIFO of frames bounded in bytes; the writer is its only consumer."""
+
+    __slots__ = ("_has_items", "_has_space", "frames", "limit", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.frames: deque[Frame | _Closing] = deque()
+        self.size = 0
+        self.limit = limit
+        self._has_items = trio.lowlevel.ParkingLot()
+        self._has_space = trio.lowlevel.ParkingLot()
+
+    def put_nowait(self, item: Frame | _Closing) -> None:
+        self.frames.append(item)
+        if type(item) is Frame:
+            self.size += item.size
+        self._has_items.unpark()
+
+    async def wait_for_space(self) -> None:
+        while self.size >= self.limit:
+            await self._has_space.park()
+
+    async def get(self) -> Frame | _Closing:
+        while not self.frames:
+            await self._has_items.park()
+        item = self.frames.popleft()
+        if type(item) is Frame:
+            self.size -= item.size
+            if self.size < self.limit and self._has_space:
+                self._has_space.unpark_all()
+        return item
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.size = 0
+        self._has_space.unpark_all()
+
+
+class _TokenBucket:
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, messages: int, per_seconds: float) -> None:
+        self.capacity = float(messages)
+        self.rate = messages / per_seconds
+        self.tokens = float(messages)
+        self.stamp = trio.current_time()
+
+    def take(self) -> bool:
+        now = trio.current_time()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Connection(Generic[ServerT_contra]):
+    """One WebSocket connection, as handlers see it.
+
+    ``Connection[ServerMessage]`` accepts only ``ServerMessage`` in :meth:`send` and
+    :meth:`publish`. Methods that may wait are async.
+    """
+
+    __slots__ = (
+        "_broker",
+        "_cancel_scope",
+        "_close_code",
+        "_close_reason",
+        "_closing",
+        "_handlers_done",
+        "_on_gone",
+        "_options",
+        "_outbox",
+        "_route",
+        "_topics",
+        "_transport",
+        "context",
+        "id",
+    )
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        route: WebSocketRoute[Any, Any],
+        context: Context[Any],
+        broker: Broker,
+        options: EngineOptions,
+        on_gone: Callable[[Connection[Any]], None] = lambda _: None,
+    ) -> None:
+        self.id: str = context.connection_id
+        """The connection's unique id (same as ``ctx.connection_id``)."""
+        self.context: Context[Any] = context
+        """The connection's :class:`~trio_wsroutes.Context` (user, params, data)."""
+        self._transport = transport
+        self._route = route
+        self._broker = broker
+        self._options = options
+        self._on_gone = on_gone
+        self._outbox = _Outbox(options.backpressure_limit)
+        self._topics: set[str] = set()
+        self._closing = False
+        self._close_code: int | None = None
+        self._close_reason = ""
+        self._cancel_scope: trio.CancelScope | None = None
+        self._handlers_done = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "open"
+        return f"<Connection {self.id} {self._route.path!r} {state}>"
+
+    # -- public API --------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The route path this connection came in on (the pattern, e.g. ``/chat/:room``)."""
+        return self._route.path
+
+    @property
+    def user(self) -> Any:
+        """Shortcut for ``ws.context.user``."""
+        return self.context.user
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued for this client and not yet handed to the transport."""
+        return self._outbox.size
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this connection is subscribed to."""
+        return frozenset(self._topics)
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once the connection is closing or closed; sends then raise."""
+        return self._closing
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once the connection has closed."""
+        return self._close_code
+
+    async def send(self, message: ServerT_contra) -> None:
+        """Send a server message to this client.
+
+        Waits while more than ``backpressure_limit`` bytes are queued for this client.
+        Raises :class:`ConnectionClosed` if the connection has closed.
+        """
+        await self._send_frame(encode_message(message))
+
+    async def send_binary(self, data: bytes) -> None:
+        """Send a binary frame; waits like :meth:`send`."""
+        await self._send_frame(Frame(bytes(data), binary=True))
+
+    async def publish(
+        self, topic: str, message: ServerT_contra, *, include_self: bool = False
+    ) -> int:
+        """Publish to every subscriber of ``topic``, skipping this connection unless
+        ``include_self``. The message is encoded once. Returns the local recipient count.
+        """
+        return await self._broker.publish(
+            topic, encode_message(message), exclude=None if include_self else self
+        )
+
+    async def publish_binary(self, topic: str, data: bytes, *, include_self: bool = False) -> int:
+        """Publish a binary frame to ``topic``; see :meth:`publish`."""
+        return await self._broker.publish(
+            topic, Frame(bytes(data), binary=True), exclude=None if include_self else self
+        )
+
+    async def subscribe(self, topic: str) -> None:
+        """Subscribe to ``topic``; subscriptions end when the connection closes."""
+        if not isinstance(topic, str):
+            raise TypeError("topic must be a string")
+        if self._closing:
+            raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
+        self._topics.add(topic)
+        await self._broker.subscribe(topic, self)
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe from ``topic`` (no error if not subscribed)."""
+        self._topics.discard(topic)
+        await self._broker.unsubscribe(topic, self)
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close the connection after the frames already queued are sent.
+
+        Handlers of this connection are cancelled once the close frame is out.
+        """
+        self._begin_close(code, reason)
+        await trio.lowlevel.checkpoint()
+
+    # -- used by brokers and the registry ----------------------------------------------
+
+    def deliver(self, frame: Frame) -> bool:
+        """Queue a published frame without waiting (the broker's entry point).
+
+        Over ``backpressure_limit`` the connection is evicted with 1013. Returns
+        ``False`` when the connection no longer takes frames.
+        """
+        if self._closing:
+            return False
+        outbox = self._outbox
+        if outbox.size + frame.size > outbox.limit and outbox.size > 0:
+            self._evict()
+            return False
+        outbox.put_nowait(frame)
+        return True
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _send_frame(self, frame: Frame) -> None:
+        if self._closing:
+            raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
+        outbox = self._outbox
+        if outbox.size >= outbox.limit:
+            await outbox.wait_for_space()
+            if self._closing:
+                raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
+        else:
+            await trio.lowlevel.checkpoint()
+        outbox.put_nowait(frame)
+
+    def _evict(self) -> None:
+        logger.warning("evicting slow consumer %s: %d bytes queued", self.id, self._outbox.size)
+        self._outbox.clear()
+        self._begin_close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+        self._topics.clear()
+        self._on_gone(self)
+
+    def _begin_close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._close_code = code
+        self._close_reason = reason
+        self._outbox.put_nowait(_Closing(code, reason))
+        if self._cancel_scope is not None:
+            # A client that stops reading must not hold the connection open.
+            self._cancel_scope.deadline = min(
+                self._cancel_scope.deadline, trio.current_time() + self._options.close_timeout
+            )
+
+    def _peer_gone(self, code: int, reason: str) -> None:
+        if not self._closing:
+            self._closing = True
+            self._close_code = code
+            self._close_reason = reason
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def _run(self) -> None:
+        """Run the connection until it closes; ``on_close`` runs exactly once."""
+        route = self._route
+        receive_channel: trio.MemoryReceiveChannel[str | bytes]
+        send_channel, receive_channel = trio.open_memory_channel[str | bytes](
+            self._options.max_queued_messages
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel_scope = nursery.cancel_scope
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._reader, send_channel)
+                await self._dispatcher(receive_channel)
+        finally:
+            self._closing = True
+            if self._close_code is None:
+                self._close_code = CloseCode.ABNORMAL
+            self._outbox.clear()
+            self._on_gone(self)
+            with trio.CancelScope(shield=True):
+                self._topics.clear()
+                await self._broker.unsubscribe_all(self)
+                if route.close_handler is not None:
+                    with trio.move_on_after(self._options.close_timeout):
+                        await self._call_hook(
+                            route.close_handler,
+                            self,
+                            self._close_code,
+                            self._close_reason,
+                            self.context,
+                        )
+
+    async def _reader(self, channel: trio.MemorySendChannel[str | bytes]) -> None:
+        transport = self._transport
+        options = self._options
+        route = self._route
+        max_len = options.max_payload_length
+        idle = options.idle_timeout
+        bucket = (
+            _TokenBucket(route.rate_limit_config.messages, route.rate_limit_config.per_seconds)
+            if route.rate_limit_config is not None
+            else None
+        )
+        accepts_binary = route.binary_handler is not None
+        async with channel:
+            with trio.CancelScope() as idle_scope:
+                while True:
+                    if idle is not None:
+                        idle_scope.deadline = trio.current_time() + idle
+                    try:
+                        message = await transport.receive()
+                    except TransportClosed:
+                        self._peer_gone(CloseCode.ABNORMAL, "")
+                        return
+                    if type(message) is str:
+                        size = len(message)
+                        if size * 4 > max_len and len(message.encode()) > max_len:
+                            self._begin_close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                            return
+                    elif type(message) is bytes:
+                        if not accepts_binary:
+                            self._begin_close(CloseCode.UNSUPPORTED_DATA, "binary not accepted")
+                            return
+                        if len(message) > max_len:
+                            self._begin_close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                            return
+                    else:
+                        assert isinstance(message, Disconnect)
+                        self._peer_gone(message.code, message.reason)
+                        return
+                    if bucket is not None and not bucket.take():
+                        assert route.rate_limit_config is not None
+                        if route.rate_limit_config.close:
+                            self._begin_close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                            return
+                        self._reply_nowait(
+                            encode_error(RATE_LIMITED, "Too many messages; slow down")
+                        )
+                        continue
+                    await channel.send(message)
+            if idle_scope.cancelled_caught:
+                self._begin_close(CloseCode.NORMAL, "idle timeout")
+
+    def _reply_nowait(self, frame: Frame) -> None:
+        # Answers the reader makes must not grow the queue of a client that is not
+        # reading: over the limit they are dropped.
+        if not self._closing and self._outbox.size < self._outbox.limit:
+            self._outbox.put_nowait(frame)
+
+    async def _writer(self) -> None:
+        outbox = self._outbox
+        transport = self._transport
+        try:
+            while True:
+                item = await outbox.get()
+                if type(item) is Frame:
+                    await transport.send(item)
+                else:
+                    assert isinstance(item, _Closing)
+                    await transport.close(item.code, item.reason)
+                    break
+        except TransportClosed:
+            self._peer_gone(CloseCode.ABNORMAL, "")
+            return
+        assert self._cancel_scope is not None
+        self._cancel_scope.cancel()
+
+    async def _dispatcher(self, channel: trio.MemoryReceiveChannel[str | bytes]) -> None:
+        route = self._route
+        context = self.context
+        if route.connect_handler is not None and not await self._guard(
+            route.connect_handler(self, context), None
+        ):
+            return
+        async with channel:
+            async for message in channel:
+                if self._closing:
+                    break
+                if type(message) is str:
+                    await self._dispatch_text(message)
+                else:
+                    assert route.binary_handler is not None
+                    assert type(message) is bytes
+                    await self._guard(route.binary_handler(self, message, context), None)
+                if self._closing:
+                    break
+
+    async def _dispatch_text(self, text: str) -> None:
+        route = self._route
+        try:
+            envelope = parse_envelope(text)
+        except ProtocolError as error:
+            if route.text_handler is not None:
+                await self._guard(route.text_handler(self, text, self.context), None)
+                return
+            await self._bad_input(error, error.request_id)
+            return
+        spec = route.handlers.get(envelope.type)
+        if spec is None:
+            wire = envelope.type if len(envelope.type) <= 64 else envelope.type[:64] + "..."
+            await self._bad_input(
+                ProtocolError(f"Unknown message type: {wire!r}", UNKNOWN_TYPE), envelope.id
+            )
+            return
+        try:
+            data = spec.structure(envelope.data, spec.schema)
+        except Exception as exc:
+            await self._bad_input(ValidationError(validation_details(exc)), envelope.id)
+            return
+        await self._call_handler(spec.handler, data, envelope)
+
+    async def _call_handler(
+        self, handler: Callable[..., Awaitable[Any]], data: Any, envelope: Envelope
+    ) -> None:
+        try:
+            result = await handler(self, data, self.context)
+        except MessageError as error:
+            await self._reply(encode_error(error.code, error.message, envelope.id, error.details))
+            return
+        except ConnectionClosed:
+            return
+        except Exception as exc:
+            await self._crash(exc, envelope.id)
+            return
+        if result is not None:
+            try:
+                frame = encode_message(result, envelope.id)
+            except Exception as exc:
+                await self._crash(exc, envelope.id)
+                return
+            await self._reply(frame)
+
+    async def _guard(self, call: Awaitable[Any], request_id: str | int | None) -> bool:
+        """Await a hook; on an unexpected exception crash the connection (returns False)."""
+        try:
+            await call
+        except ConnectionClosed:
+            return False
+        except Exception as exc:
+            await self._crash(exc, request_id)
+            return False
+        return True
+
+    async def _reply(self, frame: Frame) -> None:
+        try:
+            await self._send_frame(frame)
+        except ConnectionClosed:
+            pass
+
+    async def _bad_input(self, error: MessageError, request_id: str | int | None) -> None:
+        await self._reply(encode_error(error.code, error.message, request_id, error.details))
+        if self._route.error_handler is not None:
+            await self._call_hook(self._route.error_handler, self, error, self.context)
+
+    async def _crash(self, exc: Exception, request_id: str | int | None) -> None:
+        logger.error(
+            "handler error on %s (connection %s)", self._route.path, self.id, exc_info=exc
+        )
+        if self._route.error_handler is not None:
+            await self._call_hook(self._route.error_handler, self, exc, self.context)
+        if not self._closing:
+            self._outbox.put_nowait(
+                encode_error(INTERNAL_ERROR, "Internal server error", request_id)
+            )
+        self._begin_close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    async def _call_hook(self, hook: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        try:
+            await hook(*args)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("error in %s hook of %s", hook.__name__, self._route.path)
+
+
+def new_context(connection_id: str, user: Any, request: Any) -> Context[Any]:
+    """A fresh context for an accepted connection."""
+    return Context(
+        connection_id=connection_id,
+        connected_at=datetime.now(UTC),
+        user=user,
+        request=request,
+    )

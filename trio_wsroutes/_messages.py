@@ -1,0 +1,170 @@
+"""The wire protocol: ``@message``, the envelope, outbound frames and error envelopes.
+
+Client to server, a text frame::
+
+    {"type": "chat", "data": {...}, "id": "42"}
+
+Server to client::
+
+    {"type": "message", "data": {...}, "id": "42"}
+    {"type": "error", "error": "...", "code": "VALIDATION_ERROR", "id": "42", "details": [...]}
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar, cast
+
+import attrs
+import orjson
+
+from ._errors import INVALID_JSON, INVALID_MESSAGE, ErrorDetail, ProtocolError
+from ._validation import converter
+
+__all__ = [
+    "Envelope",
+    "Frame",
+    "MessageId",
+    "encode_error",
+    "encode_message",
+    "message",
+    "message_type",
+    "parse_envelope",
+]
+
+MessageId = str | int
+"""A request id: a JSON string or integer, echoed on the reply."""
+
+_T = TypeVar("_T")
+_TYPE_ATTR: Final = "__wsroutes_message_type__"
+
+
+def message(type: str) -> Callable[[builtins.type[_T]], builtins.type[_T]]:
+    """Tag an attrs class as a server message sent with the wire ``type`` given.
+
+    ::
+
+        @message("pong")
+        @attrs.frozen
+        class Pong:
+            timestamp: float
+
+    ``await ws.send(Pong(timestamp=1.0))`` then sends
+    ``{"type": "pong", "data": {"timestamp": 1.0}}``.
+    """
+    if not isinstance(type, str) or not type:
+        raise TypeError("@message needs a non-empty string: the wire type")
+    if type == "error":
+        raise ValueError('"error" is the wire type of error envelopes; choose another name')
+
+    def tag(cls: builtins.type[_T]) -> builtins.type[_T]:
+        if not attrs.has(cast(Any, cls)):
+            raise TypeError(f"@message({type!r}) decorates attrs classes; {cls!r} is not one")
+        setattr(cls, _TYPE_ATTR, type)
+        _encoders.pop(cls, None)
+        return cls
+
+    return tag
+
+
+def message_type(cls: type[Any]) -> str | None:
+    """The wire type a class was tagged with by :func:`message`, or ``None``."""
+    value = cls.__dict__.get(_TYPE_ATTR)
+    return value if isinstance(value, str) else None
+
+
+class Frame:
+    """One outbound WebSocket frame, encoded once and shared by every recipient.
+
+    ``payload`` is UTF-8 JSON for a text frame and raw bytes for a binary frame; ``size``
+    is what the frame adds to a connection's ``buffered_amount``.
+    """
+
+    __slots__ = ("_text", "binary", "payload", "size")
+
+    def __init__(self, payload: bytes, *, binary: bool = False) -> None:
+        self.payload = payload
+        self.binary = binary
+        self.size = len(payload)
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The payload as ``str`` (text frames); decoded once, then cached."""
+        text = self._text
+        if text is None:
+            text = self._text = self.payload.decode()
+        return text
+
+    def __repr__(self) -> str:
+        kind = "binary" if self.binary else "text"
+        return f"<Frame {kind} {self.size} bytes>"
+
+
+_Encoder = tuple[str, Callable[[Any], Any]]
+_encoders: dict[type[Any], _Encoder] = {}
+
+
+def _encoder_for(cls: type[Any]) -> _Encoder:
+    encoder = _encoders.get(cls)
+    if encoder is None:
+        wire_type = message_type(cls)
+        if wire_type is None:
+            raise TypeError(
+                f"{cls.__qualname__} is not a server message: decorate it with "
+                f'@message("...") to give it a wire type'
+            )
+        encoder = _encoders[cls] = (wire_type, converter.get_unstructure_hook(cls))
+    return encoder
+
+
+def encode_message(msg: object, id: MessageId | None = None) -> Frame:
+    """Serialise a ``@message`` instance to a text frame (once, for any number of sends)."""
+    wire_type, unstructure = _encoder_for(type(msg))
+    body: dict[str, Any] = {"type": wire_type, "data": unstructure(msg)}
+    if id is not None:
+        body["id"] = id
+    return Frame(orjson.dumps(body))
+
+
+def encode_error(
+    code: str,
+    message: str,
+    id: MessageId | None = None,
+    details: Sequence[ErrorDetail] = (),
+) -> Frame:
+    """An error envelope."""
+    body: dict[str, Any] = {"type": "error", "error": message, "code": code}
+    if id is not None:
+        body["id"] = id
+    if details:
+        body["details"] = [d.to_json() for d in details]
+    return Frame(orjson.dumps(body))
+
+
+@attrs.frozen
+class Envelope:
+    """A parsed client envelope; ``data`` is still raw JSON."""
+
+    type: str
+    data: Any
+    id: MessageId | None
+
+
+def parse_envelope(text: str | bytes) -> Envelope:
+    """Parse a text frame into an :class:`Envelope`, or raise a :class:`ProtocolError`."""
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("Message is not valid JSON", INVALID_JSON) from None
+    if type(body) is not dict:
+        raise ProtocolError("Message must be a JSON object with a 'type'", INVALID_MESSAGE)
+    msg_id = body.get("id")
+    if msg_id is not None and type(msg_id) is not str and type(msg_id) is not int:
+        raise ProtocolError("Message 'id' must be a string or an integer", INVALID_MESSAGE)
+    wire_type = body.get("type")
+    if type(wire_type) is not str:
+        raise ProtocolError("Message 'type' must be a string", INVALID_MESSAGE, request_id=msg_id)
+    data = body.get("data")
+    return Envelope(wire_type, {} if data is None and "data" not in body else data, msg_id)

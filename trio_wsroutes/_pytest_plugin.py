@@ -1,0 +1,39 @@
+"""pytest fixtures for testing routes (registered as a pytest plugin; needs pytest-trio).
+
+Define a ``ws_server`` fixture returning your :class:`~trio_wsroutes.WebSocketServer`;
+then ``ws_client`` is an in-memory :class:`~trio_wsroutes.testing.TestClient` for it and
+``ws_live_server`` the :class:`~trio_wsroutes.BoundAddress` of a real hypercorn serving
+it on an ephemeral port of 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from ._server import BoundAddress, WebSocketServer
+from .testing import TestClient
+
+
+@pytest.fixture
+async def ws_client(ws_server: WebSocketServer) -> AsyncIterator[TestClient]:
+    """An in-memory client for your ``ws_server`` fixture, lifespan included."""
+    async with TestClient(ws_server) as client:
+        yield client
+
+
+@pytest.fixture
+async def ws_live_server(
+    ws_server: WebSocketServer, nursery: trio.Nursery
+) -> AsyncIterator[BoundAddress]:
+    """Your ``ws_server`` under a real hypercorn trio worker on 127.0.0.1, ephemeral port."""
+    stop = trio.Event()
+    addresses: list[BoundAddress] = await nursery.start(
+        lambda task_status: ws_server.serve(
+            "127.0.0.1", 0, shutdown_trigger=stop.wait, task_status=task_status
+        )
+    )
+    yield addresses[0]
+    stop.set()

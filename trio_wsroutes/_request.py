@@ -1,0 +1,183 @@
+"""The upgrade request, as authenticate functions and handlers see it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = ["Headers", "QueryParams", "Request"]
+
+
+class Headers(Mapping[str, str]):
+    """Request headers: case-insensitive, read-only; a repeated header joins with ``", "``.
+
+    ``get_all(name)`` returns every value of a repeated header.
+    """
+
+    __slots__ = ("_items", "_joined")
+
+    def __init__(self, raw: Iterable[tuple[bytes | str, bytes | str]] = ()) -> None:
+        items: list[tuple[str, str]] = []
+        for name, value in raw:
+            key = name.decode("latin-1") if isinstance(name, bytes) else name
+            val = value.decode("latin-1") if isinstance(value, bytes) else value
+            items.append((key.lower(), val))
+        self._items = items
+        joined: dict[str, str] = {}
+        for key, val in items:
+            joined[key] = f"{joined[key]}, {val}" if key in joined else val
+        self._joined = joined
+
+    def __getitem__(self, name: str) -> str:
+        return self._joined[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._joined
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._joined)
+
+    def __len__(self) -> int:
+        return len(self._joined)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value sent for ``name``, in order."""
+        key = name.lower()
+        return [val for k, val in self._items if k == key]
+
+    def raw(self) -> list[tuple[str, str]]:
+        """All headers in order, names lower-cased."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class QueryParams(Mapping[str, str]):
+    """Query string parameters; a repeated key maps to its last value.
+
+    ``get_all(name)`` returns every value of a repeated key.
+    """
+
+    __slots__ = ("_items", "_last")
+
+    def __init__(self, query_string: bytes | str = b"") -> None:
+        text = query_string.decode("latin-1") if isinstance(query_string, bytes) else query_string
+        self._items = parse_qsl(text, keep_blank_values=True)
+        self._last = dict(self._items)
+
+    def __getitem__(self, name: str) -> str:
+        return self._last[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._last)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value sent for ``name``, in order."""
+        return [val for key, val in self._items if key == name]
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._items!r})"
+
+
+class Request:
+    """The HTTP upgrade request of a WebSocket connection.
+
+    Available to ``authenticate`` functions (before the upgrade is accepted) and to
+    handlers as ``ctx.request``.
+    """
+
+    __slots__ = (
+        "_cookies",
+        "client",
+        "headers",
+        "path",
+        "path_params",
+        "query",
+        "query_string",
+        "scheme",
+        "subprotocols",
+    )
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        headers: Headers,
+        query_string: str = "",
+        path_params: Mapping[str, str] | None = None,
+        client: tuple[str, int] | None = None,
+        scheme: str = "ws",
+        subprotocols: Iterable[str] = (),
+    ) -> None:
+        self.path: str = path
+        """The request path, percent-decoded (``/chat/general``)."""
+        self.headers: Headers = headers
+        """Case-insensitive request headers."""
+        self.query_string: str = query_string
+        """The raw query string, without ``?``."""
+        self.query: QueryParams = QueryParams(query_string)
+        """Parsed query parameters."""
+        self.path_params: Mapping[str, str] = dict(path_params or {})
+        """Values of the route's path parameters (``{"room": "general"}``)."""
+        self.client: tuple[str, int] | None = client
+        """The peer's ``(host, port)`` as the server saw it, when known."""
+        self.scheme: str = scheme
+        """``ws`` or ``wss``."""
+        self.subprotocols: tuple[str, ...] = tuple(subprotocols)
+        """Subprotocols the client offered, in its order of preference."""
+        self._cookies: dict[str, str] | None = None
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any], path_params: Mapping[str, str]) -> Request:
+        """Build a request from an ASGI WebSocket scope."""
+        client = scope.get("client")
+        return cls(
+            path=scope.get("path", "/"),
+            headers=Headers(scope.get("headers", ())),
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            path_params=path_params,
+            client=(str(client[0]), int(client[1])) if client else None,
+            scheme=scope.get("scheme", "ws"),
+            subprotocols=scope.get("subprotocols", ()),
+        )
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """Cookies sent with the upgrade; a malformed ``Cookie`` header gives none."""
+        if self._cookies is None:
+            jar: dict[str, str] = {}
+            for header in self.headers.get_all("cookie"):
+                parsed = SimpleCookie()
+                try:
+                    parsed.load(header)
+                except CookieError:
+                    continue
+                jar.update({name: morsel.value for name, morsel in parsed.items()})
+            self._cookies = jar
+        return self._cookies
+
+    @property
+    def origin(self) -> str | None:
+        """The ``Origin`` header, which browsers always send on a WebSocket upgrade."""
+        return self.headers.get("origin")
+
+    @property
+    def user_agent(self) -> str | None:
+        """The ``User-Agent`` header."""
+        return self.headers.get("user-agent")
+
+    @property
+    def url(self) -> str:
+        """The request URL as the client addressed it (from the ``Host`` header)."""
+        host = self.headers.get("host", "")
+        query = f"?{self.query_string}" if self.query_string else ""
+        return f"{self.scheme}://{host}{self.path}{query}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.path!r} from {self.client!r}>"

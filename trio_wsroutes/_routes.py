@@ -1,0 +1,482 @@
+"""Routes: ``create_websocket_route``, the route builder, and path patterns."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import attrs
+
+from ._messages import message_type
+from ._request import Request
+from ._validation import converter
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._context import Context
+
+__all__ = [
+    "AuthenticateFn",
+    "BinaryHandler",
+    "CloseHandler",
+    "ConnectHandler",
+    "ErrorHandler",
+    "MessageHandler",
+    "PathPattern",
+    "RateLimit",
+    "Router",
+    "TextHandler",
+    "WebSocketRoute",
+    "create_websocket_route",
+]
+
+T = TypeVar("T")
+U = TypeVar("U")
+UserT = TypeVar("UserT")
+ServerT = TypeVar("ServerT")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+D = TypeVar("D")
+E = TypeVar("E")
+F = TypeVar("F")
+G = TypeVar("G")
+H = TypeVar("H")
+
+MessageHandler = Callable[["Connection[ServerT]", T, "Context[UserT]"], Awaitable[ServerT | None]]
+"""``async def handler(ws, data, ctx) -> ServerMessage | None``; a returned message is the
+reply, sent with the request's ``id``."""
+ConnectHandler = Callable[["Connection[ServerT]", "Context[UserT]"], Awaitable[None]]
+"""``async def on_connect(ws, ctx) -> None``."""
+CloseHandler = Callable[["Connection[ServerT]", int, str, "Context[UserT]"], Awaitable[None]]
+"""``async def on_close(ws, code, reason, ctx) -> None``."""
+ErrorHandler = Callable[["Connection[ServerT]", Exception, "Context[UserT]"], Awaitable[None]]
+"""``async def on_error(ws, error, ctx) -> None``."""
+BinaryHandler = Callable[["Connection[ServerT]", bytes, "Context[UserT]"], Awaitable[None]]
+"""``async def on_binary(ws, data, ctx) -> None``."""
+TextHandler = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[None]]
+"""``async def on_text(ws, text, ctx) -> None``: a text frame that is not an envelope."""
+AuthenticateFn = Callable[[Request], Awaitable[U | None]] | Callable[[Request], U | None]
+"""``fn(request) -> user | None``, sync or async."""
+
+_ConnectT = TypeVar("_ConnectT", bound=Callable[..., Awaitable[None]])
+
+_PARAM = re.compile(r"^(?::([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})$")
+
+
+@attrs.frozen
+class PathPattern:
+    """A route path such as ``/rooms/:room_id/chat/{chat_id}``.
+
+    Segments are static text or a parameter (``:name`` or ``{name}``) matching one
+    non-empty segment. A trailing slash is ignored.
+    """
+
+    path: str
+    segments: tuple[str | None, ...]
+    """Static text, or ``None`` for a parameter."""
+    param_names: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, path: str) -> PathPattern:
+        """Parse ``path``; raise ``ValueError`` for a malformed pattern."""
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"route path must start with '/': {path!r}")
+        segments: list[str | None] = []
+        names: list[str] = []
+        for part in _split(path):
+            found = _PARAM.match(part)
+            if found:
+                name = found.group(1) or found.group(2)
+                if name in names:
+                    raise ValueError(f"path parameter {name!r} appears twice in {path!r}")
+                names.append(name)
+                segments.append(None)
+            elif ":" in part[:1] or "{" in part or "}" in part:
+                raise ValueError(f"malformed path parameter {part!r} in {path!r}")
+            else:
+                segments.append(part)
+        return cls(path, tuple(segments), tuple(names))
+
+    @property
+    def shape(self) -> str:
+        """The pattern with parameter names erased: two routes with one shape clash."""
+        return "/" + "/".join("{}" if s is None else s for s in self.segments)
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """The parameters if ``path`` matches this pattern alone, else ``None``."""
+        parts = _split(path)
+        if len(parts) != len(self.segments):
+            return None
+        values: list[str] = []
+        for segment, part in zip(self.segments, parts, strict=True):
+            if segment is None:
+                if not part:
+                    return None
+                values.append(part)
+            elif segment != part:
+                return None
+        return dict(zip(self.param_names, values, strict=True))
+
+
+def _split(path: str) -> list[str]:
+    stripped = path.strip("/")
+    return stripped.split("/") if stripped else []
+
+
+@attrs.frozen
+class RateLimit:
+    """At most ``messages`` inbound messages per ``per_seconds`` per connection."""
+
+    messages: int
+    per_seconds: float
+    close: bool = False
+    """Close with 1008 when exceeded, instead of answering ``RATE_LIMITED``."""
+
+
+@attrs.frozen
+class HandlerSpec:
+    """One ``.on(type, schema, handler)`` registration."""
+
+    type: str
+    schema: builtins.type[Any]
+    handler: Callable[..., Awaitable[Any]]
+    structure: Callable[[Any, Any], Any]
+
+
+def _check_async(fn: object, what: str) -> None:
+    # partial() and bound methods of async functions pass; so do objects whose
+    # __call__ is async.
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    ):
+        return
+    raise TypeError(f"{what} must be an async function (async def), got {fn!r}")
+
+
+class WebSocketRoute(Generic[UserT, ServerT]):
+    """A WebSocket route, built with :func:`create_websocket_route`.
+
+    ``UserT`` is what ``authenticate`` returns (``None`` without it) and ``ServerT`` the
+    union of server messages given to :meth:`server_messages`.
+    """
+
+    def __init__(self, path: str, *, name: str | None = None, module: str | None = None) -> None:
+        self.pattern: PathPattern = PathPattern.parse(path)
+        self.path: str = path
+        """The path as written (``/chat/:room``)."""
+        self.name: str | None = name
+        """An explicit name for generated client types (else derived from the path)."""
+        self.module: str | None = module
+        """The module that created the route (named in generated types)."""
+        self.handlers: dict[str, HandlerSpec] = {}
+        self.connect_handler: ConnectHandler[Any, Any] | None = None
+        self.close_handler: CloseHandler[Any, Any] | None = None
+        self.error_handler: ErrorHandler[Any, Any] | None = None
+        self.binary_handler: BinaryHandler[Any, Any] | None = None
+        self.text_handler: TextHandler[Any, Any] | None = None
+        self.authenticate_fn: Callable[[Request], Any] | None = None
+        self.server_message_types: tuple[type[Any], ...] = ()
+        self.client_message_types: tuple[type[Any], ...] = ()
+        self.rate_limit_config: RateLimit | None = None
+        self.built: bool = False
+
+    def __repr__(self) -> str:
+        return f"<WebSocketRoute {self.path!r} types={sorted(self.handlers)!r}>"
+
+    # -- message handlers ---------------------------------------------------------------
+
+    @overload
+    def on(
+        self, type: str, schema: type[T]
+    ) -> Callable[[MessageHandler[ServerT, T, UserT]], MessageHandler[ServerT, T, UserT]]: ...
+
+    @overload
+    def on(
+        self, type: str, schema: type[T], handler: MessageHandler[ServerT, T, UserT]
+    ) -> WebSocketRoute[UserT, ServerT]: ...
+
+    def on(
+        self,
+        type: str,
+        schema: type[T],
+        handler: MessageHandler[ServerT, T, UserT] | None = None,
+    ) -> (
+        Callable[[MessageHandler[ServerT, T, UserT]], MessageHandler[ServerT, T, UserT]]
+        | WebSocketRoute[UserT, ServerT]
+    ):
+        """Handle envelopes of ``type`` whose ``data`` validates as ``schema``.
+
+        As a decorator (``@route.on("chat", Chat)``) it returns the function unchanged;
+        with the handler as third argument it returns the route, for chaining.
+        """
+        if not isinstance(type, str) or not type:
+            raise TypeError("message type must be a non-empty string")
+        if type in self.handlers:
+            raise ValueError(f"route {self.path!r} already has a handler for {type!r}")
+        if not attrs.has(schema):
+            raise TypeError(f"schema for {type!r} must be an attrs class, got {schema!r}")
+        try:
+            structure = converter.get_structure_hook(schema)
+        except Exception as exc:
+            raise TypeError(f"cannot validate {schema!r}: {exc}") from exc
+
+        def register(
+            fn: MessageHandler[ServerT, T, UserT],
+        ) -> MessageHandler[ServerT, T, UserT]:
+            _check_async(fn, f"handler for {type!r}")
+            if type in self.handlers:
+                raise ValueError(f"route {self.path!r} already has a handler for {type!r}")
+            self.handlers[type] = HandlerSpec(type, schema, fn, structure)
+            return fn
+
+        if handler is None:
+            return register
+        register(handler)
+        return self
+
+    # -- lifecycle hooks (decorators) ------------------------------------------------------
+
+    def _set_hook(self, attr: str, fn: _ConnectT, what: str) -> _ConnectT:
+        _check_async(fn, what)
+        if getattr(self, attr) is not None:
+            raise ValueError(f"route {self.path!r} already has an {what} handler")
+        setattr(self, attr, fn)
+        return fn
+
+    def on_connect(self, fn: ConnectHandler[ServerT, UserT]) -> ConnectHandler[ServerT, UserT]:
+        """Decorator: run ``fn(ws, ctx)`` after the upgrade, before any message."""
+        return self._set_hook("connect_handler", fn, "on_connect")
+
+    def on_close(self, fn: CloseHandler[ServerT, UserT]) -> CloseHandler[ServerT, UserT]:
+        """Decorator: run ``fn(ws, code, reason, ctx)`` exactly once when the connection ends."""
+        return self._set_hook("close_handler", fn, "on_close")
+
+    def on_error(self, fn: ErrorHandler[ServerT, UserT]) -> ErrorHandler[ServerT, UserT]:
+        """Decorator: run ``fn(ws, error, ctx)`` on bad input and on handler crashes.
+
+        The error envelope has been sent already; use the hook to log, count, or close.
+        """
+        return self._set_hook("error_handler", fn, "on_error")
+
+    def on_binary(self, fn: BinaryHandler[ServerT, UserT]) -> BinaryHandler[ServerT, UserT]:
+        """Decorator: handle binary frames with ``fn(ws, data, ctx)``.
+
+        Without it, a binary frame closes the connection with 1003.
+        """
+        return self._set_hook("binary_handler", fn, "on_binary")
+
+    def on_text(self, fn: TextHandler[ServerT, UserT]) -> TextHandler[ServerT, UserT]:
+        """Decorator: handle text frames that are not envelopes with ``fn(ws, text, ctx)``.
+
+        Without it, such frames get an ``INVALID_JSON`` or ``INVALID_MESSAGE`` error.
+        """
+        return self._set_hook("text_handler", fn, "on_text")
+
+    # -- configuration (chainable) -----------------------------------------------------
+
+    @overload
+    def authenticate(
+        self, fn: Callable[[Request], Awaitable[U | None]]
+    ) -> WebSocketRoute[U, ServerT]: ...
+
+    @overload
+    def authenticate(self, fn: Callable[[Request], U | None]) -> WebSocketRoute[U, ServerT]: ...
+
+    def authenticate(self, fn: Callable[[Request], Any]) -> WebSocketRoute[Any, ServerT]:
+        """Run ``fn(request)`` before the upgrade; its result becomes ``ctx.user``.
+
+        ``fn`` may be sync or async. ``None`` denies the upgrade with HTTP 401
+        (``UNAUTHORIZED``); an exception denies with 401 (``AUTH_ERROR``) and is logged;
+        ``raise Reject(status, message, code)`` denies with that status.
+        """
+        if not callable(fn):
+            raise TypeError(f"authenticate needs a callable, got {fn!r}")
+        self.authenticate_fn = fn
+        return self
+
+    @overload
+    def server_messages(self, a: type[A], /) -> WebSocketRoute[UserT, A]: ...
+    @overload
+    def server_messages(self, a: type[A], b: type[B], /) -> WebSocketRoute[UserT, A | B]: ...
+    @overload
+    def server_messages(
+        self, a: type[A], b: type[B], c: type[C], /
+    ) -> WebSocketRoute[UserT, A | B | C]: ...
+    @overload
+    def server_messages(
+        self, a: type[A], b: type[B], c: type[C], d: type[D], /
+    ) -> WebSocketRoute[UserT, A | B | C | D]: ...
+    @overload
+    def server_messages(
+        self, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E], /
+    ) -> WebSocketRoute[UserT, A | B | C | D | E]: ...
+    @overload
+    def server_messages(
+        self, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E], f: type[F], /
+    ) -> WebSocketRoute[UserT, A | B | C | D | E | F]: ...
+    @overload
+    def server_messages(
+        self,
+        a: type[A],
+        b: type[B],
+        c: type[C],
+        d: type[D],
+        e: type[E],
+        f: type[F],
+        g: type[G],
+        /,
+    ) -> WebSocketRoute[UserT, A | B | C | D | E | F | G]: ...
+    @overload
+    def server_messages(
+        self,
+        a: type[A],
+        b: type[B],
+        c: type[C],
+        d: type[D],
+        e: type[E],
+        f: type[F],
+        g: type[G],
+        h: type[H],
+        /,
+    ) -> WebSocketRoute[UserT, A | B | C | D | E | F | G | H]: ...
+    @overload
+    def server_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, Any]: ...
+
+    def server_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, Any]:
+        """Declare the messages this route sends: ``send``/``publish`` accept only these.
+
+        Each class must be tagged with :func:`message`.
+        """
+        if not classes:
+            raise TypeError("server_messages needs at least one message class")
+        seen: dict[str, type[Any]] = {}
+        for cls in classes:
+            wire = message_type(cls) if isinstance(cls, type) else None
+            if wire is None:
+                raise TypeError(f"{cls!r} is not a server message: decorate it with @message(...)")
+            if wire in seen and seen[wire] is not cls:
+                raise ValueError(f"wire type {wire!r} is used by two server messages")
+            seen[wire] = cls
+        self.server_message_types = tuple(classes)
+        return self
+
+    def client_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, ServerT]:
+        """Document the client messages (type generation only; handlers are not needed)."""
+        for cls in classes:
+            if not attrs.has(cls):
+                raise TypeError(f"client message {cls!r} must be an attrs class")
+        self.client_message_types = tuple(classes)
+        return self
+
+    def rate_limit(
+        self, messages: int, per_seconds: float = 1.0, *, close: bool = False
+    ) -> WebSocketRoute[UserT, ServerT]:
+        """Allow each connection ``messages`` messages per ``per_seconds`` (token bucket).
+
+        Over the limit a message is answered with ``RATE_LIMITED`` and not handled, or
+        the connection is closed with 1008 when ``close=True``.
+        """
+        if messages < 1 or per_seconds <= 0:
+            raise ValueError("rate_limit needs messages >= 1 and per_seconds > 0")
+        self.rate_limit_config = RateLimit(messages, per_seconds, close)
+        return self
+
+    def build(self) -> WebSocketRoute[UserT, ServerT]:
+        """Check the route and mark it complete; returns the route."""
+        self.built = True
+        return self
+
+
+def create_websocket_route(path: str, *, name: str | None = None) -> WebSocketRoute[None, Any]:
+    """Start a WebSocket route at ``path`` (``/chat/:room`` or ``/chat/{room}``).
+
+    ``name`` overrides the namespace name of generated client types.
+    """
+    module = sys._getframe(1).f_globals.get("__name__")
+    return WebSocketRoute(path, name=name, module=module if isinstance(module, str) else None)
+
+
+@attrs.frozen
+class RouteMatch:
+    """A route found for a request path, with its parameter values."""
+
+    route: WebSocketRoute[Any, Any]
+    params: Mapping[str, str]
+
+
+class _Node:
+    __slots__ = ("param", "route", "static")
+
+    def __init__(self) -> None:
+        self.static: dict[str, _Node] = {}
+        self.param: _Node | None = None
+        self.route: WebSocketRoute[Any, Any] | None = None
+
+
+class Router:
+    """Finds the route for a path; static segments win over parameters."""
+
+    def __init__(self, routes: Iterable[WebSocketRoute[Any, Any]] = ()) -> None:
+        self._root = _Node()
+        self._shapes: dict[str, WebSocketRoute[Any, Any]] = {}
+        self.routes: list[WebSocketRoute[Any, Any]] = []
+        for route in routes:
+            self.add(route)
+
+    def add(self, route: WebSocketRoute[Any, Any]) -> None:
+        """Add ``route``; raise ``ValueError`` if its path clashes with another route."""
+        if not isinstance(route, WebSocketRoute):
+            raise TypeError(f"expected a route from create_websocket_route, got {route!r}")
+        shape = route.pattern.shape
+        other = self._shapes.get(shape)
+        if other is not None:
+            raise ValueError(
+                f"route {route.path!r} is registered twice"
+                if other.path == route.path
+                else f"routes {other.path!r} and {route.path!r} match the same paths"
+            )
+        node = self._root
+        for segment in route.pattern.segments:
+            if segment is None:
+                if node.param is None:
+                    node.param = _Node()
+                node = node.param
+            else:
+                node = node.static.setdefault(segment, _Node())
+        node.route = route
+        self._shapes[shape] = route
+        self.routes.append(route)
+
+    def match(self, path: str) -> RouteMatch | None:
+        """The route for ``path`` with its parameters, or ``None``."""
+        parts = _split(path)
+        values: list[str] = []
+        route = _walk(self._root, parts, 0, values)
+        if route is None:
+            return None
+        return RouteMatch(route, dict(zip(route.pattern.param_names, values, strict=True)))
+
+
+def _walk(
+    node: _Node, parts: list[str], index: int, values: list[str]
+) -> WebSocketRoute[Any, Any] | None:
+    if index == len(parts):
+        return node.route
+    part = parts[index]
+    child = node.static.get(part)
+    if child is not None:
+        found = _walk(child, parts, index + 1, values)
+        if found is not None:
+            return found
+    if node.param is not None and part:
+        values.append(part)
+        found = _walk(node.param, parts, index + 1, values)
+        if found is not None:
+            return found
+        values.pop()
+    return None

@@ -1,0 +1,92 @@
+"""The ASGI transport: the engine served by hypercorn's trio worker (or any ASGI server)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from .._messages import Frame
+from ._base import Disconnect, TransportClosed
+
+__all__ = ["ASGITransport"]
+
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+
+_HTTP_RESPONSE_EXTENSION = "websocket.http.response"
+
+
+class ASGITransport:
+    """Adapts one ASGI ``websocket`` scope to the engine's transport interface."""
+
+    __slots__ = ("_connected", "_receive", "_send", "scope")
+
+    def __init__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self._connected = False
+
+    async def _await_connect(self) -> Disconnect | None:
+        # ASGI delivers "websocket.connect" first; it must be read before answering.
+        while not self._connected:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.connect":
+                self._connected = True
+            elif kind == "websocket.disconnect":
+                return Disconnect(int(message.get("code", 1006)))
+        return None
+
+    async def accept(self, subprotocol: str | None, headers: Sequence[tuple[str, str]]) -> None:
+        if await self._await_connect() is not None:
+            raise TransportClosed("client left before the upgrade")
+        message: ASGIMessage = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers:
+            message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        await self._send_checked(message)
+
+    async def deny(self, status: int, body: bytes, headers: Sequence[tuple[str, str]]) -> None:
+        if await self._await_connect() is not None:
+            return
+        if _HTTP_RESPONSE_EXTENSION not in self.scope.get("extensions", {}):
+            # Without the extension the server answers 403 itself.
+            await self._send_checked({"type": "websocket.close", "code": 1008})
+            return
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        raw.append((b"content-length", str(len(body)).encode()))
+        await self._send_checked(
+            {"type": "websocket.http.response.start", "status": status, "headers": raw}
+        )
+        await self._send_checked(
+            {"type": "websocket.http.response.body", "body": body, "more_body": False}
+        )
+
+    async def receive(self) -> str | bytes | Disconnect:
+        while True:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                if text is not None:
+                    return str(text)
+                return bytes(message.get("bytes") or b"")
+            if kind == "websocket.disconnect":
+                return Disconnect(int(message.get("code", 1005)), message.get("reason") or "")
+
+    async def send(self, frame: Frame) -> None:
+        if frame.binary:
+            await self._send_checked({"type": "websocket.send", "bytes": frame.payload})
+        else:
+            await self._send_checked({"type": "websocket.send", "text": frame.text})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._send_checked({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def _send_checked(self, message: ASGIMessage) -> None:
+        try:
+            await self._send(message)
+        except (OSError, RuntimeError) as exc:
+            # Servers differ in what a send on a closed connection raises.
+            raise TransportClosed(str(exc)) from exc

@@ -1,0 +1,343 @@
+"""The strict cattrs converter: JSON values to attrs classes, as Zod would check them.
+
+cattrs coerces by default (``5`` becomes ``"5"``, ``1.7`` becomes ``1``); a typed API
+must not. This module builds a converter on ``cattrs.preconf.orjson`` whose hooks accept
+only the JSON type a field declares, and turns cattrs' structured exceptions into
+:class:`~trio_wsroutes.ErrorDetail` entries with a JSON path each. Exception text from
+inside cattrs or the standard library is never copied into a detail: only our own messages
+and the messages of attrs validators, which are written for the client.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Literal, get_args, get_origin
+
+import attrs
+import cattrs
+import orjson
+from cattrs.cols import (
+    is_any_set,
+    is_mapping,
+    is_sequence,
+    list_structure_factory,
+    mapping_structure_factory,
+)
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.preconf.orjson import OrjsonConverter, make_converter
+
+from ._errors import ErrorDetail
+
+__all__ = ["converter", "structure_errors", "validation_details"]
+
+StructureHook = Callable[[Any, Any], Any]
+
+_JSON_NAMES: Final = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+class StrictTypeError(TypeError):
+    """A JSON value of the wrong type for its field."""
+
+    def __init__(self, expected: str, value: object) -> None:
+        got = _JSON_NAMES.get(type(value), type(value).__name__)
+        super().__init__(f"expected {expected}, got {got}")
+        self.expected = expected
+
+
+class MissingField(KeyError):
+    """A required field is absent."""
+
+
+class InvalidValue(ValueError):
+    """A value of the right JSON type that the field does not accept."""
+
+
+class _ValidatorFailed(ValueError):
+    """An attrs validator rejected a field; carries the validator's own message."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _structure_str(value: Any, _: Any) -> str:
+    if type(value) is str:
+        return value
+    raise StrictTypeError("string", value)
+
+
+def _structure_int(value: Any, _: Any) -> int:
+    if type(value) is int:
+        return value
+    raise StrictTypeError("integer", value)
+
+
+def _structure_float(value: Any, _: Any) -> float:
+    kind = type(value)
+    if kind is float or kind is int:
+        return float(value)
+    raise StrictTypeError("number", value)
+
+
+def _structure_bool(value: Any, _: Any) -> bool:
+    if type(value) is bool:
+        return value
+    raise StrictTypeError("boolean", value)
+
+
+def _structure_none(value: Any, _: Any) -> None:
+    if value is None:
+        return
+    raise StrictTypeError("null", value)
+
+
+def _require(kind: type, expected: str, hook: StructureHook) -> StructureHook:
+    def structure(value: Any, target: Any) -> Any:
+        if type(value) is not kind:
+            raise StrictTypeError(expected, value)
+        return hook(value, target)
+
+    return structure
+
+
+def _sequence_factory(target: Any, conv: cattrs.Converter) -> StructureHook:
+    args = get_args(target)
+    origin = get_origin(target) or target
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        items = [conv.get_structure_hook(arg) for arg in args]
+
+        def structure_tuple(value: Any, _: Any) -> tuple[Any, ...]:
+            if len(value) != len(items):
+                raise InvalidValue(f"expected an array of {len(items)} items")
+            errors: list[Exception] = []
+            out: list[Any] = []
+            for index, (hook, arg, item) in enumerate(zip(items, args, value, strict=True)):
+                try:
+                    out.append(hook(item, arg))
+                except Exception as exc:
+                    exc.__notes__ = [*getattr(exc, "__notes__", []), _index_note(index, arg)]
+                    errors.append(exc)
+            if errors:
+                raise IterableValidationError("invalid items", errors, target)
+            return tuple(out)
+
+        return _require(list, "array", structure_tuple)
+
+    element = args[0] if args else Any
+    as_list = list_structure_factory(list[element], conv)  # type: ignore[valid-type]
+    if origin is tuple:
+        return _require(list, "array", lambda v, t: tuple(as_list(v, t)))
+    if is_any_set(target):
+        build = frozenset if origin is frozenset else set
+        return _require(list, "array", lambda v, t: build(as_list(v, t)))
+    return _require(list, "array", as_list)
+
+
+def _index_note(index: int, arg: Any) -> IterableValidationNote:
+    return IterableValidationNote(f"Structuring item @ index {index}", index, arg)
+
+
+def _mapping_factory(target: Any, conv: cattrs.Converter) -> StructureHook:
+    args = get_args(target)
+    if (
+        args
+        and args[0] is not str
+        and not (isinstance(args[0], type) and issubclass(args[0], str))
+    ):
+        raise TypeError(
+            f"{target!r}: JSON object keys are strings; use dict[str, ...] in messages"
+        )
+    return _require(dict, "object", mapping_structure_factory(target, conv))
+
+
+def _literal_factory(target: Any, _conv: cattrs.Converter) -> StructureHook:
+    # Compare type and value, so that Literal[1] refuses True and Literal["1"] refuses 1.
+    members = [(m.value if isinstance(m, enum.Enum) else m, m) for m in get_args(target)]
+    wire = ", ".join(repr(raw) for raw, _ in members)
+
+    def structure(value: Any, _: Any) -> Any:
+        for raw, member in members:
+            if type(value) is type(raw) and value == raw:
+                return member
+        raise InvalidValue(f"expected one of {wire}")
+
+    return structure
+
+
+def _enum_factory(target: Any, _conv: cattrs.Converter) -> StructureHook:
+    by_value = {(type(m.value), m.value): m for m in target}
+    wire = ", ".join(repr(m.value) for m in target)
+
+    def structure(value: Any, _: Any) -> Any:
+        try:
+            return by_value[(type(value), value)]
+        except (KeyError, TypeError):
+            raise InvalidValue(f"expected one of {wire}") from None
+
+    return structure
+
+
+def _attrs_factory(cls: Any, conv: cattrs.Converter) -> StructureHook:
+    """Structure an attrs class field by field, then construct it once.
+
+    Written out (rather than cattrs' generated function) so that an attrs validator's
+    failure can be reported on its own field with its own message.
+    """
+    attrs.resolve_types(cls)  # string annotations (``from __future__ import annotations``)
+    fields = [
+        (a.name, a.alias, a.type, conv.get_structure_hook(a.type), a.default is attrs.NOTHING)
+        for a in attrs.fields(cls)
+        if a.init
+    ]
+    name = cls.__name__
+
+    def structure(value: Any, _: Any) -> Any:
+        if type(value) is not dict:
+            raise StrictTypeError("object", value)
+        kwargs: dict[str, Any] = {}
+        errors: list[Exception] = []
+        for key, alias, field_type, hook, required in fields:
+            try:
+                raw = value[key]
+            except KeyError:
+                if required:
+                    exc: Exception = MissingField(key)
+                    exc.__notes__ = [AttributeValidationNote(f"field {key}", key, field_type)]
+                    errors.append(exc)
+                continue
+            try:
+                kwargs[alias] = hook(raw, field_type)
+            except Exception as exc:
+                notes = getattr(exc, "__notes__", [])
+                exc.__notes__ = [*notes, AttributeValidationNote(f"field {key}", key, field_type)]
+                errors.append(exc)
+        if errors:
+            raise ClassValidationError(f"While structuring {name}", errors, cls)
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise _diagnose(cls, kwargs) from exc
+
+    return structure
+
+
+def _diagnose(cls: Any, kwargs: dict[str, Any]) -> Exception:
+    """Find which field's validator refused the value (only on the error path)."""
+    instance = object.__new__(cls)
+    values: dict[str, Any] = {}
+    for a in attrs.fields(cls):
+        if a.alias in kwargs:
+            value = kwargs[a.alias]
+        elif isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
+            factory: Any = a.default
+            value = factory.factory(instance) if factory.takes_self else factory.factory()
+        else:
+            value = a.default
+        values[a.name] = value
+        object.__setattr__(instance, a.name, value)
+    errors: list[Exception] = []
+    for a in attrs.fields(cls):
+        if a.validator is None:
+            continue
+        try:
+            a.validator(instance, a, values[a.name])
+        except (ValueError, TypeError) as exc:
+            failure = _ValidatorFailed(a.name, str(exc.args[0]) if exc.args else "invalid value")
+            failure.__notes__ = [AttributeValidationNote(f"field {a.name}", a.name, a.type)]
+            errors.append(failure)
+    if errors:
+        return ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+    return InvalidValue(f"invalid {cls.__name__}")
+
+
+def _is_literal(target: Any) -> bool:
+    return get_origin(target) is Literal
+
+
+def _is_enum(target: Any) -> bool:
+    return isinstance(target, type) and issubclass(target, enum.Enum)
+
+
+def _is_collection(target: Any) -> bool:
+    origin: Any = get_origin(target) or target
+    return bool(is_sequence(target) or is_any_set(target) or origin is tuple)
+
+
+def _make_converter() -> OrjsonConverter:
+    conv = make_converter(detailed_validation=True)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(bool, _structure_bool)
+    conv.register_structure_hook(type(None), _structure_none)
+    factories: list[tuple[Callable[[Any], bool], Callable[[Any, cattrs.Converter], Any]]] = [
+        (attrs.has, _attrs_factory),
+        (_is_literal, _literal_factory),
+        (_is_enum, _enum_factory),
+        (is_mapping, _mapping_factory),
+        (_is_collection, _sequence_factory),
+    ]
+    for predicate, factory in factories:
+        conv.register_structure_hook_factory(predicate, factory)
+    return conv
+
+
+converter: Final = _make_converter()
+"""The project's converter: strict structuring, orjson-friendly unstructuring."""
+
+
+def structure_errors(exc: BaseException, path: str) -> Iterator[ErrorDetail]:
+    """Walk a cattrs exception (group) and yield one detail per leaf problem."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        for sub in exc.exceptions:
+            yield from structure_errors(sub, _extend(path, sub))
+        return
+    if isinstance(exc, _ValidatorFailed):
+        yield ErrorDetail(path, exc.message)
+    elif isinstance(exc, MissingField):
+        yield ErrorDetail(path, "required field missing")
+    elif isinstance(exc, StrictTypeError | InvalidValue):
+        yield ErrorDetail(path, str(exc))
+    elif isinstance(exc, ExceptionGroup):
+        for sub in exc.exceptions:
+            yield from structure_errors(sub, _extend(path, sub))
+    else:
+        # Text from arbitrary code (a stdlib parser, a user hook) is not for clients.
+        yield ErrorDetail(path, "invalid value")
+
+
+def _extend(path: str, exc: BaseException) -> str:
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, AttributeValidationNote):
+            return f"{path}.{note.name}"
+        if isinstance(note, IterableValidationNote):
+            index = note.index
+            if isinstance(index, str):
+                return f"{path}.{index}" if index.isidentifier() else f"{path}[{_quote(index)}]"
+            return f"{path}[{index!r}]"
+    return path
+
+
+def _quote(key: str) -> str:
+    return orjson.dumps(key).decode()
+
+
+def validation_details(exc: BaseException, path: str = "$.data") -> list[ErrorDetail]:
+    """All problems in ``exc``, a failure from :data:`converter`, with JSON paths."""
+    details = list(structure_errors(exc, path))
+    return details or [ErrorDetail(path, "invalid value")]
