@@ -21,6 +21,7 @@ The engine talks to the network only through :class:`~trio_wsroutes._transports.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -326,7 +327,10 @@ class Connection(Generic[ServerT_contra]):
             if self._closing:
                 raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
         else:
-            await trio.lowlevel.checkpoint()
+            # Not a full checkpoint: a yield here would cost a scheduler pass per message.
+            # Cancellation is still honoured, and a sender that never yields parks as soon
+            # as the outbox reaches the limit.
+            await trio.lowlevel.checkpoint_if_cancelled()
         outbox.put_nowait(frame)
 
     def _evict(self) -> None:
@@ -403,9 +407,15 @@ class Connection(Generic[ServerT_contra]):
         accepts_binary = route.binary_handler is not None
         async with channel:
             with trio.CancelScope() as idle_scope:
+                bumped = -math.inf
                 while True:
                     if idle is not None:
-                        idle_scope.deadline = trio.current_time() + idle
+                        # Move the deadline at most once a second: the timeout fires
+                        # between idle and idle + 1 s, and the hot path stays cheap.
+                        now = trio.current_time()
+                        if now - bumped >= 1.0:
+                            idle_scope.deadline = now + idle
+                            bumped = now
                     try:
                         message = await transport.receive()
                     except TransportClosed:
@@ -436,7 +446,10 @@ class Connection(Generic[ServerT_contra]):
                             encode_error(RATE_LIMITED, "Too many messages; slow down")
                         )
                         continue
-                    await channel.send(message)
+                    try:
+                        channel.send_nowait(message)
+                    except trio.WouldBlock:
+                        await channel.send(message)  # the dispatcher is behind: wait
             if idle_scope.cancelled_caught:
                 self._begin_close(CloseCode.NORMAL, "idle timeout")
 
@@ -472,7 +485,16 @@ class Connection(Generic[ServerT_contra]):
         ):
             return
         async with channel:
-            async for message in channel:
+            while True:
+                try:
+                    message = channel.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        message = await channel.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
                 if self._closing:
                     break
                 if type(message) is str:

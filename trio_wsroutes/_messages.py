@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import attrs
 import orjson
@@ -143,8 +143,7 @@ def encode_error(
     return Frame(orjson.dumps(body))
 
 
-@attrs.frozen
-class Envelope:
+class Envelope(NamedTuple):
     """A parsed client envelope; ``data`` is still raw JSON."""
 
     type: str
@@ -160,11 +159,15 @@ def parse_envelope(text: str | bytes) -> Envelope:
         raise ProtocolError("Message is not valid JSON", INVALID_JSON) from None
     if type(body) is not dict:
         raise ProtocolError("Message must be a JSON object with a 'type'", INVALID_MESSAGE)
-    msg_id = body.get("id")
+    envelope = cast("dict[str, Any]", body)
+    msg_id: Any = envelope.get("id")
     if msg_id is not None and type(msg_id) is not str and type(msg_id) is not int:
         raise ProtocolError("Message 'id' must be a string or an integer", INVALID_MESSAGE)
-    wire_type = body.get("type")
+    wire_type: Any = envelope.get("type")
     if type(wire_type) is not str:
         raise ProtocolError("Message 'type' must be a string", INVALID_MESSAGE, request_id=msg_id)
-    data = body.get("data")
-    return Envelope(wire_type, {} if data is None and "data" not in body else data, msg_id)
+    data: Any = envelope.get("data", _MISSING)
+    return Envelope(wire_type, {} if data is _MISSING else data, msg_id)
+
+
+_MISSING: Final = object()

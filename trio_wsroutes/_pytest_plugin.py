@@ -8,6 +8,7 @@ it on an ephemeral port of 127.0.0.1.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -31,9 +32,7 @@ async def ws_live_server(
     """Your ``ws_server`` under a real hypercorn trio worker on 127.0.0.1, ephemeral port."""
     stop = trio.Event()
     addresses: list[BoundAddress] = await nursery.start(
-        lambda task_status: ws_server.serve(
-            "127.0.0.1", 0, shutdown_trigger=stop.wait, task_status=task_status
-        )
+        functools.partial(ws_server.serve, "127.0.0.1", 0, shutdown_trigger=stop.wait)
     )
     yield addresses[0]
     stop.set()

@@ -397,7 +397,8 @@ def create_websocket_route(path: str, *, name: str | None = None) -> WebSocketRo
 
     ``name`` overrides the namespace name of generated client types.
     """
-    module = sys._getframe(1).f_globals.get("__name__")
+    # The caller's module, named in generated client types.
+    module = sys._getframe(1).f_globals.get("__name__")  # pyright: ignore[reportPrivateUsage]
     return WebSocketRoute(path, name=name, module=module if isinstance(module, str) else None)
 
 

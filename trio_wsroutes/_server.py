@@ -7,7 +7,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -204,7 +204,7 @@ class WebSocketServer:
             on_gone=self.registry.discard,
         )
         self.registry.add(connection)
-        await connection._run()
+        await connection._run()  # pyright: ignore[reportPrivateUsage]
 
     def _origin_allowed(self, origin: str | None) -> bool:
         allowed = self.allowed_origins
@@ -232,7 +232,9 @@ class WebSocketServer:
         for everything else (TLS, access logs); its ``bind`` is replaced.
         """
         from hypercorn.config import Config
-        from hypercorn.trio import serve as hypercorn_serve
+        from hypercorn.trio import serve as _hypercorn_serve  # pyright: ignore[reportUnknownVariableType]
+
+        hypercorn_serve = cast("Callable[..., Awaitable[None]]", _hypercorn_serve)
 
         config = hypercorn_config if hypercorn_config is not None else Config()
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -252,7 +254,7 @@ class WebSocketServer:
             urls: list[str] = await nursery.start(
                 functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown)
             )
-            addresses = []
+            addresses: list[BoundAddress] = []
             for url in urls:
                 parts = urlsplit(url)
                 addresses.append(BoundAddress(parts.hostname or host, parts.port or port))

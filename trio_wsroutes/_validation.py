@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator
-from typing import Any, Final, Literal, get_args, get_origin
+from typing import Any, Final, Literal, cast, get_args, get_origin
 
 import attrs
 import cattrs
 import orjson
-from cattrs.cols import (
-    is_any_set,
-    is_mapping,
-    is_sequence,
-    list_structure_factory,
-    mapping_structure_factory,
-)
+from cattrs import cols as _cols
 from cattrs.errors import (
     AttributeValidationNote,
     ClassValidationError,
@@ -36,9 +30,19 @@ from ._errors import ErrorDetail
 
 __all__ = ["converter", "structure_errors", "validation_details"]
 
+# cattrs' collection helpers, with the types they have (their stubs leave some unknown).
+is_any_set = cast("Callable[[Any], bool]", _cols.is_any_set)  # pyright: ignore[reportUnknownMemberType]
+is_mapping: Callable[[Any], bool] = _cols.is_mapping
+is_sequence: Callable[[Any], bool] = _cols.is_sequence
+list_structure_factory: Callable[[Any, cattrs.Converter], Any] = _cols.list_structure_factory
+mapping_structure_factory = cast(
+    "Callable[[Any, cattrs.Converter], Any]",
+    _cols.mapping_structure_factory,  # pyright: ignore[reportUnknownMemberType]
+)
+
 StructureHook = Callable[[Any, Any], Any]
 
-_JSON_NAMES: Final = {
+_JSON_NAMES: Final[dict[type[Any], str]] = {
     dict: "object",
     list: "array",
     str: "string",
@@ -88,7 +92,7 @@ def _structure_int(value: Any, _: Any) -> int:
 
 
 def _structure_float(value: Any, _: Any) -> float:
-    kind = type(value)
+    kind: Any = value.__class__
     if kind is float or kind is int:
         return float(value)
     raise StrictTypeError("number", value)
@@ -130,10 +134,10 @@ def _sequence_factory(target: Any, conv: cattrs.Converter) -> StructureHook:
                 try:
                     out.append(hook(item, arg))
                 except Exception as exc:
-                    exc.__notes__ = [*getattr(exc, "__notes__", []), _index_note(index, arg)]
+                    exc.add_note(_index_note(index, arg))
                     errors.append(exc)
             if errors:
-                raise IterableValidationError("invalid items", errors, target)
+                raise IterableValidationError("invalid items", errors, target)  # pyright: ignore[reportCallIssue]
             return tuple(out)
 
         return _require(list, "array", structure_tuple)
@@ -143,13 +147,22 @@ def _sequence_factory(target: Any, conv: cattrs.Converter) -> StructureHook:
     if origin is tuple:
         return _require(list, "array", lambda v, t: tuple(as_list(v, t)))
     if is_any_set(target):
-        build = frozenset if origin is frozenset else set
-        return _require(list, "array", lambda v, t: build(as_list(v, t)))
+        frozen = origin is frozenset
+
+        def structure_set(value: Any, target: Any) -> Any:
+            items: list[Any] = as_list(value, target)
+            return frozenset(items) if frozen else set(items)
+
+        return _require(list, "array", structure_set)
     return _require(list, "array", as_list)
 
 
 def _index_note(index: int, arg: Any) -> IterableValidationNote:
-    return IterableValidationNote(f"Structuring item @ index {index}", index, arg)
+    return IterableValidationNote(f"Structuring item @ index {index}", index, arg)  # pyright: ignore[reportCallIssue]
+
+
+def _field_note(name: str, field_type: Any) -> AttributeValidationNote:
+    return AttributeValidationNote(f"Structuring field {name}", name, field_type)  # pyright: ignore[reportCallIssue]
 
 
 def _mapping_factory(target: Any, conv: cattrs.Converter) -> StructureHook:
@@ -180,8 +193,9 @@ def _literal_factory(target: Any, _conv: cattrs.Converter) -> StructureHook:
 
 
 def _enum_factory(target: Any, _conv: cattrs.Converter) -> StructureHook:
-    by_value = {(type(m.value), m.value): m for m in target}
-    wire = ", ".join(repr(m.value) for m in target)
+    members: list[enum.Enum] = list(target)
+    by_value: dict[tuple[Any, Any], enum.Enum] = {(type(m.value), m.value): m for m in members}
+    wire = ", ".join(repr(m.value) for m in members)
 
     def structure(value: Any, _: Any) -> Any:
         try:
@@ -209,25 +223,25 @@ def _attrs_factory(cls: Any, conv: cattrs.Converter) -> StructureHook:
     def structure(value: Any, _: Any) -> Any:
         if type(value) is not dict:
             raise StrictTypeError("object", value)
+        obj = cast("dict[str, Any]", value)
         kwargs: dict[str, Any] = {}
         errors: list[Exception] = []
         for key, alias, field_type, hook, required in fields:
             try:
-                raw = value[key]
+                raw = obj[key]
             except KeyError:
                 if required:
-                    exc: Exception = MissingField(key)
-                    exc.__notes__ = [AttributeValidationNote(f"field {key}", key, field_type)]
-                    errors.append(exc)
+                    missing = MissingField(key)
+                    missing.add_note(_field_note(key, field_type))
+                    errors.append(missing)
                 continue
             try:
                 kwargs[alias] = hook(raw, field_type)
             except Exception as exc:
-                notes = getattr(exc, "__notes__", [])
-                exc.__notes__ = [*notes, AttributeValidationNote(f"field {key}", key, field_type)]
+                exc.add_note(_field_note(key, field_type))
                 errors.append(exc)
         if errors:
-            raise ClassValidationError(f"While structuring {name}", errors, cls)
+            raise ClassValidationError(f"While structuring {name}", errors, cls)  # pyright: ignore[reportCallIssue]
         try:
             return cls(**kwargs)
         except (ValueError, TypeError) as exc:
@@ -258,10 +272,10 @@ def _diagnose(cls: Any, kwargs: dict[str, Any]) -> Exception:
             a.validator(instance, a, values[a.name])
         except (ValueError, TypeError) as exc:
             failure = _ValidatorFailed(a.name, str(exc.args[0]) if exc.args else "invalid value")
-            failure.__notes__ = [AttributeValidationNote(f"field {a.name}", a.name, a.type)]
+            failure.add_note(_field_note(a.name, a.type))
             errors.append(failure)
     if errors:
-        return ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+        return ClassValidationError(f"While structuring {cls.__name__}", errors, cls)  # pyright: ignore[reportCallIssue]
     return InvalidValue(f"invalid {cls.__name__}")
 
 
@@ -303,18 +317,17 @@ converter: Final = _make_converter()
 
 def structure_errors(exc: BaseException, path: str) -> Iterator[ErrorDetail]:
     """Walk a cattrs exception (group) and yield one detail per leaf problem."""
-    if isinstance(exc, ClassValidationError | IterableValidationError):
-        for sub in exc.exceptions:
-            yield from structure_errors(sub, _extend(path, sub))
-        return
     if isinstance(exc, _ValidatorFailed):
         yield ErrorDetail(path, exc.message)
     elif isinstance(exc, MissingField):
         yield ErrorDetail(path, "required field missing")
     elif isinstance(exc, StrictTypeError | InvalidValue):
         yield ErrorDetail(path, str(exc))
-    elif isinstance(exc, ExceptionGroup):
-        for sub in exc.exceptions:
+    elif isinstance(exc, BaseExceptionGroup):
+        # cattrs' ClassValidationError and IterableValidationError are groups whose
+        # members carry notes naming the field or index.
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        for sub in group.exceptions:
             yield from structure_errors(sub, _extend(path, sub))
     else:
         # Text from arbitrary code (a stdlib parser, a user hook) is not for clients.

@@ -15,15 +15,18 @@ socket is exercised. With pytest-trio, the fixtures ``ws_client`` and ``ws_live_
 (from the plugin this package registers) need only a ``ws_server`` fixture of yours.
 """
 
+# TestClient drives its TestConnection's private ASGI side.
+# pyright: reportPrivateUsage=false
+
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, MutableMapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, cast
+from urllib.parse import unquote, urlencode
 
 import attrs
 import orjson
@@ -95,6 +98,8 @@ class TestConnection:
         self._client_closed = False
         self._timeout = default_timeout
         self._ids = itertools.count(1)
+        self._reading = trio.Event()
+        self._reading.set()
 
     # -- the ASGI side --------------------------------------------------------------------
 
@@ -114,6 +119,10 @@ class TestConnection:
             ]
             self._handshake.set()
         elif kind == "websocket.send":
+            # A paused client is one whose socket buffer is full: the server's send waits.
+            await self._reading.wait()
+            if self._server_closed is not None or self._client_closed:
+                raise RuntimeError("send on a closed WebSocket")
             text = message.get("text")
             self._from_app_send.send_nowait(text if text is not None else bytes(message["bytes"]))
         elif kind == "websocket.close":
@@ -169,6 +178,16 @@ class TestConnection:
     def close_reason(self) -> str | None:
         """The reason the server closed with, once it has."""
         return self._server_closed.reason if self._server_closed else None
+
+    def pause_reading(self) -> None:
+        """Stop taking frames, like a client that stopped reading its socket: the
+        server's next send to this connection waits until :meth:`resume_reading`."""
+        if self._reading.is_set():
+            self._reading = trio.Event()
+
+    def resume_reading(self) -> None:
+        """Take frames again after :meth:`pause_reading`."""
+        self._reading.set()
 
     async def send_text(self, text: str) -> None:
         """Send a text frame."""
@@ -238,13 +257,14 @@ class TestConnection:
 
     async def receive(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The next text frame parsed as a JSON object."""
-        value = orjson.loads(await self.receive_text(timeout=timeout))
+        value: Any = orjson.loads(await self.receive_text(timeout=timeout))
         if not isinstance(value, dict):
             raise AssertionError(f"expected a JSON object, got {value!r}")
-        return value
+        return cast("dict[str, Any]", value)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close from the client side and wait for the server's handlers to finish."""
+        self._reading.set()
         if not self._client_closed and self._server_closed is None:
             self._client_closed = True
             await self._to_app_send.send(
@@ -268,7 +288,7 @@ class TestConnection:
 
 
 @asynccontextmanager
-async def _task_host() -> AsyncIterator[trio.Nursery]:
+async def _task_host() -> AsyncGenerator[trio.Nursery, None]:
     """A nursery for the app's tasks that lets the body's own exception through as it is.
 
     A plain nursery would wrap an exception raised in the ``async with`` body (say an
@@ -358,7 +378,7 @@ class TestClient:
         query: Mapping[str, str] | str | None = None,
         subprotocols: Sequence[str] = (),
         origin: str | None = None,
-    ) -> AsyncIterator[TestConnection]:
+    ) -> AsyncGenerator[TestConnection, None]:
         """Open a WebSocket to ``path``; raises :class:`ConnectionDenied` if refused.
 
         On exit the client closes with 1000 (if still open) and waits for the server's
@@ -383,7 +403,7 @@ class TestClient:
             "server": ("testserver", 80),
             "client": self.client_address,
             "root_path": "",
-            "path": path,
+            "path": unquote(path),  # ASGI paths are percent-decoded
             "raw_path": path.encode(),
             "query_string": query_string,
             "headers": raw_headers,

@@ -1,0 +1,231 @@
+"""The connection engine: backpressure, eviction, lifecycle, ordering, timeouts."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from trio_wsroutes import (
+    CloseCode,
+    Connection,
+    ConnectionClosed,
+    Context,
+    WebSocketServer,
+    create_websocket_route,
+    message,
+)
+from trio_wsroutes.testing import TestClient, WebSocketClosed
+
+
+@attrs.frozen
+class Burst:
+    count: int
+    size: int
+
+
+@message("blob")
+@attrs.frozen
+class Blob:
+    index: int
+    payload: str
+
+
+@message("note")
+@attrs.frozen
+class Note:
+    text: str
+
+
+async def test_send_waits_over_backpressure_limit_and_reports_buffered_amount() -> None:
+    route = create_websocket_route("/burst").server_messages(Blob)
+    observed: list[int] = []
+    done = trio.Event()
+
+    @route.on("burst", Burst)
+    async def burst(ws: Connection[Blob], data: Burst, ctx: Context[None]) -> None:
+        for index in range(data.count):
+            await ws.send(Blob(index, "x" * data.size))
+            observed.append(ws.buffered_amount)
+        done.set()
+
+    server = WebSocketServer([route], backpressure_limit=2_000)
+    async with TestClient(server) as client, client.connect("/burst") as ws:
+        ws.pause_reading()
+        await ws.send("burst", {"count": 20, "size": 500})
+        await trio.testing.wait_all_tasks_blocked()
+        # The writer holds one frame; the outbox filled to the limit, then send waited.
+        assert not done.is_set()
+        assert observed, "some sends went through before the limit"
+        assert max(observed) >= 2_000
+        assert max(observed) < 2_000 + 600  # over the limit by at most one message
+        ws.resume_reading()
+        received = [(await ws.receive())["data"]["index"] for _ in range(20)]
+        assert received == list(range(20))
+        assert done.is_set()
+
+
+async def test_slow_subscriber_is_evicted_with_1013_and_others_get_everything() -> None:
+    route = create_websocket_route("/feed").server_messages(Blob)
+
+    @route.on_connect
+    async def join(ws: Connection[Blob], ctx: Context[None]) -> None:
+        await ws.subscribe("feed")
+
+    server = WebSocketServer([route], backpressure_limit=4_000)
+    async with (
+        TestClient(server) as client,
+        client.connect("/feed") as fast,
+        client.connect("/feed") as slow,
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.subscriber_count("feed") == 2
+        slow.pause_reading()
+        for index in range(30):
+            await server.publish("feed", Blob(index, "y" * 500))
+            assert (await fast.receive())["data"]["index"] == index
+        # Evicted at once: out of the topic and the registry, before it reads anything.
+        assert server.subscriber_count("feed") == 1
+        assert len(server.registry) == 1
+        slow.resume_reading()
+        assert await slow.wait_closed() == CloseCode.TRY_AGAIN_LATER
+
+
+async def test_publish_encodes_once_for_every_subscriber() -> None:
+    server = WebSocketServer([])
+    frames: list[object] = []
+
+    class Recorder:
+        def deliver(self, frame: object) -> bool:
+            frames.append(frame)
+            return True
+
+    first, second = Recorder(), Recorder()
+    await server.broker.subscribe("t", first)
+    await server.broker.subscribe("t", second)
+    assert await server.publish("t", Note("hi")) == 2
+    assert len(frames) == 2
+    assert frames[0] is frames[1]
+
+
+async def test_on_close_runs_once_when_client_vanishes_and_subscriptions_go() -> None:
+    route = create_websocket_route("/c").server_messages(Note)
+    closes: list[int] = []
+
+    @route.on_connect
+    async def join(ws: Connection[Note], ctx: Context[None]) -> None:
+        await ws.subscribe("room")
+
+    @route.on_close
+    async def left(ws: Connection[Note], code: int, reason: str, ctx: Context[None]) -> None:
+        closes.append(code)
+
+    server = WebSocketServer([route])
+    async with TestClient(server) as client:
+        async with client.connect("/c") as ws:
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.subscriber_count("room") == 1
+            await ws.close(4001)
+        assert closes == [4001]
+        assert server.subscriber_count("room") == 0
+        assert len(server.registry) == 0
+
+
+async def test_server_close_from_handler_reaches_client_and_later_sends_raise() -> None:
+    route = create_websocket_route("/c").server_messages(Note)
+    after_close: list[BaseException] = []
+    closes: list[tuple[int, str]] = []
+
+    @route.on("bye", Burst)
+    async def bye(ws: Connection[Note], data: Burst, ctx: Context[None]) -> None:
+        await ws.send(Note("last words"))
+        await ws.close(4000, "bye")
+        try:
+            await ws.send(Note("too late"))
+        except ConnectionClosed as exc:
+            after_close.append(exc)
+
+    @route.on_close
+    async def left(ws: Connection[Note], code: int, reason: str, ctx: Context[None]) -> None:
+        closes.append((code, reason))
+
+    async with TestClient(WebSocketServer([route])) as client, client.connect("/c") as ws:
+        await ws.send("bye", {"count": 0, "size": 0})
+        assert (await ws.receive())["data"] == {"text": "last words"}
+        with pytest.raises(WebSocketClosed) as closed:
+            await ws.receive()
+        assert (closed.value.code, closed.value.reason) == (4000, "bye")
+    assert len(after_close) == 1
+    assert closes == [(4000, "bye")]
+
+
+async def test_messages_are_handled_one_at_a_time_in_arrival_order() -> None:
+    route = create_websocket_route("/order").server_messages(Note)
+    active = 0
+    overlap = False
+
+    @route.on("n", Burst)
+    async def handle(ws: Connection[Note], data: Burst, ctx: Context[None]) -> Note:
+        nonlocal active, overlap
+        active += 1
+        overlap = overlap or active > 1
+        await trio.sleep(0.001 * (data.count % 3))
+        active -= 1
+        return Note(str(data.count))
+
+    async with TestClient(WebSocketServer([route])) as client, client.connect("/order") as ws:
+        for n in range(25):
+            await ws.send("n", {"count": n, "size": 0})
+        replies = [(await ws.receive())["data"]["text"] for _ in range(25)]
+    assert replies == [str(n) for n in range(25)]
+    assert not overlap
+
+
+async def test_idle_connection_is_closed(autojump_clock: trio.testing.MockClock) -> None:
+    route = create_websocket_route("/idle")
+    server = WebSocketServer([route], idle_timeout=30)
+    async with TestClient(server, timeout=1000) as client, client.connect("/idle") as ws:
+        assert await ws.wait_closed() == CloseCode.NORMAL
+        assert ws.close_reason == "idle timeout"
+
+
+async def test_crash_in_on_connect_closes_with_1011() -> None:
+    route = create_websocket_route("/boom")
+    errors: list[Exception] = []
+
+    @route.on_connect
+    async def boom(ws: Connection[object], ctx: Context[None]) -> None:
+        raise RuntimeError("secret detail")
+
+    @route.on_error
+    async def seen(ws: Connection[object], error: Exception, ctx: Context[None]) -> None:
+        errors.append(error)
+
+    async with TestClient(WebSocketServer([route])) as client, client.connect("/boom") as ws:
+        frame = await ws.receive_text()
+        assert "secret" not in frame
+        assert await ws.wait_closed() == CloseCode.INTERNAL_ERROR
+    assert [str(e) for e in errors] == ["secret detail"]
+
+
+async def test_send_after_client_left_raises_connection_closed() -> None:
+    route = create_websocket_route("/bg").server_messages(Note)
+    connections: list[Connection[Note]] = []
+    gone = trio.Event()
+
+    @route.on_connect
+    async def keep(ws: Connection[Note], ctx: Context[None]) -> None:
+        connections.append(ws)
+
+    @route.on_close
+    async def left(ws: Connection[Note], code: int, reason: str, ctx: Context[None]) -> None:
+        gone.set()
+
+    async with TestClient(WebSocketServer([route])) as client:
+        async with client.connect("/bg"):
+            await trio.testing.wait_all_tasks_blocked()
+        await gone.wait()
+        assert connections[0].closed
+        with pytest.raises(ConnectionClosed):
+            await connections[0].send(Note("anyone?"))

@@ -1,0 +1,85 @@
+"""The public surface: DESIGN.md's names are a contract."""
+
+from __future__ import annotations
+
+import inspect
+
+import trio_wsroutes
+import trio_wsroutes.testing
+
+CONTRACT = {
+    # Named in DESIGN.md.
+    "WebSocketServer",
+    "create_websocket_route",
+    "message",
+    "Connection",
+    "Context",
+    "create_token_auth",
+    "extract_bearer_token",
+    "extract_query_token",
+    "extract_token",
+    "extract_request_info",
+    "no_auth",
+    "Reject",
+    "MessageError",
+    "MemoryBroker",
+}
+
+ALSO_PUBLIC = {
+    "Broker",
+    "BoundAddress",
+    "CloseCode",
+    "ConnectionClosed",
+    "ConnectionRegistry",
+    "ErrorDetail",
+    "extract_cookie_token",
+    "Frame",
+    "Headers",
+    "ProtocolError",
+    "QueryParams",
+    "Request",
+    "RequestInfo",
+    "Subscriber",
+    "ValidationError",
+    "WebSocketRoute",
+    "converter",
+}
+
+
+def _public_names(module: object) -> set[str]:
+    # Submodules (``testing``) and pytest's assertion-rewrite helpers are not API.
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith(("_", "@")) and not inspect.ismodule(value)
+    }
+
+
+def test_public_names_are_exactly_the_contract_plus_documented_extras() -> None:
+    assert _public_names(trio_wsroutes) == CONTRACT | ALSO_PUBLIC
+
+
+def test_every_public_name_is_documented() -> None:
+    for name in CONTRACT | ALSO_PUBLIC:
+        obj = getattr(trio_wsroutes, name)
+        if name == "converter":
+            continue  # an instance; documented in the module that defines it
+        assert inspect.getdoc(obj), f"{name} has no docstring"
+
+
+def test_public_methods_are_documented() -> None:
+    for name in ("WebSocketServer", "WebSocketRoute", "Connection", "ConnectionRegistry"):
+        cls = getattr(trio_wsroutes, name)
+        for attr, value in vars(cls).items():
+            if attr.startswith("_") or (not callable(value) and not isinstance(value, property)):
+                continue
+            assert inspect.getdoc(value), f"{name}.{attr} has no docstring"
+
+
+def test_testing_module_surface() -> None:
+    assert set(trio_wsroutes.testing.__all__) == {
+        "ConnectionDenied",
+        "TestClient",
+        "TestConnection",
+        "WebSocketClosed",
+    }
