@@ -27,6 +27,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package and the examples."""
+    """mypy --strict and pyright (strict) on the package and the examples."""
     session.install("-e", ".[test,typecheck]")
     session.run("mypy", "--strict", *PACKAGE_AND_EXAMPLES)
+    session.run("pyright", *PACKAGE_AND_EXAMPLES)
