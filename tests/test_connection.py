@@ -12,6 +12,7 @@ from trio_wsroutes import (
     Connection,
     ConnectionClosed,
     Context,
+    WebSocketRoute,
     WebSocketServer,
     create_websocket_route,
     message,
@@ -229,3 +230,50 @@ async def test_send_after_client_left_raises_connection_closed() -> None:
         assert connections[0].closed
         with pytest.raises(ConnectionClosed):
             await connections[0].send(Note("anyone?"))
+
+
+@attrs.frozen
+class Echo:
+    n: int
+
+
+@message("echoed")
+@attrs.frozen
+class Echoed:
+    n: int
+
+
+def _echo_route(path: str) -> WebSocketRoute[None, Echoed]:
+    route = create_websocket_route(path).server_messages(Echoed)
+
+    @route.on("echo", Echo)
+    async def echo(ws: Connection[Echoed], data: Echo, ctx: Context[None]) -> Echoed:
+        await trio.sleep(0)  # give the reader every chance to run ahead
+        return Echoed(data.n)
+
+    return route
+
+
+async def test_messages_before_an_oversized_frame_are_answered_before_1009() -> None:
+    server = WebSocketServer([_echo_route("/e")], max_payload_length=200)
+    async with TestClient(server) as client, client.connect("/e") as ws:
+        for n in range(3):
+            await ws.send("echo", {"n": n}, id=n)
+        await ws.send_text("x" * 500)
+        assert [(await ws.receive())["id"] for _ in range(3)] == [0, 1, 2]
+        assert await ws.wait_closed() == CloseCode.MESSAGE_TOO_BIG
+
+
+async def test_rate_limited_answer_carries_the_id_and_keeps_order() -> None:
+    server = WebSocketServer([_echo_route("/e").rate_limit(2, 3600)])
+    async with TestClient(server) as client, client.connect("/e") as ws:
+        for n in range(4):
+            await ws.send("echo", {"n": n}, id=f"r{n}")
+        replies = [await ws.receive() for _ in range(4)]
+    assert [(r["type"], r["id"]) for r in replies] == [
+        ("echoed", "r0"),
+        ("echoed", "r1"),
+        ("error", "r2"),
+        ("error", "r3"),
+    ]
+    assert replies[2]["code"] == "RATE_LIMITED"

@@ -219,3 +219,16 @@ async def test_http_without_http_app_gets_404() -> None:
 def test_invalid_options_fail_early() -> None:
     with pytest.raises(ValueError, match="positive"):
         WebSocketServer([], backpressure_limit=0)
+
+
+async def test_publish_for_a_route_refuses_messages_the_route_does_not_send() -> None:
+    @message("other")
+    @attrs.frozen
+    class Other:
+        x: int
+
+    route = _users_route()
+    server = WebSocketServer([route])
+    assert await server.publish("all", Note("fine"), route=route) == 0
+    with pytest.raises(TypeError, match="not a server message of route '/u'"):
+        await server.publish("all", Other(1), route=route)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import attrs
 
@@ -100,21 +100,43 @@ def extract_token(
     return None
 
 
+@overload
 def create_token_auth(
-    verify: Callable[[str], Awaitable[U | None]] | Callable[[str], U | None],
+    verify: Callable[[str], Awaitable[U | None]],
+    *,
+    check_header: bool = ...,
+    check_query: bool = ...,
+    query_param_name: str = ...,
+    cookie_name: str | None = ...,
+) -> Callable[[Request], Awaitable[U | None]]: ...
+
+
+@overload
+def create_token_auth(
+    verify: Callable[[str], U | None],
+    *,
+    check_header: bool = ...,
+    check_query: bool = ...,
+    query_param_name: str = ...,
+    cookie_name: str | None = ...,
+) -> Callable[[Request], Awaitable[U | None]]: ...
+
+
+def create_token_auth(
+    verify: Callable[[str], Any],
     *,
     check_header: bool = True,
     check_query: bool = True,
     query_param_name: str = "token",
     cookie_name: str | None = None,
-) -> Callable[[Request], Awaitable[U | None]]:
+) -> Callable[[Request], Awaitable[Any]]:
     """An ``authenticate`` function from a token verifier.
 
     ``verify(token)`` (sync or async) returns the user or ``None``. No token found means
     ``None`` (HTTP 401).
     """
 
-    async def authenticate(request: Request) -> U | None:
+    async def authenticate(request: Request) -> Any:
         token = extract_token(
             request,
             check_header=check_header,
@@ -127,7 +149,7 @@ def create_token_auth(
         result: Any = verify(token)
         if inspect.isawaitable(result):
             result = await result
-        return result  # type: ignore[no-any-return]
+        return result
 
     return authenticate
 

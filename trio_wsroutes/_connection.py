@@ -105,6 +105,29 @@ class _Closing:
         self.reason = reason
 
 
+class _RateLimited:
+    """Inbound marker: a message refused by the rate limit (answered in order)."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, request_id: str | int | None) -> None:
+        self.id = request_id
+
+
+_Inbound = str | bytes | _Closing | _RateLimited
+"""What the reader hands the dispatcher: frames, or refusals to answer in order."""
+
+
+def _request_id_of(message: str | bytes) -> str | int | None:
+    # Only on the refusal path: the id lets the client match the error to its request.
+    if type(message) is not str:
+        return None
+    try:
+        return parse_envelope(message).id
+    except ProtocolError as error:
+        return error.request_id
+
+
 class _Outbox:
     """A FIFO of frames bounded in bytes; the writer is its only consumer."""
 
@@ -364,8 +387,8 @@ class Connection(Generic[ServerT_contra]):
     async def _run(self) -> None:
         """Run the connection until it closes; ``on_close`` runs exactly once."""
         route = self._route
-        receive_channel: trio.MemoryReceiveChannel[str | bytes]
-        send_channel, receive_channel = trio.open_memory_channel[str | bytes](
+        receive_channel: trio.MemoryReceiveChannel[_Inbound]
+        send_channel, receive_channel = trio.open_memory_channel[_Inbound](
             self._options.max_queued_messages
         )
         try:
@@ -393,7 +416,7 @@ class Connection(Generic[ServerT_contra]):
                             self.context,
                         )
 
-    async def _reader(self, channel: trio.MemorySendChannel[str | bytes]) -> None:
+    async def _reader(self, channel: trio.MemorySendChannel[_Inbound]) -> None:
         transport = self._transport
         options = self._options
         route = self._route
@@ -421,43 +444,33 @@ class Connection(Generic[ServerT_contra]):
                     except TransportClosed:
                         self._peer_gone(CloseCode.ABNORMAL, "")
                         return
-                    if type(message) is str:
-                        size = len(message)
-                        if size * 4 > max_len and len(message.encode()) > max_len:
-                            self._begin_close(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                            return
-                    elif type(message) is bytes:
-                        if not accepts_binary:
-                            self._begin_close(CloseCode.UNSUPPORTED_DATA, "binary not accepted")
-                            return
-                        if len(message) > max_len:
-                            self._begin_close(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                            return
-                    else:
-                        assert isinstance(message, Disconnect)
+                    # Refusals travel through the inbound queue like messages, so that
+                    # what the client sent before them is still handled, in order.
+                    if isinstance(message, Disconnect):
                         self._peer_gone(message.code, message.reason)
                         return
-                    if bucket is not None and not bucket.take():
+                    item: _Inbound = message
+                    if type(message) is str:
+                        if len(message) * 4 > max_len and len(message.encode()) > max_len:
+                            item = _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                    elif not accepts_binary:
+                        item = _Closing(CloseCode.UNSUPPORTED_DATA, "binary not accepted")
+                    elif len(message) > max_len:
+                        item = _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                    if type(item) is not _Closing and bucket is not None and not bucket.take():
                         assert route.rate_limit_config is not None
                         if route.rate_limit_config.close:
-                            self._begin_close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-                            return
-                        self._reply_nowait(
-                            encode_error(RATE_LIMITED, "Too many messages; slow down")
-                        )
-                        continue
+                            item = _Closing(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                        else:
+                            item = _RateLimited(_request_id_of(message))
                     try:
-                        channel.send_nowait(message)
+                        channel.send_nowait(item)
                     except trio.WouldBlock:
-                        await channel.send(message)  # the dispatcher is behind: wait
+                        await channel.send(item)  # the dispatcher is behind: wait
+                    if type(item) is _Closing:
+                        return
             if idle_scope.cancelled_caught:
-                self._begin_close(CloseCode.NORMAL, "idle timeout")
-
-    def _reply_nowait(self, frame: Frame) -> None:
-        # Answers the reader makes must not grow the queue of a client that is not
-        # reading: over the limit they are dropped.
-        if not self._closing and self._outbox.size < self._outbox.limit:
-            self._outbox.put_nowait(frame)
+                await channel.send(_Closing(CloseCode.NORMAL, "idle timeout"))
 
     async def _writer(self) -> None:
         outbox = self._outbox
@@ -477,7 +490,7 @@ class Connection(Generic[ServerT_contra]):
         assert self._cancel_scope is not None
         self._cancel_scope.cancel()
 
-    async def _dispatcher(self, channel: trio.MemoryReceiveChannel[str | bytes]) -> None:
+    async def _dispatcher(self, channel: trio.MemoryReceiveChannel[_Inbound]) -> None:
         route = self._route
         context = self.context
         if route.connect_handler is not None and not await self._guard(
@@ -499,10 +512,16 @@ class Connection(Generic[ServerT_contra]):
                     break
                 if type(message) is str:
                     await self._dispatch_text(message)
-                else:
+                elif type(message) is bytes:
                     assert route.binary_handler is not None
-                    assert type(message) is bytes
                     await self._guard(route.binary_handler(self, message, context), None)
+                elif type(message) is _RateLimited:
+                    await self._reply(
+                        encode_error(RATE_LIMITED, "Too many messages; slow down", message.id)
+                    )
+                else:
+                    assert type(message) is _Closing
+                    self._begin_close(message.code, message.reason)
                 if self._closing:
                     break
 

@@ -84,9 +84,9 @@ class Frame:
     __slots__ = ("_text", "binary", "payload", "size")
 
     def __init__(self, payload: bytes, *, binary: bool = False) -> None:
-        self.payload = payload
-        self.binary = binary
-        self.size = len(payload)
+        self.payload: bytes = payload
+        self.binary: bool = binary
+        self.size: int = len(payload)
         self._text: str | None = None
 
     @property

@@ -6,10 +6,12 @@ import builtins
 import inspect
 import re
 import sys
+import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 import attrs
+from typing_extensions import deprecated
 
 from ._messages import message_type
 from ._request import Request
@@ -300,6 +302,12 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         return self
 
     @overload
+    @deprecated(
+        "pass the message classes as separate arguments: server_messages(A, B), "
+        "not server_messages(A | B)"
+    )
+    def server_messages(self, union: types.UnionType, /, *more: Any) -> NoReturn: ...
+    @overload
     def server_messages(self, a: type[A], /) -> WebSocketRoute[UserT, A]: ...
     @overload
     def server_messages(self, a: type[A], b: type[B], /) -> WebSocketRoute[UserT, A | B]: ...
@@ -347,15 +355,21 @@ class WebSocketRoute(Generic[UserT, ServerT]):
     @overload
     def server_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, Any]: ...
 
-    def server_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, Any]:
+    def server_messages(self, *classes: Any) -> WebSocketRoute[UserT, Any]:
         """Declare the messages this route sends: ``send``/``publish`` accept only these.
 
-        Each class must be tagged with :func:`message`.
+        Pass each class as its own argument (``server_messages(ChatOut, Pong)``); each
+        must be tagged with :func:`message`.
         """
         if not classes:
             raise TypeError("server_messages needs at least one message class")
         seen: dict[str, type[Any]] = {}
         for cls in classes:
+            if isinstance(cls, types.UnionType):
+                raise TypeError(
+                    "pass the message classes as separate arguments: "
+                    "server_messages(A, B), not server_messages(A | B)"
+                )
             wire = message_type(cls) if isinstance(cls, type) else None
             if wire is None:
                 raise TypeError(f"{cls!r} is not a server message: decorate it with @message(...)")

@@ -7,7 +7,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 import attrs
@@ -33,6 +33,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """Any ASGI 3 application (Starlette, Quart, a plain function...)."""
+
+ServerT = TypeVar("ServerT")
 
 MiB = 1024 * 1024
 _JSON = ("content-type", "application/json")
@@ -135,11 +137,31 @@ class WebSocketServer:
 
     # -- publishing from anywhere in the server's Trio run -----------------------------
 
-    async def publish(self, topic: str, message: object) -> int:
+    @overload
+    async def publish(
+        self, topic: str, message: ServerT, *, route: WebSocketRoute[Any, ServerT]
+    ) -> int: ...
+
+    @overload
+    async def publish(self, topic: str, message: object) -> int: ...
+
+    async def publish(
+        self, topic: str, message: object, *, route: WebSocketRoute[Any, Any] | None = None
+    ) -> int:
         """Publish a ``@message`` instance to every subscriber of ``topic``.
 
         Encoded once; never waits on a slow subscriber. Returns the local recipient count.
+        Pass ``route=`` to have type checkers (and a runtime check) hold ``message`` to that
+        route's :meth:`~WebSocketRoute.server_messages`.
         """
+        if route is not None:
+            allowed = route.server_message_types
+            if allowed and type(message) not in allowed:
+                names = ", ".join(cls.__qualname__ for cls in allowed)
+                raise TypeError(
+                    f"{type(message).__qualname__} is not a server message of route "
+                    f"{route.path!r} (expected one of {names})"
+                )
         return await self.broker.publish(topic, encode_message(message))
 
     async def publish_binary(self, topic: str, data: bytes) -> int:

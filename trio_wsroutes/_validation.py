@@ -25,6 +25,7 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
+from cattrs.strategies import configure_union_passthrough
 
 from ._errors import ErrorDetail
 
@@ -240,43 +241,56 @@ def _attrs_factory(cls: Any, conv: cattrs.Converter) -> StructureHook:
             except Exception as exc:
                 exc.add_note(_field_note(key, field_type))
                 errors.append(exc)
-        if errors:
-            raise ClassValidationError(f"While structuring {name}", errors, cls)  # pyright: ignore[reportCallIssue]
-        try:
-            return cls(**kwargs)
-        except (ValueError, TypeError) as exc:
-            raise _diagnose(cls, kwargs) from exc
+        if not errors:
+            try:
+                return cls(**kwargs)
+            except (ValueError, TypeError):
+                pass  # an attrs validator (or __attrs_post_init__) refused: find which
+        # Report every problem at once, as Zod does: type errors, and the validators of
+        # the fields that did have the right type.
+        errors.extend(_validator_failures(cls, kwargs))
+        if not errors:
+            raise InvalidValue(f"invalid {name}")
+        raise ClassValidationError(f"While structuring {name}", errors, cls)  # pyright: ignore[reportCallIssue]
 
     return structure
 
 
-def _diagnose(cls: Any, kwargs: dict[str, Any]) -> Exception:
-    """Find which field's validator refused the value (only on the error path)."""
+def _validator_failures(cls: Any, kwargs: dict[str, Any]) -> list[Exception]:
+    """Run the attrs validators of the fields in ``kwargs``, one by one, and return each
+    refusal as a detail on its own field (only on the error path).
+
+    Fields missing from ``kwargs`` (absent, or refused for their type) take their default
+    or stay unset; a validator that needs such a field and fails otherwise is skipped.
+    """
     instance = object.__new__(cls)
-    values: dict[str, Any] = {}
     for a in attrs.fields(cls):
         if a.alias in kwargs:
             value = kwargs[a.alias]
         elif isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
             factory: Any = a.default
-            value = factory.factory(instance) if factory.takes_self else factory.factory()
-        else:
+            try:
+                value = factory.factory(instance) if factory.takes_self else factory.factory()
+            except Exception:  # a factory that needs an unset field
+                continue
+        elif a.default is not attrs.NOTHING:
             value = a.default
-        values[a.name] = value
+        else:
+            continue
         object.__setattr__(instance, a.name, value)
-    errors: list[Exception] = []
+    failures: list[Exception] = []
     for a in attrs.fields(cls):
-        if a.validator is None:
+        if a.validator is None or a.alias not in kwargs:
             continue
         try:
-            a.validator(instance, a, values[a.name])
+            a.validator(instance, a, kwargs[a.alias])
         except (ValueError, TypeError) as exc:
             failure = _ValidatorFailed(a.name, str(exc.args[0]) if exc.args else "invalid value")
             failure.add_note(_field_note(a.name, a.type))
-            errors.append(failure)
-    if errors:
-        return ClassValidationError(f"While structuring {cls.__name__}", errors, cls)  # pyright: ignore[reportCallIssue]
-    return InvalidValue(f"invalid {cls.__name__}")
+            failures.append(failure)
+        except Exception:  # e.g. AttributeError on an unset field
+            continue
+    return failures
 
 
 def _is_literal(target: Any) -> bool:
@@ -294,11 +308,30 @@ def _is_collection(target: Any) -> bool:
 
 def _make_converter() -> OrjsonConverter:
     conv = make_converter(detailed_validation=True)
-    conv.register_structure_hook(str, _structure_str)
-    conv.register_structure_hook(int, _structure_int)
-    conv.register_structure_hook(float, _structure_float)
+    enum_hooks: dict[Any, StructureHook] = {}
+
+    def scalar(kind: type, hook: StructureHook) -> StructureHook:
+        # cattrs hands subclasses of str/int/float (StrEnum, IntEnum, ``class C(str, Enum)``)
+        # to the hook of their base type; those are enums, checked as enums.
+        def structure(value: Any, target: Any) -> Any:
+            if target is kind or not _is_enum(target):
+                return hook(value, target)
+            enum_hook = enum_hooks.get(target)
+            if enum_hook is None:
+                enum_hook = enum_hooks[target] = _enum_factory(target, conv)
+            return enum_hook(value, target)
+
+        return structure
+
+    conv.register_structure_hook(str, scalar(str, _structure_str))
+    conv.register_structure_hook(int, scalar(int, _structure_int))
+    conv.register_structure_hook(float, scalar(float, _structure_float))
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(type(None), _structure_none)
+    # The preconf passthrough for unions of JSON scalars accepts subclasses of each member,
+    # so ``int | str`` took ``True``. Without ``bool`` in the set, a boolean goes to the
+    # strict bool hook, which only a union naming ``bool`` reaches.
+    configure_union_passthrough(str | int | float | None, conv)
     factories: list[tuple[Callable[[Any], bool], Callable[[Any, cattrs.Converter], Any]]] = [
         (attrs.has, _attrs_factory),
         (_is_literal, _literal_factory),

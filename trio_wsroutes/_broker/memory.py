@@ -22,22 +22,28 @@ class MemoryBroker:
         self._by_subscriber: dict[Subscriber, set[str]] = {}
 
     async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Add ``subscriber`` to ``topic`` (idempotent)."""
         await trio.lowlevel.checkpoint()
         self.add(topic, subscriber)
 
     async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Remove ``subscriber`` from ``topic`` (idempotent)."""
         await trio.lowlevel.checkpoint()
         self.discard(topic, subscriber)
 
     async def unsubscribe_all(self, subscriber: Subscriber) -> None:
+        """Remove every subscription of ``subscriber``."""
         self.discard_all(subscriber)
         await trio.lowlevel.checkpoint()
 
     async def publish(self, topic: str, frame: Frame, *, exclude: Subscriber | None = None) -> int:
+        """Queue ``frame`` for the subscribers of ``topic`` but ``exclude``; returns how
+        many it was queued for."""
         await trio.lowlevel.checkpoint()
         return self.fan_out(topic, frame, exclude=exclude)
 
     def subscriber_count(self, topic: str) -> int:
+        """How many subscribers ``topic`` has."""
         subscribers = self._topics.get(topic)
         return len(subscribers) if subscribers else 0
 
