@@ -248,7 +248,7 @@ def _echo_route(path: str) -> WebSocketRoute[None, Echoed]:
 
     @route.on("echo", Echo)
     async def echo(ws: Connection[Echoed], data: Echo, ctx: Context[None]) -> Echoed:
-        await trio.sleep(0)  # give the reader every chance to run ahead
+        await trio.lowlevel.checkpoint()  # give the reader every chance to run ahead
         return Echoed(data.n)
 
     return route
