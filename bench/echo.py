@@ -1,7 +1,8 @@
 """Echo throughput: trio_wsroutes on hypercorn against a bare ASGI echo app on hypercorn.
 
-Runs each server in its own process pinned to core 0 and a load generator (the
-``websockets`` asyncio client) pinned to core 1; 127.0.0.1 only, bounded in time.
+Runs each server in its own process pinned to core 0 and a load generator (picows, a
+Cython client, when installed; else the ``websockets`` asyncio client) pinned to core 1;
+127.0.0.1 only, bounded in time.
 
     python bench/echo.py                 # both servers, table of msgs/s
     python bench/echo.py --seconds 10 --connections 50
@@ -82,6 +83,51 @@ def run_server(kind: str, port: int) -> None:
 
 
 async def load(port: int, connections: int, seconds: float) -> float:
+    try:
+        import picows  # noqa: F401 - a Cython client: the generator must not be the limit
+    except ImportError:
+        return await load_websockets(port, connections, seconds)
+    return await load_picows(port, connections, seconds)
+
+
+async def load_picows(port: int, connections: int, seconds: float) -> float:
+    import picows
+
+    counts = [0] * connections
+    deadline = time.perf_counter() + seconds
+    done = asyncio.get_running_loop().create_future()
+    finished = 0
+
+    class Echo(picows.WSListener):  # type: ignore[misc]
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def on_ws_connected(self, transport: picows.WSTransport) -> None:
+            self.transport = transport
+            transport.send(picows.WSMsgType.TEXT, PAYLOAD.encode())
+
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            nonlocal finished
+            counts[self.index] += 1
+            if time.perf_counter() < deadline:
+                transport.send(picows.WSMsgType.TEXT, PAYLOAD.encode())
+            else:
+                transport.send_close()
+                transport.disconnect()
+                finished += 1
+                if finished == connections and not done.done():
+                    done.set_result(None)
+
+    start = time.perf_counter()
+    for index in range(connections):
+        await picows.ws_connect(
+            lambda index=index: Echo(index), f"ws://127.0.0.1:{port}/echo"
+        )
+    await asyncio.wait_for(done, seconds + 30)
+    return sum(counts) / (time.perf_counter() - start)
+
+
+async def load_websockets(port: int, connections: int, seconds: float) -> float:
     import websockets
 
     counts = [0] * connections
