@@ -27,7 +27,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict and pyright (strict) on the package and the examples."""
+    """mypy --strict and pyright (strict) on the package and the examples, the typing
+    cases in tests/typing/ (which must fail exactly where marked), and pyright's check
+    that the public API is fully typed."""
     session.install("-e", ".[test,typecheck]")
     session.run("mypy", "--strict", *PACKAGE_AND_EXAMPLES)
     session.run("pyright", *PACKAGE_AND_EXAMPLES)
+    session.run("pyright", "--verifytypes", "trio_wsroutes", "--ignoreexternal")
+    session.run("python", "-m", "pytest", "tests/test_typing.py")

@@ -120,9 +120,7 @@ async def load_picows(port: int, connections: int, seconds: float) -> float:
 
     start = time.perf_counter()
     for index in range(connections):
-        await picows.ws_connect(
-            lambda index=index: Echo(index), f"ws://127.0.0.1:{port}/echo"
-        )
+        await picows.ws_connect(lambda index=index: Echo(index), f"ws://127.0.0.1:{port}/echo")
     await asyncio.wait_for(done, seconds + 30)
     return sum(counts) / (time.perf_counter() - start)
 
