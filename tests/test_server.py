@@ -177,11 +177,24 @@ async def test_allowed_origins_deny_other_origins_with_403() -> None:
     async with TestClient(server) as client:
         async with client.connect("/o", origin="https://app.example"):
             pass
-        for origin in ("https://evil.example", None):
-            with pytest.raises(ConnectionDenied) as denied:
-                async with client.connect("/o", origin=origin):
-                    pass
-            assert denied.value.status == 403
+        async with client.connect("/o"):  # no Origin: not a browser, allowed by default
+            pass
+        with pytest.raises(ConnectionDenied) as denied:
+            async with client.connect("/o", origin="https://evil.example"):
+                pass
+    assert denied.value.status == 403
+    assert denied.value.json() == {"message": "Origin not allowed", "code": "FORBIDDEN_ORIGIN"}
+
+
+async def test_require_origin_denies_requests_without_one() -> None:
+    server = WebSocketServer([create_websocket_route("/o")], require_origin=True)
+    async with TestClient(server) as client:
+        async with client.connect("/o", origin="https://anything.example"):
+            pass
+        with pytest.raises(ConnectionDenied) as denied:
+            async with client.connect("/o"):
+                pass
+    assert denied.value.status == 403
 
 
 async def test_http_and_lifespan_go_to_the_http_app() -> None:

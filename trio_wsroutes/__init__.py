@@ -35,14 +35,17 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import ValidationError as ValidationError
 from ._messages import Frame as Frame
 from ._messages import message as message
+from ._origins import OriginPolicy as OriginPolicy
 from ._registry import ConnectionRegistry as ConnectionRegistry
 from ._request import Headers as Headers
 from ._request import QueryParams as QueryParams
 from ._request import Request as Request
+from ._request import TrustedProxies as TrustedProxies
 from ._routes import WebSocketRoute as WebSocketRoute
 from ._routes import create_websocket_route as create_websocket_route
 from ._server import BoundAddress as BoundAddress
 from ._server import WebSocketServer as WebSocketServer
+from ._stats import ServerStats as ServerStats
 from ._validation import converter as converter
 
 __version__ = "0.1.0"

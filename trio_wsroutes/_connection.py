@@ -25,7 +25,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 import attrs
 import trio
@@ -40,6 +40,7 @@ from ._errors import (
     ValidationError,
 )
 from ._messages import Envelope, Frame, encode_error, encode_message, parse_envelope
+from ._stats import ServerStats
 from ._transports import Disconnect, Transport, TransportClosed
 from ._validation import validation_details
 
@@ -52,6 +53,10 @@ __all__ = ["CloseCode", "Connection", "ConnectionClosed", "EngineOptions"]
 logger = logging.getLogger("trio_wsroutes")
 
 ServerT_contra = TypeVar("ServerT_contra", contravariant=True)
+
+SlowConsumerPolicy = Literal["close", "drop"]
+"""What a publish does for a subscriber whose outbox would pass ``backpressure_limit``:
+``"close"`` it with 1013, or ``"drop"`` the message for it alone."""
 
 
 class CloseCode:
@@ -93,6 +98,7 @@ class EngineOptions:
     backpressure_limit: int = 16 * 1024 * 1024
     max_queued_messages: int = 16
     close_timeout: float = 5.0
+    slow_consumer_policy: SlowConsumerPolicy = "close"
 
 
 class _Closing:
@@ -203,10 +209,13 @@ class Connection(Generic[ServerT_contra]):
         "_options",
         "_outbox",
         "_route",
+        "_stats",
         "_topics",
         "_transport",
         "context",
+        "dropped_messages",
         "id",
+        "subprotocol",
     )
 
     def __init__(
@@ -217,6 +226,8 @@ class Connection(Generic[ServerT_contra]):
         context: Context[Any],
         broker: Broker,
         options: EngineOptions,
+        stats: ServerStats | None = None,
+        subprotocol: str | None = None,
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
     ) -> None:
         self.id: str = context.connection_id
@@ -228,6 +239,11 @@ class Connection(Generic[ServerT_contra]):
         self._broker = broker
         self._options = options
         self._on_gone = on_gone
+        self._stats = stats if stats is not None else ServerStats()
+        self.subprotocol: str | None = subprotocol
+        """The subprotocol selected at the upgrade, if the route declares any."""
+        self.dropped_messages: int = 0
+        """Published messages dropped for this connection (slow-consumer policy ``"drop"``)."""
         self._outbox = _Outbox(options.backpressure_limit)
         self._topics: set[str] = set()
         self._closing = False
@@ -327,13 +343,20 @@ class Connection(Generic[ServerT_contra]):
     def deliver(self, frame: Frame) -> bool:
         """Queue a published frame without waiting (the broker's entry point).
 
-        Over ``backpressure_limit`` the connection is evicted with 1013. Returns
+        If the frame would take the outbox over ``backpressure_limit``, the server's
+        slow-consumer policy applies: ``"close"`` evicts the connection with 1013,
+        ``"drop"`` drops this frame for it (counted in ``dropped_messages``). Returns
         ``False`` when the connection no longer takes frames.
         """
         if self._closing:
             return False
         outbox = self._outbox
         if outbox.size + frame.size > outbox.limit and outbox.size > 0:
+            if self._options.slow_consumer_policy == "drop":
+                self.dropped_messages += 1
+                self._stats.messages_dropped += 1
+                return True
+            self._stats.slow_consumer_closes += 1
             self._evict()
             return False
         outbox.put_nowait(frame)
@@ -398,6 +421,7 @@ class Connection(Generic[ServerT_contra]):
                 nursery.start_soon(self._reader, send_channel)
                 await self._dispatcher(receive_channel)
         finally:
+            self._stats.connections_closed += 1
             self._closing = True
             if self._close_code is None:
                 self._close_code = CloseCode.ABNORMAL
@@ -593,6 +617,7 @@ class Connection(Generic[ServerT_contra]):
             await self._call_hook(self._route.error_handler, self, error, self.context)
 
     async def _crash(self, exc: Exception, request_id: str | int | None) -> None:
+        self._stats.handler_errors += 1
         logger.error(
             "handler error on %s (connection %s)", self._route.path, self.id, exc_info=exc
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["Headers", "QueryParams", "Request"]
+__all__ = ["Headers", "QueryParams", "Request", "TrustedProxies"]
 
 
 class Headers(Mapping[str, str]):
@@ -85,6 +86,83 @@ class QueryParams(Mapping[str, str]):
         return f"QueryParams({self._items!r})"
 
 
+class TrustedProxies:
+    """The proxies whose forwarding headers are believed (server option ``trusted_proxies``).
+
+    Entries are IP addresses or networks (``"10.0.0.0/8"``), or ``"*"`` for any peer
+    (only when nothing but the proxy can reach the server). The client is the right-most
+    address in the forwarding chain that is not itself a trusted proxy: a client can put
+    anything in the header it sends, but not to the right of what its proxy appends.
+    """
+
+    __slots__ = ("_any", "_networks")
+
+    def __init__(self, proxies: Iterable[str]) -> None:
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self._any = False
+        for entry in proxies:
+            if entry == "*":
+                self._any = True
+            else:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+        self._networks = tuple(networks)
+
+    def trusts(self, host: str) -> bool:
+        """Whether ``host`` is a trusted proxy."""
+        if self._any:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+    def resolve(
+        self, peer: tuple[str, int], headers: Headers, scheme: str
+    ) -> tuple[tuple[str, int], str]:
+        """The client address and scheme behind a trusted ``peer``."""
+        chain, proto = _forwarded_chain(headers)
+        client = peer
+        for host in reversed(chain):
+            client = (host, 0)
+            if not self.trusts(host):
+                break
+        if proto in ("https", "wss"):
+            scheme = "wss"
+        elif proto in ("http", "ws"):
+            scheme = "ws"
+        return client, scheme
+
+
+def _forwarded_chain(headers: Headers) -> tuple[list[str], str | None]:
+    """Hosts from ``Forwarded`` (RFC 7239) or else ``X-Forwarded-For``, in order, and the
+    last forwarded protocol."""
+    forwarded = headers.get("forwarded")
+    if forwarded:
+        hosts: list[str] = []
+        proto: str | None = None
+        for element in forwarded.split(","):
+            for pair in element.split(";"):
+                key, _, value = pair.strip().partition("=")
+                value = value.strip().strip('"')
+                if key.lower() == "for" and value:
+                    hosts.append(_strip_port(value))
+                elif key.lower() == "proto" and value:
+                    proto = value.lower()
+        return hosts, proto
+    hosts = [h.strip() for h in headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    proto_header = headers.get("x-forwarded-proto")
+    return hosts, proto_header.split(",")[-1].strip().lower() if proto_header else None
+
+
+def _strip_port(value: str) -> str:
+    if value.startswith("["):  # [2001:db8::1]:4711
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:  # 192.0.2.60:4711
+        return value.split(":", 1)[0]
+    return value
+
+
 class Request:
     """The HTTP upgrade request of a WebSocket connection.
 
@@ -98,6 +176,7 @@ class Request:
         "headers",
         "path",
         "path_params",
+        "peer",
         "query",
         "query_string",
         "scheme",
@@ -114,6 +193,7 @@ class Request:
         client: tuple[str, int] | None = None,
         scheme: str = "ws",
         subprotocols: Iterable[str] = (),
+        peer: tuple[str, int] | None = None,
     ) -> None:
         self.path: str = path
         """The request path, percent-decoded (``/chat/general``)."""
@@ -126,7 +206,10 @@ class Request:
         self.path_params: Mapping[str, str] = dict(path_params or {})
         """Values of the route's path parameters (``{"room": "general"}``)."""
         self.client: tuple[str, int] | None = client
-        """The peer's ``(host, port)`` as the server saw it, when known."""
+        """The client's ``(host, port)``: the socket peer, or, behind a trusted proxy, the
+        address the proxy reports (port 0 when it reports none)."""
+        self.peer: tuple[str, int] | None = peer if peer is not None else client
+        """The socket peer's ``(host, port)``, which is the proxy when there is one."""
         self.scheme: str = scheme
         """``ws`` or ``wss``."""
         self.subprotocols: tuple[str, ...] = tuple(subprotocols)
@@ -134,17 +217,34 @@ class Request:
         self._cookies: dict[str, str] | None = None
 
     @classmethod
-    def from_scope(cls, scope: Mapping[str, Any], path_params: Mapping[str, str]) -> Request:
-        """Build a request from an ASGI WebSocket scope."""
-        client = scope.get("client")
+    def from_scope(
+        cls,
+        scope: Mapping[str, Any],
+        path_params: Mapping[str, str] | None = None,
+        trusted_proxies: TrustedProxies | None = None,
+    ) -> Request:
+        """Build a request from an ASGI WebSocket scope.
+
+        With ``trusted_proxies``, a peer among them has its ``Forwarded`` (or
+        ``X-Forwarded-For`` / ``X-Forwarded-Proto``) headers believed for the client
+        address and scheme; any other peer's are ignored.
+        """
+        raw_peer = scope.get("client")
+        peer = (str(raw_peer[0]), int(raw_peer[1])) if raw_peer else None
+        headers = Headers(scope.get("headers", ()))
+        scheme = str(scope.get("scheme", "ws"))
+        client = peer
+        if trusted_proxies is not None and peer is not None and trusted_proxies.trusts(peer[0]):
+            client, scheme = trusted_proxies.resolve(peer, headers, scheme)
         return cls(
             path=scope.get("path", "/"),
-            headers=Headers(scope.get("headers", ())),
+            headers=headers,
             query_string=scope.get("query_string", b"").decode("latin-1"),
             path_params=path_params,
-            client=(str(client[0]), int(client[1])) if client else None,
-            scheme=scope.get("scheme", "ws"),
+            client=client,
+            scheme=scheme,
             subprotocols=scope.get("subprotocols", ()),
+            peer=peer,
         )
 
     @property

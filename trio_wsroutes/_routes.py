@@ -14,6 +14,7 @@ import attrs
 from typing_extensions import deprecated
 
 from ._messages import message_type
+from ._origins import OriginPolicy
 from ._request import Request
 from ._validation import converter
 
@@ -185,6 +186,11 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.server_message_types: tuple[type[Any], ...] = ()
         self.client_message_types: tuple[type[Any], ...] = ()
         self.rate_limit_config: RateLimit | None = None
+        self.origin_policy: OriginPolicy | None = None
+        """The route's own origin check (else the server's)."""
+        self.subprotocol_choices: tuple[str, ...] = ()
+        """Subprotocols the route speaks, in its order of preference."""
+        self.subprotocol_required: bool = False
         self.built: bool = False
 
     def __repr__(self) -> str:
@@ -399,6 +405,36 @@ class WebSocketRoute(Generic[UserT, ServerT]):
             raise ValueError("rate_limit needs messages >= 1 and per_seconds > 0")
         self.rate_limit_config = RateLimit(messages, per_seconds, close)
         return self
+
+    def allowed_origins(
+        self, origins: Iterable[str], *, require: bool = False
+    ) -> WebSocketRoute[UserT, ServerT]:
+        """Accept upgrades only from these origins (overrides the server's
+        ``allowed_origins`` for this route); others are denied with HTTP 403.
+
+        Entries are exact origins, ``https://*.example.com`` patterns, or ``"*"``. A
+        request without ``Origin`` (not from a browser) is allowed unless ``require``.
+        """
+        self.origin_policy = OriginPolicy(origins, require=require)
+        return self
+
+    def subprotocols(self, *names: str, required: bool = True) -> WebSocketRoute[UserT, ServerT]:
+        """Declare the subprotocols the route speaks, most preferred first.
+
+        The server selects the first of these the client offered (``ws.subprotocol``).
+        If the client offered none of them, the upgrade is denied with HTTP 400
+        (``UNSUPPORTED_SUBPROTOCOL``) when ``required``, else accepted without one.
+        """
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise TypeError("subprotocols takes one or more non-empty strings")
+        self.subprotocol_choices = names
+        self.subprotocol_required = required
+        return self
+
+    def select_subprotocol(self, offered: Iterable[str]) -> str | None:
+        """The subprotocol to answer a client that offered ``offered`` (or ``None``)."""
+        client = set(offered)
+        return next((name for name in self.subprotocol_choices if name in client), None)
 
     def build(self) -> WebSocketRoute[UserT, ServerT]:
         """Check the route and mark it complete; returns the route."""

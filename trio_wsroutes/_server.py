@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -16,13 +17,21 @@ import trio
 
 from ._auth import Reject
 from ._broker import Broker, MemoryBroker
-from ._connection import CloseCode, Connection, EngineOptions, new_context
+from ._connection import (
+    CloseCode,
+    Connection,
+    EngineOptions,
+    SlowConsumerPolicy,
+    new_context,
+)
 from ._errors import AUTH_ERROR, UNAUTHORIZED
 from ._messages import Frame, encode_message
+from ._origins import OriginPolicy
 from ._registry import ConnectionRegistry
-from ._request import Request
+from ._request import Request, TrustedProxies
 from ._routes import Router, WebSocketRoute
-from ._transports import ASGITransport, TransportClosed
+from ._stats import ServerStats
+from ._transports import ASGITransport, Transport, TransportClosed
 
 __all__ = ["ASGIApp", "BoundAddress", "WebSocketServer"]
 
@@ -35,6 +44,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """Any ASGI 3 application (Starlette, Quart, a plain function...)."""
 
 ServerT = TypeVar("ServerT")
+
+StartupHook = Callable[[trio.Nursery], Awaitable[None]]
+"""``async def hook(nursery) -> None``, run at server startup."""
+ShutdownHook = Callable[[], Awaitable[None]]
+"""``async def hook() -> None``, run at server shutdown."""
 
 MiB = 1024 * 1024
 _JSON = ("content-type", "application/json")
@@ -86,11 +100,22 @@ class WebSocketServer:
     * ``compression``: permessage-deflate. Under hypercorn it is always negotiated when
       the client offers it; the option is kept for transports that can refuse it.
     * ``heartbeat_interval``: seconds between server pings (``serve()`` only).
-    * ``allowed_origins``: accepted ``Origin`` values (``"*"`` for any); a disallowed
-      origin is denied with 403. ``None`` (default) checks nothing.
+    * ``allowed_origins``: accepted ``Origin`` values: exact origins,
+      ``https://*.example.com`` patterns, or ``"*"``; a disallowed origin is denied with
+      403 before the upgrade. ``None`` (default) checks nothing. Routes may override it
+      with :meth:`WebSocketRoute.allowed_origins`.
+    * ``require_origin``: also deny requests without ``Origin`` (non-browser clients).
+    * ``trusted_proxies``: proxy addresses or networks (``"10.0.0.0/8"``, ``"*"``) whose
+      ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` headers are believed for
+      ``request.client`` and ``request.scheme``. Ignored from anyone else.
     * ``broker``: the topic broker (:class:`MemoryBroker` by default).
+    * ``slow_consumer_policy``: ``"close"`` (default) closes a subscriber with 1013 when a
+      publish would take its queue over ``backpressure_limit``; ``"drop"`` drops that
+      message for it alone. Counted in :attr:`stats`.
     * ``max_queued_messages``: inbound messages queued per connection before the
       server stops reading from it (16).
+    * ``max_query_params``: query parameters accepted on an upgrade (100); more is
+      denied with 400 before anything parses them.
     * ``close_timeout``: seconds a closing connection may take to flush, and
       ``on_close`` may take to run (5).
     """
@@ -106,29 +131,47 @@ class WebSocketServer:
         backpressure_limit: int = 16 * MiB,
         heartbeat_interval: float | None = None,
         allowed_origins: Iterable[str] | None = None,
+        require_origin: bool = False,
+        trusted_proxies: Iterable[str] | None = None,
         broker: Broker | None = None,
+        slow_consumer_policy: SlowConsumerPolicy = "close",
         max_queued_messages: int = 16,
+        max_query_params: int = 100,
         close_timeout: float = 5.0,
     ) -> None:
         if max_payload_length < 1 or backpressure_limit < 1 or max_queued_messages < 1:
             raise ValueError("size limits must be positive")
+        if slow_consumer_policy not in ("close", "drop"):
+            raise ValueError('slow_consumer_policy is "close" or "drop"')
         self.router: Router = Router(route.build() for route in routes)
         self.http_app: ASGIApp | None = http_app
         self.compression: bool = compression
         self.heartbeat_interval: float | None = heartbeat_interval
-        self.allowed_origins: frozenset[str] | None = (
-            None if allowed_origins is None else frozenset(allowed_origins)
+        self.origin_policy: OriginPolicy | None = (
+            None
+            if allowed_origins is None and not require_origin
+            else OriginPolicy(allowed_origins or ("*",), require=require_origin)
         )
+        self.trusted_proxies: TrustedProxies | None = (
+            None if trusted_proxies is None else TrustedProxies(trusted_proxies)
+        )
+        self.max_query_params: int = max_query_params
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self.registry: ConnectionRegistry = ConnectionRegistry()
         """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
+        self.stats: ServerStats = ServerStats()
+        """Running counters: connections, slow-consumer drops and closes, handler errors."""
         self.options: EngineOptions = EngineOptions(
             max_payload_length=max_payload_length,
             idle_timeout=idle_timeout,
             backpressure_limit=backpressure_limit,
             max_queued_messages=max_queued_messages,
             close_timeout=close_timeout,
+            slow_consumer_policy=slow_consumer_policy,
         )
+        self._startup_hooks: list[StartupHook] = []
+        self._shutdown_hooks: list[ShutdownHook] = []
+        self._trio_token: trio.lowlevel.TrioToken | None = None
 
     @property
     def routes(self) -> list[WebSocketRoute[Any, Any]]:
@@ -172,29 +215,131 @@ class WebSocketServer:
         """How many connections are subscribed to ``topic``."""
         return self.broker.subscriber_count(topic)
 
+    def publish_from_thread(self, topic: str, message: object) -> int:
+        """:meth:`publish` from a thread that is not the server's (a worker thread, a
+        synchronous library's callback): blocks that thread until the message is queued.
+
+        Uses ``trio.from_thread``; the server must be running (it learns its Trio run at
+        lifespan startup, or at its first connection). Do not call it from the server's
+        own Trio thread: use ``await server.publish(...)`` there.
+        """
+        return trio.from_thread.run(
+            functools.partial(self.publish, topic, message), trio_token=self._token()
+        )
+
+    def publish_binary_from_thread(self, topic: str, data: bytes) -> int:
+        """:meth:`publish_binary` from another thread; see :meth:`publish_from_thread`."""
+        return trio.from_thread.run(
+            functools.partial(self.publish_binary, topic, data), trio_token=self._token()
+        )
+
+    def _token(self) -> trio.lowlevel.TrioToken:
+        if self._trio_token is None:
+            raise RuntimeError("the server is not running yet (no lifespan startup seen)")
+        return self._trio_token
+
+    # -- lifespan --------------------------------------------------------------------------
+
+    def on_startup(self, fn: StartupHook) -> StartupHook:
+        """Decorator: run ``await fn(nursery)`` at server startup (ASGI lifespan).
+
+        ``nursery`` lives as long as the server: start background tasks in it (a
+        publisher loop, a broker connection). They are cancelled at shutdown, after the
+        ``on_shutdown`` hooks ran. Hooks run in registration order; one that raises
+        fails the startup.
+        """
+        self._startup_hooks.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: ShutdownHook) -> ShutdownHook:
+        """Decorator: run ``await fn()`` at server shutdown, before background tasks are
+        cancelled."""
+        self._shutdown_hooks.append(fn)
+        return fn
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._trio_token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            inner = await _InnerLifespan.start(self.http_app, scope, nursery)
+            event = await receive()
+            if event["type"] != "lifespan.startup":
+                return
+            try:
+                if inner is not None:
+                    await inner.forward(event, "lifespan.startup.complete")
+                for hook in self._startup_hooks:
+                    await hook(nursery)
+            except Exception as exc:
+                logger.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                nursery.cancel_scope.cancel()
+                return
+            await send({"type": "lifespan.startup.complete"})
+            event = await receive()
+            failed: str | None = None
+            for shutdown_hook in self._shutdown_hooks:
+                try:
+                    await shutdown_hook()
+                except Exception as exc:
+                    logger.exception("shutdown hook failed")
+                    failed = repr(exc)
+            if inner is not None:
+                try:
+                    await inner.forward(event, "lifespan.shutdown.complete")
+                except Exception as exc:
+                    failed = repr(exc)
+            nursery.cancel_scope.cancel()
+        if failed is None:
+            await send({"type": "lifespan.shutdown.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.failed", "message": failed})
+
     # -- ASGI --------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
-            await self._websocket(scope, receive, send)
+            transport = ASGITransport(scope, receive, send)
+            if scope.get("query_string", b"").count(b"&") >= self.max_query_params:
+                await self._deny(transport, 400, "Too many query parameters", "BAD_REQUEST")
+                return
+            request = Request.from_scope(scope, None, self.trusted_proxies)
+            await self.serve_websocket(transport, request)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
         elif self.http_app is not None:
             await self.http_app(scope, receive, send)
         elif kind == "http":
             await _not_found(send)
-        elif kind == "lifespan":
-            await _lifespan(receive, send)
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        transport = ASGITransport(scope, receive, send)
-        match = self.router.match(scope.get("path", "/"))
+    async def serve_websocket(self, transport: Transport, request: Request) -> None:
+        """Admit or deny one upgrade request, then run the connection to its end.
+
+        The transport-independent entry point: routing, origin and subprotocol checks,
+        ``authenticate``, then the connection engine. Transports call it; applications
+        normally do not.
+        """
+        if self._trio_token is None:
+            self._trio_token = trio.lowlevel.current_trio_token()
+        match = self.router.match(request.path)
         if match is None:
-            await _deny(transport, 404, "Not Found", "NOT_FOUND")
+            await self._deny(transport, 404, "Not Found", "NOT_FOUND")
             return
         route = match.route
-        request = Request.from_scope(scope, match.params)
-        if self.allowed_origins is not None and not self._origin_allowed(request.origin):
-            await _deny(transport, 403, "Origin not allowed", "FORBIDDEN_ORIGIN")
+        request.path_params = match.params
+        policy = route.origin_policy or self.origin_policy
+        if policy is not None and not policy.allows(request.origin):
+            await self._deny(transport, 403, "Origin not allowed", "FORBIDDEN_ORIGIN")
+            return
+        subprotocol = route.select_subprotocol(request.subprotocols)
+        if subprotocol is None and route.subprotocol_required:
+            await self._deny(
+                transport,
+                400,
+                "None of the offered subprotocols is supported",
+                "UNSUPPORTED_SUBPROTOCOL",
+                {"sec-websocket-protocol": ", ".join(route.subprotocol_choices)},
+            )
             return
         user: Any = None
         if route.authenticate_fn is not None:
@@ -203,19 +348,22 @@ class WebSocketServer:
                 if inspect.isawaitable(user):
                     user = await user
             except Reject as reject:
-                await _deny(transport, reject.status, reject.message, reject.code, reject.headers)
+                await self._deny(
+                    transport, reject.status, reject.message, reject.code, reject.headers
+                )
                 return
             except Exception:
                 logger.exception("authenticate failed on %s", route.path)
-                await _deny(transport, 401, "Authentication failed", AUTH_ERROR)
+                await self._deny(transport, 401, "Authentication failed", AUTH_ERROR)
                 return
             if user is None:
-                await _deny(transport, 401, "Unauthorized", UNAUTHORIZED)
+                await self._deny(transport, 401, "Unauthorized", UNAUTHORIZED)
                 return
         try:
-            await transport.accept(None, ())
+            await transport.accept(subprotocol, ())
         except TransportClosed:
             return
+        self.stats.connections_accepted += 1
         context = new_context(uuid.uuid4().hex, user, request)
         connection: Connection[Any] = Connection(
             transport=transport,
@@ -223,16 +371,26 @@ class WebSocketServer:
             context=context,
             broker=self.broker,
             options=self.options,
+            stats=self.stats,
+            subprotocol=subprotocol,
             on_gone=self.registry.discard,
         )
         self.registry.add(connection)
         await connection._run()  # pyright: ignore[reportPrivateUsage]
 
-    def _origin_allowed(self, origin: str | None) -> bool:
-        allowed = self.allowed_origins
-        if allowed is None or "*" in allowed:
-            return True
-        return origin is not None and origin in allowed
+    async def _deny(
+        self,
+        transport: Transport,
+        status: int,
+        message: str,
+        code: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.stats.connections_denied += 1
+        body = orjson.dumps({"message": message, "code": code})
+        extra = [(k.lower(), v) for k, v in (headers or {}).items() if k.lower() != "content-type"]
+        with contextlib.suppress(TransportClosed):
+            await transport.deny(status, body, [_JSON, *extra])
 
     # -- running under hypercorn from Python ---------------------------------------------
 
@@ -290,21 +448,6 @@ class WebSocketServer:
             await self.registry.wait_empty()
 
 
-async def _deny(
-    transport: ASGITransport,
-    status: int,
-    message: str,
-    code: str,
-    headers: dict[str, str] | None = None,
-) -> None:
-    body = orjson.dumps({"message": message, "code": code})
-    extra = [(k.lower(), v) for k, v in (headers or {}).items() if k.lower() != "content-type"]
-    try:
-        await transport.deny(status, body, [_JSON, *extra])
-    except TransportClosed:
-        pass
-
-
 async def _not_found(send: Send) -> None:
     await send(
         {
@@ -316,11 +459,42 @@ async def _not_found(send: Send) -> None:
     await send({"type": "http.response.body", "body": b"Not Found"})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
+class _InnerLifespan:
+    """The wrapped ``http_app``'s lifespan, run beside ours and driven by it."""
+
+    def __init__(self) -> None:
+        self._to_app, self._app_receive = trio.open_memory_channel[MutableMapping[str, Any]](1)
+        self._app_send, self._from_app = trio.open_memory_channel[MutableMapping[str, Any]](1)
+        self.supported = True
+
+    @classmethod
+    async def start(
+        cls, app: ASGIApp | None, scope: Scope, nursery: trio.Nursery
+    ) -> _InnerLifespan | None:
+        if app is None:
+            return None
+        inner = cls()
+
+        async def run() -> None:
+            try:
+                await app(scope, inner._app_receive.receive, inner._app_send.send)
+            except Exception:
+                # ASGI: an app that does not do lifespan may raise on the scope.
+                inner.supported = False
+            finally:
+                inner._app_send.close()
+
+        nursery.start_soon(run)
+        return inner
+
+    async def forward(self, event: MutableMapping[str, Any], expected: str) -> None:
+        if not self.supported:
             return
+        await self._to_app.send(event)
+        try:
+            reply = await self._from_app.receive()
+        except trio.EndOfChannel:
+            self.supported = False  # returned without answering: no lifespan support
+            return
+        if reply["type"] != expected:
+            raise RuntimeError(f"http_app lifespan: {reply.get('message', reply['type'])}")

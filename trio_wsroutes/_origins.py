@@ -1,0 +1,59 @@
+"""Origin checks against cross-site WebSocket hijacking."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["OriginPolicy"]
+
+
+class OriginPolicy:
+    """Which ``Origin`` headers may open a WebSocket.
+
+    Browsers send ``Origin`` on every WebSocket upgrade and let any page open a WebSocket
+    to any host, with the user's cookies: without this check, a hostile page can act as
+    the user (cross-site WebSocket hijacking). Entries are exact origins
+    (``https://app.example.com``), ``*.``-wildcards for subdomains
+    (``https://*.example.com``), or ``"*"`` for any. A request without ``Origin`` comes
+    from a non-browser client, which cannot be hijacked this way, and is allowed unless
+    ``require=True``.
+    """
+
+    __slots__ = ("_exact", "_patterns", "any", "require")
+
+    def __init__(self, origins: Iterable[str], *, require: bool = False) -> None:
+        exact: set[str] = set()
+        patterns: list[re.Pattern[str]] = []
+        self.any: bool = False
+        for origin in origins:
+            if not isinstance(origin, str) or not origin:
+                raise TypeError(f"allowed origins are strings, got {origin!r}")
+            normalized = origin.strip().rstrip("/").lower()
+            if normalized == "*":
+                self.any = True
+            elif "*" in normalized:
+                scheme, sep, host = normalized.partition("://")
+                if not sep or not host.startswith("*.") or "*" in host[2:]:
+                    raise ValueError(f"bad origin pattern {origin!r}: use 'https://*.example.com'")
+                suffix = re.escape(host[1:])
+                label = r"[a-z0-9-]+(?:\.[a-z0-9-]+)*"
+                patterns.append(re.compile(rf"{re.escape(scheme)}://{label}{suffix}(?::\d+)?"))
+            else:
+                exact.add(normalized)
+        self._exact = frozenset(exact)
+        self._patterns = tuple(patterns)
+        self.require: bool = require
+
+    def allows(self, origin: str | None) -> bool:
+        """Whether a request with this ``Origin`` header (or none) may connect."""
+        if origin is None:
+            return not self.require
+        normalized = origin.strip().rstrip("/").lower()
+        if self.any or normalized in self._exact:
+            return True
+        return any(pattern.fullmatch(normalized) for pattern in self._patterns)
+
+    def __repr__(self) -> str:
+        shown = ["*"] if self.any else sorted(self._exact) + [p.pattern for p in self._patterns]
+        return f"OriginPolicy({shown!r}, require={self.require})"
