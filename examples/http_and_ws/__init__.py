@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes on one port, sharing one token check."""

@@ -1,0 +1,1 @@
+"""The notifications example: auth, per-user topics, a background publisher."""

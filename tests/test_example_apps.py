@@ -1,0 +1,129 @@
+"""The notifications, live data and HTTP + WebSocket examples, as their users meet them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from examples.http_and_ws import app as http_and_ws
+from examples.live_data import app as live_data
+from examples.notifications import app as notifications
+from tests._http import http_request
+from trio_wsroutes.testing import ConnectionDenied, TestClient
+
+# -- notifications -------------------------------------------------------------------------
+
+
+async def test_notifications_reach_only_their_user_and_can_be_marked_read() -> None:
+    server = notifications.server
+    async with (
+        TestClient(server) as client,
+        client.connect("/notifications", query={"token": "alice-token"}) as alice,
+        client.connect("/notifications", headers={"Authorization": "Bearer bob-token"}) as bob,
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+        assert await notifications.notify("1", "Build finished", "main is green") == 1
+        note = await alice.receive()
+        assert note["type"] == "notification"
+        assert note["data"]["title"] == "Build finished"
+        with pytest.raises(trio.TooSlowError):
+            await bob.receive(timeout=0.05)
+
+        reply = await alice.request("mark_read", {"id": note["data"]["id"]})
+        assert reply["type"] == "read"
+        again = await alice.request("mark_read", {"id": note["data"]["id"]})
+        assert again["code"] == "NOT_FOUND"
+
+
+async def test_notifications_need_a_valid_token() -> None:
+    async with TestClient(notifications.server) as client:
+        for query in ({}, {"token": "stolen"}):
+            with pytest.raises(ConnectionDenied) as denied:
+                async with client.connect("/notifications", query=query):
+                    pass
+            assert denied.value.status == 401
+
+
+async def test_notifications_cookie_token() -> None:
+    async with (
+        TestClient(notifications.server) as client,
+        client.connect("/notifications", headers={"Cookie": "token=bob-token"}) as bob,
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+        assert await notifications.notify("2", "Hi", "Bob") == 1
+        assert (await bob.receive())["data"]["body"] == "Bob"
+
+
+# -- live data -------------------------------------------------------------------------------
+
+
+async def test_live_data_streams_ticks_in_order_and_reports_its_queue() -> None:
+    async with TestClient(live_data.server) as client, client.connect("/live") as ws:
+        await ws.send("subscribe")
+        seqs = [(await ws.receive())["data"]["seq"] for _ in range(5)]
+        assert seqs == sorted(seqs)
+        assert len(set(seqs)) == 5
+        stats = await ws.request("stats")
+        assert stats["type"] == "stats"
+        assert stats["data"]["dropped"] == 0
+
+
+async def test_send_latest_skips_while_the_client_is_behind() -> None:
+    server = live_data.server
+    async with TestClient(server) as client, client.connect("/live") as ws:
+        await trio.testing.wait_all_tasks_blocked()
+        connection = server.registry.all()[0]
+        ws.pause_reading()
+        tick = live_data.Tick(seq=0, value=0.0)
+        sent = 0
+        while await live_data.send_latest(connection, tick):
+            sent += 1
+        assert connection.buffered_amount > live_data.SNAPSHOT_SKIP_AT
+        assert sent > 0
+        ws.resume_reading()
+
+
+# -- HTTP and WebSocket on one port, one verify_token -------------------------------------------
+
+
+async def test_http_and_websocket_share_one_token_check(
+    serve_live: Callable[..., Any],
+) -> None:
+    async with serve_live(http_and_ws.server) as address:
+        anonymous = await http_request(address, "GET", "/api/me")
+        assert anonymous.status == 403
+        me = await http_request(
+            address, "GET", "/api/me", [("Authorization", "Bearer alice-token")]
+        )
+        assert me.status == 200
+        assert orjson.loads(me.body) == {"id": "1", "name": "Alice"}
+
+        login = await http_request(address, "POST", "/login?token=bob-token")
+        assert login.status == 200
+        cookie = login.header("set-cookie")
+        assert cookie is not None
+        assert cookie.startswith("session=bob-token")
+
+        url = f"{address.ws_url}/ws/updates"
+        async with open_websocket_url(
+            url, extra_headers=[(b"authorization", b"Bearer alice-token")]
+        ) as ws:
+            await ws.send_message('{"type": "whoami", "id": 1}')
+            reply = orjson.loads(await ws.get_message())
+            assert reply["data"] == {"id": "1", "name": "Alice", "via": "header"}
+        async with open_websocket_url(
+            url, extra_headers=[(b"cookie", b"session=bob-token")]
+        ) as ws:
+            await ws.send_message('{"type": "whoami", "id": 2}')
+            reply = orjson.loads(await ws.get_message())
+            assert reply["data"] == {"id": "2", "name": "Bob", "via": "cookie"}
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with open_websocket_url(url):
+                pass
+        assert rejected.value.status_code == 401
