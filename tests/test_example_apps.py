@@ -127,3 +127,88 @@ async def test_http_and_websocket_share_one_token_check(
             async with open_websocket_url(url):
                 pass
         assert rejected.value.status_code == 401
+
+
+# -- collaborative editing -------------------------------------------------------------------
+
+
+async def test_collaborative_editing_initial_state_and_ordered_edits() -> None:
+    from examples.collaborative_editing import app as editing
+
+    editing.documents.clear()
+    server = editing.server
+    async with (
+        TestClient(server) as client,
+        client.connect("/document/notes?token=ada") as ada,
+    ):
+        init = await ada.receive()
+        assert init == {"type": "init", "data": {"doc_id": "notes", "content": "", "version": 0}}
+        await ada.send("edit", {"base_version": 0, "start": 0, "end": 0, "insert": "Hello"})
+        assert (await ada.receive())["data"]["version"] == 1
+
+        async with client.connect("/document/notes?token=grace") as grace:
+            snapshot = await grace.receive()
+            assert snapshot["data"] == {"doc_id": "notes", "content": "Hello", "version": 1}
+            await grace.send("edit", {"base_version": 1, "start": 5, "end": 5, "insert": "!"})
+            for ws in (ada, grace):
+                edit = await ws.receive()
+                assert edit["type"] == "edit"
+                assert edit["data"] == {
+                    "user_id": "grace",
+                    "start": 5,
+                    "end": 5,
+                    "insert": "!",
+                    "version": 2,
+                }
+            stale = await ada.request("edit", {"base_version": 1, "start": 0, "end": 0})
+            assert stale["code"] == "STALE_VERSION"
+            bad = await ada.request("edit", {"base_version": 2, "start": 0, "end": 99})
+            assert bad["code"] == "BAD_RANGE"
+            negative = await ada.request("edit", {"base_version": 2, "start": -1, "end": 0})
+            assert negative["code"] == "VALIDATION_ERROR"
+        assert editing.documents["notes"].content == "Hello!"
+        with pytest.raises(ConnectionDenied):
+            async with client.connect("/document/notes"):
+                pass
+
+
+# -- binary stream -----------------------------------------------------------------------------
+
+
+async def test_binary_stream_relays_chunks_and_summarises() -> None:
+    import hashlib
+
+    from examples.binary_stream import app as binary
+
+    chunks = [bytes([n]) * (1000 + n) for n in range(5)]
+    async with (
+        TestClient(binary.server) as client,
+        client.connect("/stream/radio/listen") as listener,
+        client.connect("/stream/radio/publish") as producer,
+    ):
+        started = await producer.request("start", {"content_type": "audio/ogg"})
+        assert started["data"] == {"stream": "radio", "content_type": "audio/ogg"}
+        assert (await listener.receive())["type"] == "started"
+        for chunk in chunks:
+            await producer.send_bytes(chunk)
+        assert [await listener.receive_bytes() for _ in chunks] == chunks
+        stopped = await producer.request("stop")
+        expected = {
+            "stream": "radio",
+            "chunks": 5,
+            "bytes": sum(map(len, chunks)),
+            "sha256": hashlib.sha256(b"".join(chunks)).hexdigest(),
+        }
+        assert stopped["data"] == expected
+        assert (await listener.receive())["data"] == expected
+        # Listeners do not take binary frames.
+        await listener.send_bytes(b"nope")
+        assert await listener.wait_closed() == 1003
+
+
+async def test_binary_stream_needs_start_before_chunks() -> None:
+    from examples.binary_stream import app as binary
+
+    async with TestClient(binary.server) as client, client.connect("/stream/x/publish") as ws:
+        await ws.send_bytes(b"too early")
+        assert await ws.wait_closed() == 1008

@@ -1,0 +1,1 @@
+"""The binary stream example: audio-style chunks in binary frames, with JSON control."""

@@ -1,0 +1,1 @@
+"""The collaborative editing example: a document topic, edits broadcast, state on connect."""
