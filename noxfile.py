@@ -35,3 +35,12 @@ def typecheck(session: nox.Session) -> None:
     session.run("pyright", *PACKAGE_AND_EXAMPLES)
     session.run("pyright", "--verifytypes", "trio_wsroutes", "--ignoreexternal")
     session.run("python", "-m", "pytest", "tests/test_typing.py")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx docs; any warning fails the build."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "python", "-m", "sphinx", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
