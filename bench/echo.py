@@ -1,4 +1,5 @@
-"""Echo throughput: trio_wsroutes on hypercorn against a bare ASGI echo app on hypercorn.
+"""Echo throughput: trio_wsroutes on hypercorn against a bare ASGI echo app on hypercorn,
+and trio_wsroutes on its native transport (``serve_native``).
 
 Runs each server in its own process pinned to core 0 and a load generator (picows, a
 Cython client, when installed; else the ``websockets`` asyncio client) pinned to core 1;
@@ -72,6 +73,10 @@ def run_server(kind: str, port: int) -> None:
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
+    if kind == "native":
+        server = routes_echo()
+        trio.run(server.serve_native, "127.0.0.1", port)
+        return
     app = bare_echo if kind == "bare" else routes_echo()
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
@@ -181,7 +186,7 @@ def measure(kind: str, connections: int, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--serve", choices=["bare", "routes"])
+    parser.add_argument("--serve", choices=["bare", "routes", "native"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -190,7 +195,7 @@ def main() -> None:
     if args.serve:
         run_server(args.serve, args.port)
         return
-    results: dict[str, list[float]] = {"bare": [], "routes": []}
+    results: dict[str, list[float]] = {"bare": [], "routes": [], "native": []}
     for _ in range(args.rounds):
         for kind in results:
             results[kind].append(measure(kind, args.connections, args.seconds))
@@ -198,9 +203,12 @@ def main() -> None:
     routes = max(results["routes"])
     print(f"{'server':<40} {'echo msgs/s (best of ' + str(args.rounds) + ')':>28}")
     print(f"{'bare ASGI echo on hypercorn-trio':<40} {bare:>28,.0f}")
+    native = max(results["native"])
     print(f"{'trio_wsroutes validated echo':<40} {routes:>28,.0f}")
-    print(f"ratio: {routes / bare:.2f}")
-    print(f"all runs: bare {results['bare']}, routes {results['routes']}")
+    print(f"{'trio_wsroutes validated echo, native':<40} {native:>28,.0f}")
+    print(f"ratio (hypercorn mode / bare): {routes / bare:.2f}")
+    print(f"ratio (native / bare hypercorn): {native / bare:.2f}")
+    print(f"all runs: {results}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
-"""Shared fixtures: a real hypercorn on an ephemeral port, and the in-memory client."""
+"""Shared fixtures: a real server on an ephemeral port, under each transport.
+
+``serve_live`` runs the server under hypercorn and under the native transport: every
+test that takes it runs once per transport (the ``transport`` fixture). A test that only
+one transport can pass names it with ``@pytest.mark.transports("hypercorn")``; one that
+documents a limit of a transport marks it with ``xfail_on(transport, ...)``.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -11,15 +18,35 @@ import trio
 
 from trio_wsroutes import BoundAddress, WebSocketServer
 
+TRANSPORTS = ("hypercorn", "native")
+
+ServeLive = Callable[[WebSocketServer], AbstractAsyncContextManager[BoundAddress]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "transports(*names): run a serve_live test only under these transports"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "transport" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("transports")
+        names = marker.args if marker is not None else TRANSPORTS
+        metafunc.parametrize("transport", names)
+
 
 @asynccontextmanager
-async def live_server(server: WebSocketServer) -> AsyncIterator[BoundAddress]:
-    """Serve ``server`` under a real hypercorn trio worker on 127.0.0.1:0."""
+async def live_server(
+    server: WebSocketServer, transport: str = "hypercorn"
+) -> AsyncIterator[BoundAddress]:
+    """Serve ``server`` on 127.0.0.1:0 under hypercorn's trio worker or natively."""
     stop = trio.Event()
+    serve = server.serve if transport == "hypercorn" else server.serve_native
     async with trio.open_nursery() as nursery:
 
         async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            await server.serve("127.0.0.1", 0, shutdown_trigger=stop.wait, task_status=task_status)
+            await serve("127.0.0.1", 0, shutdown_trigger=stop.wait, task_status=task_status)
 
         addresses: list[BoundAddress] = await nursery.start(run)
         try:
@@ -29,6 +56,19 @@ async def live_server(server: WebSocketServer) -> AsyncIterator[BoundAddress]:
 
 
 @pytest.fixture
-def serve_live() -> Callable[[WebSocketServer], Any]:
-    """``async with serve_live(server) as address:`` runs a real hypercorn."""
-    return live_server
+def transport(request: pytest.FixtureRequest) -> str:
+    """``"hypercorn"`` or ``"native"`` (parametrized by ``pytest_generate_tests``)."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def serve_live(transport: str) -> ServeLive:
+    """``async with serve_live(server) as address:`` runs a real server (each transport)."""
+    return functools.partial(live_server, transport=transport)
+
+
+def xfail_on(request: pytest.FixtureRequest, transport: str, which: str, reason: str) -> None:
+    """Mark the running test as a strict xfail when it runs under ``which``."""
+    if transport == which:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))

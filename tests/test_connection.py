@@ -265,7 +265,7 @@ async def test_messages_before_an_oversized_frame_are_answered_before_1009() -> 
 
 
 async def test_rate_limited_answer_carries_the_id_and_keeps_order() -> None:
-    server = WebSocketServer([_echo_route("/e").rate_limit(2, 3600)])
+    server = WebSocketServer([_echo_route("/e").rate_limit(1 / 1800, burst=2)])
     async with TestClient(server) as client, client.connect("/e") as ws:
         for n in range(4):
             await ws.send("echo", {"n": n}, id=f"r{n}")

@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -90,6 +91,7 @@ async def test_chat_example_two_clients_talk(serve_live: ServeLive) -> None:
                 assert (await receive(bob))["id"] == "p2"
 
 
+@pytest.mark.transports("hypercorn")  # the page is served by the http_app
 async def test_chat_example_serves_its_page_over_http(serve_live: ServeLive) -> None:
     async with serve_live(chat_server) as address:
         response = await http_get(address, "/")

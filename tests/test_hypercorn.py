@@ -1,7 +1,9 @@
-"""Integration tests: the server under a real hypercorn trio worker, real clients.
+"""Integration tests: the server under a real server, real clients.
 
-Clients are trio-websocket (a real RFC 6455 client over TCP), hand-written HTTP/1.1
-requests parsed with h11, and, for frames no sane client sends, a raw TCP stream.
+Each test runs under hypercorn's trio worker and under the native transport (the
+``serve_live`` fixture). Clients are trio-websocket (a real RFC 6455 client over TCP),
+hand-written HTTP/1.1 requests parsed with h11, and, for frames no sane client sends, a
+raw TCP stream.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from tests.conftest import xfail_on
 from trio_wsroutes import (
     BoundAddress,
     Connection,
@@ -352,6 +355,7 @@ async def test_static_segment_wins_over_a_parameter(serve_live: ServeLive) -> No
 # -- HTTP beside WebSocket --------------------------------------------------------------
 
 
+@pytest.mark.transports("hypercorn")  # the native transport serves WebSocket only
 async def test_http_app_and_websockets_share_one_port(serve_live: ServeLive) -> None:
     async def health(request: StarletteRequest) -> JSONResponse:
         return JSONResponse({"status": "ok", "path": request.url.path})
@@ -371,10 +375,21 @@ async def test_http_app_and_websockets_share_one_port(serve_live: ServeLive) -> 
             await ping(ws)
 
 
-async def test_http_request_without_http_app_is_404(serve_live: ServeLive) -> None:
+async def test_plain_http_request_is_404_or_426_without_http_app(
+    serve_live: ServeLive, transport: str
+) -> None:
     async with serve_live(WebSocketServer([echo_route()])) as address:
+        assert (await http_get(address, "/nowhere")).status == 404
         response = await http_get(address, "/echo")
-        assert response.status == 404
+        if transport == "hypercorn":
+            assert response.status == 404  # no http_app to answer it
+        else:
+            # A route's path says how to talk to it.
+            assert response.status == 426
+            assert response.headers["upgrade"].lower() == "websocket"
+            assert json.loads(response.body)["code"] == "UPGRADE_REQUIRED"
+        async with connect(address, "/echo") as ws:
+            await ping(ws)
 
 
 # -- failures stay on their connection --------------------------------------------------
@@ -538,12 +553,16 @@ async def test_invalid_utf8_text_frame_ends_the_connection_and_server_keeps_serv
             await ping(ws)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hypercorn 0.18 drops the TCP connection on invalid UTF-8 without sending "
-    "wsproto's 1007 close frame (the app sees a 1006 disconnect)",
-)
-async def test_invalid_utf8_text_frame_is_closed_with_1007(serve_live: ServeLive) -> None:
+async def test_invalid_utf8_text_frame_is_closed_with_1007(
+    serve_live: ServeLive, transport: str, request: pytest.FixtureRequest
+) -> None:
+    xfail_on(
+        request,
+        transport,
+        "hypercorn",
+        "hypercorn 0.18 drops the TCP connection on invalid UTF-8 without sending "
+        "wsproto's 1007 close frame (the app sees a 1006 disconnect)",
+    )
     async with serve_live(WebSocketServer([utf8_route([])])) as address:
         with trio.fail_after(TIMEOUT):
             raw = await RawWebSocket.connect(address, "/raw")
@@ -556,12 +575,16 @@ async def test_invalid_utf8_text_frame_is_closed_with_1007(serve_live: ServeLive
         assert struct.unpack("!H", payload[:2])[0] == 1007
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hypercorn 0.18 does not pass the client's close code to the app: "
-    "websocket.disconnect always carries 1006 for a client-initiated close",
-)
-async def test_client_close_code_reaches_on_close(serve_live: ServeLive) -> None:
+async def test_client_close_code_reaches_on_close(
+    serve_live: ServeLive, transport: str, request: pytest.FixtureRequest
+) -> None:
+    xfail_on(
+        request,
+        transport,
+        "hypercorn",
+        "hypercorn 0.18 does not pass the client's close code to the app: "
+        "websocket.disconnect always carries 1006 for a client-initiated close",
+    )
     codes: list[int] = []
     closed = trio.Event()
     route = echo_route()
@@ -641,16 +664,15 @@ async def test_server_publish_from_a_background_task_reaches_a_client(
 # -- shutdown ---------------------------------------------------------------------------
 
 
-async def test_graceful_shutdown_closes_clients_with_1001() -> None:
+async def test_graceful_shutdown_closes_clients_with_1001(transport: str) -> None:
     server = WebSocketServer([echo_route()])
+    serve = server.serve if transport == "hypercorn" else server.serve_native
     stop = trio.Event()
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
 
             async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                await server.serve(
-                    "127.0.0.1", 0, shutdown_trigger=stop.wait, task_status=task_status
-                )
+                await serve("127.0.0.1", 0, shutdown_trigger=stop.wait, task_status=task_status)
 
             addresses: list[BoundAddress] = await nursery.start(run)
             async with connect(addresses[0], "/echo") as ws:

@@ -618,7 +618,7 @@ async def test_rate_limit_answers_rate_limited_and_skips_the_message(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     route, seen = make_route()
-    route.rate_limit(2, 60)
+    route.rate_limit(1 / 30, burst=2)
     async with connected(route) as ws:
         for n in (1, 2):
             await ws.send("ping", {"n": n}, id=n)
@@ -629,7 +629,7 @@ async def test_rate_limit_answers_rate_limited_and_skips_the_message(
         assert limited["code"] == "RATE_LIMITED"
         assert isinstance(limited["error"], str)
         assert limited.get("id") in (None, 3)
-        # Tokens come back with time: 2 per 60 s is one per 30 s.
+        # Tokens come back with time: one every 30 s.
         await trio.sleep(30)
         await assert_usable(ws)
         await ws.send("ping", {"n": 5}, id=5)
@@ -642,7 +642,7 @@ async def test_rate_limit_with_close_closes_with_1008(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     route, seen = make_route()
-    route.rate_limit(2, 60, close=True)
+    route.rate_limit(1 / 30, burst=2, action="close")
     async with connected(route) as ws:
         for n in (1, 2):
             await ws.send("ping", {"n": n}, id=n)

@@ -8,12 +8,21 @@
 
 * The **reader** is the only task that receives. It applies the size limit, the rate
   limit and the idle timeout, and hands messages on through a bounded memory channel,
-  so a slow handler stops the reader and the peer's TCP window closes.
+  so a slow handler stops the reader and the peer's TCP window closes. Refusals (too
+  big, rate limited) travel through the same channel, so what came before them is
+  answered first, in order.
 * The **dispatcher** (the connection's own task) decodes, validates and calls handlers
   one message at a time, in arrival order.
 * The **writer** is the only task that sends. The outbox is bounded in bytes: ``send``
   waits while it is over ``backpressure_limit``; a publish never waits, and a subscriber
   whose outbox is full is evicted with close code 1013.
+
+When nothing is queued, ``send`` and ``deliver`` first offer the frame to the transport's
+``try_send_nowait``: the native transport writes it to the socket at once (a publish to
+many connections then costs one non-blocking write each, of bytes framed once), and only
+what the socket did not take waits. An urgent close (eviction, server shutdown, heartbeat
+timeout) drops what is queued and cancels the send in progress, so the close frame goes
+out next; transports keep a cancelled send whole.
 
 The engine talks to the network only through :class:`~trio_wsroutes._transports.Transport`.
 """
@@ -28,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 import attrs
+import orjson
 import trio
 
 from ._context import Context
@@ -41,12 +51,12 @@ from ._errors import (
 )
 from ._messages import Envelope, Frame, encode_error, encode_message, parse_envelope
 from ._stats import ServerStats
-from ._transports import Disconnect, Transport, TransportClosed
+from ._transports import Disconnect, Transport, TransportClosed, Violation
 from ._validation import validation_details
 
 if TYPE_CHECKING:
     from ._broker import Broker
-    from ._routes import WebSocketRoute
+    from ._routes import Heartbeat, RateLimit, WebSocketRoute
 
 __all__ = ["CloseCode", "Connection", "ConnectionClosed", "EngineOptions"]
 
@@ -75,7 +85,7 @@ class CloseCode:
     MESSAGE_TOO_BIG: Final = 1009
     """A message over ``max_payload_length``."""
     INTERNAL_ERROR: Final = 1011
-    """A handler crashed."""
+    """A handler crashed, or the peer missed a heartbeat (reason ``"heartbeat timeout"``)."""
     TRY_AGAIN_LATER: Final = 1013
     """Evicted as a slow consumer: the outbox went over ``backpressure_limit``."""
 
@@ -99,6 +109,8 @@ class EngineOptions:
     max_queued_messages: int = 16
     close_timeout: float = 5.0
     slow_consumer_policy: SlowConsumerPolicy = "close"
+    rate_limit: RateLimit | None = None
+    """The server's default rate limit, for routes without their own."""
 
 
 class _Closing:
@@ -175,20 +187,41 @@ class _Outbox:
 class _TokenBucket:
     __slots__ = ("capacity", "rate", "stamp", "tokens")
 
-    def __init__(self, messages: int, per_seconds: float) -> None:
-        self.capacity = float(messages)
-        self.rate = messages / per_seconds
-        self.tokens = float(messages)
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.capacity = float(capacity)
+        self.rate = float(rate)
+        self.tokens = float(capacity)
         self.stamp = trio.current_time()
 
-    def take(self) -> bool:
+    def take(self, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens if they are there."""
         now = trio.current_time()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
+
+    def spend(self, cost: float) -> bool:
+        """Spend ``cost`` unless the allowance is used up; it may go into debt, so a
+        message bigger than the bucket passes when the bucket is full."""
+        now = trio.current_time()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens > 0:
+            self.tokens -= cost
+            return True
+        return False
+
+
+def _byte_length(message: str | bytes) -> int:
+    if isinstance(message, bytes) or message.isascii():
+        return len(message)
+    return len(message.encode())
+
+
+_PING = b'{"type":"ping"}'
 
 
 class Connection(Generic[ServerT_contra]):
@@ -205,10 +238,12 @@ class Connection(Generic[ServerT_contra]):
         "_close_reason",
         "_closing",
         "_handlers_done",
+        "_last_received",
         "_on_gone",
         "_options",
         "_outbox",
         "_route",
+        "_send_scope",
         "_stats",
         "_topics",
         "_transport",
@@ -250,7 +285,9 @@ class Connection(Generic[ServerT_contra]):
         self._close_code: int | None = None
         self._close_reason = ""
         self._cancel_scope: trio.CancelScope | None = None
+        self._send_scope: trio.CancelScope | None = None
         self._handlers_done = False
+        self._last_received = trio.current_time()
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -299,6 +336,13 @@ class Connection(Generic[ServerT_contra]):
     async def send_binary(self, data: bytes) -> None:
         """Send a binary frame; waits like :meth:`send`."""
         await self._send_frame(Frame(bytes(data), binary=True))
+
+    async def send_text(self, text: str) -> None:
+        """Send a raw text frame, not an envelope (for clients that speak another
+        protocol; see ``on_text``); waits like :meth:`send`."""
+        if not isinstance(text, str):
+            raise TypeError("send_text takes a str")
+        await self._send_frame(Frame(text.encode()))
 
     async def publish(
         self, topic: str, message: ServerT_contra, *, include_self: bool = False
@@ -351,6 +395,8 @@ class Connection(Generic[ServerT_contra]):
         if self._closing:
             return False
         outbox = self._outbox
+        if not outbox.frames and self._transport.try_send_nowait(frame):
+            return True
         if outbox.size + frame.size > outbox.limit and outbox.size > 0:
             if self._options.slow_consumer_policy == "drop":
                 self.dropped_messages += 1
@@ -377,14 +423,31 @@ class Connection(Generic[ServerT_contra]):
             # Cancellation is still honoured, and a sender that never yields parks as soon
             # as the outbox reaches the limit.
             await trio.lowlevel.checkpoint_if_cancelled()
+        if not outbox.frames and self._transport.try_send_nowait(frame):
+            return
         outbox.put_nowait(frame)
 
     def _evict(self) -> None:
         logger.warning("evicting slow consumer %s: %d bytes queued", self.id, self._outbox.size)
-        self._outbox.clear()
-        self._begin_close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+        self._close_now(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         self._topics.clear()
         self._on_gone(self)
+
+    def _close_now(self, code: int, reason: str) -> None:
+        """Close without waiting for what is queued: drop it, cancel the send in
+        progress, and have the close frame (``code``, or the one of a close already
+        begun) go out next."""
+        if self._closing:
+            if self._send_scope is None:
+                return  # the close frame is on its way, or the writer has finished
+            code, reason = self._close_code or code, self._close_reason
+            self._outbox.clear()
+            self._outbox.put_nowait(_Closing(code, reason))
+        else:
+            self._outbox.clear()
+            self._begin_close(code, reason)
+        if self._send_scope is not None:
+            self._send_scope.cancel()
 
     def _begin_close(self, code: int, reason: str) -> None:
         if self._closing:
@@ -419,6 +482,8 @@ class Connection(Generic[ServerT_contra]):
                 self._cancel_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reader, send_channel)
+                if route.heartbeat_config is not None:
+                    nursery.start_soon(self._heartbeat, route.heartbeat_config)
                 await self._dispatcher(receive_channel)
         finally:
             self._stats.connections_closed += 1
@@ -446,73 +511,134 @@ class Connection(Generic[ServerT_contra]):
         route = self._route
         max_len = options.max_payload_length
         idle = options.idle_timeout
-        bucket = (
-            _TokenBucket(route.rate_limit_config.messages, route.rate_limit_config.per_seconds)
-            if route.rate_limit_config is not None
-            else None
-        )
+        limit = route.rate_limit_config or options.rate_limit
+        bucket = byte_bucket = None
+        close_on_limit = False
+        if limit is not None:
+            bucket = _TokenBucket(limit.messages_per_second, limit.capacity)
+            if limit.bytes_per_second is not None:
+                byte_bucket = _TokenBucket(limit.bytes_per_second, limit.bytes_per_second)
+            close_on_limit = limit.action == "close"
         accepts_binary = route.binary_handler is not None
+        deadline = math.inf if idle is None else trio.current_time() + idle
         async with channel:
-            with trio.CancelScope() as idle_scope:
-                bumped = -math.inf
-                while True:
-                    if idle is not None:
-                        # Move the deadline at most once a second: the timeout fires
-                        # between idle and idle + 1 s, and the hot path stays cheap.
-                        now = trio.current_time()
-                        if now - bumped >= 1.0:
+            while True:
+                with trio.CancelScope(deadline=deadline) as idle_scope:
+                    bumped = trio.current_time()
+                    while True:
+                        try:
+                            message = await transport.receive()
+                        except TransportClosed:
+                            self._peer_gone(CloseCode.ABNORMAL, "")
+                            return
+                        now = self._last_received = trio.current_time()
+                        if idle is not None and now - bumped >= 1.0:
+                            # Move the deadline at most once a second: the timeout fires
+                            # between idle and idle + 1 s, and the hot path stays cheap.
                             idle_scope.deadline = now + idle
                             bumped = now
-                    try:
-                        message = await transport.receive()
-                    except TransportClosed:
-                        self._peer_gone(CloseCode.ABNORMAL, "")
-                        return
-                    # Refusals travel through the inbound queue like messages, so that
-                    # what the client sent before them is still handled, in order.
-                    if isinstance(message, Disconnect):
-                        self._peer_gone(message.code, message.reason)
-                        return
-                    item: _Inbound = message
-                    if type(message) is str:
-                        if len(message) * 4 > max_len and len(message.encode()) > max_len:
-                            item = _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                    elif not accepts_binary:
-                        item = _Closing(CloseCode.UNSUPPORTED_DATA, "binary not accepted")
-                    elif len(message) > max_len:
-                        item = _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                    if type(item) is not _Closing and bucket is not None and not bucket.take():
-                        assert route.rate_limit_config is not None
-                        if route.rate_limit_config.close:
-                            item = _Closing(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                        # Refusals travel through the inbound queue like messages, so
+                        # that what the client sent before them is still handled, in order.
+                        item: _Inbound
+                        if type(message) is str:
+                            item = message
+                            if len(message) * 4 > max_len and len(message.encode()) > max_len:
+                                item = _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                        elif type(message) is bytes:
+                            item = message
+                            if not accepts_binary:
+                                item = _Closing(CloseCode.UNSUPPORTED_DATA, "binary not accepted")
+                            elif len(message) > max_len:
+                                item = _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                        elif isinstance(message, Violation):
+                            item = _Closing(message.code, message.reason)
                         else:
-                            item = _RateLimited(_request_id_of(message))
-                    try:
-                        channel.send_nowait(item)
-                    except trio.WouldBlock:
-                        await channel.send(item)  # the dispatcher is behind: wait
-                    if type(item) is _Closing:
-                        return
-            if idle_scope.cancelled_caught:
+                            assert isinstance(message, Disconnect)
+                            self._peer_gone(message.code, message.reason)
+                            return
+                        if (
+                            bucket is not None
+                            and type(item) is not _Closing
+                            and not (
+                                bucket.take()
+                                and (
+                                    byte_bucket is None or byte_bucket.spend(_byte_length(message))  # type: ignore[arg-type]
+                                )
+                            )
+                        ):
+                            if close_on_limit:
+                                item = _Closing(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                            else:
+                                item = _RateLimited(_request_id_of(message))  # type: ignore[arg-type]
+                        try:
+                            channel.send_nowait(item)
+                        except trio.WouldBlock:
+                            await channel.send(item)  # the dispatcher is behind: wait
+                        if type(item) is _Closing:
+                            return
+                # Only an idle timeout gets here. Frames the engine does not see (pongs)
+                # count as activity too, where the transport can tell.
+                assert idle is not None
+                activity = transport.last_activity
+                if activity is not None and activity + idle > trio.current_time():
+                    deadline = activity + idle
+                    continue
                 await channel.send(_Closing(CloseCode.NORMAL, "idle timeout"))
+                return
 
     async def _writer(self) -> None:
         outbox = self._outbox
         transport = self._transport
+        closing: _Closing | None = None
         try:
-            while True:
-                item = await outbox.get()
-                if type(item) is Frame:
-                    await transport.send(item)
-                else:
-                    assert isinstance(item, _Closing)
-                    await transport.close(item.code, item.reason)
-                    break
+            while closing is None:
+                # _close_now cancels this scope to interrupt a send to a client that
+                # does not read; the outbox then holds only the close.
+                with trio.CancelScope() as self._send_scope:
+                    while True:
+                        item = await outbox.get()
+                        if type(item) is Frame:
+                            await transport.send(item)
+                        else:
+                            assert isinstance(item, _Closing)
+                            closing = item
+                            break
+            self._send_scope = None
+            await transport.close(closing.code, closing.reason)
         except TransportClosed:
+            self._send_scope = None
             self._peer_gone(CloseCode.ABNORMAL, "")
             return
         assert self._cancel_scope is not None
         self._cancel_scope.cancel()
+
+    async def _heartbeat(self, config: Heartbeat) -> None:
+        ping = Frame(_PING)
+        transport = self._transport
+        interval, timeout = config.interval, config.timeout
+        next_ping = trio.current_time() + interval
+        sent_at: float | None = None
+        while not self._closing:
+            wake = next_ping if sent_at is None else min(next_ping, sent_at + timeout)
+            await trio.sleep_until(wake)
+            if self._closing:
+                return
+            now = trio.current_time()
+            if sent_at is not None:
+                activity = transport.last_activity
+                if self._last_received >= sent_at or (activity or -math.inf) >= sent_at:
+                    sent_at = None  # answered (any message counts)
+                elif now >= sent_at + timeout:
+                    logger.info("closing %s: no answer to the heartbeat", self.id)
+                    self._close_now(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+                    return
+            if now >= next_ping:
+                if sent_at is None:
+                    # Tiny, and it must reach even a client that is behind: past the limit.
+                    if self._outbox.frames or not transport.try_send_nowait(ping):
+                        self._outbox.put_nowait(ping)
+                    sent_at = now
+                next_ping = now + interval
 
     async def _dispatcher(self, channel: trio.MemoryReceiveChannel[_Inbound]) -> None:
         route = self._route
@@ -561,6 +687,13 @@ class Connection(Generic[ServerT_contra]):
             return
         spec = route.handlers.get(envelope.type)
         if spec is None:
+            if route.heartbeat_config is not None and envelope.type in ("ping", "pong"):
+                if envelope.type == "ping":
+                    body: dict[str, Any] = {"type": "pong"}
+                    if envelope.id is not None:
+                        body["id"] = envelope.id
+                    await self._reply(Frame(orjson.dumps(body)))
+                return  # a pong: the reader has already counted it as activity
             wire = envelope.type if len(envelope.type) <= 64 else envelope.type[:64] + "..."
             await self._bad_input(
                 ProtocolError(f"Unknown message type: {wire!r}", UNKNOWN_TYPE), envelope.id

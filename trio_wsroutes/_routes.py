@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import math
 import re
 import sys
 import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar, overload
 
 import attrs
 from typing_extensions import deprecated
@@ -28,9 +29,11 @@ __all__ = [
     "CloseHandler",
     "ConnectHandler",
     "ErrorHandler",
+    "Heartbeat",
     "MessageHandler",
     "PathPattern",
     "RateLimit",
+    "RateLimitAction",
     "Router",
     "TextHandler",
     "WebSocketRoute",
@@ -131,14 +134,52 @@ def _split(path: str) -> list[str]:
     return stripped.split("/") if stripped else []
 
 
+RateLimitAction = Literal["error", "close"]
+"""What happens to a message over a rate limit: ``"error"`` answers it with
+``RATE_LIMITED`` (the connection stays open), ``"close"`` closes with 1008."""
+
+
 @attrs.frozen
 class RateLimit:
-    """At most ``messages`` inbound messages per ``per_seconds`` per connection."""
+    """A per-connection limit on inbound messages (a token bucket).
 
-    messages: int
-    per_seconds: float
-    close: bool = False
-    """Close with 1008 when exceeded, instead of answering ``RATE_LIMITED``."""
+    ``messages_per_second`` is the sustained rate (``0.5`` is one message every two
+    seconds); ``burst`` how many may come at once after a quiet spell (default: one
+    second's worth, at least 1). ``bytes_per_second`` also limits inbound volume (a text
+    message counts its UTF-8 length), with a burst of one second's worth: a message that
+    finds that allowance spent is refused. Used by :meth:`WebSocketRoute.rate_limit` and
+    the server's ``rate_limit`` option.
+    """
+
+    messages_per_second: float
+    burst: int | None = None
+    bytes_per_second: int | None = None
+    action: RateLimitAction = "error"
+
+    def __attrs_post_init__(self) -> None:
+        if not self.messages_per_second > 0:
+            raise ValueError("rate_limit needs messages_per_second > 0")
+        if self.burst is not None and self.burst < 1:
+            raise ValueError("rate_limit burst must be at least 1")
+        if self.bytes_per_second is not None and self.bytes_per_second < 1:
+            raise ValueError("rate_limit bytes_per_second must be at least 1")
+        if self.action not in ("error", "close"):
+            raise ValueError('rate_limit action is "error" or "close"')
+
+    @property
+    def capacity(self) -> int:
+        """The bucket size: ``burst``, or one second's worth (at least 1)."""
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(self.messages_per_second))
+
+
+@attrs.frozen
+class Heartbeat:
+    """An application-level heartbeat in the envelope (:meth:`WebSocketRoute.heartbeat`)."""
+
+    interval: float
+    timeout: float
 
 
 @attrs.frozen
@@ -186,6 +227,9 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.server_message_types: tuple[type[Any], ...] = ()
         self.client_message_types: tuple[type[Any], ...] = ()
         self.rate_limit_config: RateLimit | None = None
+        """The route's own rate limit (else the server's ``rate_limit``)."""
+        self.heartbeat_config: Heartbeat | None = None
+        """The envelope heartbeat, if :meth:`heartbeat` enabled it."""
         self.origin_policy: OriginPolicy | None = None
         """The route's own origin check (else the server's)."""
         self.subprotocol_choices: tuple[str, ...] = ()
@@ -394,16 +438,44 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         return self
 
     def rate_limit(
-        self, messages: int, per_seconds: float = 1.0, *, close: bool = False
+        self,
+        messages_per_second: float,
+        burst: int | None = None,
+        *,
+        bytes_per_second: int | None = None,
+        action: RateLimitAction = "error",
     ) -> WebSocketRoute[UserT, ServerT]:
-        """Allow each connection ``messages`` messages per ``per_seconds`` (token bucket).
+        """Limit each connection to ``messages_per_second`` inbound messages, with bursts
+        of up to ``burst`` (a token bucket; see :class:`RateLimit`).
 
-        Over the limit a message is answered with ``RATE_LIMITED`` and not handled, or
-        the connection is closed with 1008 when ``close=True``.
+        Over the limit a message is not handled: it is answered with ``RATE_LIMITED``
+        (``action="error"``, the connection stays open) or the connection is closed with
+        1008 (``action="close"``). Messages that came before it are still answered, in
+        order. Overrides the server's ``rate_limit`` option for this route.
         """
-        if messages < 1 or per_seconds <= 0:
-            raise ValueError("rate_limit needs messages >= 1 and per_seconds > 0")
-        self.rate_limit_config = RateLimit(messages, per_seconds, close)
+        self.rate_limit_config = RateLimit(
+            messages_per_second, burst, bytes_per_second=bytes_per_second, action=action
+        )
+        return self
+
+    def heartbeat(
+        self, interval: float, *, timeout: float | None = None
+    ) -> WebSocketRoute[UserT, ServerT]:
+        """Enable an application-level heartbeat, for servers that hide WebSocket pings
+        (ASGI: hypercorn never tells the app about pongs).
+
+        Every ``interval`` seconds the server sends ``{"type": "ping"}``; a client that
+        then sends nothing (its ``{"type": "pong"}`` or any other message) for
+        ``timeout`` seconds (default: ``interval``) is closed with 1011. While enabled,
+        a client's ``{"type": "pong"}`` is taken as the answer, and a client's
+        ``{"type": "ping"}`` is answered with ``{"type": "pong"}`` (echoing its ``id``),
+        unless the route has handlers of its own for those types. Works on every
+        transport; the native transport also has WebSocket-level pings (the server's
+        ``heartbeat_interval``).
+        """
+        if not interval > 0 or (timeout is not None and not timeout > 0):
+            raise ValueError("heartbeat needs interval > 0 and timeout > 0")
+        self.heartbeat_config = Heartbeat(interval, interval if timeout is None else timeout)
         return self
 
     def allowed_origins(

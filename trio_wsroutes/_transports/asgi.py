@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from .._messages import Frame
-from ._base import Disconnect, TransportClosed
+from . import _hypercorn
+from ._base import Disconnect, TransportClosed, Violation
 
 __all__ = ["ASGITransport"]
 
@@ -18,15 +19,27 @@ _HTTP_RESPONSE_EXTENSION = "websocket.http.response"
 
 
 class ASGITransport:
-    """Adapts one ASGI ``websocket`` scope to the engine's transport interface."""
+    """Adapts one ASGI ``websocket`` scope to the engine's transport interface.
 
-    __slots__ = ("_connected", "_receive", "_send", "scope")
+    With ``compression=False`` the upgrade refuses permessage-deflate where the server
+    allows it (hypercorn 0.17 and 0.18, see ``_hypercorn.py``).
+    """
 
-    def __init__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    __slots__ = ("_compression", "_connected", "_receive", "_send", "scope")
+
+    def __init__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        send: Send,
+        *,
+        compression: bool = True,
+    ) -> None:
         self.scope = scope
         self._receive = receive
         self._send = send
         self._connected = False
+        self._compression = compression
 
     async def _await_connect(self) -> Disconnect | None:
         # ASGI delivers "websocket.connect" first; it must be read before answering.
@@ -45,7 +58,14 @@ class ASGITransport:
         message: ASGIMessage = {"type": "websocket.accept", "subprotocol": subprotocol}
         if headers:
             message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        await self._send_checked(message)
+        if self._compression or not _hypercorn.install():
+            await self._send_checked(message)
+            return
+        token = _hypercorn.refuse_compression.set(True)
+        try:
+            await self._send_checked(message)
+        finally:
+            _hypercorn.refuse_compression.reset(token)
 
     async def deny(self, status: int, body: bytes, headers: Sequence[tuple[str, str]]) -> None:
         if await self._await_connect() is not None:
@@ -63,7 +83,7 @@ class ASGITransport:
             {"type": "websocket.http.response.body", "body": body, "more_body": False}
         )
 
-    async def receive(self) -> str | bytes | Disconnect:
+    async def receive(self) -> str | bytes | Violation | Disconnect:
         while True:
             message = await self._receive()
             kind = message["type"]
@@ -80,6 +100,15 @@ class ASGITransport:
             await self._send_checked({"type": "websocket.send", "bytes": frame.payload})
         else:
             await self._send_checked({"type": "websocket.send", "text": frame.text})
+
+    def try_send_nowait(self, frame: Frame) -> bool:
+        """ASGI sends always await the server: never."""
+        return False
+
+    @property
+    def last_activity(self) -> float | None:
+        """ASGI hides control frames: ``None``."""
+        return None
 
     async def close(self, code: int, reason: str) -> None:
         await self._send_checked({"type": "websocket.close", "code": code, "reason": reason})
