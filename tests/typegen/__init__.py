@@ -1,0 +1,1 @@
+"""Servers for the type-generation tests (imported by name, as the CLI imports apps)."""

@@ -1,0 +1,338 @@
+"""The ``trio-wsroutes`` command: client types, JSON Schema and AsyncAPI from a server.
+
+::
+
+    trio-wsroutes typegen app.main:server -o client/websocket-types.ts [--routes /a /b] [--watch]
+    trio-wsroutes schema app.main:server -o schema.json
+    trio-wsroutes asyncapi app.main:server -o asyncapi.yaml
+
+``TARGET`` is ``module:attribute`` (``attribute`` defaults to ``server``): a
+``WebSocketServer``, a route, or a list of routes, imported with the current directory
+(or ``--app-dir``) on ``sys.path``. Without ``-o`` the output goes to stdout. ``--check``
+writes nothing and exits 1 when the file is missing or stale (for CI). ``--watch``
+regenerates whenever a Python file the server was imported from changes (it needs the
+``watch`` extra: ``pip install 'trio-wsroutes[watch]'``); each run happens in a fresh
+interpreter, so edits to any module are picked up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import signal
+import sys
+import sysconfig
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeGuard
+
+from ._typegen import (
+    TypeGenerationError,
+    generate_asyncapi,
+    generate_json_schema,
+    generate_websocket_types,
+    write_if_changed,
+)
+
+__all__ = ["main"]
+
+_SOURCES_FLAG = "--report-sources"
+
+
+class _Failure(Exception):
+    """A problem to report on one line, with exit status 1."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-wsroutes",
+        description="Generate client types and API descriptions from trio_wsroutes routes.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {
+        "typegen": "TypeScript types for browser clients (a namespace per route)",
+        "schema": "a JSON Schema (2020-12) document for every message",
+        "asyncapi": "an AsyncAPI 3.0 document (YAML, or JSON for a .json output)",
+    }
+    for name, text in helps.items():
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "target",
+            metavar="TARGET",
+            help="module:attribute naming a WebSocketServer, a route or a list of routes "
+            "(attribute defaults to 'server')",
+        )
+        command.add_argument("-o", "--output", help="file to write (default: stdout)")
+        command.add_argument(
+            "--routes", nargs="+", metavar="PATH", help="only these route paths (/chat/:room)"
+        )
+        command.add_argument(
+            "--app-dir",
+            default=".",
+            help="directory to import TARGET from (default: the current directory)",
+        )
+        mode = command.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--watch",
+            action="store_true",
+            help="regenerate when the server's Python files change (needs watchfiles)",
+        )
+        mode.add_argument(
+            "--check",
+            action="store_true",
+            help="write nothing; exit 1 if the output file is missing or out of date",
+        )
+        if name == "asyncapi":
+            command.add_argument("--title", default="WebSocket API", help="info.title")
+            command.add_argument("--api-version", default="1.0.0", help="info.version")
+            command.add_argument(
+                "--server",
+                action="append",
+                default=[],
+                metavar="NAME=URL",
+                help="a server entry, e.g. local=ws://localhost:8000 (repeatable)",
+            )
+            command.add_argument(
+                "--format",
+                choices=["yaml", "json"],
+                help="output format (default: JSON for a .json output, else YAML)",
+            )
+        command.add_argument(_SOURCES_FLAG, help=argparse.SUPPRESS)
+    return parser
+
+
+def load_target(target: str, app_dir: str = ".") -> object:
+    """Import ``module:attribute`` (with ``app_dir`` first on ``sys.path``)."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name:
+        raise _Failure(f"TARGET must look like module:attribute, got {target!r}")
+    directory = str(Path(app_dir).resolve())
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise _Failure(
+                f"cannot import {module_name!r}: no such module in {directory}"
+            ) from None
+        raise
+    found: object = module
+    for part in (attribute or "server").split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise _Failure(
+                f"module {module_name!r} has no attribute {attribute or 'server'!r}"
+            ) from None
+    return found
+
+
+def _servers(entries: Sequence[str]) -> dict[str, str]:
+    servers: dict[str, str] = {}
+    for entry in entries:
+        name, sep, url = entry.partition("=")
+        if not sep or not name or not url:
+            raise _Failure(f"--server takes NAME=URL, got {entry!r}")
+        servers[name] = url
+    return servers
+
+
+def _render(args: argparse.Namespace) -> str:
+    source: Any = load_target(args.target, args.app_dir)
+    if args.command == "typegen":
+        return generate_websocket_types(source, routes=args.routes)
+    if args.command == "schema":
+        return generate_json_schema(source, routes=args.routes)
+    fmt = args.format
+    if fmt is None:
+        fmt = "json" if args.output and args.output.lower().endswith(".json") else "yaml"
+    return generate_asyncapi(
+        source,
+        routes=args.routes,
+        title=args.title,
+        version=args.api_version,
+        servers=_servers(args.server),
+        format=fmt,
+    )
+
+
+def _project_sources() -> list[str]:
+    """The Python files of the modules loaded from outside the standard library,
+    site-packages and trio_wsroutes itself: the files whose changes ``--watch`` reacts to."""
+    paths = sysconfig.get_paths()
+    excluded = {
+        str(Path(paths[key]).resolve())
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if key in paths
+    }
+    excluded.add(str(Path(__file__).resolve().parent))
+    sources: set[str] = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or not file.endswith(".py"):
+            continue
+        resolved = str(Path(file).resolve())
+        if any(resolved.startswith(prefix + os.sep) for prefix in excluded):
+            continue
+        if os.sep + "site-packages" + os.sep in resolved:
+            continue
+        sources.add(resolved)
+    return sorted(sources)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    text = _render(args)
+    if getattr(args, "report_sources", None):
+        Path(args.report_sources).write_text(json.dumps(_project_sources()))
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    if args.check:
+        try:
+            current = Path(args.output).read_text()
+        except FileNotFoundError:
+            current = None
+        if current != text:
+            print(
+                f"trio-wsroutes: {args.output} is out of date; run: trio-wsroutes "
+                f"{args.command} {args.target} -o {args.output}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"trio-wsroutes: {args.output} is up to date", file=sys.stderr)
+        return 0
+    changed = write_if_changed(args.output, text)
+    state = "wrote" if changed else "unchanged:"
+    print(f"trio-wsroutes: {state} {args.output}", file=sys.stderr, flush=True)
+    return 0
+
+
+# -- watch mode ----------------------------------------------------------------------------
+
+
+def _watch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if importlib.util.find_spec("watchfiles") is None:
+        raise _Failure("--watch needs watchfiles: pip install 'trio-wsroutes[watch]'")
+    import trio
+
+    child = [a for a in argv if a != "--watch"]
+    trio.run(_watch_loop, child, os.path.abspath(args.app_dir))
+    return 0
+
+
+async def _watch_loop(child_argv: list[str], app_dir: str) -> None:
+    import trio
+    import watchfiles
+
+    stop = trio.Event()
+
+    async def stop_on_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                print("trio-wsroutes: stopped watching", file=sys.stderr, flush=True)
+                stop.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_signal)
+        sources = await _generate_in_child(child_argv) or []
+        while not stop.is_set():
+            directories = sorted({os.path.dirname(s) for s in sources}) or [app_dir]
+            print(
+                f"trio-wsroutes: watching {len(directories)} "
+                f"director{'y' if len(directories) == 1 else 'ies'} for changes "
+                "(Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
+            async for changes in watchfiles.awatch(
+                *directories,
+                watch_filter=watchfiles.PythonFilter(),
+                stop_event=stop,
+                recursive=False,
+                rust_timeout=1000,
+                step=50,
+            ):
+                listed = ", ".join(
+                    f"{_relative(path)} ({change.name})"
+                    for change, path in sorted(changes, key=lambda c: (c[1], c[0].value))
+                )
+                print(f"trio-wsroutes: changed: {listed}", file=sys.stderr, flush=True)
+                found = await _generate_in_child(child_argv)
+                if found is not None and found != sources:
+                    sources = found
+                    break  # watch the new set of directories
+        nursery.cancel_scope.cancel()
+
+
+def _relative(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+
+
+async def _generate_in_child(argv: list[str]) -> list[str] | None:
+    """Run one generation in a fresh interpreter; return the sources it imported."""
+    import trio
+
+    with tempfile.TemporaryDirectory(prefix="trio-wsroutes-") as directory:
+        report = Path(directory) / "sources.json"
+        command = [sys.executable, "-m", "trio_wsroutes._cli", *argv, _SOURCES_FLAG, str(report)]
+        result = await trio.run_process(command, check=False)
+        if result.returncode != 0:
+            print(
+                "trio-wsroutes: generation failed; waiting for the next change",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+        try:
+            found: object = json.loads(report.read_text())
+        except (OSError, ValueError):
+            return None
+    if not _is_list(found):
+        return None
+    return [s for s in found if isinstance(s, str)]
+
+
+def _is_list(value: object) -> TypeGuard[list[object]]:
+    return isinstance(value, list)
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(arguments)
+    try:
+        if args.watch:
+            return _watch(args, arguments)
+        return _generate(args)
+    except (_Failure, TypeGenerationError) as exc:
+        print(f"trio-wsroutes: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        # An error in the user's modules: the traceback says where.
+        traceback.print_exc()
+        return 1
+
+
+def _exit() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _exit()
