@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+import trio
 
 from .._messages import Frame
 
-__all__ = ["Broker", "Subscriber"]
+__all__ = ["Broker", "RunnableBroker", "Subscriber"]
 
 
 class Subscriber(Protocol):
@@ -26,6 +28,12 @@ class Broker(Protocol):
 
     A publish hands the same encoded :class:`~trio_wsroutes._messages.Frame` to every
     subscriber; it never waits on one slow subscriber.
+
+    A broker that needs a background task (a connection to hold, like
+    :class:`~trio_wsroutes.RedisBroker`) also defines
+    ``async def run(self, *, task_status=trio.TASK_STATUS_IGNORED)``: the server starts it
+    with ``nursery.start`` at lifespan startup, before the ``on_startup`` hooks, and
+    cancels it at shutdown, after the ``on_shutdown`` hooks.
     """
 
     async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
@@ -40,7 +48,9 @@ class Broker(Protocol):
         """Remove every subscription of ``subscriber``; called when it closes."""
         ...
 
-    async def publish(self, topic: str, frame: Frame, *, exclude: Subscriber | None = None) -> int:
+    async def publish(
+        self, topic: str, frame: Frame, /, *, exclude: Subscriber | None = None
+    ) -> int:
         """Deliver ``frame`` to the subscribers of ``topic`` but ``exclude``.
 
         Returns how many local subscribers it was queued for.
@@ -49,4 +59,18 @@ class Broker(Protocol):
 
     def subscriber_count(self, topic: str) -> int:
         """How many subscribers ``topic`` has."""
+        ...
+
+
+@runtime_checkable
+class RunnableBroker(Broker, Protocol):
+    """A :class:`Broker` with a background task.
+
+    :class:`~trio_wsroutes.WebSocketServer` starts ``run`` with ``nursery.start`` at
+    lifespan startup, before the ``on_startup`` hooks, and cancels it at shutdown, after
+    the ``on_shutdown`` hooks.
+    """
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; call ``task_status.started()`` once the broker is usable."""
         ...
