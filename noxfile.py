@@ -12,8 +12,9 @@ PACKAGE_AND_EXAMPLES = ["trio_wsroutes", "examples"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite."""
+    """The whole test suite (with tsc and the AsyncAPI schemas from npm, as CI has them)."""
     session.install("-e", ".[test]")
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", "tests/ts", external=True)
     session.run("python", "-m", "pytest", *session.posargs)
 
 

@@ -92,6 +92,7 @@ async def test_send_latest_skips_while_the_client_is_behind() -> None:
 # -- HTTP and WebSocket on one port, one verify_token -------------------------------------------
 
 
+@pytest.mark.transports("hypercorn")  # HTTP beside WebSocket on one port
 async def test_http_and_websocket_share_one_token_check(
     serve_live: Callable[..., Any],
 ) -> None:

@@ -46,6 +46,16 @@ ALSO_PUBLIC = {
     "ValidationError",
     "WebSocketRoute",
     "converter",
+    # Scaling out (issue 8).
+    "RedisBroker",
+    "RedisBrokerStats",
+    # Client types (DESIGN.md names the server method; these are its function forms).
+    "TypeGenerationError",
+    "generate_asyncapi",
+    "generate_json_schema",
+    "generate_websocket_types",
+    # Connection hygiene (issue 6): WebSocketServer(rate_limit=RateLimit(...)).
+    "RateLimit",
 }
 
 

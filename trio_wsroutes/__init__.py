@@ -24,6 +24,8 @@ from ._auth import extract_token as extract_token
 from ._auth import no_auth as no_auth
 from ._broker import Broker as Broker
 from ._broker import MemoryBroker as MemoryBroker
+from ._broker import RedisBroker as RedisBroker
+from ._broker import RedisBrokerStats as RedisBrokerStats
 from ._broker import Subscriber as Subscriber
 from ._connection import CloseCode as CloseCode
 from ._connection import Connection as Connection
@@ -41,11 +43,16 @@ from ._request import Headers as Headers
 from ._request import QueryParams as QueryParams
 from ._request import Request as Request
 from ._request import TrustedProxies as TrustedProxies
+from ._routes import RateLimit as RateLimit
 from ._routes import WebSocketRoute as WebSocketRoute
 from ._routes import create_websocket_route as create_websocket_route
 from ._server import BoundAddress as BoundAddress
 from ._server import WebSocketServer as WebSocketServer
 from ._stats import ServerStats as ServerStats
+from ._typegen import TypeGenerationError as TypeGenerationError
+from ._typegen import generate_asyncapi as generate_asyncapi
+from ._typegen import generate_json_schema as generate_json_schema
+from ._typegen import generate_websocket_types as generate_websocket_types
 from ._validation import converter as converter
 
 __version__ = "0.1.0"

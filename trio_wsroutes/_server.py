@@ -6,9 +6,11 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 import attrs
@@ -16,7 +18,7 @@ import orjson
 import trio
 
 from ._auth import Reject
-from ._broker import Broker, MemoryBroker
+from ._broker import Broker, MemoryBroker, RunnableBroker
 from ._connection import (
     CloseCode,
     Connection,
@@ -29,7 +31,7 @@ from ._messages import Frame, encode_message
 from ._origins import OriginPolicy
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
-from ._routes import Router, WebSocketRoute
+from ._routes import RateLimit, Router, WebSocketRoute
 from ._stats import ServerStats
 from ._transports import ASGITransport, Transport, TransportClosed
 
@@ -56,7 +58,8 @@ _JSON = ("content-type", "application/json")
 
 @attrs.frozen
 class BoundAddress:
-    """An address the server listens on, reported by :meth:`WebSocketServer.serve`."""
+    """An address the server listens on, reported by :meth:`WebSocketServer.serve` and
+    :meth:`WebSocketServer.serve_native`."""
 
     host: str
     port: int
@@ -84,10 +87,20 @@ class WebSocketServer:
 
         server = WebSocketServer([chat], http_app=starlette_app)
 
-    Serve it with ``hypercorn --worker-class trio module:server`` or
-    ``await server.serve(host, port)``. WebSocket requests go to the matching route (an
-    unknown path is denied with HTTP 404 before the upgrade); HTTP and lifespan
-    events go to ``http_app`` (or get a 404).
+    Two ways to serve it, with the same routes and handlers:
+
+    * **under hypercorn** (the ASGI app): ``hypercorn --worker-class trio module:server``
+      or ``await server.serve(host, port)``. Shares one port with ``http_app``.
+    * **native**: ``await server.serve_native(host, port)``, the server's own WebSocket
+      server on Trio sockets (the ``websockets`` protocol). WebSocket only (a plain HTTP
+      request gets 426 on a route's path, 404 elsewhere), and everything hypercorn
+      cannot do: the client's close code in ``on_close``, ping/pong heartbeats,
+      cancellable sends (slow consumers evicted at once, shutdown that never waits on a
+      client), 1009 before a payload is read, shared compression, fast fan-out. See the
+      transports guide.
+
+    WebSocket requests go to the matching route (an unknown path is denied with HTTP
+    404 before the upgrade); HTTP and lifespan events go to ``http_app`` (or get a 404).
 
     Options:
 
@@ -97,9 +110,19 @@ class WebSocketServer:
       closed (120; ``None`` for never).
     * ``backpressure_limit``: bytes queued for one client before ``ws.send`` waits and
       publishes evict it with 1013 (16 MiB).
-    * ``compression``: permessage-deflate. Under hypercorn it is always negotiated when
-      the client offers it; the option is kept for transports that can refuse it.
-    * ``heartbeat_interval``: seconds between server pings (``serve()`` only).
+    * ``compression``: permessage-deflate when the client offers it (on by default);
+      ``False`` refuses it. Native: ``True`` is ``"shared"`` (``server_no_context_takeover``:
+      each message is compressed once for all its recipients); ``"context_takeover"``
+      keeps a compressor per connection (better ratio, a compression per recipient and
+      more memory). Under hypercorn, ``True`` is wsproto's per-connection deflate and
+      ``False`` works on hypercorn 0.17 and 0.18 (a checked patch; see the guide).
+    * ``heartbeat_interval``: seconds between WebSocket pings. Native: a peer that sends
+      nothing (no pong) for ``heartbeat_timeout`` seconds after a ping is closed (1011,
+      ``"heartbeat timeout"``). Under hypercorn pings are sent but pongs are invisible;
+      use :meth:`WebSocketRoute.heartbeat` for dead-peer detection there.
+    * ``heartbeat_timeout``: seconds to wait for an answer to a ping (20; native).
+    * ``rate_limit``: a :class:`RateLimit` for routes without their own
+      :meth:`WebSocketRoute.rate_limit`.
     * ``allowed_origins``: accepted ``Origin`` values: exact origins,
       ``https://*.example.com`` patterns, or ``"*"``; a disallowed origin is denied with
       403 before the upgrade. ``None`` (default) checks nothing. Routes may override it
@@ -108,7 +131,9 @@ class WebSocketServer:
     * ``trusted_proxies``: proxy addresses or networks (``"10.0.0.0/8"``, ``"*"``) whose
       ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` headers are believed for
       ``request.client`` and ``request.scheme``. Ignored from anyone else.
-    * ``broker``: the topic broker (:class:`MemoryBroker` by default).
+    * ``broker``: the topic broker (:class:`MemoryBroker` by default;
+      :class:`RedisBroker` shares topics between processes and hosts). A broker with a
+      ``run`` method is run during the lifespan, started before the startup hooks.
     * ``slow_consumer_policy``: ``"close"`` (default) closes a subscriber with 1013 when a
       publish would take its queue over ``backpressure_limit``; ``"drop"`` drops that
       message for it alone. Counted in :attr:`stats`.
@@ -117,7 +142,7 @@ class WebSocketServer:
     * ``max_query_params``: query parameters accepted on an upgrade (100); more is
       denied with 400 before anything parses them.
     * ``close_timeout``: seconds a closing connection may take to flush, and
-      ``on_close`` may take to run (5).
+      ``on_close`` may take to run (5); also the grace period of a shutdown.
     """
 
     def __init__(
@@ -127,9 +152,10 @@ class WebSocketServer:
         *,
         max_payload_length: int = 16 * MiB,
         idle_timeout: float | None = 120.0,
-        compression: bool = True,
+        compression: bool | Literal["shared", "context_takeover"] = True,
         backpressure_limit: int = 16 * MiB,
         heartbeat_interval: float | None = None,
+        heartbeat_timeout: float = 20.0,
         allowed_origins: Iterable[str] | None = None,
         require_origin: bool = False,
         trusted_proxies: Iterable[str] | None = None,
@@ -138,6 +164,7 @@ class WebSocketServer:
         max_queued_messages: int = 16,
         max_query_params: int = 100,
         close_timeout: float = 5.0,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if max_payload_length < 1 or backpressure_limit < 1 or max_queued_messages < 1:
             raise ValueError("size limits must be positive")
@@ -145,8 +172,15 @@ class WebSocketServer:
             raise ValueError('slow_consumer_policy is "close" or "drop"')
         self.router: Router = Router(route.build() for route in routes)
         self.http_app: ASGIApp | None = http_app
-        self.compression: bool = compression
+        if compression not in (True, False, "shared", "context_takeover"):
+            raise ValueError('compression is True, False, "shared" or "context_takeover"')
+        if heartbeat_interval is not None and not heartbeat_interval > 0:
+            raise ValueError("heartbeat_interval must be positive (or None)")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise TypeError("rate_limit takes a RateLimit(messages_per_second, ...)")
+        self.compression: bool | Literal["shared", "context_takeover"] = compression
         self.heartbeat_interval: float | None = heartbeat_interval
+        self.heartbeat_timeout: float = heartbeat_timeout
         self.origin_policy: OriginPolicy | None = (
             None
             if allowed_origins is None and not require_origin
@@ -168,6 +202,7 @@ class WebSocketServer:
             max_queued_messages=max_queued_messages,
             close_timeout=close_timeout,
             slow_consumer_policy=slow_consumer_policy,
+            rate_limit=rate_limit,
         )
         self._startup_hooks: list[StartupHook] = []
         self._shutdown_hooks: list[ShutdownHook] = []
@@ -212,8 +247,23 @@ class WebSocketServer:
         return await self.broker.publish(topic, Frame(bytes(data), binary=True))
 
     def subscriber_count(self, topic: str) -> int:
-        """How many connections are subscribed to ``topic``."""
+        """How many connections of this process are subscribed to ``topic`` (with
+        :class:`RedisBroker` too: not a count across processes)."""
         return self.broker.subscriber_count(topic)
+
+    def generate_websocket_types(
+        self,
+        output_path: str | os.PathLike[str] | None = None,
+        routes: Iterable[str] | None = None,
+    ) -> str:
+        """TypeScript types for this server's routes, written to ``output_path`` if given.
+
+        ``routes`` keeps only the routes with these paths. Returns the text; see
+        :func:`trio_wsroutes.generate_websocket_types`.
+        """
+        from ._typegen import generate_websocket_types
+
+        return generate_websocket_types(self, output_path, routes=routes)
 
     def publish_from_thread(self, topic: str, message: object) -> int:
         """:meth:`publish` from a thread that is not the server's (a worker thread, a
@@ -265,6 +315,9 @@ class WebSocketServer:
             if event["type"] != "lifespan.startup":
                 return
             try:
+                if isinstance(self.broker, RunnableBroker):
+                    # Before any startup code; cancelled with the nursery, after shutdown.
+                    await nursery.start(self.broker.run)
                 if inner is not None:
                     await inner.forward(event, "lifespan.startup.complete")
                 for hook in self._startup_hooks:
@@ -299,18 +352,21 @@ class WebSocketServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
-            transport = ASGITransport(scope, receive, send)
-            if scope.get("query_string", b"").count(b"&") >= self.max_query_params:
-                await self._deny(transport, 400, "Too many query parameters", "BAD_REQUEST")
-                return
-            request = Request.from_scope(scope, None, self.trusted_proxies)
-            await self.serve_websocket(transport, request)
+            transport = ASGITransport(scope, receive, send, compression=bool(self.compression))
+            await self._serve_scope(transport, scope)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         elif self.http_app is not None:
             await self.http_app(scope, receive, send)
         elif kind == "http":
             await _not_found(send)
+
+    async def _serve_scope(self, transport: Transport, scope: Scope) -> None:
+        if scope.get("query_string", b"").count(b"&") >= self.max_query_params:
+            await self._deny(transport, 400, "Too many query parameters", "BAD_REQUEST")
+            return
+        request = Request.from_scope(scope, None, self.trusted_proxies)
+        await self.serve_websocket(transport, request)
 
     async def serve_websocket(self, transport: Transport, request: Request) -> None:
         """Admit or deny one upgrade request, then run the connection to its end.
@@ -440,12 +496,160 @@ class WebSocketServer:
                 addresses.append(BoundAddress(parts.hostname or host, parts.port or port))
             task_status.started(addresses)
 
+    async def serve_native(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+        task_status: trio.TaskStatus[list[BoundAddress]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve the routes with the native transport until ``shutdown_trigger`` returns
+        or the task is cancelled.
+
+        The server's own WebSocket server on Trio sockets, with the ``websockets``
+        package's protocol: one process, one Trio run, no ASGI in between. ``port=0``
+        binds a free port; ``await nursery.start(server.serve_native, host, 0)`` returns
+        the bound addresses. Startup and shutdown hooks run as under hypercorn (and the
+        lifespan of ``http_app``, whose HTTP routes are not served here: a plain HTTP
+        request gets 426 Upgrade Required on a route's path and 404 elsewhere).
+
+        On shutdown the server stops accepting, closes every connection with 1001 (queued
+        frames are dropped, so the close goes out at once), waits up to ``close_timeout``
+        for the closing handshakes, then drops whatever is left and returns, even if a
+        client never reads. TLS is the reverse proxy's job (see the transports guide).
+        """
+        from ._transports import native
+
+        options = native.NativeOptions(
+            max_payload_length=self.options.max_payload_length,
+            compression=(
+                None
+                if self.compression is False
+                else "shared"
+                if self.compression is True
+                else self.compression
+            ),
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_timeout=self.heartbeat_timeout,
+            close_timeout=self.options.close_timeout,
+        )
+        active = _ActiveCount()
+
+        def plain_http(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+            if self.router.match(path) is None:
+                return 404, [_JSON], orjson.dumps({"message": "Not Found", "code": "NOT_FOUND"})
+            body = orjson.dumps(
+                {"message": "This path speaks WebSocket only", "code": "UPGRADE_REQUIRED"}
+            )
+            return 426, [_JSON, ("upgrade", "websocket"), ("connection", "Upgrade")], body
+
+        async def handle(stream: trio.SocketStream) -> None:
+            # The transport does its own non-blocking I/O on the plain socket.
+            sock = socket.socket(fileno=stream.socket.detach())
+            with active:
+                await native.serve_connection(sock, options, self._serve_scope, plain_http)
+
+        async with trio.open_nursery() as outer:
+            shutdown_lifespan = await self._start_lifespan(outer)
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            try:
+                addresses: list[BoundAddress] = []
+                for listener in listeners:
+                    sockname: Any = listener.socket.getsockname()
+                    addresses.append(BoundAddress(str(sockname[0]), int(sockname[1])))
+                async with trio.open_nursery() as connections:
+
+                    async def accept_loop(
+                        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+                    ) -> None:
+                        with trio.CancelScope() as scope:
+                            task_status.started(scope)
+                            await trio.serve_listeners(
+                                handle, listeners, handler_nursery=connections
+                            )
+
+                    accepting: trio.CancelScope = await connections.start(accept_loop)
+                    task_status.started(addresses)
+                    if shutdown_trigger is None:
+                        await trio.sleep_forever()
+                    else:
+                        await shutdown_trigger()
+                    accepting.cancel()
+                    with trio.move_on_after(self.options.close_timeout):
+                        await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
+                        await active.wait_zero()
+                    connections.cancel_scope.cancel()
+            finally:
+                for listener in listeners:
+                    with contextlib.suppress(Exception):
+                        listener.socket.close()
+            with trio.move_on_after(self.options.close_timeout):
+                await shutdown_lifespan()
+            outer.cancel_scope.cancel()
+
+    async def _start_lifespan(self, nursery: trio.Nursery) -> Callable[[], Awaitable[None]]:
+        """Run this app's ASGI lifespan in ``nursery`` (for :meth:`serve_native`); returns
+        the function that shuts it down."""
+        to_app, app_receive = trio.open_memory_channel[MutableMapping[str, Any]](1)
+        app_send, from_app = trio.open_memory_channel[MutableMapping[str, Any]](1)
+
+        async def run() -> None:
+            async with app_send:
+                scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+                await self._lifespan(scope, app_receive.receive, app_send.send)
+
+        nursery.start_soon(run)
+        await to_app.send({"type": "lifespan.startup"})
+        reply = await from_app.receive()
+        if reply["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"startup failed: {reply.get('message', reply['type'])}")
+
+        async def shutdown() -> None:
+            await to_app.send({"type": "lifespan.shutdown"})
+            with contextlib.suppress(trio.EndOfChannel):
+                reply = await from_app.receive()
+                if reply["type"] != "lifespan.shutdown.complete":
+                    logger.error("shutdown failed: %s", reply.get("message", reply["type"]))
+
+        return shutdown
+
     async def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
-        """Close every open connection and wait (up to ``close_timeout``) until they end."""
+        """Close every open connection now and wait (up to ``close_timeout``) until they
+        end.
+
+        Frames still queued for a client are dropped and a send in progress is
+        interrupted, so the close frame goes out next: a client that reads gets it at
+        once (native; under hypercorn once its shielded send returns), and one that
+        never reads cannot hold the server past ``close_timeout``.
+        """
         for connection in self.registry.all():
-            await connection.close(code, reason)
+            connection._close_now(code, reason)  # pyright: ignore[reportPrivateUsage]
+        await trio.lowlevel.checkpoint()
         with trio.move_on_after(self.options.close_timeout):
             await self.registry.wait_empty()
+
+
+class _ActiveCount:
+    """How many connections the native server is running; wait until none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._zero = trio.Event()
+        self._zero.set()
+
+    def __enter__(self) -> None:
+        self.count += 1
+        if self._zero.is_set():
+            self._zero = trio.Event()
+
+    def __exit__(self, *exc: object) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._zero.set()
+
+    async def wait_zero(self) -> None:
+        await self._zero.wait()
 
 
 async def _not_found(send: Send) -> None:

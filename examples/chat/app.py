@@ -2,10 +2,15 @@
 
 Run it with ``python -m examples.chat`` (or ``hypercorn --worker-class trio
 examples.chat.app:server``) and open http://127.0.0.1:8000/ in two browser tabs.
+
+Set ``WSROUTES_REDIS_URL`` (``redis://127.0.0.1:6379/0``) to share the rooms between
+processes through Redis, so that ``hypercorn --workers 2`` (or several hosts) serve one
+chat; unset, the rooms live in this process. ``user_count`` counts this process only.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -17,6 +22,7 @@ from trio_wsroutes import (
     Connection,
     Context,
     MessageError,
+    RedisBroker,
     WebSocketServer,
     create_websocket_route,
     message,
@@ -117,9 +123,17 @@ async def on_set_name(ws: Connection[ServerMessage], data: SetName, ctx: Context
     ctx.data["name"] = data.name
 
 
-# -- the HTTP side: one page, served by the same server ------------------------------------
+# -- the HTTP side: the page and its script, served by the same server --------------------
 
-INDEX = (Path(__file__).parent / "index.html").read_bytes()
+HERE = Path(__file__).parent
+INDEX = (HERE / "index.html").read_bytes()
+CLIENT_JS = (HERE / "client.js").read_bytes()
+"""The page's script: ``client.ts`` compiled by tsc, typed by ``websocket-types.ts``."""
+FILES = {
+    "/": (INDEX, b"text/html; charset=utf-8"),
+    "/index.html": (INDEX, b"text/html; charset=utf-8"),
+    "/client.js": (CLIENT_JS, b"text/javascript; charset=utf-8"),
+}
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -127,7 +141,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve the chat page at ``/``; everything else is 404."""
+    """Serve the chat page at ``/`` and its script; everything else is 404."""
     if scope["type"] == "lifespan":
         while True:
             event = await receive()
@@ -138,9 +152,8 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
                 return
     if scope["type"] != "http":
         return
-    found = scope["path"] in ("/", "/index.html")
-    body = INDEX if found else b"Not Found"
-    content_type = b"text/html; charset=utf-8" if found else b"text/plain"
+    found = FILES.get(scope["path"])
+    body, content_type = found if found else (b"Not Found", b"text/plain")
     await send(
         {
             "type": "http.response.start",
@@ -151,4 +164,9 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-server = WebSocketServer([chat], http_app=http_app)
+REDIS_URL = os.environ.get("WSROUTES_REDIS_URL")
+"""Redis shared by every worker and host; ``None``: topics stay in this process."""
+
+server = WebSocketServer(
+    [chat], http_app=http_app, broker=RedisBroker(REDIS_URL) if REDIS_URL else None
+)
