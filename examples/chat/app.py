@@ -85,9 +85,19 @@ class Joined:
     user_count: int
 
 
-ServerMessage = ChatOut | Pong | Joined
+@message("left")
+@attrs.frozen
+class Left:
+    """Sent to the room when someone leaves it."""
 
-chat = create_websocket_route("/chat/:room").server_messages(ChatOut, Pong, Joined)
+    user: str
+    room: str
+    user_count: int
+
+
+ServerMessage = ChatOut | Pong | Joined | Left
+
+chat = create_websocket_route("/chat/:room").server_messages(ChatOut, Pong, Joined, Left)
 
 
 def _name(ctx: Context[None]) -> str:
@@ -101,6 +111,17 @@ async def joined(ws: Connection[ServerMessage], ctx: Context[None]) -> None:
     await ws.subscribe(f"room:{room}")
     count = server.subscriber_count(f"room:{room}")  # `server` is defined below
     await ws.send(Joined(room=room, you=_name(ctx), user_count=count))
+
+
+@chat.on_close
+async def left(ws: Connection[ServerMessage], code: int, reason: str, ctx: Context[None]) -> None:
+    room = ctx.params["room"]
+    topic = f"room:{room}"  # this connection has left it already
+    await server.publish(
+        topic,
+        Left(user=_name(ctx), room=room, user_count=server.subscriber_count(topic)),
+        route=chat,
+    )
 
 
 @chat.on("chat", Chat)

@@ -53,6 +53,9 @@ ws.onmessage = (event) => {
         case "joined":
             line(`You are ${msg.data.you}; ${msg.data.user_count} here`, "info");
             break;
+        case "left":
+            line(`${msg.data.user} left; ${msg.data.user_count} here`, "info");
+            break;
         case "pong":
             latency.textContent = String(Date.now() - msg.data.timestamp);
             break;

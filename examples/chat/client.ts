@@ -65,6 +65,9 @@ ws.onmessage = (event: MessageEvent<string>) => {
     case "joined":
       line(`You are ${msg.data.you}; ${msg.data.user_count} here`, "info");
       break;
+    case "left":
+      line(`${msg.data.user} left; ${msg.data.user_count} here`, "info");
+      break;
     case "pong":
       latency.textContent = String(Date.now() - msg.data.timestamp);
       break;

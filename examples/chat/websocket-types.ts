@@ -67,6 +67,17 @@ export interface Joined {
 }
 
 /**
+ * Sent to the room when someone leaves it.
+ *
+ * Python: `examples.chat.app.Left` (as the server sends it).
+ */
+export interface Left {
+  user: string;
+  room: string;
+  user_count: number;
+}
+
+/**
  * Measure latency; answered with a `pong` carrying the same `id`.
  *
  * Python: `examples.chat.app.Ping` (as a client sends it).
@@ -115,6 +126,7 @@ export namespace ChatWebSocket {
   /** Messages the server sends: this route's messages and error envelopes. */
   export type ServerMessage =
     | { type: "joined"; data: Joined; id?: MessageId }
+    | { type: "left"; data: Left; id?: MessageId }
     | { type: "message"; data: ChatOut; id?: MessageId }
     | { type: "pong"; data: Pong; id?: MessageId }
     | WebSocketErrorMessage;
@@ -130,6 +142,7 @@ export namespace ChatWebSocket {
   /** The `data` of each server message, by `type`. */
   export interface ServerData {
     joined: Joined;
+    left: Left;
     message: ChatOut;
     pong: Pong;
   }
