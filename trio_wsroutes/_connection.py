@@ -42,6 +42,7 @@ import trio
 
 from ._context import Context
 from ._errors import (
+    HANDLER_TIMEOUT,
     INTERNAL_ERROR,
     RATE_LIMITED,
     UNKNOWN_TYPE,
@@ -111,6 +112,10 @@ class EngineOptions:
     slow_consumer_policy: SlowConsumerPolicy = "close"
     rate_limit: RateLimit | None = None
     """The server's default rate limit, for routes without their own."""
+    handler_timeout: float | None = None
+    """Seconds a message handler may run (routes may set their own)."""
+    max_topics_per_connection: int = 1000
+    max_topic_length: int = 256
 
 
 class _Closing:
@@ -361,11 +366,26 @@ class Connection(Generic[ServerT_contra]):
         )
 
     async def subscribe(self, topic: str) -> None:
-        """Subscribe to ``topic``; subscriptions end when the connection closes."""
+        """Subscribe to ``topic``; subscriptions end when the connection closes.
+
+        Raises :class:`MessageError` (``INVALID_TOPIC``, ``TOO_MANY_TOPICS``) past the
+        server's ``max_topic_length`` and ``max_topics_per_connection``; raised in a
+        handler, it reaches the client as an error envelope.
+        """
         if not isinstance(topic, str):
             raise TypeError("topic must be a string")
         if self._closing:
             raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
+        options = self._options
+        if not 0 < len(topic) <= options.max_topic_length:
+            raise MessageError(
+                f"Topic names are 1 to {options.max_topic_length} characters", "INVALID_TOPIC"
+            )
+        if topic not in self._topics and len(self._topics) >= options.max_topics_per_connection:
+            raise MessageError(
+                f"At most {options.max_topics_per_connection} subscriptions per connection",
+                "TOO_MANY_TOPICS",
+            )
         self._topics.add(topic)
         await self._broker.subscribe(topic, self)
 
@@ -709,8 +729,20 @@ class Connection(Generic[ServerT_contra]):
     async def _call_handler(
         self, handler: Callable[..., Awaitable[Any]], data: Any, envelope: Envelope
     ) -> None:
+        timeout = self._route.handler_timeout_seconds or self._options.handler_timeout
+        result: Any = None
         try:
-            result = await handler(self, data, self.context)
+            if timeout is None:
+                result = await handler(self, data, self.context)
+            else:
+                with trio.move_on_after(timeout) as scope:
+                    result = await handler(self, data, self.context)
+                if scope.cancelled_caught:
+                    await self._bad_input(
+                        MessageError(f"Handler took longer than {timeout:g} s", HANDLER_TIMEOUT),
+                        envelope.id,
+                    )
+                    return
         except MessageError as error:
             await self._reply(encode_error(error.code, error.message, envelope.id, error.details))
             return

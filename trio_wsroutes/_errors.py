@@ -9,6 +9,7 @@ import attrs
 
 __all__ = [
     "AUTH_ERROR",
+    "HANDLER_TIMEOUT",
     "INTERNAL_ERROR",
     "INVALID_JSON",
     "INVALID_MESSAGE",
@@ -37,6 +38,8 @@ UNAUTHORIZED: Final = "UNAUTHORIZED"
 """The route's authenticate function returned ``None``."""
 AUTH_ERROR: Final = "AUTH_ERROR"
 """The route's authenticate function raised."""
+HANDLER_TIMEOUT: Final = "HANDLER_TIMEOUT"
+"""A handler ran longer than its timeout and was cancelled; the connection stays open."""
 
 
 @attrs.frozen

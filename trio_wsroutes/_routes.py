@@ -227,6 +227,8 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.server_message_types: tuple[type[Any], ...] = ()
         self.client_message_types: tuple[type[Any], ...] = ()
         self.rate_limit_config: RateLimit | None = None
+        self.handler_timeout_seconds: float | None = None
+        """Seconds a message handler of this route may run (else the server's)."""
         """The route's own rate limit (else the server's ``rate_limit``)."""
         self.heartbeat_config: Heartbeat | None = None
         """The envelope heartbeat, if :meth:`heartbeat` enabled it."""
@@ -435,6 +437,18 @@ class WebSocketRoute(Generic[UserT, ServerT]):
             if not attrs.has(cls):
                 raise TypeError(f"client message {cls!r} must be an attrs class")
         self.client_message_types = tuple(classes)
+        return self
+
+    def handler_timeout(self, seconds: float) -> WebSocketRoute[UserT, ServerT]:
+        """Cancel a message handler that runs longer than ``seconds``.
+
+        The client gets ``HANDLER_TIMEOUT`` for that message, ``on_error`` runs, and the
+        connection goes on with the next message. Overrides the server's
+        ``handler_timeout`` for this route.
+        """
+        if not seconds > 0:
+            raise ValueError("handler_timeout needs a positive number of seconds")
+        self.handler_timeout_seconds = float(seconds)
         return self
 
     def rate_limit(

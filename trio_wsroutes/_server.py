@@ -143,6 +143,17 @@ class WebSocketServer:
       denied with 400 before anything parses them.
     * ``close_timeout``: seconds a closing connection may take to flush, and
       ``on_close`` may take to run (5); also the grace period of a shutdown.
+    * ``max_connections``: open connections (plus upgrades being admitted) beyond which
+      upgrades are denied with 503 ``SERVER_BUSY`` and ``Retry-After: 1`` (no limit).
+    * ``max_connections_per_ip``: the same per client address (``request.client``,
+      proxy-aware), denied with 429 ``TOO_MANY_CONNECTIONS`` (no limit).
+    * ``handler_timeout``: seconds a message handler may run before it is cancelled and
+      the client gets ``HANDLER_TIMEOUT`` (no limit; routes may set their own).
+    * ``max_topics_per_connection`` (1000) and ``max_topic_length`` (256): beyond them
+      ``ws.subscribe`` raises ``MessageError`` (``TOO_MANY_TOPICS``, ``INVALID_TOPIC``).
+    * ``handshake_timeout``: seconds a client has to send its whole upgrade request on
+      the native transport (10; hypercorn drops incomplete requests after its own
+      ``keep_alive_timeout``, 5 s by default).
     """
 
     def __init__(
@@ -165,7 +176,18 @@ class WebSocketServer:
         max_query_params: int = 100,
         close_timeout: float = 5.0,
         rate_limit: RateLimit | None = None,
+        max_connections: int | None = None,
+        max_connections_per_ip: int | None = None,
+        handler_timeout: float | None = None,
+        max_topics_per_connection: int = 1000,
+        max_topic_length: int = 256,
+        handshake_timeout: float = 10.0,
     ) -> None:
+        if any(
+            limit is not None and limit < 1
+            for limit in (max_connections, max_connections_per_ip, max_topics_per_connection)
+        ) or (handler_timeout is not None and not handler_timeout > 0):
+            raise ValueError("connection limits and timeouts must be positive")
         if max_payload_length < 1 or backpressure_limit < 1 or max_queued_messages < 1:
             raise ValueError("size limits must be positive")
         if slow_consumer_policy not in ("close", "drop"):
@@ -203,7 +225,15 @@ class WebSocketServer:
             close_timeout=close_timeout,
             slow_consumer_policy=slow_consumer_policy,
             rate_limit=rate_limit,
+            handler_timeout=handler_timeout,
+            max_topics_per_connection=max_topics_per_connection,
+            max_topic_length=max_topic_length,
         )
+        self.handshake_timeout: float = handshake_timeout
+        self.max_connections: int | None = max_connections
+        self.max_connections_per_ip: int | None = max_connections_per_ip
+        self._admitting = 0
+        self._per_ip: dict[str, int] = {}
         self._startup_hooks: list[StartupHook] = []
         self._shutdown_hooks: list[ShutdownHook] = []
         self._trio_token: trio.lowlevel.TrioToken | None = None
@@ -371,12 +401,53 @@ class WebSocketServer:
     async def serve_websocket(self, transport: Transport, request: Request) -> None:
         """Admit or deny one upgrade request, then run the connection to its end.
 
-        The transport-independent entry point: routing, origin and subprotocol checks,
-        ``authenticate``, then the connection engine. Transports call it; applications
-        normally do not.
+        The transport-independent entry point: connection limits, routing, origin and
+        subprotocol checks, ``authenticate``, then the connection engine. Transports call
+        it; applications normally do not.
         """
         if self._trio_token is None:
             self._trio_token = trio.lowlevel.current_trio_token()
+        # Upgrades being admitted count against the limits too: a burst of slow
+        # authentications must not let more connections in than allowed.
+        if self.max_connections is not None and (
+            len(self.registry) + self._admitting >= self.max_connections
+        ):
+            await self._deny(
+                transport, 503, "Server is at capacity", "SERVER_BUSY", {"retry-after": "1"}
+            )
+            return
+        ip = request.client[0] if request.client is not None else ""
+        if self.max_connections_per_ip is not None and (
+            self._per_ip.get(ip, 0) >= self.max_connections_per_ip
+        ):
+            await self._deny(
+                transport, 429, "Too many connections from this address", "TOO_MANY_CONNECTIONS"
+            )
+            return
+        self._admitting += 1
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        admitting = True
+
+        def admitted() -> None:
+            nonlocal admitting
+            admitting = False
+            self._admitting -= 1
+
+        try:
+            await self._admit_and_run(transport, request, admitted)
+        finally:
+            if admitting:
+                self._admitting -= 1
+            remaining = self._per_ip[ip] - 1
+            if remaining:
+                self._per_ip[ip] = remaining
+            else:
+                del self._per_ip[ip]
+
+    async def _admit_and_run(
+        self, transport: Transport, request: Request, on_admitted: Callable[[], None]
+    ) -> None:
+        """Route, check and authenticate; run the connection if admitted."""
         match = self.router.match(request.path)
         if match is None:
             await self._deny(transport, 404, "Not Found", "NOT_FOUND")
@@ -419,6 +490,7 @@ class WebSocketServer:
             await transport.accept(subprotocol, ())
         except TransportClosed:
             return
+        on_admitted()
         self.stats.connections_accepted += 1
         context = new_context(uuid.uuid4().hex, user, request)
         connection: Connection[Any] = Connection(
@@ -533,6 +605,7 @@ class WebSocketServer:
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_timeout=self.heartbeat_timeout,
             close_timeout=self.options.close_timeout,
+            handshake_timeout=self.handshake_timeout,
         )
         active = _ActiveCount()
 

@@ -179,6 +179,15 @@ class TestConnection:
         """The reason the server closed with, once it has."""
         return self._server_closed.reason if self._server_closed else None
 
+    @property
+    def unread_by_server(self) -> int:
+        """Frames this client sent that the server has not read yet.
+
+        Grows when the server stops reading because its handlers are behind: the
+        inbound backpressure a real client sees as a full TCP window.
+        """
+        return self._to_app_send.statistics().current_buffer_used
+
     def pause_reading(self) -> None:
         """Stop taking frames, like a client that stopped reading its socket: the
         server's next send to this connection waits until :meth:`resume_reading`."""
