@@ -1,22 +1,18 @@
-"""The examples work as their docs say: under a real hypercorn, and as the README runs them."""
+"""The chat example under a real server, in both transports."""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from examples.chat.app import server as chat_server
-from tests.test_hypercorn import http_get
+from tests.test_hypercorn import http_get, receive
 from trio_wsroutes import BoundAddress, WebSocketServer
 
 ServeLive = Callable[[WebSocketServer], AbstractAsyncContextManager[BoundAddress]]
@@ -31,15 +27,6 @@ def connect(url: str) -> AbstractAsyncContextManager[WebSocketConnection]:
 
 async def send(ws: WebSocketConnection, envelope: dict[str, Any]) -> None:
     await ws.send_message(json.dumps(envelope))
-
-
-async def receive(ws: WebSocketConnection) -> dict[str, Any]:
-    with trio.fail_after(TIMEOUT):
-        raw = await ws.get_message()
-    assert isinstance(raw, str)
-    value = json.loads(raw)
-    assert isinstance(value, dict)
-    return value
 
 
 async def test_chat_example_two_clients_talk(serve_live: ServeLive) -> None:
@@ -101,48 +88,3 @@ async def test_chat_example_serves_its_page_over_http(serve_live: ServeLive) -> 
 
         missing = await http_get(address, "/nope")
         assert missing.status == 404
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def test_readme_run_command_serves_the_chat() -> None:
-    """``python -m examples.chat`` (the README's command) as a real process."""
-    port = free_port()
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "examples.chat", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    output = bytearray()
-    try:
-        assert process.stdout is not None
-        wanted = f"http://127.0.0.1:{port}".encode()
-        with trio.fail_after(TIMEOUT):
-            while wanted not in output:
-                chunk = await process.stdout.receive_some()
-                assert chunk, f"the example exited early: {output.decode(errors='replace')}"
-                output += chunk
-
-            async with connect(f"ws://127.0.0.1:{port}/chat/readme") as ws:
-                joined = await receive(ws)
-                assert joined["type"] == "joined"
-                assert joined["data"]["room"] == "readme"
-                await send(ws, {"type": "ping", "data": {"timestamp": 3.25}, "id": 1})
-                pong = await receive(ws)
-                assert pong["type"] == "pong"
-                assert pong["id"] == 1
-                assert pong["data"]["timestamp"] == 3.25
-    finally:
-        with trio.CancelScope(shield=True):
-            process.terminate()
-            with trio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()

@@ -8,10 +8,7 @@ raw TCP stream.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
 import struct
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -33,6 +30,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from tests._rawws import CLOSE, TEXT, raw_connect
 from tests.conftest import xfail_on
 from trio_wsroutes import (
     BoundAddress,
@@ -430,80 +428,6 @@ async def test_handler_crash_closes_1011_and_other_connections_keep_working(
 # -- a frame that is not valid UTF-8, sent over a raw socket ----------------------------
 
 
-class RawWebSocket:
-    """Just enough RFC 6455 to send frames a real client would refuse to send."""
-
-    def __init__(self, stream: trio.SocketStream, leftover: bytes) -> None:
-        self.stream = stream
-        self.buffer = bytearray(leftover)
-
-    @classmethod
-    async def connect(cls, address: BoundAddress, path: str) -> RawWebSocket:
-        stream = await trio.open_tcp_stream(address.host, address.port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        await stream.send_all(
-            (
-                f"GET {path} HTTP/1.1\r\n"
-                f"Host: {address.host}:{address.port}\r\n"
-                "Upgrade: websocket\r\n"
-                "Connection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n"
-                "\r\n"
-            ).encode()
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await stream.receive_some()
-            assert chunk, f"connection closed during the handshake: {data!r}"
-            data += chunk
-        head, _, leftover = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        assert lines[0].split(" ")[1] == "101", lines[0]
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])
-        }
-        magic = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-        accept = base64.b64encode(hashlib.sha1((key + magic).encode()).digest()).decode()
-        assert headers["sec-websocket-accept"] == accept
-        return cls(stream, leftover)
-
-    async def send_frame(self, opcode: int, payload: bytes) -> None:
-        assert len(payload) < 126
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        await self.stream.send_all(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
-
-    async def _read(self, n: int) -> bytes | None:
-        while len(self.buffer) < n:
-            chunk = await self.stream.receive_some()
-            if not chunk:
-                return None
-            self.buffer += chunk
-        out = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return out
-
-    async def receive_frame(self) -> tuple[int, bytes] | None:
-        """The next (opcode, payload) from the server, or ``None`` on EOF."""
-        head = await self._read(2)
-        if head is None:
-            return None
-        assert not head[1] & 0x80, "server frames are never masked"
-        length = head[1] & 0x7F
-        if length == 126:
-            ext = await self._read(2)
-            assert ext is not None
-            (length,) = struct.unpack("!H", ext)
-        elif length == 127:
-            ext = await self._read(8)
-            assert ext is not None
-            (length,) = struct.unpack("!Q", ext)
-        payload = await self._read(length)
-        assert payload is not None
-        return head[0] & 0x0F, payload
-
-
 def utf8_route(received: list[str]) -> WebSocketRoute[None, Pong]:
     route = create_websocket_route("/raw").server_messages(Pong)
 
@@ -524,28 +448,27 @@ async def test_invalid_utf8_text_frame_ends_the_connection_and_server_keeps_serv
     received: list[str] = []
     async with serve_live(WebSocketServer([utf8_route(received)])) as address:
         with trio.fail_after(TIMEOUT):
-            raw = await RawWebSocket.connect(address, "/raw")
-            async with raw.stream:
+            async with raw_connect(address, "/raw") as raw:
                 # A valid envelope first: the raw connection really works.
-                await raw.send_frame(0x1, b'{"type":"ping","data":{"timestamp":1},"id":1}')
-                reply = await raw.receive_frame()
+                await raw.send(TEXT, b'{"type":"ping","data":{"timestamp":1},"id":1}')
+                reply = await raw.receive()
                 assert reply is not None
-                assert reply[0] == 0x1
-                assert json.loads(reply[1]) == {
+                assert reply.opcode == TEXT
+                assert json.loads(reply.payload) == {
                     "type": "pong",
                     "data": {"timestamp": 1.0},
                     "id": 1,
                 }
-                await raw.send_frame(0x1, b"\xff\xfe")
+                await raw.send(TEXT, b"\xff\xfe")
                 frames = []
-                while (frame := await raw.receive_frame()) is not None:
+                while (frame := await raw.receive()) is not None:
                     frames.append(frame)
-                    if frame[0] == 0x8:
+                    if frame.opcode == CLOSE:
                         break
         # Nothing but (at most) a close frame came back, and if one did it says 1007.
-        assert all(opcode == 0x8 for opcode, _ in frames), frames
-        for _, payload in frames:
-            assert struct.unpack("!H", payload[:2])[0] == 1007
+        assert all(frame.opcode == CLOSE for frame in frames), frames
+        for frame in frames:
+            assert struct.unpack("!H", frame.payload[:2])[0] == 1007
         # The bad frame never reached a handler, not even as replaced text.
         assert received == []
 
@@ -565,14 +488,12 @@ async def test_invalid_utf8_text_frame_is_closed_with_1007(
     )
     async with serve_live(WebSocketServer([utf8_route([])])) as address:
         with trio.fail_after(TIMEOUT):
-            raw = await RawWebSocket.connect(address, "/raw")
-            async with raw.stream:
-                await raw.send_frame(0x1, b"\xff\xfe")
-                frame = await raw.receive_frame()
+            async with raw_connect(address, "/raw") as raw:
+                await raw.send(TEXT, b"\xff\xfe")
+                frame = await raw.receive()
         assert frame is not None
-        opcode, payload = frame
-        assert opcode == 0x8
-        assert struct.unpack("!H", payload[:2])[0] == 1007
+        assert frame.opcode == CLOSE
+        assert struct.unpack("!H", frame.payload[:2])[0] == 1007
 
 
 async def test_client_close_code_reaches_on_close(
