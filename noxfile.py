@@ -45,3 +45,20 @@ def docs(session: nox.Session) -> None:
     session.run(
         "python", "-m", "sphinx", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against peers (bench/run.py): ``nox -s bench`` is the short check (about
+    2 minutes); ``nox -s bench -- full`` measures the docs' figures (about 30 minutes) and
+    rewrites docs/benchmarks-results.inc and docs/_static/benchmarks.png. Arguments after
+    the mode go to bench/run.py (``nox -s bench -- short --systems native,fastapi``)."""
+    session.install("-e", ".[bench]")
+    try:
+        session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", "bench/bun", external=True)
+    except nox.command.CommandFailed:
+        session.warn("Bun could not be installed from npm: the run goes on without it")
+    mode, *rest = session.posargs or ["short"]
+    session.run("python", "bench/run.py", "--mode", mode, *rest)
+    if mode == "full":
+        session.run("python", "bench/report.py", "bench/results/full.json")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import trio
+from harness import free_port, rss_bytes
 
 from trio_wsroutes import Frame, RedisBroker
 
@@ -45,13 +45,6 @@ trio.run(main)
 """
 
 
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 class Slow:
     def __init__(self, delay: float) -> None:
         self.delay = delay
@@ -63,13 +56,6 @@ class Slow:
             pass
         self.count += 1
         return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import random
-import resource
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,6 +32,8 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import harness
 
 from trio_wsroutes import (
     BoundAddress,
@@ -121,11 +122,7 @@ def open_fds() -> int:
 
 
 def rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return harness.rss_bytes() // 1024
 
 
 def count_tasks() -> int:

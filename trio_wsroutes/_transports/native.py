@@ -199,6 +199,7 @@ class NativeTransport:
         self._decoder: codecs.IncrementalDecoder | None = None
         self._last_activity: float | None = None
         self._reading = False
+        self._emptied = False
         self._dead: Disconnect | None = None
         self._refusal_reported = False
         self._response: WSResponse | None = None
@@ -396,12 +397,20 @@ class NativeTransport:
         sock = self._sock
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._aborted:
-            try:
-                return sock.recv(_RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
-            except OSError:
-                return b""  # reset by the peer: the same as an EOF without a close frame
+            # A read shorter than the buffer emptied the socket: wait for readiness
+            # instead of spending a recv on EAGAIN first (as libuv does). On a
+            # request/response connection that is one syscall less per message.
+            if not self._emptied:
+                try:
+                    data = sock.recv(_RECEIVE_SIZE)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    return b""  # reset by the peer: the same as an EOF without a close frame
+                else:
+                    self._emptied = 0 < len(data) < _RECEIVE_SIZE
+                    return data
+            self._emptied = False
             self._reading = True
             try:
                 await trio.lowlevel.wait_readable(sock)

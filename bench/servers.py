@@ -1,0 +1,172 @@
+"""The Python servers the benchmarks compare, one per process.
+
+    python bench/servers.py SYSTEM PORT
+
+Every system serves the same three WebSocket paths on 127.0.0.1:PORT:
+
+* ``/echo``: ``{"type": "echo", "data": {"text": ...}, "id": ...}`` is validated (``text``
+  a string of 1 to 500 characters, ``id`` a string or an integer) and answered with
+  ``{"type": "echo", "data": {"text": ...}, "id": ...}``; invalid input gets an error
+  envelope and the connection stays open.
+* ``/sub``: the connection is subscribed to the topic ``feed`` when it opens.
+* ``/pub``: ``{"type": "publish", "data": {"n": int, "user": str, "text": str}}`` is
+  validated and ``{"type": "tick", "data": {...}}`` goes to every subscriber of ``feed``.
+
+Systems:
+
+* ``asgi``: trio_wsroutes as an ASGI app under hypercorn's trio worker
+  (``server.serve``), attrs schemas, the reply returned from the handler.
+* ``native``: the same routes on the native transport (``server.serve_native``).
+* ``hypercorn``: the floor under ``asgi``: a plain ASGI app on hypercorn's trio worker
+  that echoes and forwards the text as it came, no validation, a loop over the
+  subscribers' ``send`` for the broadcast.
+* ``fastapi``: FastAPI with pydantic (strict models, the same limits) on uvicorn
+  (``websockets-sansio``, uvloop, httptools), loop-based broadcast: what a Python user
+  would write instead (``bench/fastapi_peer.py``).
+
+The Bun peer is ``bench/bun/server.ts``. Every server accepts permessage-deflate when a
+client offers it (each one's default, except Bun, whose default is off).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from attrs.validators import max_len, min_len
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trio_wsroutes import Connection, Context, WebSocketServer, create_websocket_route, message
+
+SYSTEMS = ("asgi", "native", "hypercorn", "fastapi")
+
+# -- trio_wsroutes -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class Echo:
+    text: str = attrs.field(validator=[min_len(1), max_len(500)])
+
+
+@message("echo")
+@attrs.frozen
+class EchoOut:
+    text: str
+
+
+@attrs.frozen
+class Publish:
+    n: int
+    user: str = attrs.field(validator=[min_len(1), max_len(50)])
+    text: str = attrs.field(validator=[min_len(1), max_len(500)])
+
+
+@message("tick")
+@attrs.frozen
+class Tick:
+    n: int
+    user: str
+    text: str
+
+
+def wsroutes_server() -> WebSocketServer:
+    """The routes, as a user of this project writes them (default server options)."""
+    echo = create_websocket_route("/echo").server_messages(EchoOut)
+
+    @echo.on("echo", Echo)
+    async def on_echo(ws: Connection[EchoOut], data: Echo, ctx: Context[None]) -> EchoOut:
+        return EchoOut(data.text)
+
+    sub = create_websocket_route("/sub").server_messages(Tick)
+
+    @sub.on_connect
+    async def joined(ws: Connection[Tick], ctx: Context[None]) -> None:
+        await ws.subscribe("feed")
+
+    pub = create_websocket_route("/pub").server_messages(Tick)
+
+    @pub.on("publish", Publish)
+    async def on_publish(ws: Connection[Tick], data: Publish, ctx: Context[None]) -> None:
+        await ws.publish("feed", Tick(data.n, data.user, data.text))
+
+    return WebSocketServer([echo, sub, pub])
+
+
+# -- the plain ASGI app (the floor) -------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_subscribers: set[Send] = set()
+
+
+async def plain_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            event = await receive()
+            await send({"type": event["type"] + ".complete"})
+            if event["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    path = scope["path"]
+    if path == "/sub":
+        _subscribers.add(send)
+    try:
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            text = event.get("text")
+            if path == "/pub":
+                for subscriber in list(_subscribers):
+                    try:
+                        await subscriber({"type": "websocket.send", "text": text})
+                    except Exception:
+                        _subscribers.discard(subscriber)
+            else:
+                await send({"type": "websocket.send", "text": text})
+    finally:
+        _subscribers.discard(send)
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def run(system: str, port: int) -> None:
+    if system == "asgi":
+        trio.run(wsroutes_server().serve, "127.0.0.1", port)
+    elif system == "native":
+        trio.run(wsroutes_server().serve_native, "127.0.0.1", port)
+    elif system == "hypercorn":
+        from hypercorn.config import Config
+        from hypercorn.trio import serve
+
+        config = Config()
+        config.bind = [f"127.0.0.1:{port}"]
+        config.loglevel = "WARNING"
+        trio.run(serve, plain_app, config)
+    elif system == "fastapi":
+        import uvicorn
+        from fastapi_peer import app
+
+        uvicorn.run(app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning")
+    else:
+        raise SystemExit(f"unknown system {system!r}; one of {', '.join(SYSTEMS)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    try:
+        run(sys.argv[1], int(sys.argv[2]))
+    except KeyboardInterrupt:
+        pass
