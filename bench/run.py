@@ -43,6 +43,7 @@ LABELS = {
 }
 CLIENT_LIMIT = 0.9  # a load-generator core this busy means the client may be the limit
 SERVER_LIMIT = 0.9
+DISTURBED = 0.25  # other processes used this much of the measured cores: left out
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Run:
     client_limited: bool = False
     server_saturated: bool = False
     other_load: float | None = None
+    disturbed: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -197,6 +199,7 @@ def throughput(
         for core, cpu in per_core.items():
             ours[core] = ours.get(core, 0.0) + cpu
         run.other_load = sum(max(0.0, busy[str(c)] - ours.get(c, 0.0)) for c in ours)
+        run.disturbed = run.other_load >= DISTURBED
     keep = ("negotiated", "compressed_fraction", "stalled", "misaligned", "errors")
     keep += ("mismatched_replies", "closed_by_server", "connect_failures", "published")
     keep += ("disconnected",)
@@ -311,6 +314,7 @@ def measure(
         run.error = f"{type(exc).__name__}: {exc}"
     value = "-" if run.value is None else f"{run.value:,.1f}"
     flags = " client-limited" if run.client_limited else ""
+    flags += f" DISTURBED (others used {run.other_load:.0%})" if run.disturbed else ""
     flags += f" ERROR {run.error}" if run.error else ""
     cpu = ""
     if run.client_cpu is not None:
@@ -337,6 +341,11 @@ def summarize(
             good = [r for r in mine if r.value is not None and r.error is None]
             if not mine:
                 continue
+            # Runs during which other processes took a good share of the measured cores
+            # are kept in the results but left out of the medians (unless all were).
+            calm = [r for r in good if not r.disturbed]
+            disturbed = len(good) - len(calm)
+            good = calm or good
             values = [r.value for r in good if r.value is not None]
             summary.append(
                 {
@@ -344,7 +353,8 @@ def summarize(
                     "system": system,
                     "unit": SCENARIOS[scenario].unit,
                     "runs": len(mine),
-                    "failed": len(mine) - len(good),
+                    "failed": len(mine) - len(good) - (disturbed if calm else 0),
+                    "disturbed": disturbed,
                     "median": harness.median(values) if values else None,
                     "min": min(values) if values else None,
                     "max": max(values) if values else None,
