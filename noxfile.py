@@ -50,7 +50,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against peers (bench/run.py): ``nox -s bench`` is the short check (about
-    2 minutes); ``nox -s bench -- full`` measures the docs' figures (about 30 minutes) and
+    2 minutes); ``nox -s bench -- full`` measures the docs' figures (about 15 minutes) and
     rewrites docs/benchmarks-results.inc and docs/_static/benchmarks.png. Arguments after
     the mode go to bench/run.py (``nox -s bench -- short --systems native,fastapi``)."""
     session.install("-e", ".[bench]")

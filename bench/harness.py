@@ -113,7 +113,7 @@ def server_process(
     command: Sequence[str], port: int, pinning: Pinning, *, cwd: Path = ROOT
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server (pinned to the server core), wait for its port, and stop it (by
-    its PID: SIGINT, then SIGTERM, then SIGKILL) on the way out."""
+    its PID) on the way out."""
     log = RESULTS / "logs" / f"server-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
@@ -130,8 +130,9 @@ def server_process(
 
 
 def stop_process(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
-    """Stop one process we started, by its PID, politely first."""
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+    """Stop one process we started, by its PID: SIGTERM, then SIGKILL. (Not SIGINT: a
+    process started from a background job of a non-interactive shell ignores it.)"""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
         if process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):

@@ -3,7 +3,7 @@ plain hypercorn-trio app (the floor), FastAPI + pydantic on uvicorn (what a Pyth
 would write instead) and Bun (the ceiling), on one machine in one run.
 
     python bench/run.py --mode short     # a quick check, about 2 minutes
-    python bench/run.py --mode full      # the documentation's figures, about 30 minutes
+    python bench/run.py --mode full      # the documentation's figures, about 15 minutes
     python bench/run.py --mode full --systems native,fastapi --scenarios echo,fanout-200
 
 Each run starts a fresh server process (``servers.py``, or ``bun/server.ts``) pinned to

@@ -30,6 +30,7 @@ client offers it (each one's default, except Bun, whose default is off).
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -166,7 +167,9 @@ def run(system: str, port: int) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
+    # Ctrl-C works even when started from a background job (which ignores SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run(sys.argv[1], int(sys.argv[2]))
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         pass
