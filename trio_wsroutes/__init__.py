@@ -27,7 +27,7 @@ from ._broker import MemoryBroker as MemoryBroker
 from ._broker import RedisBroker as RedisBroker
 from ._broker import RedisBrokerStats as RedisBrokerStats
 from ._broker import Subscriber as Subscriber
-from ._connection import CloseCode as CloseCode
+from ._codes import CloseCode as CloseCode
 from ._connection import Connection as Connection
 from ._connection import ConnectionClosed as ConnectionClosed
 from ._context import Context as Context
@@ -35,7 +35,6 @@ from ._errors import ErrorDetail as ErrorDetail
 from ._errors import MessageError as MessageError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import ValidationError as ValidationError
-from ._messages import Frame as Frame
 from ._messages import message as message
 from ._origins import OriginPolicy as OriginPolicy
 from ._registry import ConnectionRegistry as ConnectionRegistry
@@ -43,12 +42,13 @@ from ._request import Headers as Headers
 from ._request import QueryParams as QueryParams
 from ._request import Request as Request
 from ._request import TrustedProxies as TrustedProxies
-from ._routes import RateLimit as RateLimit
 from ._routes import WebSocketRoute as WebSocketRoute
 from ._routes import create_websocket_route as create_websocket_route
 from ._server import BoundAddress as BoundAddress
 from ._server import WebSocketServer as WebSocketServer
+from ._spec import RateLimit as RateLimit
 from ._stats import ServerStats as ServerStats
+from ._transports._frames import Frame as Frame
 from ._typegen import TypeGenerationError as TypeGenerationError
 from ._typegen import generate_asyncapi as generate_asyncapi
 from ._typegen import generate_json_schema as generate_json_schema

@@ -4,91 +4,75 @@
 
     transport.receive() -> [reader] -> inbound channel -> [dispatcher] -> handlers
                                                            |
-    transport.send()    <- [writer] <- outbox (bytes) <----+-- ws.send / publish / replies
+    transport.send()    <- [writer] <- outbox <------------+-- ws.send / publish / replies
 
-* The **reader** is the only task that receives. It applies the size limit, the rate
-  limit and the idle timeout, and hands messages on through a bounded memory channel,
-  so a slow handler stops the reader and the peer's TCP window closes. Refusals (too
-  big, rate limited) travel through the same channel, so what came before them is
-  answered first, in order.
+* The **reader** is the only task that receives. It applies the size limit (where the
+  transport cannot refuse a message before reading it), the rate limit, the heartbeat and
+  the idle timeout, and hands messages on through a bounded memory channel, so a slow
+  handler stops the reader and the peer's TCP window closes. Refusals (too big, rate
+  limited) travel through the same channel, so what came before them is answered first.
 * The **dispatcher** (the connection's own task) decodes, validates and calls handlers
   one message at a time, in arrival order.
-* The **writer** is the only task that sends. The outbox is bounded in bytes: ``send``
-  waits while it is over ``backpressure_limit``; a publish never waits, and a subscriber
-  whose outbox is full is evicted with close code 1013.
+* The **writer** is the only task that waits on the network. ``buffered_amount`` is the
+  outbox plus what the transport holds (:attr:`Transport.pending`); ``send`` waits while
+  it is over ``backpressure_limit``, a publish never waits, and a subscriber over the
+  limit is evicted with 1013 (or the message dropped for it, by policy).
 
 When nothing is queued, ``send`` and ``deliver`` first offer the frame to the transport's
-``try_send_nowait``: the native transport writes it to the socket at once (a publish to
-many connections then costs one non-blocking write each, of bytes framed once), and only
-what the socket did not take waits. An urgent close (eviction, server shutdown, heartbeat
-timeout) drops what is queued and cancels the send in progress, so the close frame goes
-out next; transports keep a cancelled send whole.
+``try_send_nowait``: over plain TCP the native transport writes it to the socket at once
+(a publish to many connections then costs one non-blocking write each, of bytes framed
+once), and whatever the socket did not take is finished by the writer before anything
+else. An urgent close (eviction, server shutdown, heartbeat timeout) drops what is queued
+and cancels the send in progress, so the close frame goes out next.
 
-The engine talks to the network only through :class:`~trio_wsroutes._transports.Transport`.
+The heartbeat and the idle timer run in the reader, on one cancel scope whose deadline
+is the next thing due: a ping after ``interval`` without a frame from the peer (pongs
+count, where the transport sees them), a close if nothing answers within ``timeout``,
+and the idle close.
+
+The engine talks to the network only through :class:`~trio_wsroutes._transports.Transport`
+and reads its settings only from a frozen :class:`~trio_wsroutes._spec.RouteSpec`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-import attrs
 import orjson
 import trio
 
-from ._context import Context
-from ._errors import (
+from ._codes import (
     HANDLER_TIMEOUT,
     INTERNAL_ERROR,
+    INVALID_TOPIC,
     RATE_LIMITED,
+    TOO_MANY_TOPICS,
     UNKNOWN_TYPE,
-    MessageError,
-    ProtocolError,
-    ValidationError,
+    CloseCode,
 )
-from ._messages import Envelope, Frame, encode_error, encode_message, parse_envelope
+from ._context import Context
+from ._errors import MessageError, ProtocolError, ValidationError
+from ._flow import Outbox, TokenBucket
+from ._messages import Envelope, encode_error, encode_message, parse_envelope
+from ._spec import EngineOptions, Heartbeat, RouteSpec
 from ._stats import ServerStats
-from ._transports import Disconnect, Transport, TransportClosed, Violation
+from ._transports import NEEDS_FLUSH, Disconnect, Transport, TransportClosed, Violation
+from ._transports._frames import Frame
 from ._validation import validation_details
 
 if TYPE_CHECKING:
     from ._broker import Broker
-    from ._routes import Heartbeat, RateLimit, WebSocketRoute
+    from ._request import Request
 
-__all__ = ["CloseCode", "Connection", "ConnectionClosed", "EngineOptions"]
+__all__ = ["Connection", "ConnectionClosed", "close_now", "new_context", "run_connection"]
 
 logger = logging.getLogger("trio_wsroutes")
 
 ServerT_contra = TypeVar("ServerT_contra", contravariant=True)
-
-SlowConsumerPolicy = Literal["close", "drop"]
-"""What a publish does for a subscriber whose outbox would pass ``backpressure_limit``:
-``"close"`` it with 1013, or ``"drop"`` the message for it alone."""
-
-
-class CloseCode:
-    """WebSocket close codes the framework uses."""
-
-    NORMAL: Final = 1000
-    GOING_AWAY: Final = 1001
-    """Server shutdown."""
-    UNSUPPORTED_DATA: Final = 1003
-    """A binary frame on a route without ``on_binary``."""
-    NO_STATUS: Final = 1005
-    ABNORMAL: Final = 1006
-    """The connection was lost without a close frame."""
-    POLICY_VIOLATION: Final = 1008
-    """Origin refused, or the rate limit when configured to close."""
-    MESSAGE_TOO_BIG: Final = 1009
-    """A message over ``max_payload_length``."""
-    INTERNAL_ERROR: Final = 1011
-    """A handler crashed, or the peer missed a heartbeat (reason ``"heartbeat timeout"``)."""
-    TRY_AGAIN_LATER: Final = 1013
-    """Evicted as a slow consumer: the outbox went over ``backpressure_limit``."""
 
 
 class ConnectionClosed(Exception):
@@ -100,26 +84,8 @@ class ConnectionClosed(Exception):
         self.reason: str = reason
 
 
-@attrs.frozen
-class EngineOptions:
-    """Per-connection limits, set from :class:`~trio_wsroutes.WebSocketServer` options."""
-
-    max_payload_length: int = 16 * 1024 * 1024
-    idle_timeout: float | None = 120.0
-    backpressure_limit: int = 16 * 1024 * 1024
-    max_queued_messages: int = 16
-    close_timeout: float = 5.0
-    slow_consumer_policy: SlowConsumerPolicy = "close"
-    rate_limit: RateLimit | None = None
-    """The server's default rate limit, for routes without their own."""
-    handler_timeout: float | None = None
-    """Seconds a message handler may run (routes may set their own)."""
-    max_topics_per_connection: int = 1000
-    max_topic_length: int = 256
-
-
 class _Closing:
-    """Outbox marker: send a close frame, then end the connection."""
+    """Outbox and inbound marker: send a close frame, then end the connection."""
 
     __slots__ = ("code", "reason")
 
@@ -137,8 +103,27 @@ class _RateLimited:
         self.id = request_id
 
 
+class _Signal:
+    """Outbox marker for the writer: ``flush`` the transport, or send a ``ping``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+_FLUSH: Final = _Signal("flush")
+_PING: Final = _Signal("ping")
+
 _Inbound = str | bytes | _Closing | _RateLimited
 """What the reader hands the dispatcher: frames, or refusals to answer in order."""
+_Marker = _Closing | _Signal
+"""What the outbox holds besides frames."""
+
+_ENVELOPE_PING: Final = b'{"type":"ping"}'
 
 
 def _request_id_of(message: str | bytes) -> str | int | None:
@@ -151,89 +136,18 @@ def _request_id_of(message: str | bytes) -> str | int | None:
         return error.request_id
 
 
-class _Outbox:
-    """A FIFO of frames bounded in bytes; the writer is its only consumer."""
-
-    __slots__ = ("_has_items", "_has_space", "frames", "limit", "size")
-
-    def __init__(self, limit: int) -> None:
-        self.frames: deque[Frame | _Closing] = deque()
-        self.size = 0
-        self.limit = limit
-        self._has_items = trio.lowlevel.ParkingLot()
-        self._has_space = trio.lowlevel.ParkingLot()
-
-    def put_nowait(self, item: Frame | _Closing) -> None:
-        self.frames.append(item)
-        if type(item) is Frame:
-            self.size += item.size
-        self._has_items.unpark()
-
-    async def wait_for_space(self) -> None:
-        while self.size >= self.limit:
-            await self._has_space.park()
-
-    async def get(self) -> Frame | _Closing:
-        while not self.frames:
-            await self._has_items.park()
-        item = self.frames.popleft()
-        if type(item) is Frame:
-            self.size -= item.size
-            if self.size < self.limit and self._has_space:
-                self._has_space.unpark_all()
-        return item
-
-    def clear(self) -> None:
-        self.frames.clear()
-        self.size = 0
-        self._has_space.unpark_all()
-
-
-class _TokenBucket:
-    __slots__ = ("capacity", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, capacity: float) -> None:
-        self.capacity = float(capacity)
-        self.rate = float(rate)
-        self.tokens = float(capacity)
-        self.stamp = trio.current_time()
-
-    def take(self, cost: float = 1.0) -> bool:
-        """Take ``cost`` tokens if they are there."""
-        now = trio.current_time()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
-
-    def spend(self, cost: float) -> bool:
-        """Spend ``cost`` unless the allowance is used up; it may go into debt, so a
-        message bigger than the bucket passes when the bucket is full."""
-        now = trio.current_time()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens > 0:
-            self.tokens -= cost
-            return True
-        return False
-
-
 def _byte_length(message: str | bytes) -> int:
     if isinstance(message, bytes) or message.isascii():
         return len(message)
     return len(message.encode())
 
 
-_PING = b'{"type":"ping"}'
-
-
 class Connection(Generic[ServerT_contra]):
     """One WebSocket connection, as handlers see it.
 
     ``Connection[ServerMessage]`` accepts only ``ServerMessage`` in :meth:`send` and
-    :meth:`publish`. Methods that may wait are async.
+    :meth:`publish`. Methods that may wait are async. The server creates connections;
+    handlers receive them.
     """
 
     __slots__ = (
@@ -242,13 +156,16 @@ class Connection(Generic[ServerT_contra]):
         "_close_code",
         "_close_reason",
         "_closing",
-        "_handlers_done",
+        "_flush_queued",
+        "_heartbeat",
         "_last_received",
+        "_limit",
         "_on_gone",
         "_options",
         "_outbox",
-        "_route",
+        "_ping_sent",
         "_send_scope",
+        "_spec",
         "_stats",
         "_topics",
         "_transport",
@@ -262,10 +179,9 @@ class Connection(Generic[ServerT_contra]):
         self,
         *,
         transport: Transport,
-        route: WebSocketRoute[Any, Any],
+        spec: RouteSpec,
         context: Context[Any],
         broker: Broker,
-        options: EngineOptions,
         stats: ServerStats | None = None,
         subprotocol: str | None = None,
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
@@ -275,35 +191,41 @@ class Connection(Generic[ServerT_contra]):
         self.context: Context[Any] = context
         """The connection's :class:`~trio_wsroutes.Context` (user, params, data)."""
         self._transport = transport
-        self._route = route
+        self._spec = spec
+        self._options: EngineOptions = spec.options
+        self._limit = spec.options.backpressure_limit
         self._broker = broker
-        self._options = options
         self._on_gone = on_gone
         self._stats = stats if stats is not None else ServerStats()
         self.subprotocol: str | None = subprotocol
         """The subprotocol selected at the upgrade, if the route declares any."""
         self.dropped_messages: int = 0
         """Published messages dropped for this connection (slow-consumer policy ``"drop"``)."""
-        self._outbox = _Outbox(options.backpressure_limit)
+        self._outbox: Outbox[_Marker] = Outbox()
+        self._flush_queued = False
         self._topics: set[str] = set()
         self._closing = False
         self._close_code: int | None = None
         self._close_reason = ""
         self._cancel_scope: trio.CancelScope | None = None
         self._send_scope: trio.CancelScope | None = None
-        self._handlers_done = False
+        heartbeat = spec.heartbeat
+        if heartbeat is not None and not heartbeat.envelope and not transport.can_ping:
+            heartbeat = None  # e.g. under hypercorn, which pings by itself
+        self._heartbeat: Heartbeat | None = heartbeat
+        self._ping_sent: float | None = None
         self._last_received = trio.current_time()
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
-        return f"<Connection {self.id} {self._route.path!r} {state}>"
+        return f"<Connection {self.id} {self._spec.path!r} {state}>"
 
     # -- public API --------------------------------------------------------------------
 
     @property
     def path(self) -> str:
         """The route path this connection came in on (the pattern, e.g. ``/chat/:room``)."""
-        return self._route.path
+        return self._spec.path
 
     @property
     def user(self) -> Any:
@@ -312,8 +234,10 @@ class Connection(Generic[ServerT_contra]):
 
     @property
     def buffered_amount(self) -> int:
-        """Bytes queued for this client and not yet handed to the transport."""
-        return self._outbox.size
+        """Bytes accepted for this client and not yet written to the network: the
+        engine's queue plus what the transport holds. ``backpressure_limit`` applies to
+        this number."""
+        return self._outbox.size + self._transport.pending
 
     @property
     def topics(self) -> frozenset[str]:
@@ -379,12 +303,12 @@ class Connection(Generic[ServerT_contra]):
         options = self._options
         if not 0 < len(topic) <= options.max_topic_length:
             raise MessageError(
-                f"Topic names are 1 to {options.max_topic_length} characters", "INVALID_TOPIC"
+                f"Topic names are 1 to {options.max_topic_length} characters", INVALID_TOPIC
             )
         if topic not in self._topics and len(self._topics) >= options.max_topics_per_connection:
             raise MessageError(
                 f"At most {options.max_topics_per_connection} subscriptions per connection",
-                "TOO_MANY_TOPICS",
+                TOO_MANY_TOPICS,
             )
         self._topics.add(topic)
         await self._broker.subscribe(topic, self)
@@ -407,17 +331,21 @@ class Connection(Generic[ServerT_contra]):
     def deliver(self, frame: Frame) -> bool:
         """Queue a published frame without waiting (the broker's entry point).
 
-        If the frame would take the outbox over ``backpressure_limit``, the server's
-        slow-consumer policy applies: ``"close"`` evicts the connection with 1013,
-        ``"drop"`` drops this frame for it (counted in ``dropped_messages``). Returns
-        ``False`` when the connection no longer takes frames.
+        If the frame would take ``buffered_amount`` over ``backpressure_limit``, the
+        server's slow-consumer policy applies: ``"close"`` evicts the connection with
+        1013, ``"drop"`` drops this frame for it (counted in ``dropped_messages``).
+        Returns ``False`` when the connection no longer takes frames.
         """
         if self._closing:
             return False
         outbox = self._outbox
-        if not outbox.frames and self._transport.try_send_nowait(frame):
+        transport = self._transport
+        if not outbox.items and transport.try_send_nowait(frame):
+            if transport.pending:
+                self._request_flush()
             return True
-        if outbox.size + frame.size > outbox.limit and outbox.size > 0:
+        used = outbox.size + transport.pending
+        if used + frame.size > self._limit and used > 0:
             if self._options.slow_consumer_policy == "drop":
                 self.dropped_messages += 1
                 self._stats.messages_dropped += 1
@@ -434,21 +362,41 @@ class Connection(Generic[ServerT_contra]):
         if self._closing:
             raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
         outbox = self._outbox
-        if outbox.size >= outbox.limit:
-            await outbox.wait_for_space()
-            if self._closing:
-                raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
+        transport = self._transport
+        if outbox.size + transport.pending >= self._limit:
+            while outbox.size + transport.pending >= self._limit:
+                await outbox.wait_for_space()
+                if self._closing:
+                    raise ConnectionClosed(
+                        self._close_code or CloseCode.NORMAL, self._close_reason
+                    )
         else:
             # Not a full checkpoint: a yield here would cost a scheduler pass per message.
             # Cancellation is still honoured, and a sender that never yields parks as soon
-            # as the outbox reaches the limit.
+            # as the limit is reached.
             await trio.lowlevel.checkpoint_if_cancelled()
-        if not outbox.frames and self._transport.try_send_nowait(frame):
-            return
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: Frame) -> None:
+        """Queue ``frame`` (or write it at once), whatever the limit says."""
+        outbox = self._outbox
+        if not outbox.items:
+            transport = self._transport
+            if transport.try_send_nowait(frame):
+                if transport.pending:
+                    self._request_flush()
+                return
         outbox.put_nowait(frame)
 
+    def _request_flush(self) -> None:
+        # The transport holds bytes (the rest of a frame, a pong): have the writer
+        # finish them before anything queued after this point.
+        if not self._flush_queued:
+            self._flush_queued = True
+            self._outbox.put_nowait(_FLUSH)
+
     def _evict(self) -> None:
-        logger.warning("evicting slow consumer %s: %d bytes queued", self.id, self._outbox.size)
+        logger.warning("evicting slow consumer %s: %d bytes queued", self.id, self.buffered_amount)
         self._close_now(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         self._topics.clear()
         self._on_gone(self)
@@ -466,6 +414,7 @@ class Connection(Generic[ServerT_contra]):
         else:
             self._outbox.clear()
             self._begin_close(code, reason)
+        self._flush_queued = False
         if self._send_scope is not None:
             self._send_scope.cancel()
 
@@ -492,7 +441,7 @@ class Connection(Generic[ServerT_contra]):
 
     async def _run(self) -> None:
         """Run the connection until it closes; ``on_close`` runs exactly once."""
-        route = self._route
+        spec = self._spec
         receive_channel: trio.MemoryReceiveChannel[_Inbound]
         send_channel, receive_channel = trio.open_memory_channel[_Inbound](
             self._options.max_queued_messages
@@ -502,8 +451,6 @@ class Connection(Generic[ServerT_contra]):
                 self._cancel_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reader, send_channel)
-                if route.heartbeat_config is not None:
-                    nursery.start_soon(self._heartbeat, route.heartbeat_config)
                 await self._dispatcher(receive_channel)
         finally:
             self._stats.connections_closed += 1
@@ -515,60 +462,66 @@ class Connection(Generic[ServerT_contra]):
             with trio.CancelScope(shield=True):
                 self._topics.clear()
                 await self._broker.unsubscribe_all(self)
-                if route.close_handler is not None:
+                if spec.on_close is not None:
                     with trio.move_on_after(self._options.close_timeout):
                         await self._call_hook(
-                            route.close_handler,
+                            spec.on_close,
                             self,
                             self._close_code,
                             self._close_reason,
                             self.context,
                         )
 
+    # -- the reader: receiving, limits, heartbeat, idle timer -----------------------------
+
     async def _reader(self, channel: trio.MemorySendChannel[_Inbound]) -> None:
         transport = self._transport
-        options = self._options
-        route = self._route
-        max_len = options.max_payload_length
-        idle = options.idle_timeout
-        limit = route.rate_limit_config or options.rate_limit
+        spec = self._spec
+        max_len = spec.options.max_payload_length
+        # The one size check: the transport refuses early where it can, else here.
+        check_size = not transport.limit_message_size(max_len)
+        limit = spec.rate_limit
         bucket = byte_bucket = None
         close_on_limit = False
         if limit is not None:
-            bucket = _TokenBucket(limit.messages_per_second, limit.capacity)
+            bucket = TokenBucket(limit.messages_per_second, limit.capacity)
             if limit.bytes_per_second is not None:
-                byte_bucket = _TokenBucket(limit.bytes_per_second, limit.bytes_per_second)
+                byte_bucket = TokenBucket(limit.bytes_per_second, limit.bytes_per_second)
             close_on_limit = limit.action == "close"
-        accepts_binary = route.binary_handler is not None
-        deadline = math.inf if idle is None else trio.current_time() + idle
+        accepts_binary = spec.on_binary is not None
+        blocked: _Inbound | None = None  # an item the dispatcher had no room for yet
         async with channel:
             while True:
-                with trio.CancelScope(deadline=deadline) as idle_scope:
-                    bumped = trio.current_time()
-                    while True:
-                        try:
-                            message = await transport.receive()
-                        except TransportClosed:
-                            self._peer_gone(CloseCode.ABNORMAL, "")
+                with trio.CancelScope(deadline=self._timer_deadline()) as timer:
+                    if blocked is not None:
+                        # The dispatcher is behind: wait for room. A memory channel's
+                        # send is cancel-safe, so a timer firing here loses nothing.
+                        await channel.send(blocked)
+                        if type(blocked) is _Closing:
                             return
-                        now = self._last_received = trio.current_time()
-                        if idle is not None and now - bumped >= 1.0:
-                            # Move the deadline at most once a second: the timeout fires
-                            # between idle and idle + 1 s, and the hot path stays cheap.
-                            idle_scope.deadline = now + idle
-                            bumped = now
+                        blocked = None
+                    while True:
+                        message = await transport.receive()
+                        if message is NEEDS_FLUSH:
+                            self._request_flush()
+                            continue
+                        self._last_received = trio.current_time()
                         # Refusals travel through the inbound queue like messages, so
                         # that what the client sent before them is still handled, in order.
                         item: _Inbound
                         if type(message) is str:
                             item = message
-                            if len(message) * 4 > max_len and len(message.encode()) > max_len:
+                            if (
+                                check_size
+                                and len(message) * 4 > max_len
+                                and len(message.encode()) > max_len
+                            ):
                                 item = _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
                         elif type(message) is bytes:
                             item = message
                             if not accepts_binary:
                                 item = _Closing(CloseCode.UNSUPPORTED_DATA, "binary not accepted")
-                            elif len(message) > max_len:
+                            elif check_size and len(message) > max_len:
                                 item = _Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
                         elif isinstance(message, Violation):
                             item = _Closing(message.code, message.reason)
@@ -593,22 +546,76 @@ class Connection(Generic[ServerT_contra]):
                         try:
                             channel.send_nowait(item)
                         except trio.WouldBlock:
-                            await channel.send(item)  # the dispatcher is behind: wait
+                            blocked = item
+                            break
                         if type(item) is _Closing:
                             return
-                # Only an idle timeout gets here. Frames the engine does not see (pongs)
-                # count as activity too, where the transport can tell.
-                assert idle is not None
-                activity = transport.last_activity
-                if activity is not None and activity + idle > trio.current_time():
-                    deadline = activity + idle
-                    continue
-                await channel.send(_Closing(CloseCode.NORMAL, "idle timeout"))
-                return
+                if timer.cancelled_caught and not self._on_timer(channel, blocked is not None):
+                    return
+
+    def _last_activity(self) -> float:
+        # Frames the engine does not see (pongs) count too, where the transport can tell.
+        seen = self._transport.last_activity
+        last = self._last_received
+        return last if seen is None or seen < last else seen
+
+    def _timer_deadline(self) -> float:
+        """When the reader must next look at the heartbeat and idle timers.
+
+        Computed when the reader (re)enters its cancel scope, not per message: a deadline
+        that comes early finds nothing due and is simply computed again.
+        """
+        idle = self._options.idle_timeout
+        heartbeat = self._heartbeat
+        if idle is None and heartbeat is None:
+            return math.inf
+        last = self._last_activity()
+        deadline = math.inf if idle is None else last + idle
+        if heartbeat is not None:
+            sent = self._ping_sent
+            due = last + heartbeat.interval if sent is None else sent + heartbeat.timeout
+            deadline = min(deadline, due)
+        return deadline
+
+    def _on_timer(self, channel: trio.MemorySendChannel[_Inbound], blocked: bool) -> bool:
+        """Heartbeat and idle work; ``False`` when the connection is closing."""
+        now = trio.current_time()
+        last = self._last_activity()
+        heartbeat = self._heartbeat
+        if heartbeat is not None:
+            sent = self._ping_sent
+            if sent is not None and (last >= sent or blocked):
+                # Answered (any frame counts), or the reader was held up by the handlers
+                # and could not have seen an answer: the peer is not the one to blame.
+                self._ping_sent = sent = None
+            if sent is not None and now >= sent + heartbeat.timeout:
+                logger.info("closing %s: no answer to the heartbeat", self.id)
+                self._close_now(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+                return False
+            if sent is None and now >= last + heartbeat.interval:
+                self._ping_sent = now
+                if heartbeat.envelope:
+                    # Tiny, and it must reach even a client that is behind: past the
+                    # limit, but counted in buffered_amount.
+                    self._enqueue(Frame(_ENVELOPE_PING))
+                else:
+                    self._outbox.put_nowait(_PING)
+        idle = self._options.idle_timeout
+        if idle is not None and not blocked and now >= last + idle:
+            try:
+                # Through the inbound queue: what came before is answered first.
+                channel.send_nowait(_Closing(CloseCode.NORMAL, "idle timeout"))
+            except trio.WouldBlock:
+                return True  # handlers are busy with this client's messages: not idle
+            return False
+        return True
+
+    # -- the writer: the only task that waits on the network -----------------------------
 
     async def _writer(self) -> None:
         outbox = self._outbox
         transport = self._transport
+        limit = self._limit
         closing: _Closing | None = None
         try:
             while closing is None:
@@ -619,10 +626,17 @@ class Connection(Generic[ServerT_contra]):
                         item = await outbox.get()
                         if type(item) is Frame:
                             await transport.send(item)
+                        elif item is _FLUSH:
+                            self._flush_queued = False
+                            await transport.flush()
+                        elif item is _PING:
+                            await transport.ping()
                         else:
                             assert isinstance(item, _Closing)
                             closing = item
                             break
+                        if outbox.senders_waiting and outbox.size + transport.pending < limit:
+                            outbox.wake_senders()
             self._send_scope = None
             await transport.close(closing.code, closing.reason)
         except TransportClosed:
@@ -632,39 +646,13 @@ class Connection(Generic[ServerT_contra]):
         assert self._cancel_scope is not None
         self._cancel_scope.cancel()
 
-    async def _heartbeat(self, config: Heartbeat) -> None:
-        ping = Frame(_PING)
-        transport = self._transport
-        interval, timeout = config.interval, config.timeout
-        next_ping = trio.current_time() + interval
-        sent_at: float | None = None
-        while not self._closing:
-            wake = next_ping if sent_at is None else min(next_ping, sent_at + timeout)
-            await trio.sleep_until(wake)
-            if self._closing:
-                return
-            now = trio.current_time()
-            if sent_at is not None:
-                activity = transport.last_activity
-                if self._last_received >= sent_at or (activity or -math.inf) >= sent_at:
-                    sent_at = None  # answered (any message counts)
-                elif now >= sent_at + timeout:
-                    logger.info("closing %s: no answer to the heartbeat", self.id)
-                    self._close_now(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
-                    return
-            if now >= next_ping:
-                if sent_at is None:
-                    # Tiny, and it must reach even a client that is behind: past the limit.
-                    if self._outbox.frames or not transport.try_send_nowait(ping):
-                        self._outbox.put_nowait(ping)
-                    sent_at = now
-                next_ping = now + interval
+    # -- the dispatcher: decode, validate, call handlers in order ------------------------
 
     async def _dispatcher(self, channel: trio.MemoryReceiveChannel[_Inbound]) -> None:
-        route = self._route
+        spec = self._spec
         context = self.context
-        if route.connect_handler is not None and not await self._guard(
-            route.connect_handler(self, context), None
+        if spec.on_connect is not None and not await self._guard(
+            spec.on_connect(self, context), None
         ):
             return
         async with channel:
@@ -683,8 +671,8 @@ class Connection(Generic[ServerT_contra]):
                 if type(message) is str:
                     await self._dispatch_text(message)
                 elif type(message) is bytes:
-                    assert route.binary_handler is not None
-                    await self._guard(route.binary_handler(self, message, context), None)
+                    assert spec.on_binary is not None
+                    await self._guard(spec.on_binary(self, message, context), None)
                 elif type(message) is _RateLimited:
                     await self._reply(
                         encode_error(RATE_LIMITED, "Too many messages; slow down", message.id)
@@ -696,18 +684,19 @@ class Connection(Generic[ServerT_contra]):
                     break
 
     async def _dispatch_text(self, text: str) -> None:
-        route = self._route
+        spec = self._spec
         try:
             envelope = parse_envelope(text)
         except ProtocolError as error:
-            if route.text_handler is not None:
-                await self._guard(route.text_handler(self, text, self.context), None)
+            if spec.on_text is not None:
+                await self._guard(spec.on_text(self, text, self.context), None)
                 return
             await self._bad_input(error, error.request_id)
             return
-        spec = route.handlers.get(envelope.type)
-        if spec is None:
-            if route.heartbeat_config is not None and envelope.type in ("ping", "pong"):
+        handler = spec.handlers.get(envelope.type)
+        if handler is None:
+            heartbeat = self._heartbeat
+            if heartbeat is not None and heartbeat.envelope and envelope.type in ("ping", "pong"):
                 if envelope.type == "ping":
                     body: dict[str, Any] = {"type": "pong"}
                     if envelope.id is not None:
@@ -720,16 +709,16 @@ class Connection(Generic[ServerT_contra]):
             )
             return
         try:
-            data = spec.structure(envelope.data, spec.schema)
+            data = handler.structure(envelope.data, handler.schema)
         except Exception as exc:
             await self._bad_input(ValidationError(validation_details(exc)), envelope.id)
             return
-        await self._call_handler(spec.handler, data, envelope)
+        await self._call_handler(handler.handler, data, envelope)
 
     async def _call_handler(
         self, handler: Callable[..., Awaitable[Any]], data: Any, envelope: Envelope
     ) -> None:
-        timeout = self._route.handler_timeout_seconds or self._options.handler_timeout
+        timeout = self._spec.handler_timeout
         result: Any = None
         try:
             if timeout is None:
@@ -778,16 +767,14 @@ class Connection(Generic[ServerT_contra]):
 
     async def _bad_input(self, error: MessageError, request_id: str | int | None) -> None:
         await self._reply(encode_error(error.code, error.message, request_id, error.details))
-        if self._route.error_handler is not None:
-            await self._call_hook(self._route.error_handler, self, error, self.context)
+        if self._spec.on_error is not None:
+            await self._call_hook(self._spec.on_error, self, error, self.context)
 
     async def _crash(self, exc: Exception, request_id: str | int | None) -> None:
         self._stats.handler_errors += 1
-        logger.error(
-            "handler error on %s (connection %s)", self._route.path, self.id, exc_info=exc
-        )
-        if self._route.error_handler is not None:
-            await self._call_hook(self._route.error_handler, self, exc, self.context)
+        logger.error("handler error on %s (connection %s)", self._spec.path, self.id, exc_info=exc)
+        if self._spec.on_error is not None:
+            await self._call_hook(self._spec.on_error, self, exc, self.context)
         if not self._closing:
             self._outbox.put_nowait(
                 encode_error(INTERNAL_ERROR, "Internal server error", request_id)
@@ -800,10 +787,10 @@ class Connection(Generic[ServerT_contra]):
         except ConnectionClosed:
             pass
         except Exception:
-            logger.exception("error in %s hook of %s", hook.__name__, self._route.path)
+            logger.exception("error in %s hook of %s", hook.__name__, self._spec.path)
 
 
-def new_context(connection_id: str, user: Any, request: Any) -> Context[Any]:
+def new_context(connection_id: str, user: Any, request: Request) -> Context[Any]:
     """A fresh context for an accepted connection."""
     return Context(
         connection_id=connection_id,
@@ -811,3 +798,14 @@ def new_context(connection_id: str, user: Any, request: Any) -> Context[Any]:
         user=user,
         request=request,
     )
+
+
+async def run_connection(connection: Connection[Any]) -> None:
+    """Run an accepted connection until it ends (the server's entry into the engine)."""
+    await connection._run()  # pyright: ignore[reportPrivateUsage]
+
+
+def close_now(connection: Connection[Any], code: int, reason: str) -> None:
+    """Close ``connection`` at once: queued frames are dropped and a send in progress is
+    cancelled, so the close frame goes out next (server shutdown)."""
+    connection._close_now(code, reason)  # pyright: ignore[reportPrivateUsage]

@@ -1,45 +1,14 @@
-"""Exceptions a handler raises, and the error codes the wire protocol uses."""
+"""Exceptions a handler raises (the codes themselves are in ``_codes``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
 
 import attrs
 
-__all__ = [
-    "AUTH_ERROR",
-    "HANDLER_TIMEOUT",
-    "INTERNAL_ERROR",
-    "INVALID_JSON",
-    "INVALID_MESSAGE",
-    "RATE_LIMITED",
-    "UNAUTHORIZED",
-    "UNKNOWN_TYPE",
-    "VALIDATION_ERROR",
-    "ErrorDetail",
-    "MessageError",
-    "ValidationError",
-]
+from ._codes import VALIDATION_ERROR
 
-INVALID_JSON: Final = "INVALID_JSON"
-"""A text frame that is not JSON (or too deep, or holds a number the parser refuses)."""
-INVALID_MESSAGE: Final = "INVALID_MESSAGE"
-"""JSON that is not an envelope: not an object, no string ``type``, or a bad ``id``."""
-UNKNOWN_TYPE: Final = "UNKNOWN_TYPE"
-"""An envelope whose ``type`` has no handler on the route."""
-VALIDATION_ERROR: Final = "VALIDATION_ERROR"
-"""The envelope's ``data`` does not match the handler's schema."""
-RATE_LIMITED: Final = "RATE_LIMITED"
-"""The connection sent more messages than its route's rate limit allows."""
-INTERNAL_ERROR: Final = "INTERNAL_ERROR"
-"""A handler raised an unexpected exception; its text is never sent."""
-UNAUTHORIZED: Final = "UNAUTHORIZED"
-"""The route's authenticate function returned ``None``."""
-AUTH_ERROR: Final = "AUTH_ERROR"
-"""The route's authenticate function raised."""
-HANDLER_TIMEOUT: Final = "HANDLER_TIMEOUT"
-"""A handler ran longer than its timeout and was cancelled; the connection stays open."""
+__all__ = ["ErrorDetail", "MessageError", "ProtocolError", "ValidationError"]
 
 
 @attrs.frozen

@@ -117,6 +117,13 @@ class TrustedProxies:
             return False
         return any(address in network for network in self._networks)
 
+    def apply(self, request: Request) -> None:
+        """Set ``request.client`` and ``request.scheme`` from the forwarding headers, if
+        the socket peer is a trusted proxy (else leave them as the socket gave them)."""
+        peer = request.peer
+        if peer is not None and self.trusts(peer[0]):
+            request.client, request.scheme = self.resolve(peer, request.headers, request.scheme)
+
     def resolve(
         self, peer: tuple[str, int], headers: Headers, scheme: str
     ) -> tuple[tuple[str, int], str]:
@@ -233,19 +240,19 @@ class Request:
         peer = (str(raw_peer[0]), int(raw_peer[1])) if raw_peer else None
         headers = Headers(scope.get("headers", ()))
         scheme = str(scope.get("scheme", "ws"))
-        client = peer
-        if trusted_proxies is not None and peer is not None and trusted_proxies.trusts(peer[0]):
-            client, scheme = trusted_proxies.resolve(peer, headers, scheme)
-        return cls(
+        request = cls(
             path=scope.get("path", "/"),
             headers=headers,
             query_string=scope.get("query_string", b"").decode("latin-1"),
             path_params=path_params,
-            client=client,
+            client=peer,
             scheme=scheme,
             subprotocols=scope.get("subprotocols", ()),
             peer=peer,
         )
+        if trusted_proxies is not None:
+            trusted_proxies.apply(request)
+        return request
 
     @property
     def cookies(self) -> Mapping[str, str]:

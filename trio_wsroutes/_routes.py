@@ -1,22 +1,35 @@
-"""Routes: ``create_websocket_route``, the route builder, and path patterns."""
+"""Routes: ``create_websocket_route`` and the route builder.
+
+The builder collects what the developer declares; :func:`resolve_route` turns a route into
+the frozen :class:`~trio_wsroutes._spec.RouteSpec` a server runs, once, when it starts
+serving it. From then on the route is frozen: a late ``.on(...)`` would be ignored by the
+running server, so it raises instead.
+"""
 
 from __future__ import annotations
 
-import builtins
 import inspect
-import math
-import re
 import sys
 import types
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar, overload
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 import attrs
 from typing_extensions import deprecated
 
 from ._messages import message_type
 from ._origins import OriginPolicy
+from ._paths import PathPattern as PathPattern
+from ._paths import Router as Router
 from ._request import Request
+from ._spec import (
+    EngineOptions,
+    HandlerSpec,
+    Heartbeat,
+    RateLimit,
+    RateLimitAction,
+    RouteSpec,
+)
 from ._validation import converter
 
 if TYPE_CHECKING:
@@ -29,15 +42,12 @@ __all__ = [
     "CloseHandler",
     "ConnectHandler",
     "ErrorHandler",
-    "Heartbeat",
     "MessageHandler",
-    "PathPattern",
-    "RateLimit",
-    "RateLimitAction",
-    "Router",
+    "ServerDefaults",
     "TextHandler",
     "WebSocketRoute",
     "create_websocket_route",
+    "resolve_route",
 ]
 
 T = TypeVar("T")
@@ -71,125 +81,27 @@ AuthenticateFn = Callable[[Request], Awaitable[U | None]] | Callable[[Request], 
 
 _ConnectT = TypeVar("_ConnectT", bound=Callable[..., Awaitable[None]])
 
-_PARAM = re.compile(r"^(?::([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})$")
 
+class ServerDefaults:
+    """What a server contributes to its routes' specs: its options and the defaults
+    that a route's own settings override."""
 
-@attrs.frozen
-class PathPattern:
-    """A route path such as ``/rooms/:room_id/chat/{chat_id}``.
+    __slots__ = ("handler_timeout", "heartbeat", "options", "origin_policy", "rate_limit")
 
-    Segments are static text or a parameter (``:name`` or ``{name}``) matching one
-    non-empty segment. A trailing slash is ignored.
-    """
-
-    path: str
-    segments: tuple[str | None, ...]
-    """Static text, or ``None`` for a parameter."""
-    param_names: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, path: str) -> PathPattern:
-        """Parse ``path``; raise ``ValueError`` for a malformed pattern."""
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError(f"route path must start with '/': {path!r}")
-        segments: list[str | None] = []
-        names: list[str] = []
-        for part in _split(path):
-            found = _PARAM.match(part)
-            if found:
-                name = found.group(1) or found.group(2)
-                if name in names:
-                    raise ValueError(f"path parameter {name!r} appears twice in {path!r}")
-                names.append(name)
-                segments.append(None)
-            elif ":" in part[:1] or "{" in part or "}" in part:
-                raise ValueError(f"malformed path parameter {part!r} in {path!r}")
-            else:
-                segments.append(part)
-        return cls(path, tuple(segments), tuple(names))
-
-    @property
-    def shape(self) -> str:
-        """The pattern with parameter names erased: two routes with one shape clash."""
-        return "/" + "/".join("{}" if s is None else s for s in self.segments)
-
-    def match(self, path: str) -> dict[str, str] | None:
-        """The parameters if ``path`` matches this pattern alone, else ``None``."""
-        parts = _split(path)
-        if len(parts) != len(self.segments):
-            return None
-        values: list[str] = []
-        for segment, part in zip(self.segments, parts, strict=True):
-            if segment is None:
-                if not part:
-                    return None
-                values.append(part)
-            elif segment != part:
-                return None
-        return dict(zip(self.param_names, values, strict=True))
-
-
-def _split(path: str) -> list[str]:
-    stripped = path.strip("/")
-    return stripped.split("/") if stripped else []
-
-
-RateLimitAction = Literal["error", "close"]
-"""What happens to a message over a rate limit: ``"error"`` answers it with
-``RATE_LIMITED`` (the connection stays open), ``"close"`` closes with 1008."""
-
-
-@attrs.frozen
-class RateLimit:
-    """A per-connection limit on inbound messages (a token bucket).
-
-    ``messages_per_second`` is the sustained rate (``0.5`` is one message every two
-    seconds); ``burst`` how many may come at once after a quiet spell (default: one
-    second's worth, at least 1). ``bytes_per_second`` also limits inbound volume (a text
-    message counts its UTF-8 length), with a burst of one second's worth: a message that
-    finds that allowance spent is refused. Used by :meth:`WebSocketRoute.rate_limit` and
-    the server's ``rate_limit`` option.
-    """
-
-    messages_per_second: float
-    burst: int | None = None
-    bytes_per_second: int | None = None
-    action: RateLimitAction = "error"
-
-    def __attrs_post_init__(self) -> None:
-        if not self.messages_per_second > 0:
-            raise ValueError("rate_limit needs messages_per_second > 0")
-        if self.burst is not None and self.burst < 1:
-            raise ValueError("rate_limit burst must be at least 1")
-        if self.bytes_per_second is not None and self.bytes_per_second < 1:
-            raise ValueError("rate_limit bytes_per_second must be at least 1")
-        if self.action not in ("error", "close"):
-            raise ValueError('rate_limit action is "error" or "close"')
-
-    @property
-    def capacity(self) -> int:
-        """The bucket size: ``burst``, or one second's worth (at least 1)."""
-        if self.burst is not None:
-            return self.burst
-        return max(1, math.ceil(self.messages_per_second))
-
-
-@attrs.frozen
-class Heartbeat:
-    """An application-level heartbeat in the envelope (:meth:`WebSocketRoute.heartbeat`)."""
-
-    interval: float
-    timeout: float
-
-
-@attrs.frozen
-class HandlerSpec:
-    """One ``.on(type, schema, handler)`` registration."""
-
-    type: str
-    schema: builtins.type[Any]
-    handler: Callable[..., Awaitable[Any]]
-    structure: Callable[[Any, Any], Any]
+    def __init__(
+        self,
+        *,
+        options: EngineOptions,
+        origin_policy: OriginPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        handler_timeout: float | None = None,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
+        self.options = options
+        self.origin_policy = origin_policy
+        self.rate_limit = rate_limit
+        self.handler_timeout = handler_timeout
+        self.heartbeat = heartbeat
 
 
 def _check_async(fn: object, what: str) -> None:
@@ -268,6 +180,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         As a decorator (``@route.on("chat", Chat)``) it returns the function unchanged;
         with the handler as third argument it returns the route, for chaining.
         """
+        self._check_open()
         if not isinstance(type, str) or not type:
             raise TypeError("message type must be a non-empty string")
         if type in self.handlers:
@@ -282,6 +195,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         def register(
             fn: MessageHandler[ServerT, T, UserT],
         ) -> MessageHandler[ServerT, T, UserT]:
+            self._check_open()
             _check_async(fn, f"handler for {type!r}")
             if type in self.handlers:
                 raise ValueError(f"route {self.path!r} already has a handler for {type!r}")
@@ -296,6 +210,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
     # -- lifecycle hooks (decorators) ------------------------------------------------------
 
     def _set_hook(self, attr: str, fn: _ConnectT, what: str) -> _ConnectT:
+        self._check_open()
         _check_async(fn, what)
         if getattr(self, attr) is not None:
             raise ValueError(f"route {self.path!r} already has an {what} handler")
@@ -348,6 +263,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         (``UNAUTHORIZED``); an exception denies with 401 (``AUTH_ERROR``) and is logged;
         ``raise Reject(status, message, code)`` denies with that status.
         """
+        self._check_open()
         if not callable(fn):
             raise TypeError(f"authenticate needs a callable, got {fn!r}")
         self.authenticate_fn = fn
@@ -413,6 +329,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         Pass each class as its own argument (``server_messages(ChatOut, Pong)``); each
         must be tagged with :func:`message`.
         """
+        self._check_open()
         if not classes:
             raise TypeError("server_messages needs at least one message class")
         seen: dict[str, type[Any]] = {}
@@ -433,6 +350,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
 
     def client_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, ServerT]:
         """Document the client messages (type generation only; handlers are not needed)."""
+        self._check_open()
         for cls in classes:
             if not attrs.has(cls):
                 raise TypeError(f"client message {cls!r} must be an attrs class")
@@ -446,6 +364,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         connection goes on with the next message. Overrides the server's
         ``handler_timeout`` for this route.
         """
+        self._check_open()
         if not seconds > 0:
             raise ValueError("handler_timeout needs a positive number of seconds")
         self.handler_timeout_seconds = float(seconds)
@@ -467,6 +386,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         1008 (``action="close"``). Messages that came before it are still answered, in
         order. Overrides the server's ``rate_limit`` option for this route.
         """
+        self._check_open()
         self.rate_limit_config = RateLimit(
             messages_per_second, burst, bytes_per_second=bytes_per_second, action=action
         )
@@ -487,9 +407,12 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         transport; the native transport also has WebSocket-level pings (the server's
         ``heartbeat_interval``).
         """
+        self._check_open()
         if not interval > 0 or (timeout is not None and not timeout > 0):
             raise ValueError("heartbeat needs interval > 0 and timeout > 0")
-        self.heartbeat_config = Heartbeat(interval, interval if timeout is None else timeout)
+        self.heartbeat_config = Heartbeat(
+            interval, interval if timeout is None else timeout, envelope=True
+        )
         return self
 
     def allowed_origins(
@@ -501,6 +424,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         Entries are exact origins, ``https://*.example.com`` patterns, or ``"*"``. A
         request without ``Origin`` (not from a browser) is allowed unless ``require``.
         """
+        self._check_open()
         self.origin_policy = OriginPolicy(origins, require=require)
         return self
 
@@ -511,6 +435,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         If the client offered none of them, the upgrade is denied with HTTP 400
         (``UNSUPPORTED_SUBPROTOCOL``) when ``required``, else accepted without one.
         """
+        self._check_open()
         if not names or not all(isinstance(n, str) and n for n in names):
             raise TypeError("subprotocols takes one or more non-empty strings")
         self.subprotocol_choices = names
@@ -523,9 +448,45 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         return next((name for name in self.subprotocol_choices if name in client), None)
 
     def build(self) -> WebSocketRoute[UserT, ServerT]:
-        """Check the route and mark it complete; returns the route."""
+        """Check the route and freeze it; returns the route.
+
+        A server builds its routes when it starts serving them; calling ``build()``
+        yourself makes a later change fail at once rather than when serving starts.
+        """
         self.built = True
         return self
+
+    def _check_open(self) -> None:
+        if self.built:
+            raise RuntimeError(
+                f"route {self.path!r} is already built (a server is serving it): declare "
+                "its handlers and settings before the server starts"
+            )
+
+
+def resolve_route(route: WebSocketRoute[Any, Any], defaults: ServerDefaults) -> RouteSpec:
+    """Freeze ``route`` and resolve it against a server's defaults, once."""
+    route.build()
+    heartbeat = route.heartbeat_config or defaults.heartbeat
+    return RouteSpec(
+        path=route.path,
+        pattern=route.pattern,
+        handlers=types.MappingProxyType(dict(route.handlers)),
+        on_connect=route.connect_handler,
+        on_close=route.close_handler,
+        on_error=route.error_handler,
+        on_binary=route.binary_handler,
+        on_text=route.text_handler,
+        authenticate=route.authenticate_fn,
+        server_message_types=frozenset(route.server_message_types),
+        origin_policy=route.origin_policy or defaults.origin_policy,
+        subprotocols=route.subprotocol_choices,
+        subprotocol_required=route.subprotocol_required,
+        rate_limit=route.rate_limit_config or defaults.rate_limit,
+        handler_timeout=route.handler_timeout_seconds or defaults.handler_timeout,
+        heartbeat=heartbeat,
+        options=defaults.options,
+    )
 
 
 def create_websocket_route(path: str, *, name: str | None = None) -> WebSocketRoute[None, Any]:
@@ -536,84 +497,3 @@ def create_websocket_route(path: str, *, name: str | None = None) -> WebSocketRo
     # The caller's module, named in generated client types.
     module = sys._getframe(1).f_globals.get("__name__")  # pyright: ignore[reportPrivateUsage]
     return WebSocketRoute(path, name=name, module=module if isinstance(module, str) else None)
-
-
-@attrs.frozen
-class RouteMatch:
-    """A route found for a request path, with its parameter values."""
-
-    route: WebSocketRoute[Any, Any]
-    params: Mapping[str, str]
-
-
-class _Node:
-    __slots__ = ("param", "route", "static")
-
-    def __init__(self) -> None:
-        self.static: dict[str, _Node] = {}
-        self.param: _Node | None = None
-        self.route: WebSocketRoute[Any, Any] | None = None
-
-
-class Router:
-    """Finds the route for a path; static segments win over parameters."""
-
-    def __init__(self, routes: Iterable[WebSocketRoute[Any, Any]] = ()) -> None:
-        self._root = _Node()
-        self._shapes: dict[str, WebSocketRoute[Any, Any]] = {}
-        self.routes: list[WebSocketRoute[Any, Any]] = []
-        for route in routes:
-            self.add(route)
-
-    def add(self, route: WebSocketRoute[Any, Any]) -> None:
-        """Add ``route``; raise ``ValueError`` if its path clashes with another route."""
-        if not isinstance(route, WebSocketRoute):
-            raise TypeError(f"expected a route from create_websocket_route, got {route!r}")
-        shape = route.pattern.shape
-        other = self._shapes.get(shape)
-        if other is not None:
-            raise ValueError(
-                f"route {route.path!r} is registered twice"
-                if other.path == route.path
-                else f"routes {other.path!r} and {route.path!r} match the same paths"
-            )
-        node = self._root
-        for segment in route.pattern.segments:
-            if segment is None:
-                if node.param is None:
-                    node.param = _Node()
-                node = node.param
-            else:
-                node = node.static.setdefault(segment, _Node())
-        node.route = route
-        self._shapes[shape] = route
-        self.routes.append(route)
-
-    def match(self, path: str) -> RouteMatch | None:
-        """The route for ``path`` with its parameters, or ``None``."""
-        parts = _split(path)
-        values: list[str] = []
-        route = _walk(self._root, parts, 0, values)
-        if route is None:
-            return None
-        return RouteMatch(route, dict(zip(route.pattern.param_names, values, strict=True)))
-
-
-def _walk(
-    node: _Node, parts: list[str], index: int, values: list[str]
-) -> WebSocketRoute[Any, Any] | None:
-    if index == len(parts):
-        return node.route
-    part = parts[index]
-    child = node.static.get(part)
-    if child is not None:
-        found = _walk(child, parts, index + 1, values)
-        if found is not None:
-            return found
-    if node.param is not None and part:
-        values.append(part)
-        found = _walk(node.param, parts, index + 1, values)
-        if found is not None:
-            return found
-        values.pop()
-    return None

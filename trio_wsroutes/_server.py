@@ -1,56 +1,47 @@
-"""``WebSocketServer``: the ASGI application, route table, options, publish and registry."""
+"""``WebSocketServer``: the server's public face.
+
+Routes and options, publishing and the registry, the ASGI entry point, and serving under
+hypercorn or natively. The work itself lives elsewhere, one concern per module:
+admission in ``_admission.py``, the connection engine in ``_connection.py``, the lifespan
+in ``_lifespan.py``, the transports in ``_transports/``.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import inspect
 import logging
 import os
-import socket
+import ssl
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Literal, TypeVar, cast, overload
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Literal, TypeVar, overload
 
 import attrs
 import orjson
 import trio
 
-from ._auth import Reject
-from ._broker import Broker, MemoryBroker, RunnableBroker
-from ._connection import (
-    CloseCode,
-    Connection,
-    EngineOptions,
-    SlowConsumerPolicy,
-    new_context,
-)
-from ._errors import AUTH_ERROR, UNAUTHORIZED
-from ._messages import Frame, encode_message
+from ._admission import Admission
+from ._broker import Broker, MemoryBroker
+from ._codes import NOT_FOUND, UPGRADE_REQUIRED, CloseCode
+from ._connection import Connection, close_now, new_context, run_connection
+from ._lifespan import LifespanDriver, ShutdownHook, StartupHook, run_lifespan
+from ._messages import encode_message
 from ._origins import OriginPolicy
+from ._paths import Router
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
-from ._routes import RateLimit, Router, WebSocketRoute
+from ._routes import ServerDefaults, WebSocketRoute, resolve_route
+from ._spec import EngineOptions, Heartbeat, RateLimit, RouteSpec, SlowConsumerPolicy
 from ._stats import ServerStats
-from ._transports import ASGITransport, Transport, TransportClosed
+from ._transports import Transport, TransportClosed
+from ._transports._frames import Frame
+from ._types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["ASGIApp", "BoundAddress", "WebSocketServer"]
 
 logger = logging.getLogger("trio_wsroutes")
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-"""Any ASGI 3 application (Starlette, Quart, a plain function...)."""
-
 ServerT = TypeVar("ServerT")
-
-StartupHook = Callable[[trio.Nursery], Awaitable[None]]
-"""``async def hook(nursery) -> None``, run at server startup."""
-ShutdownHook = Callable[[], Awaitable[None]]
-"""``async def hook() -> None``, run at server shutdown."""
 
 MiB = 1024 * 1024
 _JSON = ("content-type", "application/json")
@@ -63,16 +54,18 @@ class BoundAddress:
 
     host: str
     port: int
+    secure: bool = False
+    """Whether it serves TLS (``wss://``)."""
 
     @property
     def ws_url(self) -> str:
-        """``ws://host:port`` (IPv6 hosts bracketed)."""
-        return f"ws://{self._netloc}"
+        """``ws://host:port`` (``wss://`` with TLS; IPv6 hosts bracketed)."""
+        return f"{'wss' if self.secure else 'ws'}://{self._netloc}"
 
     @property
     def http_url(self) -> str:
-        """``http://host:port``."""
-        return f"http://{self._netloc}"
+        """``http://host:port`` (``https://`` with TLS)."""
+        return f"{'https' if self.secure else 'http'}://{self._netloc}"
 
     @property
     def _netloc(self) -> str:
@@ -92,12 +85,12 @@ class WebSocketServer:
     * **under hypercorn** (the ASGI app): ``hypercorn --worker-class trio module:server``
       or ``await server.serve(host, port)``. Shares one port with ``http_app``.
     * **native**: ``await server.serve_native(host, port)``, the server's own WebSocket
-      server on Trio sockets (the ``websockets`` protocol). WebSocket only (a plain HTTP
-      request gets 426 on a route's path, 404 elsewhere), and everything hypercorn
-      cannot do: the client's close code in ``on_close``, ping/pong heartbeats,
-      cancellable sends (slow consumers evicted at once, shutdown that never waits on a
-      client), 1009 before a payload is read, shared compression, fast fan-out. See the
-      transports guide.
+      server over Trio streams (the ``websockets`` protocol; TCP or TLS). WebSocket
+      only (a plain HTTP request gets 426 on a route's path, 404 elsewhere), and
+      everything hypercorn cannot do: the client's close code in ``on_close``,
+      ping/pong heartbeats, cancellable sends (slow consumers evicted at once, shutdown
+      that never waits on a client), 1009 before a payload is read, shared compression,
+      fast fan-out. See the transports guide.
 
     WebSocket requests go to the matching route (an unknown path is denied with HTTP
     404 before the upgrade); HTTP and lifespan events go to ``http_app`` (or get a 404).
@@ -143,7 +136,8 @@ class WebSocketServer:
       denied with 400 before anything parses them.
     * ``close_timeout``: seconds a closing connection may take to flush, and
       ``on_close`` may take to run (5); also the grace period of a shutdown.
-    * ``max_connections``: open connections (plus upgrades being admitted) beyond which
+    * ``max_connections``: open connections (plus upgrades being admitted, and
+      connections still closing) beyond which
       upgrades are denied with 503 ``SERVER_BUSY`` and ``Retry-After: 1`` (no limit).
     * ``max_connections_per_ip``: the same per client address (``request.client``,
       proxy-aware), denied with 429 ``TOO_MANY_CONNECTIONS`` (no limit).
@@ -192,14 +186,17 @@ class WebSocketServer:
             raise ValueError("size limits must be positive")
         if slow_consumer_policy not in ("close", "drop"):
             raise ValueError('slow_consumer_policy is "close" or "drop"')
-        self.router: Router = Router(route.build() for route in routes)
-        self.http_app: ASGIApp | None = http_app
         if compression not in (True, False, "shared", "context_takeover"):
             raise ValueError('compression is True, False, "shared" or "context_takeover"')
         if heartbeat_interval is not None and not heartbeat_interval > 0:
             raise ValueError("heartbeat_interval must be positive (or None)")
+        if not heartbeat_timeout > 0:
+            raise ValueError("heartbeat_timeout must be positive")
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise TypeError("rate_limit takes a RateLimit(messages_per_second, ...)")
+        self.router: Router[WebSocketRoute[Any, Any]] = Router(routes)
+        """The routes by path (``router.match("/chat/general")``)."""
+        self.http_app: ASGIApp | None = http_app
         self.compression: bool | Literal["shared", "context_takeover"] = compression
         self.heartbeat_interval: float | None = heartbeat_interval
         self.heartbeat_timeout: float = heartbeat_timeout
@@ -224,16 +221,16 @@ class WebSocketServer:
             max_queued_messages=max_queued_messages,
             close_timeout=close_timeout,
             slow_consumer_policy=slow_consumer_policy,
-            rate_limit=rate_limit,
-            handler_timeout=handler_timeout,
             max_topics_per_connection=max_topics_per_connection,
             max_topic_length=max_topic_length,
         )
+        """The per-connection limits."""
+        self.rate_limit: RateLimit | None = rate_limit
+        self.handler_timeout: float | None = handler_timeout
         self.handshake_timeout: float = handshake_timeout
         self.max_connections: int | None = max_connections
         self.max_connections_per_ip: int | None = max_connections_per_ip
-        self._admitting = 0
-        self._per_ip: dict[str, int] = {}
+        self._admission: Admission | None = None
         self._startup_hooks: list[StartupHook] = []
         self._shutdown_hooks: list[ShutdownHook] = []
         self._trio_token: trio.lowlevel.TrioToken | None = None
@@ -242,6 +239,36 @@ class WebSocketServer:
     def routes(self) -> list[WebSocketRoute[Any, Any]]:
         """The routes, in registration order."""
         return list(self.router.routes)
+
+    def _admitter(self) -> Admission:
+        """The admission checks over the routes' specs, resolved (and the routes frozen)
+        the first time the server serves anything."""
+        admission = self._admission
+        if admission is None:
+            heartbeat = (
+                None
+                if self.heartbeat_interval is None
+                else Heartbeat(self.heartbeat_interval, self.heartbeat_timeout)
+            )
+            defaults = ServerDefaults(
+                options=self.options,
+                origin_policy=self.origin_policy,
+                rate_limit=self.rate_limit,
+                handler_timeout=self.handler_timeout,
+                heartbeat=heartbeat,
+            )
+            specs: Router[RouteSpec] = Router(
+                resolve_route(route, defaults) for route in self.router.routes
+            )
+            admission = self._admission = Admission(
+                specs,
+                stats=self.stats,
+                trusted_proxies=self.trusted_proxies,
+                max_query_params=self.max_query_params,
+                max_connections=self.max_connections,
+                max_connections_per_ip=self.max_connections_per_ip,
+            )
+        return admission
 
     # -- publishing from anywhere in the server's Trio run -----------------------------
 
@@ -318,7 +345,7 @@ class WebSocketServer:
             raise RuntimeError("the server is not running yet (no lifespan startup seen)")
         return self._trio_token
 
-    # -- lifespan --------------------------------------------------------------------------
+    # -- lifespan and ASGI ------------------------------------------------------------
 
     def on_startup(self, fn: StartupHook) -> StartupHook:
         """Decorator: run ``await fn(nursery)`` at server startup (ASGI lifespan).
@@ -337,69 +364,34 @@ class WebSocketServer:
         self._shutdown_hooks.append(fn)
         return fn
 
-    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._trio_token = trio.lowlevel.current_trio_token()
-        async with trio.open_nursery() as nursery:
-            inner = await _InnerLifespan.start(self.http_app, scope, nursery)
-            event = await receive()
-            if event["type"] != "lifespan.startup":
-                return
-            try:
-                if isinstance(self.broker, RunnableBroker):
-                    # Before any startup code; cancelled with the nursery, after shutdown.
-                    await nursery.start(self.broker.run)
-                if inner is not None:
-                    await inner.forward(event, "lifespan.startup.complete")
-                for hook in self._startup_hooks:
-                    await hook(nursery)
-            except Exception as exc:
-                logger.exception("startup failed")
-                await send({"type": "lifespan.startup.failed", "message": repr(exc)})
-                nursery.cancel_scope.cancel()
-                return
-            await send({"type": "lifespan.startup.complete"})
-            event = await receive()
-            failed: str | None = None
-            for shutdown_hook in self._shutdown_hooks:
-                try:
-                    await shutdown_hook()
-                except Exception as exc:
-                    logger.exception("shutdown hook failed")
-                    failed = repr(exc)
-            if inner is not None:
-                try:
-                    await inner.forward(event, "lifespan.shutdown.complete")
-                except Exception as exc:
-                    failed = repr(exc)
-            nursery.cancel_scope.cancel()
-        if failed is None:
-            await send({"type": "lifespan.shutdown.complete"})
-        else:
-            await send({"type": "lifespan.shutdown.failed", "message": failed})
-
-    # -- ASGI --------------------------------------------------------------------------
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI application: WebSocket routes, the lifespan, then ``http_app``."""
         kind = scope["type"]
         if kind == "websocket":
+            from ._transports.asgi import ASGITransport, request_from_scope
+
             transport = ASGITransport(scope, receive, send, compression=bool(self.compression))
-            await self._serve_scope(transport, scope)
+            await self.serve_websocket(transport, request_from_scope(scope))
         elif kind == "lifespan":
-            await self._lifespan(scope, receive, send)
+            self._trio_token = trio.lowlevel.current_trio_token()
+            self._admitter()
+            await run_lifespan(
+                scope,
+                receive,
+                send,
+                broker=self.broker,
+                startup_hooks=self._startup_hooks,
+                shutdown_hooks=self._shutdown_hooks,
+                http_app=self.http_app,
+            )
         elif self.http_app is not None:
             await self.http_app(scope, receive, send)
         elif kind == "http":
             await _not_found(send)
 
-    async def _serve_scope(self, transport: Transport, scope: Scope) -> None:
-        if scope.get("query_string", b"").count(b"&") >= self.max_query_params:
-            await self._deny(transport, 400, "Too many query parameters", "BAD_REQUEST")
-            return
-        request = Request.from_scope(scope, None, self.trusted_proxies)
-        await self.serve_websocket(transport, request)
-
     async def serve_websocket(self, transport: Transport, request: Request) -> None:
-        """Admit or deny one upgrade request, then run the connection to its end.
+        """Admit or deny one upgrade request, run the connection to its end, and close
+        the transport.
 
         The transport-independent entry point: connection limits, routing, origin and
         subprotocol checks, ``authenticate``, then the connection engine. Transports call
@@ -407,126 +399,39 @@ class WebSocketServer:
         """
         if self._trio_token is None:
             self._trio_token = trio.lowlevel.current_trio_token()
-        # Upgrades being admitted count against the limits too: a burst of slow
-        # authentications must not let more connections in than allowed.
-        if self.max_connections is not None and (
-            len(self.registry) + self._admitting >= self.max_connections
-        ):
-            await self._deny(
-                transport, 503, "Server is at capacity", "SERVER_BUSY", {"retry-after": "1"}
-            )
-            return
-        ip = request.client[0] if request.client is not None else ""
-        if self.max_connections_per_ip is not None and (
-            self._per_ip.get(ip, 0) >= self.max_connections_per_ip
-        ):
-            await self._deny(
-                transport, 429, "Too many connections from this address", "TOO_MANY_CONNECTIONS"
-            )
-            return
-        self._admitting += 1
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        admitting = True
-
-        def admitted() -> None:
-            nonlocal admitting
-            admitting = False
-            self._admitting -= 1
-
-        try:
-            await self._admit_and_run(transport, request, admitted)
-        finally:
-            if admitting:
-                self._admitting -= 1
-            remaining = self._per_ip[ip] - 1
-            if remaining:
-                self._per_ip[ip] = remaining
-            else:
-                del self._per_ip[ip]
-
-    async def _admit_and_run(
-        self, transport: Transport, request: Request, on_admitted: Callable[[], None]
-    ) -> None:
-        """Route, check and authenticate; run the connection if admitted."""
-        match = self.router.match(request.path)
-        if match is None:
-            await self._deny(transport, 404, "Not Found", "NOT_FOUND")
-            return
-        route = match.route
-        request.path_params = match.params
-        policy = route.origin_policy or self.origin_policy
-        if policy is not None and not policy.allows(request.origin):
-            await self._deny(transport, 403, "Origin not allowed", "FORBIDDEN_ORIGIN")
-            return
-        subprotocol = route.select_subprotocol(request.subprotocols)
-        if subprotocol is None and route.subprotocol_required:
-            await self._deny(
-                transport,
-                400,
-                "None of the offered subprotocols is supported",
-                "UNSUPPORTED_SUBPROTOCOL",
-                {"sec-websocket-protocol": ", ".join(route.subprotocol_choices)},
-            )
-            return
-        user: Any = None
-        if route.authenticate_fn is not None:
+        async with self._admitter().admit(transport, request) as admitted:
+            if admitted is None:
+                return
             try:
-                user = route.authenticate_fn(request)
-                if inspect.isawaitable(user):
-                    user = await user
-            except Reject as reject:
-                await self._deny(
-                    transport, reject.status, reject.message, reject.code, reject.headers
-                )
+                await transport.accept(admitted.subprotocol, ())
+            except TransportClosed:
                 return
-            except Exception:
-                logger.exception("authenticate failed on %s", route.path)
-                await self._deny(transport, 401, "Authentication failed", AUTH_ERROR)
-                return
-            if user is None:
-                await self._deny(transport, 401, "Unauthorized", UNAUTHORIZED)
-                return
-        try:
-            await transport.accept(subprotocol, ())
-        except TransportClosed:
-            return
-        on_admitted()
-        self.stats.connections_accepted += 1
-        context = new_context(uuid.uuid4().hex, user, request)
-        connection: Connection[Any] = Connection(
-            transport=transport,
-            route=route,
-            context=context,
-            broker=self.broker,
-            options=self.options,
-            stats=self.stats,
-            subprotocol=subprotocol,
-            on_gone=self.registry.discard,
-        )
-        self.registry.add(connection)
-        await connection._run()  # pyright: ignore[reportPrivateUsage]
+            self.stats.connections_accepted += 1
+            connection: Connection[Any] = Connection(
+                transport=transport,
+                spec=admitted.spec,
+                context=new_context(uuid.uuid4().hex, admitted.user, request),
+                broker=self.broker,
+                stats=self.stats,
+                subprotocol=admitted.subprotocol,
+                on_gone=self.registry.discard,
+            )
+            self.registry.add(connection)
+            try:
+                await run_connection(connection)
+            finally:
+                # The connection keeps its place in the limits until its socket is closed.
+                with trio.CancelScope(shield=True):
+                    await transport.aclose()
 
-    async def _deny(
-        self,
-        transport: Transport,
-        status: int,
-        message: str,
-        code: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.stats.connections_denied += 1
-        body = orjson.dumps({"message": message, "code": code})
-        extra = [(k.lower(), v) for k, v in (headers or {}).items() if k.lower() != "content-type"]
-        with contextlib.suppress(TransportClosed):
-            await transport.deny(status, body, [_JSON, *extra])
-
-    # -- running under hypercorn from Python ---------------------------------------------
+    # -- serving -------------------------------------------------------------------------
 
     async def serve(
         self,
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
+        ssl_context: ssl.SSLContext | None = None,
         shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
         hypercorn_config: Any = None,
         task_status: trio.TaskStatus[list[BoundAddress]] = trio.TASK_STATUS_IGNORED,
@@ -535,20 +440,12 @@ class WebSocketServer:
         task is cancelled.
 
         ``port=0`` binds a free port; ``await nursery.start(server.serve, host, 0)``
-        returns the bound addresses. On shutdown every connection is closed with 1001
-        before hypercorn stops. ``hypercorn_config`` is a ``hypercorn.config.Config``
-        for everything else (TLS, access logs); its ``bind`` is replaced.
+        returns the bound addresses. ``ssl_context`` serves ``wss://`` (and ``https://``
+        for ``http_app``). On shutdown every connection is closed with 1001 before
+        hypercorn stops. ``hypercorn_config`` is a ``hypercorn.config.Config`` for
+        everything else (access logs, timeouts); its ``bind`` is replaced.
         """
-        from hypercorn.config import Config
-        from hypercorn.trio import serve as _hypercorn_serve  # pyright: ignore[reportUnknownVariableType]
-
-        hypercorn_serve = cast("Callable[..., Awaitable[None]]", _hypercorn_serve)
-
-        config = hypercorn_config if hypercorn_config is not None else Config()
-        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-        config.websocket_max_message_size = self.options.max_payload_length
-        if self.heartbeat_interval is not None:
-            config.websocket_ping_interval = self.heartbeat_interval
+        from ._transports import _hypercorn
 
         async def shutdown() -> None:
             if shutdown_trigger is None:
@@ -558,134 +455,115 @@ class WebSocketServer:
             await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
 
         async with trio.open_nursery() as nursery:
-            app: Any = self  # hypercorn's own ASGI types are narrower than ours
-            urls: list[str] = await nursery.start(
-                functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown)
+            bound: list[tuple[str, int]] = await nursery.start(
+                functools.partial(
+                    _hypercorn.serve,
+                    self,
+                    host,
+                    port,
+                    config=hypercorn_config,
+                    ssl_context=ssl_context,
+                    max_message_size=self.options.max_payload_length,
+                    ping_interval=self.heartbeat_interval,
+                    shutdown_trigger=shutdown,
+                )
             )
-            addresses: list[BoundAddress] = []
-            for url in urls:
-                parts = urlsplit(url)
-                addresses.append(BoundAddress(parts.hostname or host, parts.port or port))
-            task_status.started(addresses)
+            task_status.started([BoundAddress(h, p, ssl_context is not None) for h, p in bound])
 
     async def serve_native(
         self,
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
+        ssl_context: ssl.SSLContext | None = None,
         shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
         task_status: trio.TaskStatus[list[BoundAddress]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the routes with the native transport until ``shutdown_trigger`` returns
         or the task is cancelled.
 
-        The server's own WebSocket server on Trio sockets, with the ``websockets``
+        The server's own WebSocket server over Trio streams, with the ``websockets``
         package's protocol: one process, one Trio run, no ASGI in between. ``port=0``
         binds a free port; ``await nursery.start(server.serve_native, host, 0)`` returns
-        the bound addresses. Startup and shutdown hooks run as under hypercorn (and the
-        lifespan of ``http_app``, whose HTTP routes are not served here: a plain HTTP
-        request gets 426 Upgrade Required on a route's path and 404 elsewhere).
+        the bound addresses. ``ssl_context`` serves ``wss://``. Startup and shutdown
+        hooks run as under hypercorn (and the lifespan of ``http_app``, whose HTTP routes
+        are not served here: a plain HTTP request gets 426 Upgrade Required on a route's
+        path and 404 elsewhere).
 
         On shutdown the server stops accepting, closes every connection with 1001 (queued
         frames are dropped, so the close goes out at once), waits up to ``close_timeout``
         for the closing handshakes, then drops whatever is left and returns, even if a
-        client never reads. TLS is the reverse proxy's job (see the transports guide).
+        client never reads.
         """
         from ._transports import native
 
-        options = native.NativeOptions(
-            max_payload_length=self.options.max_payload_length,
-            compression=(
-                None
-                if self.compression is False
-                else "shared"
-                if self.compression is True
-                else self.compression
-            ),
-            heartbeat_interval=self.heartbeat_interval,
-            heartbeat_timeout=self.heartbeat_timeout,
-            close_timeout=self.options.close_timeout,
-            handshake_timeout=self.handshake_timeout,
+        native_server = native.NativeServer(
+            self.native_options(),
+            self.serve_websocket,
+            self._plain_http,
+            ssl_context=ssl_context,
         )
-        active = _ActiveCount()
-
-        def plain_http(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
-            if self.router.match(path) is None:
-                return 404, [_JSON], orjson.dumps({"message": "Not Found", "code": "NOT_FOUND"})
-            body = orjson.dumps(
-                {"message": "This path speaks WebSocket only", "code": "UPGRADE_REQUIRED"}
-            )
-            return 426, [_JSON, ("upgrade", "websocket"), ("connection", "Upgrade")], body
-
-        async def handle(stream: trio.SocketStream) -> None:
-            # The transport does its own non-blocking I/O on the plain socket.
-            sock = socket.socket(fileno=stream.socket.detach())
-            with active:
-                await native.serve_connection(sock, options, self._serve_scope, plain_http)
-
+        grace = self.options.close_timeout
         async with trio.open_nursery() as outer:
-            shutdown_lifespan = await self._start_lifespan(outer)
+            lifespan = LifespanDriver(self)
+            await lifespan.startup(outer)
             listeners = await trio.open_tcp_listeners(port, host=host)
             try:
                 addresses: list[BoundAddress] = []
                 for listener in listeners:
                     sockname: Any = listener.socket.getsockname()
-                    addresses.append(BoundAddress(str(sockname[0]), int(sockname[1])))
+                    addresses.append(
+                        BoundAddress(str(sockname[0]), int(sockname[1]), ssl_context is not None)
+                    )
                 async with trio.open_nursery() as connections:
 
-                    async def accept_loop(
+                    async def accept(
                         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
                     ) -> None:
                         with trio.CancelScope() as scope:
                             task_status.started(scope)
-                            await trio.serve_listeners(
-                                handle, listeners, handler_nursery=connections
-                            )
+                            await native_server.serve(listeners, handler_nursery=connections)
 
-                    accepting: trio.CancelScope = await connections.start(accept_loop)
+                    accepting: trio.CancelScope = await connections.start(accept)
                     task_status.started(addresses)
                     if shutdown_trigger is None:
                         await trio.sleep_forever()
                     else:
                         await shutdown_trigger()
                     accepting.cancel()
-                    with trio.move_on_after(self.options.close_timeout):
+                    with trio.move_on_after(grace):
                         await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
-                        await active.wait_zero()
+                        await native_server.wait_idle()
                     connections.cancel_scope.cancel()
             finally:
                 for listener in listeners:
-                    with contextlib.suppress(Exception):
-                        listener.socket.close()
-            with trio.move_on_after(self.options.close_timeout):
-                await shutdown_lifespan()
+                    listener.socket.close()
+            with trio.move_on_after(grace):
+                await lifespan.shutdown()
             outer.cancel_scope.cancel()
 
-    async def _start_lifespan(self, nursery: trio.Nursery) -> Callable[[], Awaitable[None]]:
-        """Run this app's ASGI lifespan in ``nursery`` (for :meth:`serve_native`); returns
-        the function that shuts it down."""
-        to_app, app_receive = trio.open_memory_channel[MutableMapping[str, Any]](1)
-        app_send, from_app = trio.open_memory_channel[MutableMapping[str, Any]](1)
+    def native_options(self) -> Any:
+        """The native transport's settings, from this server's options (internal)."""
+        from ._transports import native
 
-        async def run() -> None:
-            async with app_send:
-                scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-                await self._lifespan(scope, app_receive.receive, app_send.send)
+        compression = self.compression
+        return native.NativeOptions(
+            max_payload_length=self.options.max_payload_length,
+            compression=(
+                None if compression is False else "shared" if compression is True else compression
+            ),
+            close_timeout=self.options.close_timeout,
+            handshake_timeout=self.handshake_timeout,
+        )
 
-        nursery.start_soon(run)
-        await to_app.send({"type": "lifespan.startup"})
-        reply = await from_app.receive()
-        if reply["type"] != "lifespan.startup.complete":
-            raise RuntimeError(f"startup failed: {reply.get('message', reply['type'])}")
-
-        async def shutdown() -> None:
-            await to_app.send({"type": "lifespan.shutdown"})
-            with contextlib.suppress(trio.EndOfChannel):
-                reply = await from_app.receive()
-                if reply["type"] != "lifespan.shutdown.complete":
-                    logger.error("shutdown failed: %s", reply.get("message", reply["type"]))
-
-        return shutdown
+    def _plain_http(self, path: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
+        # The native server answers plain HTTP requests only to say where WebSockets are.
+        if self.router.match(path) is None:
+            return 404, [_JSON], orjson.dumps({"message": "Not Found", "code": NOT_FOUND})
+        body = orjson.dumps(
+            {"message": "This path speaks WebSocket only", "code": UPGRADE_REQUIRED}
+        )
+        return 426, [_JSON, ("upgrade", "websocket"), ("connection", "Upgrade")], body
 
     async def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Close every open connection now and wait (up to ``close_timeout``) until they
@@ -697,32 +575,10 @@ class WebSocketServer:
         never reads cannot hold the server past ``close_timeout``.
         """
         for connection in self.registry.all():
-            connection._close_now(code, reason)  # pyright: ignore[reportPrivateUsage]
+            close_now(connection, code, reason)
         await trio.lowlevel.checkpoint()
         with trio.move_on_after(self.options.close_timeout):
             await self.registry.wait_empty()
-
-
-class _ActiveCount:
-    """How many connections the native server is running; wait until none."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._zero = trio.Event()
-        self._zero.set()
-
-    def __enter__(self) -> None:
-        self.count += 1
-        if self._zero.is_set():
-            self._zero = trio.Event()
-
-    def __exit__(self, *exc: object) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self._zero.set()
-
-    async def wait_zero(self) -> None:
-        await self._zero.wait()
 
 
 async def _not_found(send: Send) -> None:
@@ -734,44 +590,3 @@ async def _not_found(send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b"Not Found"})
-
-
-class _InnerLifespan:
-    """The wrapped ``http_app``'s lifespan, run beside ours and driven by it."""
-
-    def __init__(self) -> None:
-        self._to_app, self._app_receive = trio.open_memory_channel[MutableMapping[str, Any]](1)
-        self._app_send, self._from_app = trio.open_memory_channel[MutableMapping[str, Any]](1)
-        self.supported = True
-
-    @classmethod
-    async def start(
-        cls, app: ASGIApp | None, scope: Scope, nursery: trio.Nursery
-    ) -> _InnerLifespan | None:
-        if app is None:
-            return None
-        inner = cls()
-
-        async def run() -> None:
-            try:
-                await app(scope, inner._app_receive.receive, inner._app_send.send)
-            except Exception:
-                # ASGI: an app that does not do lifespan may raise on the scope.
-                inner.supported = False
-            finally:
-                inner._app_send.close()
-
-        nursery.start_soon(run)
-        return inner
-
-    async def forward(self, event: MutableMapping[str, Any], expected: str) -> None:
-        if not self.supported:
-            return
-        await self._to_app.send(event)
-        try:
-            reply = await self._from_app.receive()
-        except trio.EndOfChannel:
-            self.supported = False  # returned without answering: no lifespan support
-            return
-        if reply["type"] != expected:
-            raise RuntimeError(f"http_app lifespan: {reply.get('message', reply['type'])}")

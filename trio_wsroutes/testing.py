@@ -32,7 +32,7 @@ import attrs
 import orjson
 import trio
 
-from ._server import ASGIApp
+from ._types import ASGIApp
 
 __all__ = ["ConnectionDenied", "TestClient", "TestConnection", "WebSocketClosed"]
 

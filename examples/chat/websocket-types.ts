@@ -11,9 +11,10 @@ export type WebSocketErrorCode =
   | "UNKNOWN_TYPE"
   | "VALIDATION_ERROR"
   | "RATE_LIMITED"
+  | "HANDLER_TIMEOUT"
   | "INTERNAL_ERROR"
-  | "UNAUTHORIZED"
-  | "AUTH_ERROR"
+  | "INVALID_TOPIC"
+  | "TOO_MANY_TOPICS"
   | (string & {});
 
 /** One problem with a message: where (`$.data.text`) and what was expected there. */

@@ -1,22 +1,33 @@
-"""The transport interface the connection engine is written against."""
+"""The transport interface the connection engine is written against.
+
+A transport turns bytes on a ``trio.abc.Stream`` (or ASGI events) into messages and back;
+it knows nothing of routes, brokers or envelopes. The engine drives it from three tasks,
+and each method belongs to exactly one of them:
+
+* the **reader** calls :meth:`Transport.receive`;
+* the **writer** calls :meth:`~Transport.send`, :meth:`~Transport.flush`,
+  :meth:`~Transport.ping` and :meth:`~Transport.close` — the only calls that wait on the
+  network;
+* any task may call :meth:`~Transport.try_send_nowait`, which never waits (the fan-out
+  fast path).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import attrs
 
-from .._messages import Frame
+from ._frames import Frame
 
-__all__ = ["Disconnect", "Transport", "TransportClosed", "Violation"]
+__all__ = ["NEEDS_FLUSH", "Disconnect", "NeedsFlush", "Transport", "TransportClosed", "Violation"]
 
 
 @attrs.frozen
 class Disconnect:
     """The connection ended: the peer closed it with ``code`` and ``reason``, it was
-    lost (1006), or the transport failed it (1007 invalid UTF-8, 1002 protocol error,
-    1011 heartbeat timeout)."""
+    lost (1006), or the transport failed it (1007 invalid UTF-8, 1002 protocol error)."""
 
     code: int
     reason: str = ""
@@ -25,11 +36,25 @@ class Disconnect:
 @attrs.frozen
 class Violation:
     """The peer broke a limit the transport enforces before buffering the message (a
-    frame over ``max_payload_length``: 1009). The transport has stopped reading; the
+    frame over the message size limit: 1009). The transport has stopped reading; the
     engine answers the messages that came before, then closes with ``code``."""
 
     code: int
     reason: str = ""
+
+
+class NeedsFlush:
+    """Returned by :meth:`Transport.receive` when reading produced control frames to
+    write (a pong, the echo of a close frame) that could not go out at once: the engine
+    has its writer call :meth:`Transport.flush`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEEDS_FLUSH"
+
+
+NEEDS_FLUSH: Final = NeedsFlush()
 
 
 class TransportClosed(Exception):
@@ -37,16 +62,29 @@ class TransportClosed(Exception):
 
 
 class Transport(Protocol):
-    """One WebSocket connection at the network level, before and after the upgrade.
+    """One WebSocket connection at the network level, after the upgrade request.
 
-    The engine calls ``accept`` or ``deny`` once, then ``receive`` from one task and
-    ``send`` and ``close`` from another. ``receive`` returns ``str`` for a text message,
-    ``bytes`` for a binary message, a :class:`Violation`, or a :class:`Disconnect` once
-    the connection has ended.
-
-    ``send`` may be cancelled: a transport either hands the whole frame to the network
-    or none of it, so that a close frame can follow a cancelled send.
+    The server calls ``accept`` or ``deny`` once; then the engine runs the connection.
+    ``send`` may be cancelled: a transport either keeps the unwritten rest of the frame
+    (and writes it before anything else) or, where the stream cannot say how much was
+    written, stops all output (the connection then ends without a close frame).
     """
+
+    pending: int
+    """Bytes taken for this connection and not yet written to the network (a frame
+    being written, the rest of one the socket did not take at once). The engine adds
+    it to its own queue for ``buffered_amount`` and the backpressure limit."""
+
+    @property
+    def can_ping(self) -> bool:
+        """Whether :meth:`ping` sends a WebSocket ping (ASGI cannot)."""
+        ...
+
+    @property
+    def last_activity(self) -> float | None:
+        """``trio.current_time()`` of the last frame received from the peer, control
+        frames (pongs) included, or ``None`` if the transport cannot see them."""
+        ...
 
     async def accept(self, subprotocol: str | None, headers: Sequence[tuple[str, str]]) -> None:
         """Complete the upgrade with HTTP 101."""
@@ -56,31 +94,47 @@ class Transport(Protocol):
         """Refuse the upgrade with a real HTTP response."""
         ...
 
-    async def receive(self) -> str | bytes | Violation | Disconnect:
-        """The next message from the peer."""
+    def limit_message_size(self, limit: int) -> bool:
+        """Refuse messages over ``limit`` bytes before buffering them, if this transport
+        can (``receive`` then reports a :class:`Violation`); ``False`` if it cannot, and
+        the engine checks each message itself."""
+        ...
+
+    async def receive(self) -> str | bytes | Violation | Disconnect | NeedsFlush:
+        """The next message from the peer (``str`` text, ``bytes`` binary), a
+        :class:`Violation`, :data:`NEEDS_FLUSH`, or a :class:`Disconnect` once the
+        connection has ended."""
         ...
 
     async def send(self, frame: Frame) -> None:
-        """Send one frame; raise :class:`TransportClosed` if the connection is gone."""
+        """Write one frame; raise :class:`TransportClosed` if the connection is gone."""
         ...
 
     def try_send_nowait(self, frame: Frame) -> bool:
         """Hand ``frame`` to the network without waiting, if the transport can.
 
-        The fast path of fan-out: the engine calls it only when nothing is queued for
-        this connection. A transport that returns ``True`` has taken the frame (what the
-        socket did not accept at once it sends before anything else); ``False`` means
-        the engine queues the frame for ``send`` as usual. Transports that cannot write
-        without waiting (ASGI) always return ``False``.
+        The fan-out fast path: the engine calls it only when nothing is queued for this
+        connection. ``True`` means the transport took the frame; what the socket did not
+        accept at once is counted in :attr:`pending`, and the engine has its writer call
+        :meth:`flush`. ``False`` means the engine queues the frame for :meth:`send`.
+        Transports that cannot write without waiting (ASGI) always return ``False``.
         """
         ...
 
-    @property
-    def last_activity(self) -> float | None:
-        """``trio.current_time()`` of the last frame received from the peer, control
-        frames (pongs) included, or ``None`` if the transport cannot see them."""
+    async def flush(self) -> None:
+        """Write what :attr:`pending` holds and any control frames waiting."""
+        ...
+
+    async def ping(self) -> None:
+        """Send a WebSocket ping (only called when :attr:`can_ping`)."""
         ...
 
     async def close(self, code: int, reason: str) -> None:
-        """Send a close frame with ``code`` and ``reason``."""
+        """Send a close frame with ``code`` and ``reason`` (after what is pending)."""
+        ...
+
+    async def aclose(self) -> None:
+        """After the engine: finish the closing handshake within the transport's grace
+        period and release the network resources. The server releases the connection's
+        slot in its limits only after this returns."""
         ...

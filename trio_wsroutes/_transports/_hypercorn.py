@@ -1,4 +1,9 @@
-"""Refusing permessage-deflate under hypercorn (server option ``compression=False``).
+"""Running under hypercorn from Python, and refusing permessage-deflate there.
+
+:func:`serve` runs hypercorn's trio worker with the server's settings (TLS from an
+``ssl.SSLContext`` included).
+
+Refusing permessage-deflate (server option ``compression=False``):
 
 hypercorn (0.17, 0.18) always accepts permessage-deflate when a client offers it: its
 ``Handshake.accept`` builds ``extensions = [PerMessageDeflate()]`` and nothing in its
@@ -21,10 +26,15 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import ssl
+from collections.abc import Awaitable, Callable
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
-__all__ = ["SUPPORTED", "install", "refuse_compression"]
+import trio
+
+__all__ = ["SUPPORTED", "install", "refuse_compression", "serve"]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -88,3 +98,62 @@ def _has_extensions_attribute(handshake: Any) -> bool:
     init = getattr(handshake, "__init__", None)
     code = getattr(init, "__code__", None)
     return code is not None and "extensions" in code.co_names
+
+
+async def serve(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    config: Any = None,
+    ssl_context: ssl.SSLContext | None = None,
+    max_message_size: int | None = None,
+    ping_interval: float | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI ``app`` with hypercorn's trio worker on ``host:port`` until
+    ``shutdown_trigger`` returns; reports the bound ``(host, port)`` pairs.
+
+    ``config`` is a ``hypercorn.config.Config`` for everything else (its ``bind`` is
+    replaced). ``ssl_context`` serves TLS with that context (hypercorn's own config only
+    takes certificate files).
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as _hypercorn_serve  # pyright: ignore[reportUnknownVariableType]
+
+    hypercorn_serve = cast("Callable[..., Awaitable[None]]", _hypercorn_serve)
+    config = config if config is not None else Config()
+    if ssl_context is not None:
+        config = _with_ssl_context(config, ssl_context)
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if max_message_size is not None:
+        config.websocket_max_message_size = max_message_size
+    if ping_interval is not None:
+        config.websocket_ping_interval = ping_interval
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(
+            functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown_trigger)
+        )
+        addresses: list[tuple[str, int]] = []
+        for url in urls:
+            parts = urlsplit(url)
+            addresses.append((parts.hostname or host, parts.port or port))
+        task_status.started(addresses)
+
+
+def _with_ssl_context(config: Any, context: ssl.SSLContext) -> Any:
+    """A copy of ``config`` that serves TLS with ``context``."""
+    base: type[Any] = config.__class__
+
+    class _TLSConfig(base):  # type: ignore[misc]
+        @property
+        def ssl_enabled(self) -> bool:
+            return True
+
+        def create_ssl_context(self) -> ssl.SSLContext:
+            return context
+
+    copy: Any = _TLSConfig.__new__(_TLSConfig)
+    copy.__dict__.update(config.__dict__)
+    return copy

@@ -1,15 +1,25 @@
-"""The ASGI transport: the engine served by hypercorn's trio worker (or any ASGI server)."""
+"""The ASGI transport: the engine served by hypercorn's trio worker (or any ASGI server).
+
+ASGI hides the frames: the server answers pings itself, and the app cannot see pongs,
+cannot refuse a message before the server has read it whole, and cannot write without
+waiting. So this transport reports ``can_ping = False`` and ``last_activity = None``, and
+leaves the size check to the engine; hypercorn's own ``websocket_max_message_size`` (set
+by :meth:`WebSocketServer.serve`) bounds what it buffers before the app sees a message.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from .._messages import Frame
-from . import _hypercorn
-from ._base import Disconnect, TransportClosed, Violation
+import trio
 
-__all__ = ["ASGITransport"]
+from .._request import Request
+from . import _hypercorn
+from ._base import Disconnect, NeedsFlush, TransportClosed, Violation
+from ._frames import Frame
+
+__all__ = ["ASGITransport", "request_from_scope"]
 
 ASGIMessage = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[ASGIMessage]]
@@ -25,7 +35,7 @@ class ASGITransport:
     allows it (hypercorn 0.17 and 0.18, see ``_hypercorn.py``).
     """
 
-    __slots__ = ("_compression", "_connected", "_receive", "_send", "scope")
+    __slots__ = ("_compression", "_connected", "_receive", "_send", "pending", "scope")
 
     def __init__(
         self,
@@ -40,6 +50,22 @@ class ASGITransport:
         self._send = send
         self._connected = False
         self._compression = compression
+        self.pending: int = 0
+        """The size of the frame being handed to the server."""
+
+    @property
+    def can_ping(self) -> bool:
+        """ASGI has no ping event: ``False``."""
+        return False
+
+    @property
+    def last_activity(self) -> float | None:
+        """ASGI hides control frames: ``None``."""
+        return None
+
+    def limit_message_size(self, limit: int) -> bool:
+        """The server has read a message whole before the app sees it: ``False``."""
+        return False
 
     async def _await_connect(self) -> Disconnect | None:
         # ASGI delivers "websocket.connect" first; it must be read before answering.
@@ -83,7 +109,7 @@ class ASGITransport:
             {"type": "websocket.http.response.body", "body": body, "more_body": False}
         )
 
-    async def receive(self) -> str | bytes | Violation | Disconnect:
+    async def receive(self) -> str | bytes | Violation | Disconnect | NeedsFlush:
         while True:
             message = await self._receive()
             kind = message["type"]
@@ -96,22 +122,32 @@ class ASGITransport:
                 return Disconnect(int(message.get("code", 1005)), message.get("reason") or "")
 
     async def send(self, frame: Frame) -> None:
-        if frame.binary:
-            await self._send_checked({"type": "websocket.send", "bytes": frame.payload})
-        else:
-            await self._send_checked({"type": "websocket.send", "text": frame.text})
+        self.pending = frame.size
+        try:
+            if frame.binary:
+                await self._send_checked({"type": "websocket.send", "bytes": frame.payload})
+            else:
+                await self._send_checked({"type": "websocket.send", "text": frame.text})
+        finally:
+            self.pending = 0
 
     def try_send_nowait(self, frame: Frame) -> bool:
         """ASGI sends always await the server: never."""
         return False
 
-    @property
-    def last_activity(self) -> float | None:
-        """ASGI hides control frames: ``None``."""
-        return None
+    async def flush(self) -> None:
+        """Nothing is ever held back: a checkpoint."""
+        await trio.lowlevel.checkpoint()
+
+    async def ping(self) -> None:
+        """Not available (``can_ping`` is ``False``)."""
+        raise NotImplementedError("ASGI cannot send WebSocket pings")
 
     async def close(self, code: int, reason: str) -> None:
         await self._send_checked({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def aclose(self) -> None:
+        """The server finishes the closing handshake once the app returns."""
 
     async def _send_checked(self, message: ASGIMessage) -> None:
         try:
@@ -119,3 +155,9 @@ class ASGITransport:
         except (OSError, RuntimeError) as exc:
             # Servers differ in what a send on a closed connection raises.
             raise TransportClosed(str(exc)) from exc
+
+
+def request_from_scope(scope: MutableMapping[str, Any]) -> Request:
+    """The upgrade request of an ASGI ``websocket`` scope, as the socket peer sent it
+    (the server applies ``trusted_proxies``)."""
+    return Request.from_scope(scope)

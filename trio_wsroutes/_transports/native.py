@@ -1,32 +1,42 @@
-"""The native transport: a WebSocket server of its own on Trio sockets.
+"""The native transport: a WebSocket server of its own, over any Trio stream.
 
 The protocol is the sans-I/O ``ServerProtocol`` of the ``websockets`` package (its C
-speed-ups, its permessage-deflate); the I/O is ours. Each TCP connection gets a
-:class:`NativeTransport` that owns the socket and three paths to it:
+speed-ups, its permessage-deflate); the I/O is ours, on a ``trio.abc.Stream``: plain TCP,
+TLS (``trio.SSLStream``) or an in-memory pair in tests. :func:`serve_stream` runs one
+connection (handshake, admission by the server, the engine, the closing handshake);
+:class:`NativeServer` accepts TCP connections for it.
 
-* **reading**: the engine's reader calls :meth:`~NativeTransport.receive`, which reads
-  the socket, feeds the protocol, answers pings, reassembles fragmented messages and
-  checks their UTF-8 as they come (invalid text fails the connection with 1007 at the
-  first bad fragment). A frame whose header announces more than ``max_payload_length``
-  is refused before its payload is read: ``receive`` reports a
-  :class:`~._base.Violation` (1009), and the rest of the peer's data is discarded.
-* **writing**: every write first tries the socket without waiting; what the socket
-  does not take goes to a per-connection buffer that a flusher task drains when the
-  socket is writable. :meth:`~NativeTransport.send` waits only while that buffer is
-  over its limit, and since the frame is in the buffer before the wait, a cancelled
-  send never leaves half a frame: a close frame can always follow.
-  :meth:`~NativeTransport.try_send_nowait` is the fan-out fast path: the wire bytes of a
+A :class:`NativeTransport` has three paths to its stream:
+
+* **reading** (the engine's reader): :meth:`~NativeTransport.receive` reads, feeds the
+  protocol, reassembles fragmented messages and checks their UTF-8 as they come (invalid
+  text fails the connection with 1007 at the first bad fragment). A frame whose header
+  announces more than the size limit is refused before its payload is read: ``receive``
+  reports a :class:`~._base.Violation` (1009), and the rest of the peer's data is
+  discarded. Fragments are charged a fixed overhead each against the same limit, so a
+  flood of tiny or empty fragments is refused too. Control frames the protocol answers
+  (pongs, the echo of a close) are written at once when the stream allows it without
+  waiting, else kept (only the latest pong) for the writer.
+* **writing** (the engine's writer): on a :class:`~._streams.NonBlockingStream` (plain
+  TCP) every write first goes out without waiting and only the rest is waited for; that
+  rest is kept in :attr:`~NativeTransport.pending`, so a send cancelled by an urgent
+  close never leaves half a frame: the close frame can always follow. Over other streams
+  (TLS) a write is a ``send_all``; a cancelled one ends the connection without a close
+  frame, since the stream cannot say how much went out.
+* the **fan-out fast path**: :meth:`~NativeTransport.try_send_nowait` writes a frame
+  without waiting when nothing is queued, on plain TCP only; the wire bytes of a
   :class:`~trio_wsroutes.Frame` are built once (:meth:`Frame.wire`) and shared.
-* **compression**: by default the server answers permessage-deflate offers with
-  ``server_no_context_takeover`` (RFC 7692 lets a server add it even when the client
-  did not ask), so each message compresses on its own and to the same bytes for every
-  connection with the same window: :meth:`Frame.wire_deflated` compresses once per
-  publish. ``"context_takeover"`` keeps a compressor per connection instead (a better
-  ratio, a compression per recipient and about 100 KiB per connection).
 
-Closing follows RFC 6455: the server sends its close frame, half-closes TCP once the
-peer answered (or at once when failing the connection), and waits up to
-``close_timeout`` for the peer to close before it drops the socket.
+Compression: by default the server answers permessage-deflate offers with
+``server_no_context_takeover`` (RFC 7692 lets a server add it even when the client did
+not ask), so each message compresses on its own and to the same bytes for every
+connection with the same window: :meth:`Frame.wire_deflated` compresses once per publish.
+``"context_takeover"`` keeps a compressor per connection instead. Inflating is bounded by
+the size limit before the memory is allocated (``websockets`` inflates with a maximum).
+
+Closing follows RFC 6455: the server sends its close frame, half-closes TCP once the peer
+answered (or at once when failing the connection), and waits up to ``close_timeout`` for
+the peer to close before it drops the connection.
 """
 
 from __future__ import annotations
@@ -35,7 +45,6 @@ import codecs
 import email.utils
 import http
 import logging
-import math
 import os
 import socket
 from collections import deque
@@ -60,15 +69,20 @@ from websockets.protocol import CLOSED, CONNECTING, OPEN, Protocol
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from .._messages import Frame, frame_header
-from ._base import Disconnect, TransportClosed, Violation
+from .._codes import CloseCode
+from .._request import Headers, Request
+from ._base import NEEDS_FLUSH, Disconnect, NeedsFlush, TransportClosed, Violation
+from ._frames import Frame, frame_header
+from ._streams import NonBlockingStream, SocketStream
 
 __all__ = [
     "CompressionMode",
     "NativeOptions",
+    "NativeServer",
     "NativeTransport",
-    "Scope",
-    "serve_connection",
+    "PlainHTTP",
+    "ServeWebSocket",
+    "serve_stream",
 ]
 
 logger = logging.getLogger("trio_wsroutes")
@@ -77,33 +91,38 @@ CompressionMode = Literal["shared", "context_takeover"]
 """How the native transport compresses: ``"shared"`` (no context takeover, compressed
 once per message for all recipients) or ``"context_takeover"`` (per connection)."""
 
-Scope = dict[str, Any]
-"""The upgrade request in the shape of an ASGI ``websocket`` scope (path, query_string,
-headers, client, scheme, subprotocols), so the server builds its ``Request`` one way."""
+ServeWebSocket = Callable[["NativeTransport", Request], Awaitable[None]]
+"""The server's side of an upgrade: admit or deny, run the connection, ``aclose``."""
+PlainHTTP = Callable[[str], tuple[int, Sequence[tuple[str, str]], bytes]]
+"""The answer to a plain HTTP request for a path: status, headers and body."""
 
 _RECEIVE_SIZE: Final = 65536
-_MAX_WRITEV: Final = 64
+_YIELD_EVERY: Final = 65536
+"""Bytes a connection may read in a row before it lets other tasks run, so that a peer
+that never stops sending (a ping flood) cannot starve the others."""
+_FRAGMENT_COST: Final = 64
+"""Bytes each fragment of a message is charged beyond its payload: empty or tiny
+fragments cost memory and time too."""
 _CLIENT_WINDOW_BITS: Final = 12
 """Asked of clients that offer ``client_max_window_bits``: a 4 KiB window keeps the
 decompressor of each connection small."""
+_FAILED_QUIET: Final = 0.2
+"""After failing a connection, how long the peer may stay silent before the connection
+is closed (longer than a round trip on any sane network; the close frame is out)."""
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
-_PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
+_CLOSE = Opcode.CLOSE
+_PONG_BYTE: Final = 0x8A  # FIN + pong opcode: the first byte of a pong the server sends
 
 
 @attrs.frozen
 class NativeOptions:
-    """Settings of the native transport, taken from the server's options."""
+    """Settings of the native transport, from the server's options."""
 
     max_payload_length: int = 16 * 1024 * 1024
     compression: CompressionMode | None = "shared"
-    heartbeat_interval: float | None = None
-    heartbeat_timeout: float = 20.0
     close_timeout: float = 5.0
     handshake_timeout: float = 10.0
-    write_buffer_limit: int = 64 * 1024
-    """Bytes a connection's own write buffer holds before ``send`` waits (what the
-    socket did not take at once)."""
 
     def extension_factories(self) -> list[ServerExtensionFactory] | None:
         """What the handshake offers, per ``compression``."""
@@ -122,24 +141,23 @@ class NativeOptions:
         return [factory]
 
 
-_FAILED_QUIET = 0.2
-"""After failing a connection, how long the peer may stay silent before the socket is
-closed (longer than a round trip on any sane network; the close frame is out already)."""
-
-
 class _ServerProtocol(ServerProtocol):
-    """``ServerProtocol`` that refuses an oversized frame without failing at once.
+    """``ServerProtocol`` with two changes.
 
-    ``websockets`` fails the connection (close frame, EOF) as soon as a frame header
-    announces more than ``max_size``. Here the refusal is recorded instead and the rest
-    of the input is discarded, unread into memory, so that the engine can first answer
-    the messages that came before; its close then fails the connection with 1009.
+    * An oversized frame is refused without failing at once: ``websockets`` fails the
+      connection (close frame, EOF) as soon as a frame header announces more than the
+      limit. Here the refusal is recorded instead and the rest of the input is
+      discarded, unread into memory, so that the engine can first answer the messages
+      that came before; its close then fails the connection with 1009.
+    * A close frame between the fragments of a message is a clean close (RFC 6455 5.4
+      lets control frames interleave; the unfinished message is dropped), not the
+      protocol error ``websockets`` reports.
     """
 
     refused: tuple[int, str] | None = None
 
     def fail(self, code: int, reason: str = "") -> None:
-        if code == 1009 and self.state is OPEN and self.refused is None:
+        if code == CloseCode.MESSAGE_TOO_BIG and self.state is OPEN and self.refused is None:
             self.refused = (code, reason)
             self.parser = self._discard_refused()
             next(self.parser)
@@ -149,6 +167,11 @@ class _ServerProtocol(ServerProtocol):
     def fail_now(self, code: int, reason: str) -> None:
         """Fail the connection (close frame, then EOF), even after a refusal."""
         Protocol.fail(self, code, reason)
+
+    def recv_frame(self, frame: WSFrame) -> None:
+        if frame.opcode is _CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
 
     def _discard_refused(self) -> Generator[None]:
         while not (yield from self.reader.at_eof()):
@@ -176,31 +199,43 @@ def _close_reason(reason: str) -> str:
 class NativeTransport:
     """One connection of the native server, as the engine's transport."""
 
-    def __init__(self, sock: socket.socket, options: NativeOptions, nursery: trio.Nursery) -> None:
-        self._sock = sock
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        options: NativeOptions,
+        *,
+        scheme: str = "ws",
+        peer: tuple[str, int] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._nb: NonBlockingStream | None = (
+            stream if isinstance(stream, NonBlockingStream) else None
+        )
         self._options = options
-        self._nursery = nursery
+        self.scheme: str = scheme
+        self.peer: tuple[str, int] | None = peer
         self.protocol: _ServerProtocol = _ServerProtocol(
             extensions=options.extension_factories(),
             max_size=options.max_payload_length,
         )
-        self._out: deque[bytes | memoryview] = deque()
-        self._out_size = 0
-        self._limit = options.write_buffer_limit
+        self.pending: int = 0
+        """Bytes taken and not yet written: the rest of a frame, control frames."""
+        self._rest: memoryview | None = None  # what the stream did not take of a frame
+        self._control: deque[bytes] = deque()  # close frames, HTTP responses
+        self._pong: bytes | None = None  # only the latest pong is owed (RFC 6455 5.5.3)
         self._eof_pending = False
         self._eof_sent = False
         self._broken = False
-        self._aborted = False
-        self._has_output = trio.lowlevel.ParkingLot()
-        self._drained = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self._flush_requested = False
         self._events: deque[Any] = deque()
         self._eof_received = False
         self._fragments: list[Any] | None = None
+        self._fragment_cost = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         self._last_activity: float | None = None
-        self._reading = False
         self._emptied = False
-        self._dead: Disconnect | None = None
+        self._unyielded = 0
         self._refusal_reported = False
         self._response: WSResponse | None = None
         self._shared_window_bits: int | None = None
@@ -209,15 +244,25 @@ class NativeTransport:
     # -- the engine's interface -----------------------------------------------------------
 
     @property
+    def can_ping(self) -> bool:
+        """WebSocket pings: ``True``."""
+        return True
+
+    @property
     def last_activity(self) -> float | None:
         """When bytes last came from the peer (any frame, pongs included)."""
         return self._last_activity
 
+    def limit_message_size(self, limit: int) -> bool:
+        """Refuse frames and messages over ``limit`` before reading their payload."""
+        self.protocol.max_message_size = limit
+        return True
+
     async def accept(self, subprotocol: str | None, headers: Sequence[tuple[str, str]]) -> None:
         """Send the 101 response prepared by the handshake."""
-        await trio.lowlevel.checkpoint()
         response = self._response
         if response is None or self._broken:
+            await trio.lowlevel.checkpoint()
             raise TransportClosed("client left before the upgrade")
         self._response = None
         if subprotocol is not None:
@@ -226,25 +271,21 @@ class NativeTransport:
         for name, value in headers:
             response.headers[name] = value
         self.protocol.send_response(response)
-        self._flush_protocol()
+        self._take_output()
+        await self.flush()
         for extension in self.protocol.extensions:
             if isinstance(extension, PerMessageDeflate):
                 if extension.local_no_context_takeover and self._options.compression == "shared":
                     self._shared_window_bits = extension.local_max_window_bits
                 else:
                     self._deflate = extension
-        if self._options.heartbeat_interval is not None:
-            self._nursery.start_soon(
-                self._heartbeat, self._options.heartbeat_interval, self._options.heartbeat_timeout
-            )
 
     async def deny(self, status: int, body: bytes, headers: Sequence[tuple[str, str]]) -> None:
-        """Answer the upgrade request with an HTTP response and close."""
-        await trio.lowlevel.checkpoint()
+        """Answer the upgrade request with an HTTP response; the connection then ends."""
         self._response = None
-        self.respond(status, headers, body)
+        await self.respond(status, headers, body)
 
-    async def receive(self) -> str | bytes | Violation | Disconnect:
+    async def receive(self) -> str | bytes | Violation | Disconnect | NeedsFlush:
         """The next message; fragments are joined, text is checked as UTF-8."""
         protocol = self.protocol
         events = self._events
@@ -253,77 +294,143 @@ class NativeTransport:
                 result = self._on_event(events.popleft())
                 if result is not None:
                     return result
+            if self._has_output() and not self._flush_nowait() and not self._flush_requested:
+                self._flush_requested = True
+                return NEEDS_FLUSH
             if protocol.refused is not None:
                 if not self._refusal_reported:
                     self._refusal_reported = True
                     return Violation(*protocol.refused)
                 await trio.sleep_forever()  # the engine stops reading after a refusal
-            if self._dead is not None:
-                return self._dead
             if protocol.state is not OPEN or self._eof_received:
                 return self._ended()
-            data = await self._recv()
-            self._feed(data)
+            self._feed(await self._read())
+            if self._has_output():
+                # Pongs and the echo of a close go out at once where they can.
+                self._flush_nowait()
             events.extend(protocol.events_received())
 
     async def send(self, frame: Frame) -> None:
-        """Write ``frame``; wait while this connection's write buffer is over its limit.
-
-        The frame is in the buffer before the wait, so cancelling the wait never cuts a
-        frame.
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()
+        """Write ``frame`` (after anything still pending)."""
         if self._broken:
+            await trio.lowlevel.checkpoint()
             raise TransportClosed("connection closed")
         if self.protocol.state is not OPEN:
             # Closing: no data frame may follow a close frame. The reader reports how
             # the connection ended (the peer's own code, if it closed it).
+            await trio.lowlevel.checkpoint()
             return
-        self._write(self._encode(frame))
-        while self._out_size > self._limit and not self._broken:
-            await self._drained.park()
+        await self._write(self._encode(frame))
 
     def try_send_nowait(self, frame: Frame) -> bool:
-        """Write ``frame`` now if nothing is waiting in the write buffer."""
-        if self._out or self._broken or self.protocol.state is not OPEN:
+        """Write ``frame`` now (plain TCP) if nothing is waiting to be written."""
+        nb = self._nb
+        if (
+            nb is None
+            or self.pending
+            or self._pong is not None
+            or self._broken
+            or self.protocol.state is not OPEN
+        ):
             return False
-        self._write(self._encode(frame))
+        data = self._encode(frame)
+        try:
+            sent = nb.send_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._break()
+            return False  # queued instead: the writer finds the connection gone
+        if sent < len(data):
+            self._rest = memoryview(data)[sent:]
+            self.pending += len(data) - sent
         return True
 
+    async def flush(self) -> None:
+        """Write the rest of a frame, owed control frames, and the half-close."""
+        self._flush_requested = False
+        nb = self._nb
+        if nb is None:
+            while True:
+                data = self._next_control()
+                if data is None:
+                    break
+                await self._send_all(data)
+            if self._eof_pending and not self._eof_sent:
+                self._eof_sent = True
+                if isinstance(self._stream, trio.abc.HalfCloseableStream):
+                    try:
+                        await self._stream.send_eof()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self._break()
+            else:
+                await trio.lowlevel.checkpoint()
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            await self._drain()
+            if self._flush_nowait():
+                break
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def ping(self) -> None:
+        """Send a WebSocket ping."""
+        if self._broken or self.protocol.state is not OPEN:
+            await trio.lowlevel.checkpoint()
+            return
+        self.protocol.send_ping(os.urandom(4))
+        self._take_output()
+        await self.flush()
+
     async def close(self, code: int, reason: str) -> None:
-        """Queue the close frame (after what is buffered); the closing handshake is
-        finished by :func:`serve_connection`."""
-        await trio.lowlevel.checkpoint()
+        """Send the close frame after what is pending; the closing handshake is finished
+        by :meth:`aclose`."""
         if self._broken:
+            await trio.lowlevel.checkpoint()
             raise TransportClosed("connection closed")
         protocol = self.protocol
         if protocol.state is not OPEN:
+            await trio.lowlevel.checkpoint()
             return
         reason = _close_reason(reason)
         try:
             Close(code, reason).check()
         except WSProtocolError:
             logger.warning("invalid close code %r; closing with 1011 instead", code)
-            code, reason = 1011, ""
+            code, reason = CloseCode.INTERNAL_ERROR, ""
         if protocol.refused is not None:
             protocol.fail_now(code, reason)
         else:
             protocol.send_close(code, reason)
-        self._flush_protocol()
+        self._take_output()
+        await self.flush()
+
+    async def aclose(self) -> None:
+        """Finish the closing handshake (up to ``close_timeout``), then close the stream.
+        Idempotent."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            with trio.move_on_after(self._options.close_timeout):
+                await self._finish()
+        finally:
+            self._closed = True
+            self._break()
+            await trio.aclose_forcefully(self._stream)
 
     # -- the handshake and plain HTTP ----------------------------------------------------
 
     async def read_request(self) -> WSRequest | None:
-        """The HTTP request that opens the connection, or ``None`` if none came."""
+        """The HTTP request that opens the connection, or ``None`` if none came (an
+        error response, if the protocol wrote one, is sent)."""
         protocol = self.protocol
         while True:
             for event in protocol.events_received():
                 if isinstance(event, WSRequest):
                     return event
             if protocol.handshake_exc is not None or self._eof_received:
-                self._flush_protocol()  # an error response, if the protocol wrote one
+                await self.flush()
                 return None
-            self._feed(await self._recv())
+            self._feed(await self._read())
 
     def prepare(self, request: WSRequest) -> WSResponse:
         """Check the upgrade and negotiate extensions; a 101 response is kept for
@@ -333,8 +440,26 @@ class NativeTransport:
             self._response = response
         return response
 
-    def respond(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> None:
-        """Send an HTTP response and end the connection."""
+    def make_request(self, request: WSRequest) -> Request:
+        """The upgrade request as the server's :class:`~trio_wsroutes.Request`."""
+        path, _, query = request.path.partition("?")
+        subprotocols = [
+            token.strip()
+            for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for token in value.split(",")
+            if token.strip()
+        ]
+        return Request(
+            path=unquote(path),
+            headers=Headers(request.headers.raw_items()),
+            query_string=query,
+            client=self.peer,
+            scheme=self.scheme,
+            subprotocols=subprotocols,
+        )
+
+    async def respond(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> None:
+        """Send an HTTP response; the connection then ends."""
         try:
             phrase = http.HTTPStatus(status).phrase
         except ValueError:
@@ -349,76 +474,42 @@ class NativeTransport:
         for name, value in headers:
             if name.lower() != "content-length":
                 raw[name] = value
-        self.send_response(WSResponse(status, phrase, raw, body))
+        await self.send_response(WSResponse(status, phrase, raw, body))
 
-    def send_response(self, response: WSResponse) -> None:
+    async def send_response(self, response: WSResponse) -> None:
         """Send a response the protocol prepared (an upgrade refused by it)."""
         self.protocol.send_response(response)
-        self._flush_protocol()
-
-    async def finish(self, grace: float) -> None:
-        """After the engine: flush, wait for the peer's close (or EOF) up to ``grace``."""
-        protocol = self.protocol
-        if self._broken:
-            return
-        if protocol.state is OPEN and protocol.refused is None:
-            # The engine ended without a close frame (its close deadline passed while
-            # the peer was not reading): nothing more can reach the peer.
-            return
-        with trio.move_on_after(grace):
-            # Done when both close frames have crossed (the server then closes TCP
-            # first, as RFC 6455 7.1.1 asks), or the peer closed TCP. After a failure
-            # (1009, 1007, 1002) keep reading, to discard the rest of what the peer
-            # sends, until its EOF: closing with unread data would reset the connection
-            # and could destroy the close frame on its way.
-            while not self._eof_received and not self._broken:
-                if protocol.close_rcvd is not None and protocol.close_sent is not None:
-                    break
-                if protocol.refused is not None and self._eof_sent:
-                    # Failed: the peer's close frame is discarded with the rest, so wait
-                    # only while it keeps sending. Some clients never close TCP first.
-                    with trio.move_on_after(_FAILED_QUIET):
-                        self._feed(await self._recv())
-                        continue
-                    break
-                self._feed(await self._recv())
-                self._events.clear()
-                protocol.events_received()
-            await self.wait_flushed()
-
-    async def wait_flushed(self) -> None:
-        """Wait until everything written has gone to the socket."""
-        while (self._out or (self._eof_pending and not self._eof_sent)) and not self._broken:
-            await self._drained.park()
+        self._take_output()
+        await self.flush()
 
     # -- reading -------------------------------------------------------------------------
 
-    async def _recv(self) -> bytes:
-        sock = self._sock
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while not self._aborted:
+    async def _read(self) -> bytes:
+        nb = self._nb
+        if nb is None:
+            try:
+                return bytes(await self._stream.receive_some(_RECEIVE_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+        if self._unyielded >= _YIELD_EVERY:
+            # The peer keeps the socket full: let the other connections run.
+            self._unyielded = 0
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
             # A read shorter than the buffer emptied the socket: wait for readiness
             # instead of spending a recv on EAGAIN first (as libuv does). On a
             # request/response connection that is one syscall less per message.
             if not self._emptied:
-                try:
-                    data = sock.recv(_RECEIVE_SIZE)
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    return b""  # reset by the peer: the same as an EOF without a close frame
-                else:
+                data = nb.receive_nowait(_RECEIVE_SIZE)
+                if data is not None:
                     self._emptied = 0 < len(data) < _RECEIVE_SIZE
+                    self._unyielded += len(data)
                     return data
             self._emptied = False
-            self._reading = True
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except trio.ClosedResourceError:
-                break
-            finally:
-                self._reading = False
-        return b""
+            self._unyielded = 0
+            await nb.wait_readable()
 
     def _feed(self, data: bytes) -> None:
         if self._eof_received:
@@ -429,7 +520,7 @@ class NativeTransport:
         else:
             self._eof_received = True
             self.protocol.receive_eof()
-        self._flush_protocol()
+        self._take_output()
 
     def _on_event(self, event: WSFrame) -> str | bytes | Disconnect | None:
         opcode = event.opcode
@@ -438,41 +529,61 @@ class NativeTransport:
                 try:
                     return str(event.data, "utf-8")
                 except UnicodeDecodeError:
-                    return self._fail(1007, "invalid UTF-8")
+                    return self._fail(CloseCode.INVALID_DATA, "invalid UTF-8")
             self._decoder = codecs.getincrementaldecoder("utf-8")()
             self._fragments = []
+            self._fragment_cost = 0
             return self._text_fragment(event)
         if opcode is _BINARY:
             if event.fin:
                 return bytes(event.data)
             self._decoder = None
-            self._fragments = [bytes(event.data)]
-            return None
+            self._fragments = []
+            self._fragment_cost = 0
+            return self._binary_fragment(event)
         if opcode is _CONT:
             if self._decoder is not None:
                 return self._text_fragment(event)
-            assert self._fragments is not None
-            self._fragments.append(bytes(event.data))
-            if event.fin:
-                data = b"".join(self._fragments)
-                self._fragments = None
-                return data
-            return None
+            return self._binary_fragment(event)
         if opcode is _CLOSE:
+            self._fragments = self._decoder = None
             close = self.protocol.close_rcvd
             if close is None:  # pragma: no cover - the protocol always sets it
-                return Disconnect(1005, "")
+                return Disconnect(CloseCode.NO_STATUS, "")
             return Disconnect(int(close.code), close.reason)
         return None  # ping (answered by the protocol) or pong (activity, already noted)
+
+    def _charge(self, size: int) -> Disconnect | None:
+        self._fragment_cost += size + _FRAGMENT_COST
+        limit = self.protocol.max_message_size
+        if limit is not None and self._fragment_cost > limit:
+            self._fragments = self._decoder = None
+            return self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+        return None
+
+    def _binary_fragment(self, event: WSFrame) -> bytes | Disconnect | None:
+        fragments = self._fragments
+        assert fragments is not None
+        refused = self._charge(len(event.data))
+        if refused is not None:
+            return refused
+        fragments.append(bytes(event.data))
+        if not event.fin:
+            return None
+        self._fragments = None
+        return b"".join(fragments)
 
     def _text_fragment(self, event: WSFrame) -> str | Disconnect | None:
         assert self._decoder is not None
         assert self._fragments is not None
+        refused = self._charge(len(event.data))
+        if refused is not None:
+            return refused
         try:
             # Checked as it comes: invalid UTF-8 fails at its fragment (RFC 6455 8.1).
             self._fragments.append(self._decoder.decode(event.data, event.fin))
         except UnicodeDecodeError:
-            return self._fail(1007, "invalid UTF-8")
+            return self._fail(CloseCode.INVALID_DATA, "invalid UTF-8")
         if not event.fin:
             return None
         text = "".join(self._fragments)
@@ -480,8 +591,9 @@ class NativeTransport:
         return text
 
     def _fail(self, code: int, reason: str) -> Disconnect:
-        self.protocol.fail(code, reason)
-        self._flush_protocol()
+        self._events.clear()
+        self.protocol.fail_now(code, reason)
+        self._take_output()
         return Disconnect(code, reason)
 
     def _ended(self) -> Disconnect:
@@ -493,7 +605,7 @@ class NativeTransport:
         sent = protocol.close_sent
         if error is not None and not isinstance(error, EOFError) and sent is not None:
             return Disconnect(int(sent.code), sent.reason)  # the protocol failed it (1002...)
-        return Disconnect(1006, "")
+        return Disconnect(CloseCode.ABNORMAL, "")
 
     # -- writing -------------------------------------------------------------------------
 
@@ -509,211 +621,272 @@ class NativeTransport:
             return frame_header(0xC0 | opcode, len(data)) + data
         return frame.wire()
 
-    def _flush_protocol(self) -> None:
+    def _take_output(self) -> None:
+        """Move what the protocol wants written (pongs, close frames, responses, the
+        half-close) to the owed output."""
         for data in self.protocol.data_to_send():
-            if data:
-                self._write(data)
-            else:
+            if not data:
                 self._eof_pending = True
-                if not self._out:
-                    self._shutdown_write()
-                else:
-                    self._has_output.unpark()
+            elif data[0] == _PONG_BYTE:
+                if self._pong is not None:
+                    self.pending -= len(self._pong)
+                self._pong = data
+                self.pending += len(data)
+            else:
+                self._control.append(data)
+                self.pending += len(data)
 
-    def _write(self, data: bytes) -> None:
-        if self._broken:
-            return
-        if not self._out:
-            try:
-                sent = self._sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._break()
-                return
-            if sent == len(data):
-                return
-            self._out.append(memoryview(data)[sent:])
-            self._out_size += len(data) - sent
-            self._has_output.unpark()
-            return
-        self._out.append(data)
-        self._out_size += len(data)
+    def _has_output(self) -> bool:
+        return bool(
+            self._rest is not None
+            or self._control
+            or self._pong is not None
+            or (self._eof_pending and not self._eof_sent)
+        )
 
-    def _shutdown_write(self) -> None:
-        if self._eof_sent or self._broken:
-            return
-        self._eof_sent = True
+    def _next_control(self) -> bytes | None:
+        if self._control:
+            data = self._control.popleft()
+        elif self._pong is not None:
+            data, self._pong = self._pong, None
+        else:
+            return None
+        self.pending -= len(data)
+        return data
+
+    def _flush_nowait(self) -> bool:
+        """Write what is owed without waiting (plain TCP); ``True`` when all is out."""
+        nb = self._nb
+        if nb is None or self._broken:
+            return self._broken
         try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
+            while True:
+                rest = self._rest
+                if rest is not None:
+                    sent = nb.send_nowait(rest)
+                    self.pending -= sent
+                    if sent < len(rest):
+                        self._rest = rest[sent:]
+                        return False
+                    self._rest = None
+                data = self._next_control()
+                if data is None:
+                    break
+                self._rest = memoryview(data)
+                self.pending += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._break()
-        self._drained.unpark_all()
+            return True
+        if self._eof_pending and not self._eof_sent:
+            self._eof_sent = True
+            nb.shutdown_write()
+        return True
 
-    async def flusher(self) -> None:
-        """Drain the write buffer whenever the socket can take more (one per connection)."""
-        sock = self._sock
-        out = self._out
-        while not self._broken:
-            if not out:
-                if self._eof_pending:
-                    self._shutdown_write()
-                self._drained.unpark_all()
-                await self._has_output.park()
-                continue
+    async def _drain(self) -> None:
+        """Wait until the rest of the current frame is written (plain TCP)."""
+        nb = self._nb
+        assert nb is not None
+        while self._rest is not None and not self._broken:
             try:
-                await trio.lowlevel.wait_writable(sock)
-            except trio.ClosedResourceError:
-                return
-            try:
-                sent = sock.sendmsg([out[i] for i in range(min(len(out), _MAX_WRITEV))])
-            except BlockingIOError:
-                continue
-            except OSError:
+                await nb.wait_writable()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._break()
-                return
-            self._out_size -= sent
-            while sent:
-                head = out[0]
-                if len(head) <= sent:
-                    sent -= len(head)
-                    out.popleft()
-                else:
-                    out[0] = memoryview(head)[sent:]
-                    sent = 0
-            if self._out_size <= self._limit:
-                self._drained.unpark_all()
+                break
+            rest: memoryview | None = self._rest
+            if rest is None:  # pyright: ignore[reportUnnecessaryComparison]
+                break  # the reader wrote it while this task waited
+            try:
+                sent = nb.send_nowait(rest)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._break()
+                break
+            self.pending -= sent
+            self._rest = rest[sent:] if sent < len(rest) else None
+        if self._broken:
+            raise TransportClosed("connection lost")
+
+    async def _write(self, data: bytes) -> None:
+        nb = self._nb
+        if nb is None:
+            await self._send_all(data)
+            return
+        if self._has_output():
+            await self.flush()  # what is owed goes first
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            sent = nb.send_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._break()
+            raise TransportClosed("connection lost") from exc
+        if sent < len(data):
+            self._rest = memoryview(data)[sent:]
+            self.pending += len(data) - sent
+            await self._drain()
+
+    async def _send_all(self, data: bytes) -> None:
+        if self._broken:
+            await trio.lowlevel.checkpoint()
+            raise TransportClosed("connection lost")
+        self.pending += len(data)
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._break()
+            raise TransportClosed("connection lost") from exc
+        except BaseException:
+            # Cancelled mid-write: the stream cannot tell how much went out, so no
+            # frame may follow (the connection ends without a close frame).
+            self._break()
+            raise
+        self.pending -= len(data)
 
     def _break(self) -> None:
         self._broken = True
-        self._out.clear()
-        self._out_size = 0
-        self._drained.unpark_all()
-        self._has_output.unpark_all()
+        self._rest = self._pong = None
+        self._control.clear()
+        self.pending = 0
 
-    # -- heartbeat and teardown ----------------------------------------------------------
+    # -- the closing handshake -----------------------------------------------------------
 
-    async def _heartbeat(self, interval: float, pong_timeout: float) -> None:
-        """A ping every ``interval``; a peer that sends nothing (no pong) for
-        ``pong_timeout`` after a ping is dead: fail the connection with 1011."""
+    async def _finish(self) -> None:
         protocol = self.protocol
-        next_ping = trio.current_time() + interval
-        sent_at: float | None = None
-        while True:
-            wake = next_ping if sent_at is None else min(next_ping, sent_at + pong_timeout)
-            await trio.sleep_until(wake)
-            if protocol.state is not OPEN or self._broken:
-                return
-            now = trio.current_time()
-            if sent_at is not None and (self._last_activity or -math.inf) >= sent_at:
-                sent_at = None  # answered, or something else came: alive
-            if sent_at is not None and now >= sent_at + pong_timeout:
-                if not self._reading:
-                    sent_at = None  # the engine is busy, not reading: a pong may be waiting
-                else:
-                    logger.info("closing a connection whose peer did not answer a ping")
-                    self._dead = Disconnect(1011, "heartbeat timeout")
-                    protocol.fail_now(1011, "heartbeat timeout")
-                    self._flush_protocol()
-                    self.abort()
-                    return
-            if now >= next_ping:
-                if sent_at is None:
-                    protocol.send_ping(os.urandom(4))
-                    self._flush_protocol()
-                    sent_at = now
-                next_ping = now + interval
-
-    def abort(self) -> None:
-        """Stop all I/O on the socket (tasks waiting on it wake up); idempotent."""
-        if self._aborted:
+        if self._broken:
             return
-        self._aborted = True
-        self._break()
-        trio.lowlevel.notify_closing(self._sock)
+        if protocol.state is OPEN and protocol.refused is None:
+            # The engine ended without a close frame (its close deadline passed while
+            # the peer was not reading): nothing more can reach the peer.
+            return
+        await self.flush()
+        if protocol.state is CONNECTING:
+            return  # an HTTP response: the connection ends after it
+        # Done when both close frames have crossed (the server then closes TCP first, as
+        # RFC 6455 7.1.1 asks), or the peer closed TCP. After a failure (1009, 1007,
+        # 1002) keep reading, to discard the rest of what the peer sends, until its EOF:
+        # closing with unread data would reset the connection and could destroy the
+        # close frame on its way.
+        while not self._eof_received and not self._broken:
+            if protocol.close_rcvd is not None and protocol.close_sent is not None:
+                break
+            if protocol.refused is not None and self._eof_sent:
+                # Failed: the peer's close frame is discarded with the rest, so wait
+                # only while it keeps sending. Some clients never close TCP first.
+                with trio.move_on_after(_FAILED_QUIET):
+                    self._feed(await self._read())
+                    continue
+                break
+            self._feed(await self._read())
+            self._events.clear()
+            protocol.events_received()
+            await self.flush()
+        await self.flush()
 
 
-async def serve_connection(
-    sock: socket.socket,
+async def serve_stream(
+    stream: trio.abc.Stream,
     options: NativeOptions,
-    admit: Callable[[NativeTransport, Scope], Awaitable[None]],
-    plain_http: Callable[[str], tuple[int, list[tuple[str, str]], bytes]],
+    serve_websocket: ServeWebSocket,
+    plain_http: PlainHTTP,
+    *,
+    scheme: str = "ws",
+    peer: tuple[str, int] | None = None,
 ) -> None:
-    """Run one TCP connection: the handshake, ``admit`` (routing, auth, the engine),
-    the closing handshake. ``plain_http(path)`` answers requests that are not upgrades.
-    Never raises for network errors; always closes ``sock``."""
-    sock.setblocking(False)
+    """Run one connection on ``stream``: the TLS and HTTP handshakes, the server's
+    ``serve_websocket`` (admission, the engine), the closing handshake. A request that
+    is not an upgrade gets ``plain_http(path)``. Never raises for network errors;
+    always closes ``stream``."""
+    transport = NativeTransport(stream, options, scheme=scheme, peer=peer)
     try:
-        async with trio.open_nursery() as nursery:
-            transport = NativeTransport(sock, options, nursery)
-            nursery.start_soon(transport.flusher)
-            try:
-                await _run(transport, sock, options, admit, plain_http)
-            except Exception:
-                logger.exception("error on a native connection")
-            finally:
-                transport.abort()
-                nursery.cancel_scope.cancel()
-    finally:
-        sock.close()
-
-
-async def _run(
-    transport: NativeTransport,
-    sock: socket.socket,
-    options: NativeOptions,
-    admit: Callable[[NativeTransport, Scope], Awaitable[None]],
-    plain_http: Callable[[str], tuple[int, list[tuple[str, str]], bytes]],
-) -> None:
-    request: WSRequest | None = None
-    with trio.move_on_after(options.handshake_timeout):
-        request = await transport.read_request()
-    if request is None:
-        with trio.move_on_after(options.close_timeout):
-            await transport.wait_flushed()
-        return
-    if not _upgrade_requested(request.headers):
-        path = request.path.partition("?")[0]
-        status, headers, body = plain_http(path)
-        transport.respond(status, headers, body)
-    else:
+        request: WSRequest | None = None
+        with trio.move_on_after(options.handshake_timeout):
+            if isinstance(stream, trio.SSLStream):
+                await stream.do_handshake()
+            request = await transport.read_request()
+        if request is None:
+            return
+        if not _upgrade_requested(request.headers):
+            status, headers, body = plain_http(request.path.partition("?")[0])
+            await transport.respond(status, headers, body)
+            return
         response = transport.prepare(request)
         if response.status_code != 101:
-            transport.send_response(response)
-        else:
-            await admit(transport, _scope(request, sock))
-            if transport.protocol.state is not CONNECTING:  # accepted (not denied)
-                await transport.finish(options.close_timeout)
-                return
-    with trio.move_on_after(options.close_timeout):
-        await transport.wait_flushed()
+            await transport.send_response(response)
+            return
+        await serve_websocket(transport, transport.make_request(request))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, TransportClosed):
+        pass  # the peer left (or its TLS was broken)
+    except Exception:
+        logger.exception("error on a native connection")
+    finally:
+        await transport.aclose()
 
 
-def _scope(request: WSRequest, sock: socket.socket) -> Scope:
-    path, _, query = request.path.partition("?")
-    headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in request.headers.raw_items()
-    ]
-    subprotocols = [
-        token.strip()
-        for value in request.headers.get_all("Sec-WebSocket-Protocol")
-        for token in value.split(",")
-        if token.strip()
-    ]
+class NativeServer:
+    """Accepts TCP connections (with TLS when given a context) for :func:`serve_stream`,
+    and knows how many are running."""
+
+    def __init__(
+        self,
+        options: NativeOptions,
+        serve_websocket: ServeWebSocket,
+        plain_http: PlainHTTP,
+        *,
+        ssl_context: Any = None,
+    ) -> None:
+        self._options = options
+        self._serve_websocket = serve_websocket
+        self._plain_http = plain_http
+        self._ssl_context = ssl_context
+        self._active = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @property
+    def active(self) -> int:
+        """Connections being served (closing ones included)."""
+        return self._active
+
+    async def wait_idle(self) -> None:
+        """Wait until no connection is left."""
+        await self._idle.wait()
+
+    async def serve(
+        self, listeners: list[trio.SocketListener], *, handler_nursery: trio.Nursery
+    ) -> None:
+        """Accept on ``listeners`` until cancelled; connections run in
+        ``handler_nursery``."""
+        await trio.serve_listeners(self._handle, listeners, handler_nursery=handler_nursery)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self._active += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        try:
+            scheme, peer = "ws", _peer_of(stream)
+            served: trio.abc.Stream
+            if self._ssl_context is not None:
+                served = trio.SSLStream(stream, self._ssl_context, server_side=True)
+                scheme = "wss"
+            else:
+                # Plain TCP: our own non-blocking I/O on the socket itself.
+                served = SocketStream(socket.socket(fileno=stream.socket.detach()))
+            await serve_stream(
+                served,
+                self._options,
+                self._serve_websocket,
+                self._plain_http,
+                scheme=scheme,
+                peer=peer,
+            )
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+
+def _peer_of(stream: trio.SocketStream) -> tuple[str, int] | None:
     try:
-        peer: Any = sock.getpeername()
-        client: tuple[str, int] | None = (str(peer[0]), int(peer[1]))
+        address: Any = stream.socket.getpeername()
     except OSError:
-        client = None
-    return {
-        "type": "websocket",
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": unquote(path),
-        "raw_path": path.encode("latin-1"),
-        "query_string": query.encode("latin-1"),
-        "headers": headers,
-        "client": client,
-        "subprotocols": subprotocols,
-    }
+        return None
+    return str(address[0]), int(address[1])

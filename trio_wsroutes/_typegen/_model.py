@@ -38,11 +38,11 @@ import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import (
-    TYPE_CHECKING,
     Any,
     Final,
     Literal,
     NewType,
+    Protocol,
     TypeAlias,
     TypeGuard,
     cast,
@@ -53,22 +53,11 @@ from typing import (
 import attrs
 import orjson
 
-from .._errors import (
-    AUTH_ERROR,
-    INTERNAL_ERROR,
-    INVALID_JSON,
-    INVALID_MESSAGE,
-    RATE_LIMITED,
-    UNAUTHORIZED,
-    UNKNOWN_TYPE,
-    VALIDATION_ERROR,
-)
+from .._codes import ENVELOPE_ERROR_CODES
 from .._messages import message_type
-from .._routes import PathPattern, WebSocketRoute
+from .._paths import PathPattern
+from .._routes import WebSocketRoute
 from .._validation import converter, is_any_set, is_mapping, is_sequence
-
-if TYPE_CHECKING:
-    from .._server import WebSocketServer
 
 __all__ = [
     "AnyJson",
@@ -99,17 +88,9 @@ Direction = Literal["client", "server"]
 JsonKind = Literal["string", "number", "integer", "boolean", "null"]
 LiteralValue = str | int | float | bool | None
 
-ERROR_CODES: Final = (
-    INVALID_JSON,
-    INVALID_MESSAGE,
-    UNKNOWN_TYPE,
-    VALIDATION_ERROR,
-    RATE_LIMITED,
-    INTERNAL_ERROR,
-    UNAUTHORIZED,
-    AUTH_ERROR,
-)
-"""The error codes the framework itself sends (handlers may add their own)."""
+ERROR_CODES: Final = tuple(ENVELOPE_ERROR_CODES)
+"""The error codes the framework itself sends in error envelopes (handlers may add
+their own); from the one list in ``_codes``."""
 
 # Names the generated TypeScript uses itself; a class with one of these names is renamed.
 FRAMEWORK_NAMES: Final = frozenset(
@@ -141,8 +122,16 @@ _TS_RESERVED: Final = frozenset(
     RegExp Required Set String Symbol Uint8Array WeakMap WeakSet WebSocket""".split()  # noqa: SIM905
 )
 
+
+class HasRoutes(Protocol):
+    """A ``WebSocketServer``, or anything else with a ``routes`` list."""
+
+    @property
+    def routes(self) -> list[WebSocketRoute[Any, Any]]: ...
+
+
 RoutesSource: TypeAlias = (
-    "WebSocketServer | WebSocketRoute[Any, Any] | Iterable[WebSocketRoute[Any, Any]]"
+    "HasRoutes | WebSocketRoute[Any, Any] | Iterable[WebSocketRoute[Any, Any]]"
 )
 """A ``WebSocketServer`` (anything with a ``routes`` list), one route, or routes."""
 

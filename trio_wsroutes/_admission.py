@@ -1,0 +1,177 @@
+"""Admission: who may open a WebSocket, decided before the upgrade is answered.
+
+In order: the connection limits (server-wide, then per client address), the request's
+shape (query parameters), routing, the origin policy, subprotocols, and the route's
+``authenticate`` function. A refusal is a real HTTP response with a JSON body
+(``{"message": ..., "code": ...}``) sent by the transport; no handler runs.
+
+A connection holds its place in the limits from the moment it is being admitted until
+its transport has closed, closing handshake included, so sockets that linger while they
+close still count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import attrs
+import orjson
+
+from ._auth import Reject
+from ._codes import (
+    AUTH_ERROR,
+    BAD_REQUEST,
+    FORBIDDEN_ORIGIN,
+    NOT_FOUND,
+    SERVER_BUSY,
+    TOO_MANY_CONNECTIONS,
+    UNAUTHORIZED,
+    UNSUPPORTED_SUBPROTOCOL,
+)
+from ._paths import Router
+from ._request import Request, TrustedProxies
+from ._spec import RouteSpec
+from ._stats import ServerStats
+from ._transports import Transport, TransportClosed
+
+__all__ = ["Admission", "Admitted"]
+
+logger = logging.getLogger("trio_wsroutes")
+
+_JSON = ("content-type", "application/json")
+
+
+@attrs.frozen
+class Admitted:
+    """An upgrade that passed every check."""
+
+    spec: RouteSpec
+    user: Any
+    subprotocol: str | None
+
+
+class Admission:
+    """The checks an upgrade request must pass, and the counters behind the limits."""
+
+    def __init__(
+        self,
+        router: Router[RouteSpec],
+        *,
+        stats: ServerStats,
+        trusted_proxies: TrustedProxies | None = None,
+        max_query_params: int = 100,
+        max_connections: int | None = None,
+        max_connections_per_ip: int | None = None,
+    ) -> None:
+        self.router = router
+        self._stats = stats
+        self._trusted_proxies = trusted_proxies
+        self._max_query_params = max_query_params
+        self._max_connections = max_connections
+        self._max_per_ip = max_connections_per_ip
+        self.held: int = 0
+        """Connections being admitted, open, or still closing."""
+        self._per_ip: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def admit(
+        self, transport: Transport, request: Request
+    ) -> AsyncGenerator[Admitted | None]:
+        """Check ``request``; yields what was admitted, or ``None`` after denying it.
+
+        The connection's place in the limits is held until the ``async with`` block
+        ends: run the connection and close its transport inside it.
+        """
+        if self._max_connections is not None and self.held >= self._max_connections:
+            await self.deny(
+                transport, 503, "Server is at capacity", SERVER_BUSY, {"retry-after": "1"}
+            )
+            yield None
+            return
+        # Before the request is parsed further: a huge query string costs nothing yet.
+        if request.query_string.count("&") >= self._max_query_params:
+            await self.deny(transport, 400, "Too many query parameters", BAD_REQUEST)
+            yield None
+            return
+        if self._trusted_proxies is not None:
+            self._trusted_proxies.apply(request)
+        ip = request.client[0] if request.client is not None else ""
+        if self._max_per_ip is not None and self._per_ip.get(ip, 0) >= self._max_per_ip:
+            await self.deny(
+                transport, 429, "Too many connections from this address", TOO_MANY_CONNECTIONS
+            )
+            yield None
+            return
+        # Upgrades being admitted count against the limits too: a burst of slow
+        # authentications must not let more connections in than allowed.
+        self.held += 1
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        try:
+            yield await self._check(transport, request)
+        finally:
+            self.held -= 1
+            remaining = self._per_ip[ip] - 1
+            if remaining:
+                self._per_ip[ip] = remaining
+            else:
+                del self._per_ip[ip]
+
+    async def _check(self, transport: Transport, request: Request) -> Admitted | None:
+        match = self.router.match(request.path)
+        if match is None:
+            await self.deny(transport, 404, "Not Found", NOT_FOUND)
+            return None
+        spec = match.route
+        request.path_params = match.params
+        policy = spec.origin_policy
+        if policy is not None and not policy.allows(request.origin):
+            await self.deny(transport, 403, "Origin not allowed", FORBIDDEN_ORIGIN)
+            return None
+        subprotocol = spec.select_subprotocol(request.subprotocols)
+        if subprotocol is None and spec.subprotocol_required:
+            await self.deny(
+                transport,
+                400,
+                "None of the offered subprotocols is supported",
+                UNSUPPORTED_SUBPROTOCOL,
+                {"sec-websocket-protocol": ", ".join(spec.subprotocols)},
+            )
+            return None
+        user: Any = None
+        if spec.authenticate is not None:
+            try:
+                user = spec.authenticate(request)
+                if inspect.isawaitable(user):
+                    user = await user
+            except Reject as reject:
+                await self.deny(
+                    transport, reject.status, reject.message, reject.code, reject.headers
+                )
+                return None
+            except Exception:
+                logger.exception("authenticate failed on %s", spec.path)
+                await self.deny(transport, 401, "Authentication failed", AUTH_ERROR)
+                return None
+            if user is None:
+                await self.deny(transport, 401, "Unauthorized", UNAUTHORIZED)
+                return None
+        return Admitted(spec, user, subprotocol)
+
+    async def deny(
+        self,
+        transport: Transport,
+        status: int,
+        message: str,
+        code: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Refuse the upgrade with ``status`` and a JSON body."""
+        self._stats.connections_denied += 1
+        body = orjson.dumps({"message": message, "code": code})
+        extra = [(k.lower(), v) for k, v in (headers or {}).items() if k.lower() != "content-type"]
+        with contextlib.suppress(TransportClosed):
+            await transport.deny(status, body, [_JSON, *extra])

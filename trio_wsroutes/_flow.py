@@ -1,0 +1,107 @@
+"""Flow control for one connection: the outbound queue and the rate limiter's bucket.
+
+Both are plain data structures with no I/O; the engine (``_connection.py``) owns one of
+each per connection.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Generic, TypeVar
+
+import trio
+
+from ._transports._frames import Frame
+
+__all__ = ["Outbox", "TokenBucket"]
+
+_Marker = TypeVar("_Marker")
+
+
+class Outbox(Generic[_Marker]):
+    """A FIFO of frames and markers, bounded in bytes by the engine; the writer task is
+    its only consumer.
+
+    ``size`` counts the payload bytes of the frames queued (markers count nothing). The
+    limit itself is checked by the engine against ``size`` plus what the transport still
+    holds, so that one number bounds every byte waiting for the peer.
+    """
+
+    __slots__ = ("_has_items", "_has_space", "items", "size")
+
+    def __init__(self) -> None:
+        self.items: deque[Frame | _Marker] = deque()
+        self.size = 0
+        self._has_items = trio.lowlevel.ParkingLot()
+        self._has_space = trio.lowlevel.ParkingLot()
+
+    def put_nowait(self, item: Frame | _Marker) -> None:
+        """Queue ``item`` at the end."""
+        self.items.append(item)
+        if type(item) is Frame:
+            self.size += item.size
+        if self._has_items:
+            self._has_items.unpark()
+
+    async def get(self) -> Frame | _Marker:
+        """The next item, waiting for one."""
+        items = self.items
+        while not items:
+            await self._has_items.park()
+        item = items.popleft()
+        if type(item) is Frame:
+            self.size -= item.size
+        return item
+
+    async def wait_for_space(self) -> None:
+        """Wait until :meth:`wake_senders` is called (the engine re-checks its limit)."""
+        await self._has_space.park()
+
+    @property
+    def senders_waiting(self) -> bool:
+        """Whether a sender waits for space."""
+        return bool(self._has_space)
+
+    def wake_senders(self) -> None:
+        """Let every waiting sender re-check the limit."""
+        self._has_space.unpark_all()
+
+    def clear(self) -> None:
+        """Drop everything queued (an urgent close), and wake waiting senders."""
+        self.items.clear()
+        self.size = 0
+        self._has_space.unpark_all()
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens a second, at most ``capacity`` saved up."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.capacity = float(capacity)
+        self.rate = float(rate)
+        self.tokens = float(capacity)
+        self.stamp = trio.current_time()
+
+    def _refill(self) -> None:
+        now = trio.current_time()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens if they are there."""
+        self._refill()
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+    def spend(self, cost: float) -> bool:
+        """Spend ``cost`` unless the allowance is used up; it may go into debt, so a
+        message bigger than the bucket passes when the bucket is full."""
+        self._refill()
+        if self.tokens > 0:
+            self.tokens -= cost
+            return True
+        return False

@@ -1,0 +1,154 @@
+"""Streams the native transport can also drive without waiting.
+
+The native transport works over any ``trio.abc.Stream`` (``trio.SSLStream`` for TLS, an
+in-memory pair in tests). A :class:`NonBlockingStream` additionally offers reads and
+writes that never wait, which gives two things plain streams cannot: a publish can hand a
+frame to many connections in one pass without a task switch each (the fan-out fast
+path), and a send interrupted by an urgent close knows exactly how much was written, so
+the close frame can still follow it. :class:`SocketStream` is the plain-TCP one; the
+in-memory pair of :mod:`trio_wsroutes.testing` is another.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import trio
+
+__all__ = ["NonBlockingStream", "SocketStream"]
+
+
+class NonBlockingStream(trio.abc.HalfCloseableStream):
+    """A half-closeable stream that can also be used without waiting.
+
+    ``send_nowait`` and ``receive_nowait`` never block; ``wait_readable`` and
+    ``wait_writable`` wait until they would make progress.
+    """
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Write what fits now; return how many bytes were taken (0 when full).
+        Raises ``trio.BrokenResourceError`` if the peer is gone."""
+        raise NotImplementedError
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """Read what is there now: ``None`` if nothing yet, ``b""`` at end of stream
+        (a reset counts as the end)."""
+        raise NotImplementedError
+
+    async def wait_readable(self) -> None:
+        """Wait until :meth:`receive_nowait` would return something."""
+        raise NotImplementedError
+
+    async def wait_writable(self) -> None:
+        """Wait until :meth:`send_nowait` would take something."""
+        raise NotImplementedError
+
+    def shutdown_write(self) -> None:
+        """Half-close without waiting: the peer reads an end of stream after what was
+        written."""
+        raise NotImplementedError
+
+    def peer(self) -> tuple[str, int] | None:
+        """The peer's ``(host, port)``, if there is one."""
+        return None
+
+    # trio.abc.Stream, on top of the above.
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while view:
+            sent = self.send_nowait(view)
+            view = view[sent:]
+            if view:
+                await self.wait_writable()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.wait_writable()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        size = 65536 if max_bytes is None else max_bytes
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            data = self.receive_nowait(size)
+            if data is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            await self.wait_readable()
+
+
+class SocketStream(NonBlockingStream):
+    """A connected, non-blocking TCP socket as a :class:`NonBlockingStream`.
+
+    The native server takes the socket over from Trio's listener (``detach``), so that
+    reads and writes are one system call each, with no wrapper in between.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.socket = sock
+        self._closed = False
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        if self._closed:
+            raise trio.ClosedResourceError("the socket is closed")
+        try:
+            return self.socket.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        if self._closed:
+            return b""
+        try:
+            return self.socket.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""  # reset by the peer: the same as an end without a close frame
+
+    async def wait_readable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self.socket)
+        except trio.ClosedResourceError:
+            pass  # closed meanwhile: the next receive_nowait reports the end
+
+    async def wait_writable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the socket is closed")
+        await trio.lowlevel.wait_writable(self.socket)
+
+    def peer(self) -> tuple[str, int] | None:
+        try:
+            address: Any = self.socket.getpeername()
+        except OSError:
+            return None
+        return str(address[0]), int(address[1])
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.shutdown_write()
+
+    def shutdown_write(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def abort(self) -> None:
+        """Close now; tasks waiting on the socket wake up."""
+        if self._closed:
+            return
+        self._closed = True
+        trio.lowlevel.notify_closing(self.socket)
+        self.socket.close()
+
+    async def aclose(self) -> None:
+        self.abort()
+        await trio.lowlevel.checkpoint()
