@@ -83,7 +83,7 @@ def inflate(payload: bytes, window_bits: int = 15) -> bytes:
 
 
 class RawClient:
-    def __init__(self, stream: trio.SocketStream, headers: dict[str, str], leftover: bytes):
+    def __init__(self, stream: trio.abc.Stream, headers: dict[str, str], leftover: bytes):
         self.stream = stream
         self.headers = headers
         """The 101 response's headers, names lower-cased."""
@@ -160,10 +160,20 @@ async def handshake(
     address: BoundAddress, path: str, extra_headers: dict[str, str] | None = None
 ) -> tuple[trio.SocketStream, int, dict[str, str], bytes]:
     stream = await trio.open_tcp_stream(address.host, address.port)
+    status, headers, leftover = await handshake_on(
+        stream, f"{address.host}:{address.port}", path, extra_headers
+    )
+    return stream, status, headers, leftover
+
+
+async def handshake_on(
+    stream: trio.abc.Stream, host: str, path: str, extra_headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """The opening handshake on any stream: status, headers, and bytes read past it."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         f"GET {path} HTTP/1.1",
-        f"Host: {address.host}:{address.port}",
+        f"Host: {host}",
         "Upgrade: websocket",
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key}",
@@ -185,7 +195,7 @@ async def handshake(
     if status == 101:
         accept = base64.b64encode(hashlib.sha1((key + MAGIC).encode()).digest()).decode()
         assert headers["sec-websocket-accept"] == accept
-    return stream, status, headers, leftover
+    return status, headers, leftover
 
 
 @asynccontextmanager

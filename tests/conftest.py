@@ -17,8 +17,10 @@ import pytest
 import trio
 
 from trio_wsroutes import BoundAddress, WebSocketServer
+from trio_wsroutes.testing import TransportName
 
 TRANSPORTS = ("hypercorn", "native")
+MEMORY_TRANSPORTS = ("asgi", "native")
 
 ServeLive = Callable[[WebSocketServer], AbstractAsyncContextManager[BoundAddress]]
 
@@ -34,6 +36,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marker = metafunc.definition.get_closest_marker("transports")
         names = marker.args if marker is not None else TRANSPORTS
         metafunc.parametrize("transport", names)
+    if "memory_transport" in metafunc.fixturenames:
+        metafunc.parametrize("memory_transport", MEMORY_TRANSPORTS)
 
 
 @asynccontextmanager
@@ -59,6 +63,14 @@ async def live_server(
 def transport(request: pytest.FixtureRequest) -> str:
     """``"hypercorn"`` or ``"native"`` (parametrized by ``pytest_generate_tests``)."""
     name: str = request.param
+    return name
+
+
+@pytest.fixture
+def memory_transport(request: pytest.FixtureRequest) -> TransportName:
+    """``"asgi"`` or ``"native"``: the transport an in-memory ``TestClient`` drives
+    (parametrized by ``pytest_generate_tests``)."""
+    name: TransportName = request.param
     return name
 
 

@@ -17,7 +17,7 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
-from trio_wsroutes.testing import TestClient, WebSocketClosed
+from trio_wsroutes.testing import TestClient, TransportName, WebSocketClosed
 
 
 @attrs.frozen
@@ -39,7 +39,9 @@ class Note:
     text: str
 
 
-async def test_send_waits_over_backpressure_limit_and_reports_buffered_amount() -> None:
+async def test_send_waits_over_backpressure_limit_and_reports_buffered_amount(
+    memory_transport: TransportName,
+) -> None:
     route = create_websocket_route("/burst").server_messages(Blob)
     observed: list[int] = []
     done = trio.Event()
@@ -52,22 +54,30 @@ async def test_send_waits_over_backpressure_limit_and_reports_buffered_amount() 
         done.set()
 
     server = WebSocketServer([route], backpressure_limit=2_000)
-    async with TestClient(server) as client, client.connect("/burst") as ws:
+    # More than the in-memory socket buffer (64 KiB) of the native transport holds.
+    count = 200
+    async with (
+        TestClient(server, transport=memory_transport) as client,
+        client.connect("/burst") as ws,
+    ):
         ws.pause_reading()
-        await ws.send("burst", {"count": 20, "size": 500})
+        await ws.send("burst", {"count": count, "size": 500})
         await trio.testing.wait_all_tasks_blocked()
-        # The writer holds one frame; the outbox filled to the limit, then send waited.
+        # What the client does not take stays queued up to the limit, then send waits;
+        # buffered_amount counts the frame the transport is writing too.
         assert not done.is_set()
         assert observed, "some sends went through before the limit"
         assert max(observed) >= 2_000
         assert max(observed) < 2_000 + 600  # over the limit by at most one message
         ws.resume_reading()
-        received = [(await ws.receive())["data"]["index"] for _ in range(20)]
-        assert received == list(range(20))
+        received = [(await ws.receive())["data"]["index"] for _ in range(count)]
+        assert received == list(range(count))
         assert done.is_set()
 
 
-async def test_slow_subscriber_is_evicted_with_1013_and_others_get_everything() -> None:
+async def test_slow_subscriber_is_evicted_with_1013_and_others_get_everything(
+    memory_transport: TransportName,
+) -> None:
     route = create_websocket_route("/feed").server_messages(Blob)
 
     @route.on_connect
@@ -76,14 +86,14 @@ async def test_slow_subscriber_is_evicted_with_1013_and_others_get_everything() 
 
     server = WebSocketServer([route], backpressure_limit=4_000)
     async with (
-        TestClient(server) as client,
+        TestClient(server, transport=memory_transport) as client,
         client.connect("/feed") as fast,
         client.connect("/feed") as slow,
     ):
         await trio.testing.wait_all_tasks_blocked()
         assert server.subscriber_count("feed") == 2
         slow.pause_reading()
-        for index in range(30):
+        for index in range(200):  # more than a socket buffer (64 KiB) holds
             await server.publish("feed", Blob(index, "y" * 500))
             assert (await fast.receive())["data"]["index"] == index
         # Evicted at once: out of the topic and the registry, before it reads anything.
@@ -110,7 +120,9 @@ async def test_publish_encodes_once_for_every_subscriber() -> None:
     assert frames[0] is frames[1]
 
 
-async def test_on_close_runs_once_when_client_vanishes_and_subscriptions_go() -> None:
+async def test_on_close_runs_once_when_client_vanishes_and_subscriptions_go(
+    memory_transport: TransportName,
+) -> None:
     route = create_websocket_route("/c").server_messages(Note)
     closes: list[int] = []
 
@@ -123,7 +135,7 @@ async def test_on_close_runs_once_when_client_vanishes_and_subscriptions_go() ->
         closes.append(code)
 
     server = WebSocketServer([route])
-    async with TestClient(server) as client:
+    async with TestClient(server, transport=memory_transport) as client:
         async with client.connect("/c") as ws:
             await trio.testing.wait_all_tasks_blocked()
             assert server.subscriber_count("room") == 1
@@ -133,7 +145,9 @@ async def test_on_close_runs_once_when_client_vanishes_and_subscriptions_go() ->
         assert len(server.registry) == 0
 
 
-async def test_server_close_from_handler_reaches_client_and_later_sends_raise() -> None:
+async def test_server_close_from_handler_reaches_client_and_later_sends_raise(
+    memory_transport: TransportName,
+) -> None:
     route = create_websocket_route("/c").server_messages(Note)
     after_close: list[BaseException] = []
     closes: list[tuple[int, str]] = []
@@ -151,7 +165,10 @@ async def test_server_close_from_handler_reaches_client_and_later_sends_raise() 
     async def left(ws: Connection[Note], code: int, reason: str, ctx: Context[None]) -> None:
         closes.append((code, reason))
 
-    async with TestClient(WebSocketServer([route])) as client, client.connect("/c") as ws:
+    async with (
+        TestClient(WebSocketServer([route]), transport=memory_transport) as client,
+        client.connect("/c") as ws,
+    ):
         await ws.send("bye", {"count": 0, "size": 0})
         assert (await ws.receive())["data"] == {"text": "last words"}
         with pytest.raises(WebSocketClosed) as closed:
@@ -161,7 +178,9 @@ async def test_server_close_from_handler_reaches_client_and_later_sends_raise() 
     assert closes == [(4000, "bye")]
 
 
-async def test_messages_are_handled_one_at_a_time_in_arrival_order() -> None:
+async def test_messages_are_handled_one_at_a_time_in_arrival_order(
+    memory_transport: TransportName,
+) -> None:
     route = create_websocket_route("/order").server_messages(Note)
     active = 0
     overlap = False
@@ -175,7 +194,10 @@ async def test_messages_are_handled_one_at_a_time_in_arrival_order() -> None:
         active -= 1
         return Note(str(data.count))
 
-    async with TestClient(WebSocketServer([route])) as client, client.connect("/order") as ws:
+    async with (
+        TestClient(WebSocketServer([route]), transport=memory_transport) as client,
+        client.connect("/order") as ws,
+    ):
         for n in range(25):
             await ws.send("n", {"count": n, "size": 0})
         replies = [(await ws.receive())["data"]["text"] for _ in range(25)]
@@ -183,15 +205,20 @@ async def test_messages_are_handled_one_at_a_time_in_arrival_order() -> None:
     assert not overlap
 
 
-async def test_idle_connection_is_closed(autojump_clock: trio.testing.MockClock) -> None:
+async def test_idle_connection_is_closed(
+    autojump_clock: trio.testing.MockClock, memory_transport: TransportName
+) -> None:
     route = create_websocket_route("/idle")
     server = WebSocketServer([route], idle_timeout=30)
-    async with TestClient(server, timeout=1000) as client, client.connect("/idle") as ws:
+    async with (
+        TestClient(server, timeout=1000, transport=memory_transport) as client,
+        client.connect("/idle") as ws,
+    ):
         assert await ws.wait_closed() == CloseCode.NORMAL
         assert ws.close_reason == "idle timeout"
 
 
-async def test_crash_in_on_connect_closes_with_1011() -> None:
+async def test_crash_in_on_connect_closes_with_1011(memory_transport: TransportName) -> None:
     route = create_websocket_route("/boom")
     errors: list[Exception] = []
 
@@ -203,14 +230,19 @@ async def test_crash_in_on_connect_closes_with_1011() -> None:
     async def seen(ws: Connection[object], error: Exception, ctx: Context[None]) -> None:
         errors.append(error)
 
-    async with TestClient(WebSocketServer([route])) as client, client.connect("/boom") as ws:
+    async with (
+        TestClient(WebSocketServer([route]), transport=memory_transport) as client,
+        client.connect("/boom") as ws,
+    ):
         frame = await ws.receive_text()
         assert "secret" not in frame
         assert await ws.wait_closed() == CloseCode.INTERNAL_ERROR
     assert [str(e) for e in errors] == ["secret detail"]
 
 
-async def test_send_after_client_left_raises_connection_closed() -> None:
+async def test_send_after_client_left_raises_connection_closed(
+    memory_transport: TransportName,
+) -> None:
     route = create_websocket_route("/bg").server_messages(Note)
     connections: list[Connection[Note]] = []
     gone = trio.Event()
@@ -223,7 +255,7 @@ async def test_send_after_client_left_raises_connection_closed() -> None:
     async def left(ws: Connection[Note], code: int, reason: str, ctx: Context[None]) -> None:
         gone.set()
 
-    async with TestClient(WebSocketServer([route])) as client:
+    async with TestClient(WebSocketServer([route]), transport=memory_transport) as client:
         async with client.connect("/bg"):
             await trio.testing.wait_all_tasks_blocked()
         await gone.wait()
@@ -254,9 +286,14 @@ def _echo_route(path: str) -> WebSocketRoute[None, Echoed]:
     return route
 
 
-async def test_messages_before_an_oversized_frame_are_answered_before_1009() -> None:
+async def test_messages_before_an_oversized_frame_are_answered_before_1009(
+    memory_transport: TransportName,
+) -> None:
     server = WebSocketServer([_echo_route("/e")], max_payload_length=200)
-    async with TestClient(server) as client, client.connect("/e") as ws:
+    async with (
+        TestClient(server, transport=memory_transport) as client,
+        client.connect("/e") as ws,
+    ):
         for n in range(3):
             await ws.send("echo", {"n": n}, id=n)
         await ws.send_text("x" * 500)
@@ -264,9 +301,14 @@ async def test_messages_before_an_oversized_frame_are_answered_before_1009() -> 
         assert await ws.wait_closed() == CloseCode.MESSAGE_TOO_BIG
 
 
-async def test_rate_limited_answer_carries_the_id_and_keeps_order() -> None:
+async def test_rate_limited_answer_carries_the_id_and_keeps_order(
+    memory_transport: TransportName,
+) -> None:
     server = WebSocketServer([_echo_route("/e").rate_limit(1 / 1800, burst=2)])
-    async with TestClient(server) as client, client.connect("/e") as ws:
+    async with (
+        TestClient(server, transport=memory_transport) as client,
+        client.connect("/e") as ws,
+    ):
         for n in range(4):
             await ws.send("echo", {"n": n}, id=f"r{n}")
         replies = [await ws.receive() for _ in range(4)]

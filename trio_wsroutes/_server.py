@@ -14,7 +14,7 @@ import os
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 import orjson
@@ -37,7 +37,10 @@ from ._transports import Transport, TransportClosed
 from ._transports._frames import Frame
 from ._types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ASGIApp", "BoundAddress", "WebSocketServer"]
+if TYPE_CHECKING:
+    from ._transports.native import NativeOptions, PlainHTTP, ServeWebSocket
+
+__all__ = ["ASGIApp", "BoundAddress", "WebSocketServer", "native_endpoints"]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -497,11 +500,9 @@ class WebSocketServer:
         """
         from ._transports import native
 
+        options, serve_websocket, plain_http = native_endpoints(self)
         native_server = native.NativeServer(
-            self.native_options(),
-            self.serve_websocket,
-            self._plain_http,
-            ssl_context=ssl_context,
+            options, serve_websocket, plain_http, ssl_context=ssl_context
         )
         grace = self.options.close_timeout
         async with trio.open_nursery() as outer:
@@ -542,29 +543,6 @@ class WebSocketServer:
                 await lifespan.shutdown()
             outer.cancel_scope.cancel()
 
-    def native_options(self) -> Any:
-        """The native transport's settings, from this server's options (internal)."""
-        from ._transports import native
-
-        compression = self.compression
-        return native.NativeOptions(
-            max_payload_length=self.options.max_payload_length,
-            compression=(
-                None if compression is False else "shared" if compression is True else compression
-            ),
-            close_timeout=self.options.close_timeout,
-            handshake_timeout=self.handshake_timeout,
-        )
-
-    def _plain_http(self, path: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
-        # The native server answers plain HTTP requests only to say where WebSockets are.
-        if self.router.match(path) is None:
-            return 404, [_JSON], orjson.dumps({"message": "Not Found", "code": NOT_FOUND})
-        body = orjson.dumps(
-            {"message": "This path speaks WebSocket only", "code": UPGRADE_REQUIRED}
-        )
-        return 426, [_JSON, ("upgrade", "websocket"), ("connection", "Upgrade")], body
-
     async def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Close every open connection now and wait (up to ``close_timeout``) until they
         end.
@@ -579,6 +557,35 @@ class WebSocketServer:
         await trio.lowlevel.checkpoint()
         with trio.move_on_after(self.options.close_timeout):
             await self.registry.wait_empty()
+
+
+def native_endpoints(
+    server: WebSocketServer,
+) -> tuple[NativeOptions, ServeWebSocket, PlainHTTP]:
+    """What the native transport needs from ``server``: its settings, the upgrade entry
+    point and the answer to plain HTTP requests (for ``serve_native`` and ``testing``)."""
+    from ._transports.native import NativeOptions
+
+    compression = server.compression
+    options = NativeOptions(
+        max_payload_length=server.options.max_payload_length,
+        compression=(
+            None if compression is False else "shared" if compression is True else compression
+        ),
+        close_timeout=server.options.close_timeout,
+        handshake_timeout=server.handshake_timeout,
+    )
+
+    def plain_http(path: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
+        # The native server answers plain HTTP only to say where the WebSockets are.
+        if server.router.match(path) is None:
+            return 404, [_JSON], orjson.dumps({"message": "Not Found", "code": NOT_FOUND})
+        body = orjson.dumps(
+            {"message": "This path speaks WebSocket only", "code": UPGRADE_REQUIRED}
+        )
+        return 426, [_JSON, ("upgrade", "websocket"), ("connection", "Upgrade")], body
+
+    return options, server.serve_websocket, plain_http
 
 
 async def _not_found(send: Send) -> None:

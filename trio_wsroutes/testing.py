@@ -1,4 +1,4 @@
-"""Test your routes without sockets: an in-memory client that drives the ASGI app.
+"""Test your routes without sockets: an in-memory client for either transport.
 
 ::
 
@@ -9,13 +9,17 @@
             reply = await ws.request("ping", {"timestamp": 1.0})
             assert reply["type"] == "pong"
 
-The client speaks ASGI to the server exactly as hypercorn does (same scope, same events,
-including the ``websocket.http.response`` extension for denials), so everything above the
-socket is exercised. With pytest-trio, the fixtures ``ws_client`` and ``ws_live_server``
-(from the plugin this package registers) need only a ``ws_server`` fixture of yours.
+``TestClient(server)`` speaks ASGI to the server exactly as hypercorn does (same scope,
+same events, including the ``websocket.http.response`` extension for denials).
+``TestClient(server, transport="native")`` runs the native transport instead, over an
+in-memory byte stream with a bounded buffer each way (like a socket's): the real
+handshake, frames, close codes, pings, 1009 before a payload is read, and backpressure
+when the client stops reading. Either way everything above the socket is exercised. With
+pytest-trio, the fixtures ``ws_client`` and ``ws_live_server`` (from the plugin this
+package registers) need only a ``ws_server`` fixture of yours.
 """
 
-# TestClient drives its TestConnection's private ASGI side.
+# TestClient drives its connections' private sides.
 # pyright: reportPrivateUsage=false
 
 from __future__ import annotations
@@ -25,16 +29,37 @@ import math
 from collections.abc import AsyncGenerator, Mapping, MutableMapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import unquote, urlencode
 
 import attrs
 import orjson
 import trio
+from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.frames import Frame as WSFrame
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.protocol import OPEN
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
+from ._lifespan import LifespanDriver
+from ._server import WebSocketServer, native_endpoints
+from ._transports._streams import NonBlockingStream
+from ._transports.native import serve_stream
 from ._types import ASGIApp
 
-__all__ = ["ConnectionDenied", "TestClient", "TestConnection", "WebSocketClosed"]
+__all__ = [
+    "ConnectionDenied",
+    "TestClient",
+    "TestConnection",
+    "TransportName",
+    "WebSocketClosed",
+]
+
+TransportName = Literal["asgi", "native"]
+"""Which transport a :class:`TestClient` drives."""
 
 
 class ConnectionDenied(Exception):
@@ -72,28 +97,24 @@ class _Closed:
 
 
 class TestConnection:
-    """The client end of one in-memory WebSocket connection."""
+    """The client end of one in-memory WebSocket connection (either transport)."""
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, default_timeout: float) -> None:
-        self._to_app_send, self._to_app_receive = trio.open_memory_channel[
-            MutableMapping[str, Any]
-        ](math.inf)
         self._from_app_send, self._from_app_receive = trio.open_memory_channel[
             str | bytes | _Closed
         ](math.inf)
         self._handshake = trio.Event()
         self._app_done = trio.Event()
         self.accepted: bool = False
+        """Whether the server accepted the upgrade."""
         self.subprotocol: str | None = None
         """The subprotocol the server selected."""
         self.response_headers: list[tuple[str, str]] = []
-        """Headers the server added to its 101 response."""
+        """Headers the server added to its 101 response (names lower-cased)."""
         self.denied: ConnectionDenied | None = None
-        self._deny_status = 0
-        self._deny_headers: list[tuple[str, str]] = []
-        self._deny_body = bytearray()
+        """The server's refusal, if it refused the upgrade."""
         self._server_closed: _Closed | None = None
         self._client_closed = False
         self._timeout = default_timeout
@@ -101,71 +122,28 @@ class TestConnection:
         self._reading = trio.Event()
         self._reading.set()
 
-    # -- the ASGI side --------------------------------------------------------------------
+    # -- what each transport provides ---------------------------------------------------
 
-    async def _app_receive(self) -> MutableMapping[str, Any]:
-        return await self._to_app_receive.receive()
+    async def _send_message(self, text: str | None, data: bytes | None) -> None:
+        raise NotImplementedError
 
-    async def _app_send(self, message: MutableMapping[str, Any]) -> None:
-        kind = message["type"]
-        if self._server_closed is not None or (self._client_closed and kind == "websocket.send"):
-            raise RuntimeError("send on a closed WebSocket")
-        if kind == "websocket.accept":
-            self.accepted = True
-            self.subprotocol = message.get("subprotocol")
-            self.response_headers = [
-                (k.decode("latin-1").lower(), v.decode("latin-1"))
-                for k, v in message.get("headers", ())
-            ]
-            self._handshake.set()
-        elif kind == "websocket.send":
-            # A paused client is one whose socket buffer is full: the server's send waits.
-            await self._reading.wait()
-            if self._server_closed is not None or self._client_closed:
-                raise RuntimeError("send on a closed WebSocket")
-            text = message.get("text")
-            self._from_app_send.send_nowait(text if text is not None else bytes(message["bytes"]))
-        elif kind == "websocket.close":
-            closed = _Closed(int(message.get("code", 1000)), message.get("reason") or "")
+    async def _send_close(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def unread_by_server(self) -> int:
+        """Messages this client sent that the server has not read yet.
+
+        Grows when the server stops reading because its handlers are behind: the
+        inbound backpressure a real client sees as a full TCP window.
+        """
+        raise NotImplementedError
+
+    def _server_closes(self, closed: _Closed) -> None:
+        """The server closed the connection (or it was lost)."""
+        if self._server_closed is None:
             self._server_closed = closed
-            if not self.accepted:
-                # As hypercorn does: a close before accept is an HTTP 403.
-                self.denied = ConnectionDenied(403, [], b"")
-                self._handshake.set()
-                return
             self._from_app_send.send_nowait(closed)
-            self._to_app_send.send_nowait(
-                {"type": "websocket.disconnect", "code": closed.code, "reason": closed.reason}
-            )
-        elif kind == "websocket.http.response.start":
-            self._deny_status = int(message["status"])
-            self._deny_headers = [
-                (k.decode("latin-1").lower(), v.decode("latin-1"))
-                for k, v in message.get("headers", ())
-            ]
-        elif kind == "websocket.http.response.body":
-            self._deny_body += message.get("body", b"")
-            if not message.get("more_body", False):
-                self.denied = ConnectionDenied(
-                    self._deny_status, self._deny_headers, bytes(self._deny_body)
-                )
-                self._server_closed = _Closed(1006, "")
-                self._handshake.set()
-        else:
-            raise RuntimeError(f"unexpected ASGI message {kind!r}")
-
-    async def _run_app(self, app: ASGIApp, scope: MutableMapping[str, Any]) -> None:
-        try:
-            await app(scope, self._app_receive, self._app_send)
-        finally:
-            self._app_done.set()
-            if not self._handshake.is_set():
-                # The app returned without answering: servers answer 500.
-                self.denied = ConnectionDenied(500, [], b"")
-                self._handshake.set()
-            if self._server_closed is None and not self._client_closed:
-                self._server_closed = _Closed(1006, "")
-                self._from_app_send.send_nowait(self._server_closed)
 
     # -- the client's API ---------------------------------------------------------------
 
@@ -179,18 +157,9 @@ class TestConnection:
         """The reason the server closed with, once it has."""
         return self._server_closed.reason if self._server_closed else None
 
-    @property
-    def unread_by_server(self) -> int:
-        """Frames this client sent that the server has not read yet.
-
-        Grows when the server stops reading because its handlers are behind: the
-        inbound backpressure a real client sees as a full TCP window.
-        """
-        return self._to_app_send.statistics().current_buffer_used
-
     def pause_reading(self) -> None:
         """Stop taking frames, like a client that stopped reading its socket: the
-        server's next send to this connection waits until :meth:`resume_reading`."""
+        server's sends to this connection back up until :meth:`resume_reading`."""
         if self._reading.is_set():
             self._reading = trio.Event()
 
@@ -201,12 +170,12 @@ class TestConnection:
     async def send_text(self, text: str) -> None:
         """Send a text frame."""
         self._check_open()
-        await self._to_app_send.send({"type": "websocket.receive", "text": text})
+        await self._send_message(text, None)
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary frame."""
         self._check_open()
-        await self._to_app_send.send({"type": "websocket.receive", "bytes": bytes(data)})
+        await self._send_message(None, bytes(data))
 
     async def send_json(self, value: Any) -> None:
         """Send ``value`` as a JSON text frame."""
@@ -276,9 +245,7 @@ class TestConnection:
         self._reading.set()
         if not self._client_closed and self._server_closed is None:
             self._client_closed = True
-            await self._to_app_send.send(
-                {"type": "websocket.disconnect", "code": code, "reason": reason}
-            )
+            await self._send_close(code, reason)
         with trio.fail_after(self._timeout):
             await self._app_done.wait()
 
@@ -294,6 +261,342 @@ class TestConnection:
     def _check_open(self) -> None:
         if self._client_closed:
             raise RuntimeError("this test connection was closed by the client")
+
+
+class _ASGIConnection(TestConnection):
+    """A connection that speaks ASGI to the app, as hypercorn does."""
+
+    __test__ = False
+
+    def __init__(self, default_timeout: float) -> None:
+        super().__init__(default_timeout)
+        self._to_app_send, self._to_app_receive = trio.open_memory_channel[
+            MutableMapping[str, Any]
+        ](math.inf)
+        self._deny_status = 0
+        self._deny_headers: list[tuple[str, str]] = []
+        self._deny_body = bytearray()
+
+    @property
+    def unread_by_server(self) -> int:
+        return self._to_app_send.statistics().current_buffer_used
+
+    async def _send_message(self, text: str | None, data: bytes | None) -> None:
+        event: dict[str, Any] = {"type": "websocket.receive"}
+        if text is not None:
+            event["text"] = text
+        else:
+            event["bytes"] = data
+        await self._to_app_send.send(event)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        await self._to_app_send.send(
+            {"type": "websocket.disconnect", "code": code, "reason": reason}
+        )
+
+    async def _app_receive(self) -> MutableMapping[str, Any]:
+        return await self._to_app_receive.receive()
+
+    async def _app_send(self, message: MutableMapping[str, Any]) -> None:
+        kind = message["type"]
+        if self._server_closed is not None or (self._client_closed and kind == "websocket.send"):
+            raise RuntimeError("send on a closed WebSocket")
+        if kind == "websocket.accept":
+            self.accepted = True
+            self.subprotocol = message.get("subprotocol")
+            self.response_headers = [
+                (k.decode("latin-1").lower(), v.decode("latin-1"))
+                for k, v in message.get("headers", ())
+            ]
+            self._handshake.set()
+        elif kind == "websocket.send":
+            # A paused client is one whose socket buffer is full: the server's send waits.
+            await self._reading.wait()
+            if self._server_closed is not None or self._client_closed:
+                raise RuntimeError("send on a closed WebSocket")
+            text = message.get("text")
+            self._from_app_send.send_nowait(text if text is not None else bytes(message["bytes"]))
+        elif kind == "websocket.close":
+            closed = _Closed(int(message.get("code", 1000)), message.get("reason") or "")
+            if not self.accepted:
+                # As hypercorn does: a close before accept is an HTTP 403.
+                self._server_closed = closed
+                self.denied = ConnectionDenied(403, [], b"")
+                self._handshake.set()
+                return
+            self._server_closes(closed)
+            self._to_app_send.send_nowait(
+                {"type": "websocket.disconnect", "code": closed.code, "reason": closed.reason}
+            )
+        elif kind == "websocket.http.response.start":
+            self._deny_status = int(message["status"])
+            self._deny_headers = [
+                (k.decode("latin-1").lower(), v.decode("latin-1"))
+                for k, v in message.get("headers", ())
+            ]
+        elif kind == "websocket.http.response.body":
+            self._deny_body += message.get("body", b"")
+            if not message.get("more_body", False):
+                self.denied = ConnectionDenied(
+                    self._deny_status, self._deny_headers, bytes(self._deny_body)
+                )
+                self._server_closed = _Closed(1006, "")
+                self._handshake.set()
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    async def _run(self, app: ASGIApp, scope: MutableMapping[str, Any]) -> None:
+        self._to_app_send.send_nowait({"type": "websocket.connect"})
+        try:
+            await app(scope, self._app_receive, self._app_send)
+        finally:
+            self._app_done.set()
+            if not self._handshake.is_set():
+                # The app returned without answering: servers answer 500.
+                self.denied = ConnectionDenied(500, [], b"")
+                self._handshake.set()
+            if not self._client_closed:
+                self._server_closes(_Closed(1006, ""))
+
+
+_PIPE_CAPACITY = 64 * 1024
+"""Bytes each direction of an in-memory connection holds, like a socket buffer."""
+
+
+class _Pipe:
+    """One direction of an in-memory byte stream, with a bounded buffer."""
+
+    def __init__(self, capacity: int) -> None:
+        self.buffer = bytearray()
+        self.capacity = capacity
+        self.total_read = 0
+        self.eof = False
+        self.broken = False
+        self._readable = trio.lowlevel.ParkingLot()
+        self._writable = trio.lowlevel.ParkingLot()
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self.broken or self.eof:
+            raise trio.BrokenResourceError("the other end is closed")
+        taken = min(len(data), self.capacity - len(self.buffer))
+        if taken:
+            self.buffer += data[:taken]
+            self._readable.unpark_all()
+        return taken
+
+    def read(self, max_bytes: int) -> bytes | None:
+        if self.buffer:
+            chunk = bytes(self.buffer[:max_bytes])
+            del self.buffer[:max_bytes]
+            self.total_read += len(chunk)
+            self._writable.unpark_all()
+            return chunk
+        if self.eof or self.broken:
+            return b""
+        return None
+
+    async def wait_readable(self) -> None:
+        while not self.buffer and not self.eof and not self.broken:
+            await self._readable.park()
+
+    async def wait_writable(self) -> None:
+        while len(self.buffer) >= self.capacity and not self.broken:
+            await self._writable.park()
+        if self.broken:
+            raise trio.BrokenResourceError("the other end is closed")
+
+    def close_write(self) -> None:
+        self.eof = True
+        self._readable.unpark_all()
+
+    def break_(self) -> None:
+        self.broken = True
+        self._readable.unpark_all()
+        self._writable.unpark_all()
+
+
+class _PipeStream(NonBlockingStream):
+    """One end of an in-memory connection: reads one pipe, writes the other."""
+
+    def __init__(self, incoming: _Pipe, outgoing: _Pipe, peer: tuple[str, int] | None) -> None:
+        self._incoming = incoming
+        self._outgoing = outgoing
+        self._peer = peer
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        return self._outgoing.write(data)
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        return self._incoming.read(max_bytes)
+
+    async def wait_readable(self) -> None:
+        await self._incoming.wait_readable()
+
+    async def wait_writable(self) -> None:
+        await self._outgoing.wait_writable()
+
+    def shutdown_write(self) -> None:
+        self._outgoing.close_write()
+
+    def peer(self) -> tuple[str, int] | None:
+        return self._peer
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.shutdown_write()
+
+    async def aclose(self) -> None:
+        self._outgoing.close_write()
+        self._incoming.break_()
+        await trio.lowlevel.checkpoint()
+
+
+class _NativeConnection(TestConnection):
+    """A connection to the native transport over an in-memory byte stream; the client
+    side is the ``websockets`` sans-I/O client protocol."""
+
+    __test__ = False
+
+    def __init__(
+        self,
+        default_timeout: float,
+        *,
+        resource: str,
+        headers: Sequence[tuple[str, str]],
+        subprotocols: Sequence[str],
+        peer: tuple[str, int],
+        compression: bool,
+    ) -> None:
+        super().__init__(default_timeout)
+        to_server, to_client = _Pipe(_PIPE_CAPACITY), _Pipe(_PIPE_CAPACITY)
+        self._to_server = to_server
+        self._server_stream = _PipeStream(to_server, to_client, peer)
+        self._stream = _PipeStream(to_client, to_server, None)
+        self._protocol = ClientProtocol(
+            parse_uri(f"ws://testserver{resource}"),
+            subprotocols=[Subprotocol(name) for name in subprotocols] or None,
+            extensions=[ClientPerMessageDeflateFactory()] if compression else None,
+            max_size=None,
+        )
+        self._headers = headers
+        self._write_lock = trio.Lock()
+        self._produced = 0
+        self._frame_ends: list[int] = []
+
+    @property
+    def unread_by_server(self) -> int:
+        consumed = self._to_server.total_read
+        self._frame_ends = [end for end in self._frame_ends if end > consumed]
+        return len(self._frame_ends)
+
+    async def _flush(self) -> None:
+        async with self._write_lock:
+            for data in self._protocol.data_to_send():
+                if data:
+                    self._produced += len(data)
+                    await self._stream.send_all(data)
+                else:
+                    await self._stream.send_eof()
+
+    async def _send_message(self, text: str | None, data: bytes | None) -> None:
+        if self._protocol.state is not OPEN:
+            raise RuntimeError("send on a closed WebSocket")
+        if text is not None:
+            self._protocol.send_text(text.encode())
+        else:
+            assert data is not None
+            self._protocol.send_binary(data)
+        # The frame ends where the bytes produced so far end.
+        pending = sum(len(chunk) for chunk in self._protocol.writes)
+        self._frame_ends.append(self._produced + pending)
+        await self._flush()
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if self._protocol.state is OPEN:
+            self._protocol.send_close(code, reason)
+            await self._flush()
+
+    async def _run_server(self, server: WebSocketServer, peer: tuple[str, int]) -> None:
+        options, serve_websocket, plain_http = native_endpoints(server)
+        try:
+            await serve_stream(
+                self._server_stream, options, serve_websocket, plain_http, peer=peer
+            )
+        finally:
+            self._app_done.set()
+            if not self._handshake.is_set():
+                self.denied = ConnectionDenied(500, [], b"")
+                self._handshake.set()
+
+    async def _run_client(self) -> None:
+        protocol = self._protocol
+        request = protocol.connect()
+        for name, value in self._headers:
+            request.headers[name] = value
+        protocol.send_request(request)
+        await self._flush()
+        fragments: list[bytes] = []
+        try:
+            while True:
+                if self._handshake.is_set():
+                    await self._reading.wait()
+                try:
+                    data = await self._stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if data:
+                    protocol.receive_data(data)
+                else:
+                    protocol.receive_eof()
+                for event in protocol.events_received():
+                    if isinstance(event, Response):
+                        self._on_response(event)
+                        continue
+                    if not isinstance(event, WSFrame):
+                        continue
+                    if event.opcode is Opcode.CLOSE:
+                        close = protocol.close_rcvd
+                        if close is not None:
+                            self._server_closes(_Closed(int(close.code), close.reason))
+                    elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                        fragments.append(bytes(event.data))
+                        if event.fin:
+                            payload = b"".join(fragments)
+                            fragments.clear()
+                            binary = (
+                                event.opcode is Opcode.BINARY
+                                if event.opcode is not Opcode.CONT
+                                else self._binary
+                            )
+                            self._from_app_send.send_nowait(
+                                payload if binary else payload.decode()
+                            )
+                        elif event.opcode is not Opcode.CONT:
+                            self._binary = event.opcode is Opcode.BINARY
+                await self._flush()
+                if not data:
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if not self._handshake.is_set():
+                self.denied = ConnectionDenied(502, [], b"")
+                self._handshake.set()
+            if self.accepted:
+                self._server_closes(_Closed(1006, ""))
+
+    _binary = False
+
+    def _on_response(self, response: Response) -> None:
+        headers = [(name.lower(), value) for name, value in response.headers.raw_items()]
+        if response.status_code == 101 and self._protocol.state is OPEN:
+            self.accepted = True
+            self.subprotocol = self._protocol.subprotocol
+            self.response_headers = headers
+        else:
+            self.denied = ConnectionDenied(response.status_code, headers, bytes(response.body))
+            self._server_closed = _Closed(1006, "")
+        self._handshake.set()
 
 
 @asynccontextmanager
@@ -315,8 +618,11 @@ async def _task_host() -> AsyncGenerator[trio.Nursery, None]:
 
 
 class TestClient:
-    """An in-memory client for a :class:`~trio_wsroutes.WebSocketServer` (or any ASGI app).
+    """An in-memory client for a :class:`~trio_wsroutes.WebSocketServer` (or, with the
+    ASGI transport, any ASGI app).
 
+    ``transport="asgi"`` (default) drives the app as hypercorn does;
+    ``transport="native"`` runs the server's native transport over an in-memory stream.
     Use it as ``async with TestClient(server) as client`` to run the app's lifespan
     startup and shutdown around the test; ``client.connect()`` also works without.
     """
@@ -327,42 +633,31 @@ class TestClient:
         self,
         app: ASGIApp,
         *,
+        transport: TransportName = "asgi",
         client: tuple[str, int] = ("127.0.0.1", 50000),
         timeout: float = 5.0,
+        compression: bool = False,
     ) -> None:
+        if transport not in ("asgi", "native"):
+            raise ValueError('transport is "asgi" or "native"')
+        if transport == "native" and not isinstance(app, WebSocketServer):
+            raise TypeError("the native transport serves a WebSocketServer")
         self.app = app
+        self.transport: TransportName = transport
+        """The transport this client drives."""
         self.client_address = client
         self.timeout = timeout
+        self.compression = compression
+        """Whether native connections offer permessage-deflate (the ASGI side never
+        sees compression)."""
         self._exit_stack = AsyncExitStack()
+        self._lifespan: LifespanDriver | None = None
 
     async def __aenter__(self) -> TestClient:
         nursery = await self._exit_stack.enter_async_context(_task_host())
-        to_app_send, to_app_receive = trio.open_memory_channel[MutableMapping[str, Any]](math.inf)
-        from_app_send, from_app_receive = trio.open_memory_channel[MutableMapping[str, Any]](
-            math.inf
-        )
-        self._lifespan = (to_app_send, from_app_receive)
-
-        async def run() -> None:
-            scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-            try:
-                await self.app(scope, to_app_receive.receive, from_app_send.send)
-            finally:
-                from_app_send.close()
-
-        nursery.start_soon(run)
-        await to_app_send.send({"type": "lifespan.startup"})
-        await self._expect_lifespan("lifespan.startup.complete")
+        self._lifespan = LifespanDriver(self.app, timeout=self.timeout)
+        await self._lifespan.startup(nursery)
         return self
-
-    async def _expect_lifespan(self, wanted: str) -> None:
-        with trio.fail_after(self.timeout):
-            try:
-                message = await self._lifespan[1].receive()
-            except trio.EndOfChannel:
-                return  # the app does not speak lifespan
-        if message["type"] != wanted:
-            raise RuntimeError(f"lifespan: expected {wanted}, got {message!r}")
 
     async def __aexit__(
         self,
@@ -371,9 +666,8 @@ class TestClient:
         tb: TracebackType | None,
     ) -> bool | None:
         try:
-            if exc is None:
-                await self._lifespan[0].send({"type": "lifespan.shutdown"})
-                await self._expect_lifespan("lifespan.shutdown.complete")
+            if exc is None and self._lifespan is not None:
+                await self._lifespan.shutdown()
         finally:
             result: bool | None = await self._exit_stack.__aexit__(exc_type, exc, tb)
         return result
@@ -395,35 +689,31 @@ class TestClient:
         """
         if "?" in path and query is None:
             path, query = path.split("?", 1)
-        query_string = (urlencode(query) if isinstance(query, Mapping) else (query or "")).encode()
+        query_string = urlencode(query) if isinstance(query, Mapping) else (query or "")
         items = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         if origin is not None:
             items.append(("origin", origin))
-        raw_headers = [(b"host", b"testserver")] + [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in items
-        ]
-        if subprotocols:
-            raw_headers.append((b"sec-websocket-protocol", ", ".join(subprotocols).encode()))
-        scope: dict[str, Any] = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1",
-            "scheme": "ws",
-            "server": ("testserver", 80),
-            "client": self.client_address,
-            "root_path": "",
-            "path": unquote(path),  # ASGI paths are percent-decoded
-            "raw_path": path.encode(),
-            "query_string": query_string,
-            "headers": raw_headers,
-            "subprotocols": list(subprotocols),
-            "extensions": {"websocket.http.response": {}},
-            "state": {},
-        }
-        connection = TestConnection(self.timeout)
+        connection: TestConnection
         async with _task_host() as nursery:
-            connection._to_app_send.send_nowait({"type": "websocket.connect"})
-            nursery.start_soon(connection._run_app, self.app, scope)
+            if self.transport == "asgi":
+                asgi = _ASGIConnection(self.timeout)
+                scope = _scope(path, query_string, items, subprotocols, self.client_address)
+                nursery.start_soon(asgi._run, self.app, scope)
+                connection = asgi
+            else:
+                resource = path + (f"?{query_string}" if query_string else "")
+                native = _NativeConnection(
+                    self.timeout,
+                    resource=resource,
+                    headers=items,
+                    subprotocols=subprotocols,
+                    peer=self.client_address,
+                    compression=self.compression,
+                )
+                assert isinstance(self.app, WebSocketServer)
+                nursery.start_soon(native._run_server, self.app, self.client_address)
+                nursery.start_soon(native._run_client)
+                connection = native
             with trio.fail_after(self.timeout):
                 await connection._handshake.wait()
             if connection.denied is not None:
@@ -435,3 +725,36 @@ class TestClient:
             finally:
                 with trio.CancelScope(shield=True):
                     await connection.close()
+                    if self.transport == "native":
+                        nursery.cancel_scope.cancel()
+
+
+def _scope(
+    path: str,
+    query_string: str,
+    headers: list[tuple[str, str]],
+    subprotocols: Sequence[str],
+    client: tuple[str, int],
+) -> dict[str, Any]:
+    """The ASGI scope hypercorn would build for this upgrade request."""
+    raw_headers = [(b"host", b"testserver")] + [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
+    ]
+    if subprotocols:
+        raw_headers.append((b"sec-websocket-protocol", ", ".join(subprotocols).encode()))
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "server": ("testserver", 80),
+        "client": client,
+        "root_path": "",
+        "path": unquote(path),  # ASGI paths are percent-decoded
+        "raw_path": path.encode(),
+        "query_string": query_string.encode(),
+        "headers": raw_headers,
+        "subprotocols": list(subprotocols),
+        "extensions": {"websocket.http.response": {}},
+        "state": {},
+    }
