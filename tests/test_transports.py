@@ -666,6 +666,21 @@ async def test_native_close_handshake_echoes_the_code_and_closes_tcp(
         assert await closes.wait() == expected
 
 
+async def test_native_close_between_fragments_is_a_clean_close() -> None:
+    # Autobahn|Testsuite case 7.1.5: a message fragment, a close frame, then the next
+    # fragment. Control frames may come between fragments (RFC 6455 5.4): the close is
+    # answered cleanly, the unfinished message dropped, and what follows discarded.
+    async with native_echo() as (address, closes), raw_connect(address, "/r") as client:
+        with trio.fail_after(TIMEOUT):
+            await client.send(TEXT, b"fragment1", fin=False)
+            await client.send(CLOSE, struct.pack("!H", 1000))
+            await client.send(CONT, b"fragment2")
+            echo = await client.close_frame()
+            assert echo is not None and echo.close_code == 1000
+            assert await client.eof()
+        assert await closes.wait() == (1000, "")
+
+
 async def test_native_server_close_waits_for_the_peer_then_closes_tcp() -> None:
     async with (
         native_echo_server() as (address, closes, server),

@@ -538,12 +538,12 @@ class _NativeConnection(TestConnection):
         fragments: list[bytes] = []
         try:
             while True:
+                await self._stream.wait_readable()
                 if self._handshake.is_set():
-                    await self._reading.wait()
-                try:
-                    data = await self._stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                    await self._reading.wait()  # a paused client leaves bytes unread
+                data = self._stream.receive_nowait(65536)
+                if data is None:
+                    continue
                 if data:
                     protocol.receive_data(data)
                 else:

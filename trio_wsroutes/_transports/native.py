@@ -158,7 +158,7 @@ class _ServerProtocol(ServerProtocol):
 
     def fail(self, code: int, reason: str = "") -> None:
         if code == CloseCode.MESSAGE_TOO_BIG and self.state is OPEN and self.refused is None:
-            self.refused = (code, reason)
+            self.refused = (code, "message too big")  # the engine's words on every transport
             self.parser = self._discard_refused()
             next(self.parser)
             return
