@@ -94,5 +94,6 @@ def test_testing_module_surface() -> None:
         "ConnectionDenied",
         "TestClient",
         "TestConnection",
+        "TransportName",
         "WebSocketClosed",
     }
