@@ -2,37 +2,35 @@
 
 Missing ``redis-server`` (or ``coredis``) skips the Redis tests on a developer machine with
 the reason, and fails them when ``CI=true``: CI must run them (``.ci/run`` installs it).
+The rule is ``tests/_tools.py``'s, shared with the browser and TypeScript tests.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
+from tests._tools import missing_tool
 
 STARTUP_TIMEOUT = 10.0
 
 
+def require_coredis() -> None:
+    """Skip (fail in CI) when ``coredis`` is not installed."""
+    if importlib.util.find_spec("coredis") is None:
+        missing_tool("coredis is not installed (pip install -e '.[test]' brings it)")
+
+
 def require_redis() -> str:
     """The ``redis-server`` executable, or skip (fail in CI) with the reason."""
-    problems: list[str] = []
+    require_coredis()
     executable = shutil.which("redis-server")
     if executable is None:
-        problems.append("redis-server is not installed (apt-get install redis-server)")
-    if importlib.util.find_spec("coredis") is None:
-        problems.append("coredis is not installed (pip install 'trio-wsroutes[redis]')")
-    if problems:
-        reason = "; ".join(problems)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the Redis tests: {reason}", pytrace=False)
-        pytest.skip(reason)
-    assert executable is not None
+        missing_tool("redis-server is not installed (apt-get install redis-server)")
     return executable
 
 

@@ -1,13 +1,14 @@
 """End to end in a real browser: two headless Chromium pages chat through the example.
 
 Needs Debian's ``chromium`` (``.ci/run`` installs it) and Playwright for Python, which
-drives it through ``executable_path`` (no browser download). Skipped on a developer
-machine without Chromium; in CI (``CI=true``) a missing browser fails the run.
+drives it through ``executable_path`` (no browser download). Skipped with the reason on a
+developer machine without Chromium; under CI (``CI=true``) a missing browser fails the
+test (``tests/_tools.py``).
 """
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import shutil
 import uuid
 from pathlib import Path
@@ -16,9 +17,9 @@ import pytest
 import trio
 
 from examples.chat.app import server
+from tests._tools import missing_tool
 from tests.conftest import live_server
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -30,19 +31,25 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 
-if CHROMIUM is None:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("CI=true but chromium is not installed (see .ci/run)")
-    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium executable, or skip (fail in CI) with the reason."""
+    if importlib.util.find_spec("playwright") is None:
+        missing_tool("playwright is not installed (pip install -e '.[test]' brings it)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        missing_tool("chromium is not installed (apt-get install chromium)")
+    return chromium
 
 
-def chat_in_two_pages(base_url: str, screenshots: Path) -> None:
+def chat_in_two_pages(chromium: str, base_url: str, screenshots: Path) -> None:
     """The browser side, with Playwright's synchronous API (run in a worker thread)."""
     from playwright.sync_api import expect, sync_playwright
 
     room = f"e2e-{uuid.uuid4().hex[:6]}"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         ada = browser.new_page()
         grace = browser.new_page()
         try:
@@ -78,7 +85,9 @@ def chat_in_two_pages(base_url: str, screenshots: Path) -> None:
             browser.close()
 
 
-async def test_two_browsers_chat_see_errors_and_see_each_other_leave(tmp_path: Path) -> None:
+async def test_two_browsers_chat_see_errors_and_see_each_other_leave(
+    chromium: str, tmp_path: Path
+) -> None:
     async with live_server(server, "hypercorn") as address:
         with trio.fail_after(60):
-            await trio.to_thread.run_sync(chat_in_two_pages, address.http_url, tmp_path)
+            await trio.to_thread.run_sync(chat_in_two_pages, chromium, address.http_url, tmp_path)

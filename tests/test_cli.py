@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
 import trio
 import yaml
 
+import trio_wsroutes
 from tests.typegen import app
 from trio_wsroutes import generate_asyncapi, generate_json_schema, generate_websocket_types
-from trio_wsroutes._cli import main
+from trio_wsroutes._cli import main, watch_install_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "tests.typegen.app:server"
@@ -90,17 +93,46 @@ def test_asyncapi_command_writes_yaml_or_json_by_extension(tmp_path: Path) -> No
     assert (tmp_path / "api.yaml").read_text() == expected
 
 
-def test_check_reports_stale_and_fresh_files(
+def test_check_reports_missing_stale_and_fresh_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "types.ts"
     assert main(["typegen", TARGET, "-o", str(target), "--check"]) == 1
     assert not target.exists()  # --check writes nothing
-    assert "out of date" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"trio-wsroutes: {target} is missing; run: trio-wsroutes typegen {TARGET} -o {target}\n"
+    )
     target.write_text(generate_websocket_types(app.server))
     assert main(["typegen", TARGET, "-o", str(target), "--check"]) == 0
+    assert "is up to date" in capsys.readouterr().err
     target.write_text(generate_websocket_types(app.server) + "// edited\n")
     assert main(["typegen", TARGET, "-o", str(target), "--check"]) == 1
+    assert f"{target} is out of date; run: " in capsys.readouterr().err
+
+
+def test_check_without_an_output_file_is_a_usage_error() -> None:
+    # Nothing to compare with: not "up to date", not a generation to stdout.
+    result = subprocess.run(
+        [script(), "schema", TARGET, "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: trio-wsroutes schema ")
+    assert "trio-wsroutes schema: error: --check needs -o" in result.stderr
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"trio-wsroutes {trio_wsroutes.__version__}\n"
+    # The package's version is the installed distribution's (pyproject.toml's).
+    assert trio_wsroutes.__version__ == importlib.metadata.version("trio-wsroutes")
 
 
 def test_the_committed_example_types_pass_check() -> None:
@@ -116,41 +148,129 @@ def test_the_committed_example_types_pass_check() -> None:
         (["typegen", TARGET, "--routes", "/nope"], "no route '/nope'"),
         (["asyncapi", TARGET, "--server", "nope"], "--server takes NAME=URL"),
         (["asyncapi", TARGET, "--server", "a=http://x"], "expected a ws:// or wss:// URL"),
-        (["typegen", "tests.typegen.app:Point"], "expected a WebSocketServer"),
+        (
+            ["typegen", "tests.typegen.app:Point"],
+            "tests.typegen.app:Point is a class (<class 'tests.typegen.app.Point'>); "
+            "expected a WebSocketServer, a route or a list of routes",
+        ),
+        (
+            ["typegen", "tests.typegen.app:SAMPLE_ROUTES"],
+            "tests.typegen.app:SAMPLE_ROUTES is a str ('/api/shapes'); expected a "
+            "WebSocketServer, a route or a list of routes",
+        ),
     ],
 )
 def test_errors_are_one_line_and_exit_1(
-    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    arguments: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(app, "SAMPLE_ROUTES", "/api/shapes", raising=False)
     assert main(arguments) == 1
     err = capsys.readouterr().err
     assert message in err
     assert err.startswith("trio-wsroutes: error: ")
+    assert err.count("\n") == 1
 
 
-def test_a_type_error_names_the_field(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+BIG_TARGETS = """
+from trio_wsroutes import create_websocket_route
+
+settings = {f"key{i}": "x" * 1000 for i in range(100)}
+mixed = [create_websocket_route("/a"), {"path": "/b", "handlers": list(range(1000))}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("attribute", "begins", "ends"),
+    [
+        (
+            "settings",
+            "bigapp:settings is a dict ({'key0': 'xxxx",
+            "...); expected a WebSocketServer, a route or a list of routes",
+        ),
+        (
+            "mixed",
+            "item 1 of bigapp:mixed is a dict ({'handlers': [0, 1, 2, ...], 'path': '/b'})",
+            "; expected a route from create_websocket_route",
+        ),
+    ],
+)
+def test_a_target_that_is_not_routes_is_named_by_type_on_one_short_line(
+    attribute: str,
+    begins: str,
+    ends: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    (tmp_path / "pricing.py").write_text(
-        textwrap.dedent(
-            """
-            import decimal
-            import attrs
-            from trio_wsroutes import WebSocketServer, create_websocket_route, message
-
-            @message("price")
-            @attrs.frozen
-            class Price:
-                amount: decimal.Decimal
-
-            server = WebSocketServer([create_websocket_route("/p").server_messages(Price)])
-            """
-        )
-    )
+    (tmp_path / "bigapp.py").write_text(BIG_TARGETS)
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert main(["typegen", "pricing:server", "--app-dir", str(tmp_path)]) == 1
+    assert main(["typegen", f"bigapp:{attribute}", "--app-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "field 'amount' of pricing.Price" in err
+    assert err.startswith(f"trio-wsroutes: error: {begins}")
+    assert err.endswith(f"{ends}\n")
+    assert err.count("\n") == 1
+    assert len(err) < 250  # not the object's 100 KB repr
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "cwd", "hint"),
+    [
+        # pip install -e . (the README's install), from inside the checkout and elsewhere
+        (
+            '{"url": "file:///work/proj", "dir_info": {"editable": true}}',
+            "/work/proj",
+            "python -m pip install -e '.[watch]'",
+        ),
+        (
+            '{"url": "file:///work/proj", "dir_info": {"editable": true}}',
+            "/tmp",
+            "python -m pip install -e '/work/proj[watch]'",
+        ),
+        # pip install . (not editable)
+        ('{"url": "file:///work/proj", "dir_info": {}}', "/tmp", "python -m pip install "
+         "'/work/proj[watch]'"),
+        # from the index, or a wheel file
+        (None, "/tmp", "python -m pip install 'trio-wsroutes[watch]'"),
+        (
+            '{"url": "file:///dl/trio_wsroutes-0.1.0-py3-none-any.whl", "archive_info": {}}',
+            "/dl",
+            "python -m pip install 'trio-wsroutes[watch]'",
+        ),
+    ],
+)  # fmt: skip
+def test_the_watch_install_hint_fits_how_the_package_was_installed(
+    direct_url: str | None, cwd: str, hint: str
+) -> None:
+    assert watch_install_hint(direct_url, ["test", "watch"], cwd) == hint
+
+
+def test_the_watch_hint_names_an_extra_that_exists() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(dep.startswith("watchfiles") for dep in extras["watch"])
+    hint = watch_install_hint(None, [], "/tmp")  # a build without the extra
+    assert hint == "python -m pip install 'watchfiles>=0.21'"
+
+
+def test_watch_without_watchfiles_says_how_to_install_it_here(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # as if not installed
+    monkeypatch.chdir(ROOT)
+    assert main(["typegen", TARGET, "-o", "unused.ts", "--watch"]) == 1
+    err = capsys.readouterr().err
+    distribution = importlib.metadata.distribution("trio-wsroutes")
+    installed = json.loads(distribution.read_text("direct_url.json") or "{}")
+    if installed.get("dir_info", {}).get("editable"):  # pip install -e '.[test]'
+        expected = "python -m pip install -e '.[watch]'"
+    else:
+        expected = "python -m pip install 'trio-wsroutes[watch]'"
+    assert err == f"trio-wsroutes: error: --watch needs watchfiles: {expected}\n"
+    assert not (ROOT / "unused.ts").exists()
 
 
 APP_BEFORE = """
@@ -168,7 +288,8 @@ APP_AFTER = APP_BEFORE.replace("    n: int\n", "    n: int\n    label: str\n")
 
 
 async def test_watch_regenerates_when_a_source_file_changes(tmp_path: Path) -> None:
-    pytest.importorskip("watchfiles")
+    # watchfiles is in the test extra: its absence is a broken install, not a skip.
+    assert importlib.util.find_spec("watchfiles"), "pip install -e '.[test]' installs watchfiles"
     source = tmp_path / "tickapp.py"
     source.write_text(APP_BEFORE)
     output = tmp_path / "out" / "types.ts"

@@ -23,7 +23,7 @@ import trio
 from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_url
 
 import trio_wsroutes._broker.redis as redis_module
-from tests._redis import RedisServer, free_port, require_redis
+from tests._redis import RedisServer, free_port, require_coredis, require_redis
 from tests.conftest import live_server
 from trio_wsroutes import (
     Connection,
@@ -157,8 +157,14 @@ def test_wire_format_round_trips_and_rejects_malformed_messages() -> None:
         assert decode_wire(bad) is None, bad
 
 
+@pytest.fixture
+def coredis() -> None:
+    """Skip (fail in CI) without coredis; a sync fixture, so the reason shows."""
+    require_coredis()
+
+
+@pytest.mark.usefixtures("coredis")
 async def test_options_are_checked() -> None:
-    pytest.importorskip("coredis")
     with pytest.raises(ValueError, match="not a Redis URL"):
         RedisBroker("http://127.0.0.1:6379")
     with pytest.raises(ValueError, match="positive"):
@@ -258,8 +264,8 @@ async def test_publisher_only_handles_reach_every_server(redis: RedisServer) -> 
                     assert await ws.receive_bytes() == b"raw"
 
 
+@pytest.mark.usefixtures("coredis")
 async def test_publisher_only_handle_raises_when_redis_is_unreachable() -> None:
-    pytest.importorskip("coredis")
     broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0", timeout=2)
     with trio.fail_after(10), pytest.raises(ConnectionError, match="could not publish"):
         await broker.publish("t", Said("x", 1))

@@ -8,17 +8,35 @@ from __future__ import annotations
 
 import builtins
 import datetime
+import decimal
 import enum
 import json
+import uuid
 from typing import Any, Literal
 
 import attrs
+import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_wsroutes import ErrorDetail
-from trio_wsroutes._validation import converter, validation_details
+from trio_wsroutes import (
+    ErrorDetail,
+    _validation,
+    create_websocket_route,
+    generate_json_schema,
+    generate_websocket_types,
+    message,
+)
+from trio_wsroutes._messages import encode_message
+from trio_wsroutes._validation import (
+    _make_converter,
+    check_client_schema,
+    check_server_message,
+    converter,
+    structure_hook_for,
+    validation_details,
+)
 
 Details = list[tuple[str, str]]
 
@@ -507,22 +525,261 @@ def test_union_of_scalars_is_strict() -> None:
         assert path == "$.data.v"
 
 
-# -- datetime ----------------------------------------------------------------------------
+# -- UUID, date-time, date, decimal: strings in one strict form ---------------------------
+
+UUID_TEXT = "123e4567-e89b-12d3-a456-426614174000"
+UUID_HINT = f'expected a UUID string like "{UUID_TEXT}"'
+DATETIME_HINT = 'expected an ISO 8601 date-time like "2024-01-02T03:04:05Z"'
+DATETIME_TYPE = 'expected an ISO 8601 date-time string like "2024-01-02T03:04:05Z"'
+NAIVE_HINT = (
+    'expected an ISO 8601 date-time with a UTC offset ("Z" or "+01:00"), '
+    'like "2024-01-02T03:04:05Z"'
+)
+DATE_HINT = 'expected an ISO 8601 date like "2024-01-02"'
+DATE_TYPE = 'expected an ISO 8601 date string like "2024-01-02"'
+DECIMAL_HINT = 'expected a decimal number like "12.50"'
+DECIMAL_TYPE = 'expected a decimal number as a string like "12.50"'
+UTC = datetime.UTC
+
+
+def offset(hours: int, minutes: int = 0) -> datetime.timezone:
+    return datetime.timezone(datetime.timedelta(hours=hours, minutes=minutes))
 
 
 @attrs.frozen
-class Event:
-    at: datetime.datetime
+class Typed:
+    id: uuid.UUID = uuid.UUID(int=0)  # noqa: RUF009 (immutable)
+    at: datetime.datetime = datetime.datetime(2000, 1, 1, tzinfo=UTC)
+    day: datetime.date = datetime.date(2000, 1, 1)
+    amount: decimal.Decimal = decimal.Decimal(0)
 
 
-def test_datetime_from_an_iso_string() -> None:
-    result = structure(Event, {"at": "2024-01-02T03:04:05+00:00"})
-    assert result.at == datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("id", UUID_TEXT, uuid.UUID(UUID_TEXT)),
+        ("id", UUID_TEXT.upper(), uuid.UUID(UUID_TEXT)),  # RFC 9562: any case on input
+        ("at", "2024-01-02T03:04:05Z", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("at", "2024-01-02t03:04:05z", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("at", "2024-01-02T03:04:05+00:00", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("at", "2024-01-02T03:04:05-00:00", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        (
+            "at",
+            "2024-01-02T03:04:05.123+05:30",
+            datetime.datetime(2024, 1, 2, 3, 4, 5, 123000, tzinfo=offset(5, 30)),
+        ),
+        (  # nanoseconds (Go, Java) keep their microseconds
+            "at",
+            "2024-01-02T03:04:05.123456789-08:00",
+            datetime.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=offset(-8)),
+        ),
+        ("day", "2024-02-29", datetime.date(2024, 2, 29)),
+        ("amount", "12.50", decimal.Decimal("12.50")),
+        ("amount", "-0.000001", decimal.Decimal("-0.000001")),
+        ("amount", "1E+3", decimal.Decimal("1E+3")),
+        ("amount", "+7", decimal.Decimal(7)),
+        ("amount", ".5", decimal.Decimal("0.5")),
+        ("amount", "123456789012345678901234567890.123456789", decimal.Decimal(
+            "123456789012345678901234567890.123456789")),
+    ],
+)  # fmt: skip
+def test_uuid_datetime_date_and_decimal_strings_are_accepted(
+    field: str, value: str, expected: Any
+) -> None:
+    result = getattr(structure(Typed, {field: value}), field)
+    assert result == expected
+    assert type(result) is type(expected)
+    if field == "at":
+        assert result.utcoffset() == expected.utcoffset()  # the offset sent is kept
+    if field == "amount":
+        assert result.as_tuple() == expected.as_tuple()  # every digit, "12.50" stays 2 places
 
 
-@pytest.mark.parametrize("value", [5, 1.5, None, True, [2024, 1, 2], "yesterday", "2024-13-01"])
-def test_bad_datetime_is_invalid_value_without_python_error_text(value: Any) -> None:
-    assert details_of(Event, {"at": value}) == [("$.data.at", "invalid value")]
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("id", 5, f"{UUID_HINT}, got integer"),
+        ("id", None, f"{UUID_HINT}, got null"),
+        ("id", {"hex": UUID_TEXT}, f"{UUID_HINT}, got object"),
+        ("id", "not-a-uuid", UUID_HINT),
+        ("id", UUID_TEXT.replace("-", ""), UUID_HINT),
+        ("id", "{" + UUID_TEXT + "}", UUID_HINT),
+        ("id", "urn:uuid:" + UUID_TEXT, UUID_HINT),
+        ("id", UUID_TEXT + "\n", UUID_HINT),
+        ("id", UUID_TEXT[:-1] + "g", UUID_HINT),
+        ("at", 1704164645, f"{DATETIME_TYPE}, got integer"),
+        ("at", 1.5, f"{DATETIME_TYPE}, got number"),
+        ("at", True, f"{DATETIME_TYPE}, got boolean"),
+        ("at", [2024, 1, 2], f"{DATETIME_TYPE}, got array"),
+        ("at", "yesterday", DATETIME_HINT),
+        ("at", "2024-01-02", DATETIME_HINT),
+        ("at", "2024-01-02 03:04:05Z", DATETIME_HINT),
+        ("at", "2024-01-02T03:04Z", DATETIME_HINT),  # RFC 3339 needs the seconds
+        ("at", "2024-01-02T03:04:05+0100", DATETIME_HINT),
+        ("at", "20240102T030405Z", DATETIME_HINT),
+        ("at", "2024-13-01T00:00:00Z", DATETIME_HINT),
+        ("at", "2024-02-30T00:00:00Z", DATETIME_HINT),
+        ("at", "2024-01-02T24:00:00Z", DATETIME_HINT),
+        ("at", "2024-01-02T03:04:05+24:00", DATETIME_HINT),
+        ("at", "\uff12\uff10\uff12\uff14-01-02T03:04:05Z", DATETIME_HINT),  # fullwidth digits
+        ("at", "2024-01-02T03:04:05", NAIVE_HINT),
+        ("at", "2024-01-02T03:04:05.250", NAIVE_HINT),
+        ("day", 20240102, f"{DATE_TYPE}, got integer"),
+        ("day", None, f"{DATE_TYPE}, got null"),
+        ("day", "2024-1-2", DATE_HINT),
+        ("day", "20240102", DATE_HINT),
+        ("day", "2024-W01-1", DATE_HINT),
+        ("day", "2024-01-02T00:00:00Z", DATE_HINT),
+        ("day", "2023-02-29", DATE_HINT),
+        ("amount", 12.5, f"{DECIMAL_TYPE}, got number (JSON numbers lose precision)"),
+        ("amount", 12, f"{DECIMAL_TYPE}, got number (JSON numbers lose precision)"),
+        ("amount", True, f"{DECIMAL_TYPE}, got boolean"),
+        ("amount", None, f"{DECIMAL_TYPE}, got null"),
+        ("amount", ["1"], f"{DECIMAL_TYPE}, got array"),
+        ("amount", "", DECIMAL_HINT),
+        ("amount", "twelve", DECIMAL_HINT),
+        ("amount", " 1.5", DECIMAL_HINT),
+        ("amount", "1,5", DECIMAL_HINT),
+        ("amount", "1_000", DECIMAL_HINT),
+        ("amount", "0x10", DECIMAL_HINT),
+        ("amount", "1e", DECIMAL_HINT),
+        ("amount", "NaN", 'expected a finite decimal number like "12.50"'),
+        ("amount", "-Infinity", 'expected a finite decimal number like "12.50"'),
+        ("amount", "sNaN", 'expected a finite decimal number like "12.50"'),
+        ("amount", "inf", 'expected a finite decimal number like "12.50"'),
+        (
+            "amount",
+            "1e1000000",
+            "expected a decimal number with an exponent between -999999 and 999999",
+        ),
+    ],
+)
+def test_uuid_datetime_date_and_decimal_refuse_other_json_and_other_forms(
+    field: str, value: Any, message: str
+) -> None:
+    assert details_of(Typed, {field: value}) == [(f"$.data.{field}", message)]
+
+
+def test_they_are_written_as_strings_in_the_form_they_are_read() -> None:
+    value = Typed(
+        id=uuid.UUID(UUID_TEXT),
+        at=datetime.datetime(2024, 1, 2, 3, 4, 5, 250000, tzinfo=offset(1)),
+        day=datetime.date(2024, 1, 2),
+        amount=decimal.Decimal("12.50"),
+    )
+    data = converter.unstructure(value)
+    assert data == {
+        "id": UUID_TEXT,
+        "at": "2024-01-02T03:04:05.250000+01:00",
+        "day": "2024-01-02",
+        "amount": "12.50",
+    }
+    assert structure(Typed, orjson.loads(orjson.dumps(data))) == value
+
+
+@message("typed")
+@attrs.frozen
+class TypedOut:
+    value: Typed
+    ids: list[uuid.UUID]
+    when: datetime.datetime | None = None
+
+
+def test_the_server_sends_them_as_strings() -> None:
+    msg = TypedOut(Typed(), [uuid.UUID(int=1)], datetime.datetime(2024, 1, 2, tzinfo=UTC))
+    assert orjson.loads(encode_message(msg).payload) == {
+        "type": "typed",
+        "data": {
+            "value": {
+                "id": "00000000-0000-0000-0000-000000000000",
+                "at": "2000-01-01T00:00:00+00:00",
+                "day": "2000-01-01",
+                "amount": "0",
+            },
+            "ids": ["00000000-0000-0000-0000-000000000001"],
+            "when": "2024-01-02T00:00:00+00:00",
+        },
+    }
+
+
+def test_a_naive_datetime_is_not_sent() -> None:
+    # A client could not tell which time it means, and this converter would refuse it.
+    with pytest.raises(ValueError, match=r"naive datetime '2024-01-02T03:04:05'.*tzinfo"):
+        converter.unstructure(Typed(at=datetime.datetime(2024, 1, 2, 3, 4, 5)))
+
+
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", "sNaN"])
+def test_a_decimal_that_is_not_finite_is_not_sent(value: str) -> None:
+    with pytest.raises(ValueError, match="only finite numbers"):
+        converter.unstructure(Typed(amount=decimal.Decimal(value)))
+
+
+def test_a_datetime_in_a_date_field_is_not_sent_as_a_date_time() -> None:
+    with pytest.raises(TypeError, match=r"as a date: pass value\.date\(\)"):
+        converter.unstructure(Typed(day=datetime.datetime(2024, 1, 2, tzinfo=UTC)))
+
+
+# Offsets as RFC 3339 writes them: whole minutes, strictly within a day.
+offsets = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(
+    lambda minutes: datetime.timezone(datetime.timedelta(minutes=minutes))
+)
+
+
+@settings(deadline=None)  # behaviour, not speed (the first example builds hooks)
+@given(
+    st.builds(
+        Typed,
+        id=st.uuids(),
+        at=st.datetimes(timezones=offsets | st.just(UTC)),
+        day=st.dates(),
+        amount=st.decimals(allow_nan=False, allow_infinity=False),
+    )
+)
+def test_whatever_the_converter_writes_it_reads_back_unchanged(value: Typed) -> None:
+    # What the Python client relies on: server messages decode to equal values.
+    wire = orjson.loads(orjson.dumps(converter.unstructure(value)))
+    assert all(type(v) is str for v in wire.values())
+    back = structure(Typed, wire)
+    assert back == value
+    assert back.at.utcoffset() == value.at.utcoffset()
+    assert back.amount.as_tuple() == value.amount.as_tuple()
+
+
+def test_enums_are_written_as_their_values() -> None:
+    data = converter.unstructure(Choices(color=Color.BLUE, level=Level.DEBUG, shade=Shade.DARK))
+    assert data == {"one": 1, "mode": "r", "color": "blue", "priority": 1, "level": 10,
+                    "shade": "dark", "size": "s"}  # fmt: skip
+    # Any JSON library writes them (members of str and int enums are strs and ints).
+    assert json.loads(json.dumps(data)) == data
+    assert type(data["color"]) is str
+    assert type(data["priority"]) is int
+    assert structure(Choices, orjson.loads(orjson.dumps(data))) == Choices(
+        color=Color.BLUE, level=Level.DEBUG, shade=Shade.DARK
+    )
+
+
+def test_generated_client_types_describe_these_strings() -> None:
+    @attrs.frozen
+    class Pay:
+        to: uuid.UUID
+        amount: decimal.Decimal
+        on: datetime.date
+        at: datetime.datetime
+
+    route = create_websocket_route("/pay").server_messages(TypedOut)
+    route.on("pay", Pay, _ignore)
+    schema = orjson.loads(generate_json_schema(route))["$defs"]
+    pay = schema["Pay"]["properties"]
+    assert pay["to"]["type"] == pay["amount"]["type"] == "string"
+    assert pay["to"]["format"] == "uuid"
+    assert pay["at"]["format"] == "date-time"
+    assert pay["on"]["format"] == "date"
+    assert schema["Typed"]["properties"]["amount"]["type"] == "string"
+    assert "at: string;" in generate_websocket_types(route)
+
+
+async def _ignore(ws: Any, data: Any, ctx: Any) -> None:
+    pass
 
 
 # -- attrs validators --------------------------------------------------------------------
@@ -749,6 +1006,7 @@ def assert_client_safe(details: list[ErrorDetail]) -> None:
         assert not any(name in detail.message for name in EXCEPTION_NAMES), detail.message
 
 
+@settings(deadline=None)  # behaviour, not speed (the first example builds hooks)
 @given(json_values | sample_like)
 def test_sample_is_accepted_exactly_when_valid_with_every_problem_reported(data: Any) -> None:
     expected = expected_sample_details(data)
@@ -775,6 +1033,9 @@ class Everything:
     choice: Literal["a", "b"] = "a"
     color: Color = Color.RED
     when: datetime.datetime | None = None
+    day: datetime.date | None = None
+    id: uuid.UUID | None = None
+    amount: decimal.Decimal | None = None
     pair: tuple[int, str] = (0, "")
     ids: frozenset[int] = frozenset()
     inner: Inner | None = None
@@ -783,6 +1044,7 @@ class Everything:
     text: str = attrs.field(default="x", validator=attrs.validators.min_len(1))
 
 
+@settings(deadline=None)  # behaviour, not speed (the first example builds hooks)
 @given(json_values | st.dictionaries(st.sampled_from(list(attrs.fields_dict(Everything))),
                                      json_values, max_size=5))  # fmt: skip
 def test_any_json_either_structures_with_typed_fields_or_gives_safe_details(data: Any) -> None:
@@ -793,7 +1055,10 @@ def test_any_json_either_structures_with_typed_fields_or_gives_safe_details(data
         return
     assert result.choice in ("a", "b")
     assert isinstance(result.color, Color)
-    assert result.when is None or isinstance(result.when, datetime.datetime)
+    assert result.when is None or result.when.utcoffset() is not None
+    assert result.day is None or type(result.day) is datetime.date
+    assert result.id is None or type(result.id) is uuid.UUID
+    assert result.amount is None or result.amount.is_finite()
     assert type(result.pair[0]) is int
     assert type(result.pair[1]) is str
     assert all(type(i) is int for i in result.ids)
@@ -802,3 +1067,279 @@ def test_any_json_either_structures_with_typed_fields_or_gives_safe_details(data
     assert type(result.either) in (int, str)
     assert type(result.text) is str
     assert result.text
+
+
+# -- unknown keys ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Line:
+    sku: str
+    qty: int = 1
+
+
+@attrs.frozen
+class Order:
+    lines: list[Line]
+    ship_to: Inner | None = None
+    shape: Circle | Square | None = None
+    by_name: dict[str, Line] = attrs.Factory(dict)
+    note: str = ""
+    total: int = attrs.field(init=False, default=0)
+
+
+def strict_details(cls: type[Any], value: Any) -> Details:
+    hook = structure_hook_for(cls, forbid_unknown=True)
+    try:
+        result = hook(value, cls)
+    except Exception as exc:
+        return [(d.path, d.message) for d in validation_details(exc)]
+    pytest.fail(f"{value!r} was accepted as {result!r}")
+
+
+def test_unknown_keys_are_ignored_by_default() -> None:
+    data = {"lines": [{"sku": "a", "extra": 1}], "extra": True}
+    assert structure_hook_for(Order)(data, Order) == Order([Line("a")])
+    assert structure(Order, data) == Order([Line("a")])
+
+
+def test_forbidding_unknown_keys_reports_each_on_its_path() -> None:
+    assert strict_details(Order, {"lines": [], "extra": 1}) == [
+        ("$.data.extra", 'unknown field "extra"')
+    ]
+    assert strict_details(Order, {"lines": [], "a b": 1, "x": None, "": 0}) == [
+        ('$.data["a b"]', 'unknown field "a b"'),
+        ("$.data.x", 'unknown field "x"'),
+        ('$.data[""]', 'unknown field ""'),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"lines": [{"sku": "a"}, {"sku": "b", "extra": 1}]}, "$.data.lines[1].extra"),
+        ({"lines": [], "ship_to": {"n": 1, "extra": 1}}, "$.data.ship_to.extra"),
+        ({"lines": [], "shape": {"radius": 1, "extra": 1}}, "$.data.shape.extra"),
+        ({"lines": [], "by_name": {"k": {"sku": "a", "extra": 1}}}, "$.data.by_name.k.extra"),
+    ],
+    ids=["list item", "optional class", "union member", "dict value"],
+)
+def test_nested_classes_are_strict_too(data: dict[str, Any], path: str) -> None:
+    assert strict_details(Order, data) == [(path, 'unknown field "extra"')]
+
+
+def test_a_field_the_converter_does_not_read_is_an_unknown_key() -> None:
+    assert strict_details(Order, {"lines": [], "total": 5}) == [
+        ("$.data.total", 'unknown field "total"')
+    ]
+
+
+def test_unknown_keys_are_reported_with_type_errors_and_validator_failures() -> None:
+    assert strict_details(Chat, {"text": "", "color": 7, "extra": 1}) == [
+        ("$.data.color", "expected string, got integer"),
+        ("$.data.extra", 'unknown field "extra"'),
+        ("$.data.text", "Length of 'text' must be >= 1: 0"),
+    ]
+    assert strict_details(Order, {"lines": [{"qty": "2", "extra": 1}], "more": 1}) == [
+        ("$.data.lines[0].sku", "required field missing"),
+        ("$.data.lines[0].qty", "expected integer, got string"),
+        ("$.data.lines[0].extra", 'unknown field "extra"'),
+        ("$.data.more", 'unknown field "more"'),
+    ]
+
+
+def test_the_strict_hook_accepts_what_has_no_unknown_keys() -> None:
+    data = {"lines": [{"sku": "a", "qty": 2}], "ship_to": {"n": 1}, "shape": {"side": 2}}
+    strict = structure_hook_for(Order, forbid_unknown=True)
+    assert strict(data, Order) == structure(Order, data)
+    assert strict is structure_hook_for(Order, forbid_unknown=True)  # cached
+
+
+def test_strictness_ends_with_the_strict_hook() -> None:
+    with pytest.raises(Exception):  # noqa: B017 - any failure; the details are above
+        structure_hook_for(Order, forbid_unknown=True)({"lines": [], "extra": 1}, Order)
+    assert structure(Order, {"lines": [], "extra": 1}) == Order([])
+    assert structure_hook_for(Order)({"lines": [], "extra": 1}, Order) == Order([])
+
+
+@settings(deadline=None)  # behaviour, not speed (the first example builds hooks)
+@given(json_values | sample_like)
+def test_strict_hook_reports_what_the_lenient_one_does_plus_unknown_keys(data: Any) -> None:
+    expected = expected_sample_details(data)
+    if type(data) is dict:
+        known = set(attrs.fields_dict(Sample))
+        expected += [
+            (_key_path("$.data", key), f"unknown field {json.dumps(key, ensure_ascii=False)}")
+            for key in data
+            if key not in known
+        ]
+    strict = structure_hook_for(Sample, forbid_unknown=True)
+    try:
+        strict(data, Sample)
+    except Exception as exc:
+        details = validation_details(exc)
+        assert_client_safe(details)
+        assert sorted((d.path, d.message) for d in details) == sorted(expected)
+        return
+    assert expected == []
+
+
+# -- definition-time checks ------------------------------------------------------------------
+
+WHERE = "route '/orders' .on('order')"
+
+
+class Plain:
+    """A class the converter knows nothing about."""
+
+
+def make(name: str, annotation: Any, **more: Any) -> type[Any]:
+    fields = {"value": attrs.field(type=annotation)}
+    fields |= {key: attrs.field(type=tp) for key, tp in more.items()}
+    return attrs.make_class(name, fields, frozen=True)
+
+
+def client_error(cls: type[Any]) -> str:
+    with pytest.raises(TypeError) as caught:
+        check_client_schema(cls, WHERE)
+    return str(caught.value)
+
+
+def server_error(cls: type[Any]) -> str:
+    with pytest.raises(TypeError) as caught:
+        check_server_message(cls)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "cls", [Scalars, Optionals, Tuples, Sets, Counts, Choices, Outer, Drawing, IntOrStr, Chat,
+            Thread, Sample, Everything, Typed, Order, Line],
+    ids=lambda cls: cls.__name__,
+)  # fmt: skip
+def test_supported_classes_pass_both_checks(cls: type[Any]) -> None:
+    check_client_schema(cls, WHERE)
+    check_server_message(cls)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "shown"),
+    [
+        (object, "object"),
+        (complex, "complex"),
+        (Plain, "tests.test_validation.Plain"),
+        (datetime.timedelta, "datetime.timedelta"),
+    ],
+)
+def test_a_client_field_the_converter_cannot_read_names_class_field_and_type(
+    annotation: Any, shown: str
+) -> None:
+    cls = make("Quote", annotation)
+    error = client_error(cls)
+    assert error.startswith(f"{WHERE}: field 'value' of ")
+    assert ".Quote has type " + shown in error
+    assert f"the converter cannot read {shown} from JSON" in error
+    assert f"trio_wsroutes.converter (converter.register_structure_hook({shown}, fn))" in error
+
+
+def test_a_bad_type_deep_inside_names_the_field_that_holds_it() -> None:
+    inner = make("Leg", list[dict[str, complex]])
+    outer = make("Trip", int, legs=list[inner] | None)  # type: ignore[valid-type]
+    error = client_error(outer)
+    assert "field 'value' of " in error
+    assert ".Leg (reached through field 'legs' of " in error
+    assert "has type list[dict[str, complex]]: the converter cannot read complex" in error
+    error = server_error(outer)
+    assert "has type list[dict[str, complex]]: the converter cannot write complex" in error
+
+
+def test_a_client_field_of_a_type_with_a_registered_hook_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fresh = _make_converter()
+    monkeypatch.setattr(_validation, "converter", fresh)
+    cls = make("Holder", Plain)
+    with pytest.raises(TypeError):
+        check_client_schema(cls, WHERE)
+    fresh.register_structure_hook(Plain, lambda value, _: Plain())
+    check_client_schema(cls, WHERE)
+    with pytest.raises(TypeError):
+        check_server_message(cls)
+    fresh.register_unstructure_hook(Plain, lambda value: "plain")
+    check_server_message(cls)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "problem"),
+    [
+        (dict[int, str], "JSON object keys are strings; use dict[str, ...]"),
+        (dict[Level, str], "JSON object keys are strings; use dict[str, ...]"),
+        (Literal[b"x"], "the Literal value b'x' has no JSON form"),
+    ],
+)
+def test_types_without_a_json_form_fail_both_checks(annotation: Any, problem: str) -> None:
+    cls = make("Keys", annotation)
+    assert problem in client_error(cls)
+    assert problem in server_error(cls)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "shown"),
+    [
+        (object, "object"),
+        (complex, "complex"),
+        (Plain, "tests.test_validation.Plain"),
+        (datetime.timedelta, "datetime.timedelta"),
+        (list[complex] | None, "complex"),
+    ],
+)
+def test_a_server_field_the_converter_cannot_write_names_class_field_and_type(
+    annotation: Any, shown: str
+) -> None:
+    cls = message("quote")(make("Quote", annotation))
+    error = server_error(cls)
+    assert error.startswith(f"server message {cls.__module__}.Quote: field 'value' of ")
+    assert f"the converter cannot write {shown} as JSON" in error
+    assert f"(converter.register_unstructure_hook({shown}, fn))" in error
+
+
+def test_server_messages_may_carry_decimals_uuids_times_and_bytes() -> None:
+    cls = make("Rich", decimal.Decimal, id=uuid.UUID, at=datetime.datetime,
+               day=datetime.date, time=datetime.time, blob=bytes, any=Any)  # fmt: skip
+    check_server_message(cls)
+    check_server_message(cls, "route '/rich'")
+
+
+def test_an_enum_whose_values_have_no_json_form_cannot_be_sent() -> None:
+    class Odd(enum.Enum):
+        THING = Plain()
+
+    error = server_error(make("Holder", Odd))
+    assert "the value of Odd.THING has no JSON form" in error
+
+
+def test_checks_refuse_what_is_not_an_attrs_class() -> None:
+    assert client_error(Plain) == f"{WHERE}: tests.test_validation.Plain is not an attrs class"
+    with pytest.raises(TypeError, match="is not an attrs class"):
+        check_server_message(Plain)
+
+
+def test_an_unresolvable_annotation_names_the_class() -> None:
+    @attrs.frozen
+    class Broken:
+        value: NoSuchType  # type: ignore[name-defined]  # noqa: F821
+
+    error = client_error(Broken)
+    assert "cannot resolve the field annotations of " in error
+    assert "Broken" in error
+    assert "NoSuchType" in error
+
+
+def test_recursive_classes_are_checked_once() -> None:
+    check_client_schema(Thread, WHERE)
+    check_server_message(TreeNode)
+
+
+@attrs.frozen
+class TreeNode:
+    label: str
+    children: list[TreeNode] = attrs.Factory(list)

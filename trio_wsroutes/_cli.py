@@ -9,28 +9,35 @@
 ``TARGET`` is ``module:attribute`` (``attribute`` defaults to ``server``): a
 ``WebSocketServer``, a route, or a list of routes, imported with the current directory
 (or ``--app-dir``) on ``sys.path``. Without ``-o`` the output goes to stdout. ``--check``
-writes nothing and exits 1 when the file is missing or stale (for CI). ``--watch``
-regenerates whenever a Python file the server was imported from changes (it needs the
-``watch`` extra: ``pip install 'trio-wsroutes[watch]'``); each run happens in a fresh
-interpreter, so edits to any module are picked up.
+(with ``-o``) writes nothing and exits 1 when the file is missing or stale (for CI).
+``--watch`` regenerates whenever a Python file the server was imported from changes (it
+needs watchfiles, the ``watch`` extra: ``pip install 'trio-wsroutes[watch]'``, or
+``pip install -e '.[watch]'`` in a checkout); each run happens in a fresh interpreter, so
+edits to any module are picked up. ``--version`` prints the version.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import os
+import reprlib
 import signal
 import sys
 import sysconfig
 import tempfile
 import traceback
-from collections.abc import Sequence
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeGuard
+from typing import Any, NoReturn, TypeGuard, cast
 
+from . import __version__
+from ._routes import WebSocketRoute
 from ._typegen import (
     TypeGenerationError,
     generate_asyncapi,
@@ -53,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="trio-wsroutes",
         description="Generate client types and API descriptions from trio_wsroutes routes.",
     )
+    parser.add_argument("--version", action="version", version=f"trio-wsroutes {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {
         "typegen": "TypeScript types for browser clients (a namespace per route)",
@@ -103,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                 help="output format (default: JSON for a .json output, else YAML)",
             )
         command.add_argument(_SOURCES_FLAG, help=argparse.SUPPRESS)
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -134,6 +143,49 @@ def load_target(target: str, app_dir: str = ".") -> object:
     return found
 
 
+_EXPECTED = "expected a WebSocketServer, a route or a list of routes"
+
+
+def _short_repr(value: object) -> str:
+    """``repr(value)`` on one line, cut to a readable length."""
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = 60
+    shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 3
+    text = " ".join(shortener.repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(value: object) -> str:
+    kind = "class" if isinstance(value, type) else type(value).__name__
+    article = "an" if kind[:1].lower() in ("a", "e", "i", "o", "u") else "a"
+    return f"{article} {kind} ({_short_repr(value)})"
+
+
+def check_source(found: object, target: str) -> object:
+    """Refuse, on one line, a TARGET that is not a server, a route or a list of routes.
+
+    Returns what to generate from: ``found``, or its routes as a list when ``found`` is
+    an iterable of routes (so that a generator is read once).
+    """
+    if isinstance(found, WebSocketRoute):
+        return cast(object, found)
+    routes: object = getattr(found, "routes", found)
+    if (
+        isinstance(found, type)
+        or isinstance(routes, str | bytes | Mapping)
+        or not isinstance(routes, Iterable)
+    ):
+        raise _Failure(f"{target} is {_describe(found)}; {_EXPECTED}")
+    items = list(cast("Iterable[object]", routes))
+    for index, item in enumerate(items):
+        if not isinstance(item, WebSocketRoute):
+            raise _Failure(
+                f"item {index} of {target} is {_describe(item)}; expected a route from "
+                "create_websocket_route"
+            )
+    return found if routes is not found else items
+
+
 def _servers(entries: Sequence[str]) -> dict[str, str]:
     servers: dict[str, str] = {}
     for entry in entries:
@@ -145,7 +197,7 @@ def _servers(entries: Sequence[str]) -> dict[str, str]:
 
 
 def _render(args: argparse.Namespace) -> str:
-    source: Any = load_target(args.target, args.app_dir)
+    source: Any = check_source(load_target(args.target, args.app_dir), args.target)
     if args.command == "typegen":
         return generate_websocket_types(source, routes=args.routes)
     if args.command == "schema":
@@ -201,8 +253,9 @@ def _generate(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             current = None
         if current != text:
+            state = "is missing" if current is None else "is out of date"
             print(
-                f"trio-wsroutes: {args.output} is out of date; run: trio-wsroutes "
+                f"trio-wsroutes: {args.output} {state}; run: trio-wsroutes "
                 f"{args.command} {args.target} -o {args.output}",
                 file=sys.stderr,
             )
@@ -218,9 +271,46 @@ def _generate(args: argparse.Namespace) -> int:
 # -- watch mode ----------------------------------------------------------------------------
 
 
+def watch_install_hint(
+    direct_url: str | None, extras: Sequence[str], cwd: str | os.PathLike[str]
+) -> str:
+    """The command that installs watchfiles for ``--watch``, for this installation.
+
+    ``direct_url`` is the distribution's ``direct_url.json`` (PEP 610) and ``extras`` its
+    ``Provides-Extra`` entries. A project installed from a directory (a checkout) gets
+    the ``watch`` extra from that directory, with ``-e`` if it was installed editable
+    (``'.[watch]'`` from inside it): ``'trio-wsroutes[watch]'`` would install the package
+    from the index over it.
+    """
+    if "watch" not in extras:
+        return "python -m pip install 'watchfiles>=0.21'"
+    try:
+        info: object = json.loads(direct_url) if direct_url else None
+    except ValueError:
+        info = None
+    if _is_dict(info):
+        url = info.get("url")
+        dir_info = info.get("dir_info")
+        if _is_dict(dir_info) and isinstance(url, str) and url.startswith("file:"):
+            path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+            where = "." if path.resolve() == Path(cwd).resolve() else str(path)
+            editable = "-e " if dir_info.get("editable") is True else ""
+            return f"python -m pip install {editable}'{where}[watch]'"
+    return "python -m pip install 'trio-wsroutes[watch]'"
+
+
+def _watch_install_hint() -> str:
+    try:
+        distribution = importlib.metadata.distribution("trio-wsroutes")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "python -m pip install 'watchfiles>=0.21'"
+    extras = distribution.metadata.get_all("Provides-Extra") or []
+    return watch_install_hint(distribution.read_text("direct_url.json"), extras, os.getcwd())
+
+
 def _watch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if importlib.util.find_spec("watchfiles") is None:
-        raise _Failure("--watch needs watchfiles: pip install 'trio-wsroutes[watch]'")
+        raise _Failure(f"--watch needs watchfiles: {_watch_install_hint()}")
     import trio
 
     child = [a for a in argv if a != "--watch"]
@@ -308,6 +398,10 @@ def _is_list(value: object) -> TypeGuard[list[object]]:
     return isinstance(value, list)
 
 
+def _is_dict(value: object) -> TypeGuard[dict[str, object]]:
+    return isinstance(value, dict)
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -315,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(arguments)
+    if args.check and args.output is None:
+        command_parser: argparse.ArgumentParser = args.command_parser
+        command_parser.error("--check needs -o: the file to compare with what would be written")
     try:
         if args.watch:
             return _watch(args, arguments)

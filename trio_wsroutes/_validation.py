@@ -6,13 +6,27 @@ only the JSON type a field declares, and turns cattrs' structured exceptions int
 :class:`~trio_wsroutes.ErrorDetail` entries with a JSON path each. Exception text from
 inside cattrs or the standard library is never copied into a detail: only our own messages
 and the messages of attrs validators, which are written for the client.
+
+Beyond JSON's own types, fields may be :class:`uuid.UUID`, :class:`datetime.datetime`,
+:class:`datetime.date` and :class:`decimal.Decimal`, each carried as a JSON string in
+one strict form (see :data:`converter`), and enums (by value). Unknown keys are ignored
+unless a hook from :func:`structure_hook_for` with ``forbid_unknown=True`` is used.
+:func:`check_client_schema` and :func:`check_server_message` find, when a route is
+defined, field types the converter cannot read or write.
 """
 
 from __future__ import annotations
 
+import contextvars
+import datetime
+import decimal
 import enum
+import re
+import types
+import typing
+import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, Final, Literal, cast, get_args, get_origin
+from typing import Any, Final, Literal, TypeVar, cast, get_args, get_origin
 
 import attrs
 import cattrs
@@ -24,12 +38,20 @@ from cattrs.errors import (
     IterableValidationError,
     IterableValidationNote,
 )
+from cattrs.fns import identity as _identity
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
 from cattrs.strategies import configure_union_passthrough
 
 from ._errors import ErrorDetail
 
-__all__ = ["converter", "structure_errors", "validation_details"]
+__all__ = [
+    "check_client_schema",
+    "check_server_message",
+    "converter",
+    "structure_errors",
+    "structure_hook_for",
+    "validation_details",
+]
 
 # cattrs' collection helpers, with the types they have (their stubs leave some unknown).
 is_any_set = cast("Callable[[Any], bool]", _cols.is_any_set)  # pyright: ignore[reportUnknownMemberType]
@@ -42,6 +64,7 @@ mapping_structure_factory = cast(
 )
 
 StructureHook = Callable[[Any, Any], Any]
+_T = TypeVar("_T")
 
 _JSON_NAMES: Final[dict[type[Any], str]] = {
     dict: "object",
@@ -69,6 +92,14 @@ class MissingField(KeyError):
 
 class InvalidValue(ValueError):
     """A value of the right JSON type that the field does not accept."""
+
+
+class UnknownField(ValueError):
+    """A key that is not a field of its class, refused when unknown keys are forbidden."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"unknown field {_quote(key)}")
+        self.key = key
 
 
 class _ValidatorFailed(ValueError):
@@ -109,6 +140,117 @@ def _structure_none(value: Any, _: Any) -> None:
     if value is None:
         return
     raise StrictTypeError("null", value)
+
+
+# -- strings in one strict form: UUID, date-time, date, decimal -------------------------------
+
+UUID_EXAMPLE: Final = "123e4567-e89b-12d3-a456-426614174000"
+DATETIME_EXAMPLE: Final = "2024-01-02T03:04:05Z"
+DATE_EXAMPLE: Final = "2024-01-02"
+DECIMAL_EXAMPLE: Final = "12.50"
+
+_UUID_FORM: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+# RFC 3339 (the ``date-time`` of JSON Schema): seconds required, any fraction, an offset.
+_DATETIME_FORM: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+_DATE_FORM: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DECIMAL_FORM: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Exponents a default decimal context can hold (no Overflow in the handler's arithmetic).
+_DECIMAL_EXPONENT: Final = 999_999
+_NOT_FINITE: Final = frozenset({"nan", "snan", "inf", "infinity"})
+
+
+def _structure_uuid(value: Any, _: Any) -> uuid.UUID:
+    expected = f"a UUID string like {_quote(UUID_EXAMPLE)}"
+    if type(value) is not str:
+        raise StrictTypeError(expected, value)
+    if _UUID_FORM.fullmatch(value) is None:
+        raise InvalidValue(f"expected {expected}")
+    return uuid.UUID(value)
+
+
+def _structure_datetime(value: Any, _: Any) -> datetime.datetime:
+    expected = f"an ISO 8601 date-time like {_quote(DATETIME_EXAMPLE)}"
+    if type(value) is not str:
+        raise StrictTypeError(
+            f"an ISO 8601 date-time string like {_quote(DATETIME_EXAMPLE)}", value
+        )
+    form = _DATETIME_FORM.fullmatch(value)
+    if form is None:
+        raise InvalidValue(f"expected {expected}")
+    if form["offset"] is None:
+        raise InvalidValue(
+            f'expected an ISO 8601 date-time with a UTC offset ("Z" or "+01:00"), like '
+            f"{_quote(DATETIME_EXAMPLE)}"
+        )
+    try:
+        return datetime.datetime.fromisoformat(value.upper())
+    except ValueError:  # a day, hour or offset out of range
+        raise InvalidValue(f"expected {expected}") from None
+
+
+def _structure_date(value: Any, _: Any) -> datetime.date:
+    expected = f"an ISO 8601 date like {_quote(DATE_EXAMPLE)}"
+    if type(value) is not str:
+        raise StrictTypeError(f"an ISO 8601 date string like {_quote(DATE_EXAMPLE)}", value)
+    if _DATE_FORM.fullmatch(value) is None:
+        raise InvalidValue(f"expected {expected}")
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:  # a month or day out of range
+        raise InvalidValue(f"expected {expected}") from None
+
+
+def _structure_decimal(value: Any, _: Any) -> decimal.Decimal:
+    expected = f"a decimal number as a string like {_quote(DECIMAL_EXAMPLE)}"
+    kind: Any = value.__class__
+    if kind is int or kind is float:
+        # Said outright: a JSON number may already have lost digits in the client.
+        raise InvalidValue(f"expected {expected}, got number (JSON numbers lose precision)")
+    if kind is not str:
+        raise StrictTypeError(expected, value)
+    if _DECIMAL_FORM.fullmatch(value) is None:
+        if value.lstrip("+-").lower() in _NOT_FINITE:
+            raise InvalidValue(f"expected a finite decimal number like {_quote(DECIMAL_EXAMPLE)}")
+        raise InvalidValue(f"expected a decimal number like {_quote(DECIMAL_EXAMPLE)}")
+    number = decimal.Decimal(value)
+    if not -_DECIMAL_EXPONENT <= number.adjusted() <= _DECIMAL_EXPONENT:
+        raise InvalidValue(
+            f"expected a decimal number with an exponent between -{_DECIMAL_EXPONENT} and "
+            f"{_DECIMAL_EXPONENT}"
+        )
+    return number
+
+
+def _unstructure_uuid(value: uuid.UUID) -> str:
+    return str(value)
+
+
+def _unstructure_datetime(value: datetime.datetime) -> str:
+    if value.utcoffset() is None:
+        raise ValueError(
+            f"cannot send the naive datetime {value.isoformat()!r}: a date-time on the wire "
+            "carries a UTC offset; give it a tzinfo (datetime.datetime.now(datetime.UTC), "
+            "value.replace(tzinfo=...))"
+        )
+    return value.isoformat()
+
+
+def _unstructure_date(value: datetime.date) -> str:
+    if isinstance(value, datetime.datetime):
+        raise TypeError(
+            f"cannot send the datetime {value.isoformat()!r} as a date: pass value.date(), "
+            "or declare the field as datetime.datetime"
+        )
+    return value.isoformat()
+
+
+def _unstructure_decimal(value: decimal.Decimal) -> str:
+    if not value.is_finite():
+        raise ValueError(f"cannot send the decimal {value}: only finite numbers are supported")
+    return str(value)
 
 
 def _require(kind: type, expected: str, hook: StructureHook) -> StructureHook:
@@ -220,6 +362,7 @@ def _attrs_factory(cls: Any, conv: cattrs.Converter) -> StructureHook:
         if a.init
     ]
     name = cls.__name__
+    known = frozenset(key for key, *_ in fields)
 
     def structure(value: Any, _: Any) -> Any:
         if type(value) is not dict:
@@ -227,6 +370,7 @@ def _attrs_factory(cls: Any, conv: cattrs.Converter) -> StructureHook:
         obj = cast("dict[str, Any]", value)
         kwargs: dict[str, Any] = {}
         errors: list[Exception] = []
+        found = 0
         for key, alias, field_type, hook, required in fields:
             try:
                 raw = obj[key]
@@ -236,11 +380,15 @@ def _attrs_factory(cls: Any, conv: cattrs.Converter) -> StructureHook:
                     missing.add_note(_field_note(key, field_type))
                     errors.append(missing)
                 continue
+            found += 1
             try:
                 kwargs[alias] = hook(raw, field_type)
             except Exception as exc:
                 exc.add_note(_field_note(key, field_type))
                 errors.append(exc)
+        # Only an object with keys beyond its fields pays for the look-up.
+        if found != len(obj) and _forbid_unknown.get():
+            errors.extend(UnknownField(key) for key in obj if key not in known)
         if not errors:
             try:
                 return cls(**kwargs)
@@ -293,6 +441,11 @@ def _validator_failures(cls: Any, kwargs: dict[str, Any]) -> list[Exception]:
     return failures
 
 
+_forbid_unknown: Final = contextvars.ContextVar("trio_wsroutes_forbid_unknown", default=False)
+"""Set while a hook from ``structure_hook_for(..., forbid_unknown=True)`` runs: every
+attrs class structured meanwhile, however deeply nested, refuses keys it does not have."""
+
+
 def _is_literal(target: Any) -> bool:
     return get_origin(target) is Literal
 
@@ -304,6 +457,19 @@ def _is_enum(target: Any) -> bool:
 def _is_collection(target: Any) -> bool:
     origin: Any = get_origin(target) or target
     return bool(is_sequence(target) or is_any_set(target) or origin is tuple)
+
+
+_JSON_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+def _enum_unstructure_factory(conv: cattrs.Converter) -> Callable[[Any], Any]:
+    def unstructure_enum(member: enum.Enum) -> Any:
+        value: Any = member.value
+        if value.__class__ in _JSON_SCALARS:
+            return value
+        return conv.unstructure(value)
+
+    return unstructure_enum
 
 
 def _make_converter() -> OrjsonConverter:
@@ -328,6 +494,22 @@ def _make_converter() -> OrjsonConverter:
     conv.register_structure_hook(float, scalar(float, _structure_float))
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(type(None), _structure_none)
+    # Strings in one strict form, both ways (orjson gets strings, never objects).
+    conv.register_structure_hook(uuid.UUID, _structure_uuid)
+    conv.register_structure_hook(datetime.datetime, _structure_datetime)
+    conv.register_structure_hook(datetime.date, _structure_date)
+    conv.register_structure_hook(decimal.Decimal, _structure_decimal)
+    conv.register_unstructure_hook(uuid.UUID, _unstructure_uuid)
+    conv.register_unstructure_hook(datetime.datetime, _unstructure_datetime)
+    conv.register_unstructure_hook(datetime.date, _unstructure_date)
+    conv.register_unstructure_hook(decimal.Decimal, _unstructure_decimal)
+    # Enums by value: ``converter.unstructure`` returns plain JSON data, as orjson writes it.
+    unstructure_enum = _enum_unstructure_factory(conv)
+
+    def enum_factory(_: Any) -> Callable[[Any], Any]:
+        return unstructure_enum
+
+    conv.register_unstructure_hook_factory(_is_enum, enum_factory)
     # The preconf passthrough for unions of JSON scalars accepts subclasses of each member,
     # so ``int | str`` took ``True``. Without ``bool`` in the set, a boolean goes to the
     # strict bool hook, which only a union naming ``bool`` reaches.
@@ -345,13 +527,73 @@ def _make_converter() -> OrjsonConverter:
 
 
 converter: Final = _make_converter()
-"""The project's converter: strict structuring, orjson-friendly unstructuring."""
+"""The project's converter: strict structuring, orjson-friendly unstructuring.
+
+Each field type takes one JSON form, and nothing else (no coercion):
+
+=========================  ===============================================================
+``str``                    a string
+``int``                    an integer (not ``1.0``, not ``true``)
+``float``                  a number (an integer is accepted and becomes a ``float``)
+``bool``                   ``true`` or ``false``
+``None``                   ``null``
+lists, tuples, sets        an array (``tuple[X, Y]``: of exactly two items)
+``dict[str, X]``           an object
+``Literal``, enums         one of the values (compared with their JSON type)
+attrs classes              an object (unknown keys ignored, or refused on request)
+``uuid.UUID``              a string, ``"123e4567-e89b-12d3-a456-426614174000"`` (any case)
+``datetime.datetime``      an RFC 3339 date-time with an offset: ``"2024-01-02T03:04:05Z"``,
+                           ``"...+01:00"``; read as an aware datetime, written with
+                           ``isoformat()``; a naive datetime is refused both ways
+``datetime.date``          ``"2024-01-02"``
+``decimal.Decimal``        a string, ``"12.50"``, ``"-1E+3"``; never a JSON number (it may
+                           have lost digits already); NaN and infinities are refused
+``bytes``                  a base85 string
+=========================  ===============================================================
+
+Register hooks on it for other types (``converter.register_structure_hook(T, fn)`` and
+``converter.register_unstructure_hook(T, fn)``) before defining the routes that use them.
+"""
+
+
+def structure_hook_for(cls: type[_T], *, forbid_unknown: bool = False) -> Callable[[Any, Any], _T]:
+    """The hook that structures ``data`` as ``cls``: ``hook(data, cls)``.
+
+    With ``forbid_unknown=False`` (the default, as Zod's) keys that are not fields are
+    ignored. With ``forbid_unknown=True`` each one is an error detail on its own path
+    (``$.data.extra``, ``$.data.items[0].extra``: nested classes are strict too), with
+    the message ``unknown field "extra"``, reported with the other problems.
+
+    Both hooks are cached; take them after registering any hooks of your own on
+    :data:`converter`. Failures are cattrs exceptions; :func:`validation_details` turns
+    them into details.
+    """
+    base = cast("Callable[[Any, Any], _T]", converter.get_structure_hook(cls))
+    if not forbid_unknown:
+        return base
+    strict = _strict_hooks.get(cls)
+    if strict is None:
+
+        def structure_strictly(value: Any, target: Any) -> _T:
+            token = _forbid_unknown.set(True)
+            try:
+                return base(value, target)
+            finally:
+                _forbid_unknown.reset(token)
+
+        strict = _strict_hooks[cls] = structure_strictly
+    return cast("Callable[[Any, Any], _T]", strict)
+
+
+_strict_hooks: dict[type[Any], Callable[[Any, Any], Any]] = {}
 
 
 def structure_errors(exc: BaseException, path: str) -> Iterator[ErrorDetail]:
     """Walk a cattrs exception (group) and yield one detail per leaf problem."""
     if isinstance(exc, _ValidatorFailed):
         yield ErrorDetail(path, exc.message)
+    elif isinstance(exc, UnknownField):
+        yield ErrorDetail(_key_path(path, exc.key), str(exc))
     elif isinstance(exc, MissingField):
         yield ErrorDetail(path, "required field missing")
     elif isinstance(exc, StrictTypeError | InvalidValue):
@@ -374,9 +616,13 @@ def _extend(path: str, exc: BaseException) -> str:
         if isinstance(note, IterableValidationNote):
             index = note.index
             if isinstance(index, str):
-                return f"{path}.{index}" if index.isidentifier() else f"{path}[{_quote(index)}]"
+                return _key_path(path, index)
             return f"{path}[{index!r}]"
     return path
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if key.isidentifier() else f"{path}[{_quote(key)}]"
 
 
 def _quote(key: str) -> str:
@@ -387,3 +633,211 @@ def validation_details(exc: BaseException, path: str = "$.data") -> list[ErrorDe
     """All problems in ``exc``, a failure from :data:`converter`, with JSON paths."""
     details = list(structure_errors(exc, path))
     return details or [ErrorDetail(path, "invalid value")]
+
+
+# -- definition-time checks --------------------------------------------------------------------
+
+_Direction = Literal["client", "server"]
+
+# Leaf types the converter writes as JSON strings (with its hooks, or orjson's own).
+_WRITABLE_LEAVES: Final = frozenset(
+    {datetime.datetime, datetime.date, datetime.time, uuid.UUID, decimal.Decimal, bytes}
+)
+_SUPPORTED: Final = (
+    "str, int, float, bool, None, lists, tuples, sets, dict[str, X], Literal, enums, "
+    "attrs classes, unions of these, datetime, date, UUID, Decimal, bytes"
+)
+
+
+def check_client_schema(cls: type[Any], where: str) -> None:
+    """Check, when a route is defined, that :data:`converter` can read ``cls`` from JSON.
+
+    Walks every field of ``cls`` and of the attrs classes it contains. A field type the
+    converter has no structure hook for (``object``, ``complex``, a plain class, ...)
+    raises :class:`TypeError` naming ``where`` (the route and message type, for the
+    reader), the class, the field and its type, with a hint on registering a hook on
+    ``trio_wsroutes.converter``. A field without an annotation, an annotation that
+    cannot be resolved, and ``dict`` keys other than strings are refused the same way.
+    """
+    _SchemaCheck("client", where).check(cls)
+
+
+def check_server_message(cls: type[Any], where: str | None = None) -> None:
+    """Check, when a route is defined, that :data:`converter` can write ``cls`` as JSON.
+
+    Like :func:`check_client_schema`, for the other direction: a field type that would
+    reach orjson as an object it cannot serialise (``object``, ``complex``,
+    ``timedelta``, a plain class without an unstructure hook) raises :class:`TypeError`
+    naming the class, the field and its type, at definition time instead of on the first
+    send. ``where`` defaults to ``server message`` and the class's name.
+    """
+    if where is None:
+        where = f"server message {_qualified(cls)}" if isinstance(cls, type) else ""
+    _SchemaCheck("server", where).check(cls)
+
+
+class _SchemaCheck:
+    """One walk over a message class: its fields, and the classes they reach."""
+
+    def __init__(self, direction: _Direction, where: str) -> None:
+        self.direction: _Direction = direction
+        self.where = where
+        self.seen: set[type[Any]] = set()
+        # (class, field name) from the message class down to the field being walked.
+        self.chain: list[tuple[type[Any], str]] = []
+        self.field_type: Any = None
+
+    def check(self, cls: type[Any]) -> None:
+        if not (isinstance(cls, type) and attrs.has(cls)):
+            raise TypeError(self.prefix() + f"{_type_repr(cls)} is not an attrs class")
+        self.walk_class(cls)
+        if self.direction == "client":
+            try:
+                converter.get_structure_hook(cls)
+            except Exception as exc:
+                raise TypeError(
+                    self.prefix() + f"the converter cannot read {_qualified(cls)} from JSON "
+                    f"({exc}); register a structure hook on trio_wsroutes.converter"
+                ) from None
+
+    def prefix(self) -> str:
+        return f"{self.where}: " if self.where else ""
+
+    def walk_class(self, cls: type[Any]) -> None:
+        if cls in self.seen:
+            return
+        self.seen.add(cls)
+        try:
+            attrs.resolve_types(cls)
+        except Exception as exc:
+            raise TypeError(
+                self.prefix() + f"cannot resolve the field annotations of {_qualified(cls)}"
+                f"{self.reached()}: {type(exc).__name__}: {exc}"
+            ) from None
+        for field in attrs.fields(cls):
+            if not field.init:
+                continue  # neither read nor written by the converter
+            self.chain.append((cls, field.name))
+            self.field_type = field.type
+            if field.type is None or isinstance(field.type, str):
+                raise TypeError(self.prefix() + f"{self.field()} has no type annotation")
+            self.walk(field.type)
+            self.chain.pop()
+
+    def walk(self, tp: Any) -> None:
+        tp = _unwrap(tp)
+        origin = get_origin(tp)
+        if tp is Any or tp is None or tp in _JSON_SCALARS:
+            return
+        if origin is Literal:
+            for value in get_args(tp):
+                if not isinstance(value, enum.Enum | str | int | float | bool | None):
+                    self.fail(tp, f"the Literal value {value!r} has no JSON form")
+            return
+        if origin is typing.Union or origin is types.UnionType:
+            for arg in get_args(tp):
+                self.walk(arg)
+            if self.direction == "client":
+                try:
+                    converter.get_structure_hook(tp)
+                except Exception as exc:
+                    self.fail(tp, f"the converter cannot read {_type_repr(tp)} from JSON ({exc})")
+            return
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            if self.direction == "server":
+                for member in tp:
+                    try:
+                        orjson.dumps(converter.unstructure(member, tp))
+                    except Exception:
+                        self.fail(tp, f"the value of {tp.__name__}.{member.name} has no JSON form")
+            return
+        if isinstance(tp, type) and attrs.has(tp):
+            outer = self.field_type
+            self.walk_class(tp)
+            self.field_type = outer
+            return
+        if origin is not None and attrs.has(origin):  # a generic attrs class
+            self.leaf(tp)
+            return
+        if is_mapping(tp):
+            args = get_args(tp)
+            if args:
+                key = _unwrap(args[0])
+                if not _is_string_key(key):
+                    self.fail(tp, "JSON object keys are strings; use dict[str, ...]")
+                self.walk(args[1])
+            return
+        if tp is tuple or origin is tuple or is_any_set(tp) or is_sequence(tp):
+            for arg in get_args(tp):
+                if arg is not Ellipsis and arg != ():
+                    self.walk(arg)
+            return
+        self.leaf(tp)
+
+    def leaf(self, tp: Any) -> None:
+        if self.direction == "client":
+            try:
+                converter.get_structure_hook(tp)
+            except Exception:
+                self.fail(
+                    tp,
+                    f"the converter cannot read {_type_repr(tp)} from JSON",
+                    f"register a structure hook on trio_wsroutes.converter "
+                    f"(converter.register_structure_hook({_type_repr(tp)}, fn)) or use a "
+                    f"supported type ({_SUPPORTED})",
+                )
+        elif tp not in _WRITABLE_LEAVES and converter.get_unstructure_hook(tp) is _identity:
+            # No hook: the object itself would reach orjson, which cannot write it.
+            self.fail(
+                tp,
+                f"the converter cannot write {_type_repr(tp)} as JSON",
+                f"register an unstructure hook on trio_wsroutes.converter "
+                f"(converter.register_unstructure_hook({_type_repr(tp)}, fn)) or use a "
+                f"supported type ({_SUPPORTED})",
+            )
+
+    def field(self) -> str:
+        cls, name = self.chain[-1]
+        return f"field {name!r} of {_qualified(cls)}{self.reached()}"
+
+    def reached(self) -> str:
+        outer = self.chain[:-1] if self.chain else []
+        if not outer:
+            return ""
+        path = ", ".join(f"field {name!r} of {_qualified(cls)}" for cls, name in reversed(outer))
+        return f" (reached through {path})"
+
+    def fail(self, tp: Any, problem: str, hint: str | None = None) -> typing.NoReturn:
+        del tp  # named in ``problem``
+        text = f"{self.field()} has type {_type_repr(self.field_type)}: {problem}"
+        if hint is not None:
+            text += f"; {hint}"
+        raise TypeError(self.prefix() + text)
+
+
+def _is_string_key(key: Any) -> bool:
+    if key is Any or (isinstance(key, type) and issubclass(key, str)):
+        return True
+    return get_origin(key) is Literal and all(isinstance(v, str) for v in get_args(key))
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        if get_origin(tp) is typing.Annotated:
+            tp = get_args(tp)[0]
+        elif isinstance(tp, typing.NewType):
+            tp = tp.__supertype__
+        elif type(tp).__name__ == "TypeAliasType" and hasattr(tp, "__value__"):
+            tp = tp.__value__
+        else:
+            return tp
+
+
+def _qualified(cls: type[Any]) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _type_repr(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__ if tp.__module__ == "builtins" else _qualified(tp)
+    return repr(tp).replace("typing.", "")

@@ -22,7 +22,7 @@ from starlette.authentication import (
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from trio_wsroutes import (
@@ -94,6 +94,54 @@ async def me(request: Request) -> Response:
     return JSONResponse({"id": user.user.id, "name": user.user.name})
 
 
+INDEX_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>HTTP and WebSocket on one port</title>
+</head>
+<body>
+<h1>HTTP and WebSocket on one port</h1>
+<p>One <code>verify_token</code> guards both: Starlette's <code>GET /api/me</code> and the
+WebSocket route <code>/ws/updates</code>. Log in (a session cookie), then ask each.</p>
+<p>
+  <button id="alice">Log in as Alice</button>
+  <button id="bob">Log in as Bob</button>
+  <button id="http">GET /api/me</button>
+  <button id="ws">WebSocket: whoami</button>
+</p>
+<pre id="log"></pre>
+<script>
+const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
+async function login(token) {
+  const response = await fetch("/login?token=" + token, { method: "POST" });
+  log("POST /login: " + response.status + " " + (await response.text()));
+}
+document.getElementById("alice").onclick = () => login("alice-token");
+document.getElementById("bob").onclick = () => login("bob-token");
+document.getElementById("http").onclick = async () => {
+  const response = await fetch("/api/me");
+  log("GET /api/me: " + response.status + " " + (await response.text()));
+};
+document.getElementById("ws").onclick = () => {
+  const url = new URL("/ws/updates", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(url);
+  ws.onopen = () => ws.send(JSON.stringify({ type: "whoami", id: 1 }));
+  ws.onmessage = (event) => { log("WebSocket: " + event.data); ws.close(); };
+  ws.onerror = () => log("WebSocket: refused (log in first: the upgrade gets a 401)");
+};
+</script>
+</body>
+</html>
+"""
+
+
+async def index(request: Request) -> Response:
+    """A page to try both sides from a browser."""
+    return HTMLResponse(INDEX_HTML)
+
+
 async def login(request: Request) -> Response:
     """Set the session cookie for a demo user (``POST /login?token=alice-token``)."""
     token = request.query_params.get("token", "")
@@ -105,7 +153,11 @@ async def login(request: Request) -> Response:
 
 
 http_app = Starlette(
-    routes=[Route("/api/me", me), Route("/login", login, methods=["POST"])],
+    routes=[
+        Route("/", index),
+        Route("/api/me", me),
+        Route("/login", login, methods=["POST"]),
+    ],
     middleware=[Middleware(AuthenticationMiddleware, backend=TokenBackend())],
 )
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import enum
+import uuid
 from typing import Literal
 
 import attrs
 
-from trio_wsroutes import Connection, Context, WebSocketServer, create_websocket_route, message
+from trio_wsroutes import (
+    Connection,
+    Context,
+    WebSocketServer,
+    converter,
+    create_websocket_route,
+    message,
+)
 
 
 # [schemas]
@@ -33,6 +43,28 @@ class Post:
 
 
 # [/schemas]
+
+
+# [typed-fields]
+@attrs.frozen
+class Transfer:
+    id: uuid.UUID
+    amount: decimal.Decimal
+    at: datetime.datetime
+    value_date: datetime.date
+
+
+sent = {
+    "id": "123e4567-e89b-12d3-a456-426614174000",
+    "amount": "12.50",
+    "at": "2024-01-02T03:04:05Z",
+    "value_date": "2024-01-02",
+}
+transfer = converter.structure(sent, Transfer)  # what a handler gets
+assert transfer.amount == decimal.Decimal("12.50")
+assert transfer.at.tzinfo is not None
+assert converter.unstructure(transfer) == sent | {"at": "2024-01-02T03:04:05+00:00"}
+# [/typed-fields]
 
 
 # [server-messages]
