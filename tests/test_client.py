@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -53,6 +55,7 @@ from trio_wsroutes.client import (
 )
 
 TIMEOUT = 10
+ROOT = Path(__file__).resolve().parent.parent
 FAST = Backoff(initial=0.02, maximum=0.2)
 
 # -- messages ---------------------------------------------------------------------------
@@ -911,3 +914,83 @@ def test_connect_refuses_bad_arguments() -> None:
         connect("ws://127.0.0.1/t", cast(Any, "route"))
     with pytest.raises(ValueError, match="initial"):
         Backoff(initial=0)
+
+
+# -- the chat example's command-line client ---------------------------------------------
+
+
+async def test_the_chat_command_line_client(serve_live: ServeLive) -> None:
+    from examples.chat import client as chat_client
+    from examples.chat.app import ChatOut, Joined, chat
+    from examples.chat.app import server as chat_server
+
+    lines_in, lines_out = trio.open_memory_channel[str](10)
+    output: list[str] = []
+
+    async def read_line() -> str:
+        try:
+            return await lines_out.receive()
+        except trio.EndOfChannel:
+            return ""
+
+    async with serve_live(chat_server) as address:
+        url = f"{address.ws_url}/chat/cli"
+        with trio.fail_after(TIMEOUT):
+            async with connect(url, chat, proxy=False) as other:
+                assert isinstance(await other.receive(), Joined)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(chat_client.run, url, "ada", read_line, output.append)
+                    await wait_until(lambda: any(line.startswith("* you are") for line in output))
+                    await lines_in.send("hello from the terminal\n")
+                    assert await other.receive() == ChatOut(
+                        user="ada", text="hello from the terminal", room="cli"
+                    )
+                    await other.send(chat_client.Chat(text="hi ada"))
+                    await lines_in.send("/ping\n")
+                    await lines_in.send("x" * 501 + "\n")  # refused before sending
+                    await lines_in.send("/quit\n")
+    assert output[0].startswith("* you are ")
+    assert "<ada> hello from the terminal" in output
+    assert any(line.endswith("> hi ada") for line in output)
+    assert any(line.startswith("* round trip ") for line in output)
+    assert any(line.startswith("! ") and "500" in line for line in output)
+
+
+@pytest.mark.transports("hypercorn")
+async def test_the_chat_client_command_runs(serve_live: ServeLive) -> None:
+    from examples.chat.app import server as chat_server
+
+    async with serve_live(chat_server) as address:
+        with trio.fail_after(TIMEOUT):
+            process = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "examples.chat.client",
+                    "--room",
+                    "general",
+                    "--url",
+                    address.ws_url,
+                    "--name",
+                    "cli",
+                ],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            assert process.stdin is not None
+            assert process.stdout is not None
+            output = bytearray()
+            try:
+                await process.stdin.send_all(b"hello\n")
+                while b"<cli> hello" not in output:
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, output.decode()
+                    output += chunk
+                await process.stdin.aclose()  # the end of input leaves the chat
+                assert await process.wait() == 0
+            finally:
+                if process.returncode is None:
+                    process.kill()
+    assert output.decode().startswith("* you are ")
