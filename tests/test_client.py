@@ -599,7 +599,11 @@ async def test_without_reconnect_the_client_ends_with_the_connection(
 
 async def test_a_denied_reconnection_ends_the_client(transport: str) -> None:
     route = make_route(Hooks())
-    refusing = create_websocket_route("/t").authenticate(lambda request: None)
+
+    def nobody(request: Request) -> str | None:
+        return None
+
+    refusing = create_websocket_route("/t").authenticate(nobody)
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             done = trio.Event()
@@ -616,6 +620,40 @@ async def test_a_denied_reconnection_ends_the_client(transport: str) -> None:
                         pass
                 assert client.reconnects == 0
             done.set()
+
+
+async def test_a_busy_server_is_retried_on_reconnection(serve_live: ServeLive) -> None:
+    busy = [0]  # how many upgrades to refuse with 503 SERVER_BUSY
+
+    def admit(request: Request) -> str:
+        if busy[0]:
+            busy[0] -= 1
+            raise Reject(503, "Server is at capacity", "SERVER_BUSY", headers={"retry-after": "0"})
+        return "ok"
+
+    route = create_websocket_route("/busy").authenticate(admit).server_messages(Pong)
+
+    @route.on("ping", Ping)
+    async def ping(ws: Connection[Pong], data: Ping, ctx: Context[str]) -> Pong:
+        return Pong(data.timestamp)
+
+    server = WebSocketServer([route])
+    async with serve_live(server) as address:
+        url = f"{address.ws_url}/busy"
+        busy[0] = 1
+        with pytest.raises(ConnectionDenied) as denied:  # the first connection is not retried
+            async with connect(url, route, reconnect=FAST, proxy=False):
+                pass
+        assert (denied.value.status, denied.value.code) == (503, "SERVER_BUSY")
+        assert denied.value.retry_after == 0.0
+        async with connect(url, route, reconnect=FAST, proxy=False) as client:
+            busy[0] = 2
+            await connections(server, 1)
+            await server.close_all(1013, "try again later")
+            await wait_until(lambda: client.reconnects == 1)
+            assert busy == [0]  # two refusals, then in
+            with trio.fail_after(TIMEOUT):
+                assert await client.request(Ping(2.0), Pong) == Pong(2.0)
 
 
 async def test_reconnection_gives_up_after_max_attempts(transport: str) -> None:
@@ -700,7 +738,8 @@ async def test_a_reconnecting_client_misses_nothing_the_server_still_has(
     async def join(ws: Connection[Note], ctx: Context[None]) -> None:
         await ws.subscribe("room:a")
 
-    server = WebSocketServer([route], history={"room:*": history(size=100, ttl=300.0)})
+    options: dict[str, Any] = {"history": {"room:*": history(size=100, ttl=300.0)}}
+    server = WebSocketServer([route], **options)
     async with serve_live(server) as address:
         client = connect(f"{address.ws_url}/room", route, reconnect=FAST, proxy=False)
         async with client:
@@ -921,6 +960,7 @@ def test_connect_refuses_bad_arguments() -> None:
 
 async def test_the_chat_command_line_client(serve_live: ServeLive) -> None:
     from examples.chat import client as chat_client
+    from examples.chat.app import Chat as ChatIn
     from examples.chat.app import ChatOut, Joined, chat
     from examples.chat.app import server as chat_server
 
@@ -945,7 +985,7 @@ async def test_the_chat_command_line_client(serve_live: ServeLive) -> None:
                     assert await other.receive() == ChatOut(
                         user="ada", text="hello from the terminal", room="cli"
                     )
-                    await other.send(chat_client.Chat(text="hi ada"))
+                    await other.send(ChatIn(text="hi ada"))
                     await lines_in.send("/ping\n")
                     await lines_in.send("x" * 501 + "\n")  # refused before sending
                     await lines_in.send("/quit\n")
