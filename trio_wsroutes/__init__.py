@@ -54,5 +54,4 @@ from ._typegen import generate_asyncapi as generate_asyncapi
 from ._typegen import generate_json_schema as generate_json_schema
 from ._typegen import generate_websocket_types as generate_websocket_types
 from ._validation import converter as converter
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__

@@ -36,7 +36,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeGuard, cast
 
-from . import __version__
 from ._routes import WebSocketRoute
 from ._typegen import (
     TypeGenerationError,
@@ -45,6 +44,7 @@ from ._typegen import (
     generate_websocket_types,
     write_if_changed,
 )
+from ._version import __version__
 
 __all__ = ["main"]
 
