@@ -25,6 +25,7 @@ from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_u
 import trio_wsroutes._broker.redis as redis_module
 from tests._redis import RedisServer, free_port, require_coredis, require_redis
 from tests.conftest import live_server
+from tests.test_history import Recorder as Positions
 from trio_wsroutes import (
     Connection,
     Context,
@@ -36,6 +37,7 @@ from trio_wsroutes import (
     message,
 )
 from trio_wsroutes._broker.redis import WireMessage, decode_wire, encode_wire
+from trio_wsroutes._history import NOT_RECOVERED, History, Position, Recovery
 from trio_wsroutes.testing import TestClient, TestConnection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -549,3 +551,354 @@ async def test_chat_example_on_two_hypercorn_workers_shares_rooms_through_redis(
             process.kill()
             await process.wait()
         log.close()
+
+
+# -- history and recovery ------------------------------------------------------------------------
+
+HISTORY = {"room:*": History(size=1000), "small:*": History(size=3), "brief:*": History(10, 0.2)}
+
+
+def history_broker(url: str, **options: Any) -> RedisBroker:
+    """A broker with history on ``room:*``, ``small:*`` and ``brief:*``, quick to retry."""
+    return RedisBroker(
+        url, history=HISTORY, reconnect_delay=0.05, max_reconnect_delay=0.5, **options
+    )
+
+
+def test_wire_format_of_publications_with_a_position() -> None:
+    data = b'wsr1 h 42-abc 7 12 Ep-1_x\n{"type":"said","offset":12}'
+    assert decode_wire(data) == WireMessage(
+        False, b"42-abc", 7, b'{"type":"said","offset":12}', 12, "Ep-1_x"
+    )
+    for bad in (
+        b"wsr1 h 42-abc 7 0 Ep\n{}",  # offsets start at 1
+        b"wsr1 h 42-abc 7 012 Ep\n{}",
+        b"wsr1 h 42-abc 7 -1 Ep\n{}",
+        b"wsr1 h 42-abc 7 12 E:p\n{}",  # not an epoch
+        b"wsr1 h 42-abc 7 12\n{}",
+        b"wsr1 h 42-abc 7\n{}",
+        b"wsr1 t 42-abc 7 12 Ep\n{}",  # only h carries a position
+        b"wsr1 h 42-abc 7 12 Ep\n\xff",  # a text frame
+    ):
+        assert decode_wire(bad) is None, bad
+
+
+async def received(recorder: Positions, count: int, timeout: float = 10.0) -> None:
+    await wait_until(lambda: len(recorder.order) >= count, timeout)
+
+
+async def last_offset(broker: RedisBroker, topic: str) -> int:
+    await broker.flush()
+    return (await broker.history(topic, limit=0)).position.offset
+
+
+async def test_history_positions_come_from_redis_in_one_order_for_every_process(
+    redis: RedisServer,
+) -> None:
+    one, two = history_broker(redis.url), history_broker(redis.url)
+    near, far, self_ = Positions(), Positions(), Positions()
+    with trio.fail_after(30):
+        async with one, two:
+            await one.subscribe("room:a", near)
+            await one.subscribe("room:a", self_)
+            await two.subscribe("room:a", far)
+            await one.subscribe("lobby", Positions())
+            for n in range(1, 11):  # both processes publish, interleaved
+                await (one if n % 2 else two).publish("room:a", Said("x", n))
+            await one.flush()
+            await two.flush()
+            # Local subscribers of a history topic get it from Redis too (one order); the
+            # publishing connection is skipped as before.
+            assert await one.publish("room:a", Said("self", 11), exclude=self_) == 1
+            await one.publish_binary("room:a", b"\x00raw")
+            await one.publish("room:a", Said("x", 12))
+            await one.publish("lobby", Said("x", 0))  # no history: as before
+            for recorder, count in ((near, 13), (far, 13), (self_, 12)):
+                await received(recorder, count)
+
+    assert near.order == far.order
+    assert near.order == [*range(1, 12), b"\x00raw", 12]  # the binary frame unnumbered
+    assert self_.order == [*range(1, 11), b"\x00raw", 12]
+    numbers = [m["data"]["n"] for m in near.messages]
+    assert numbers[10:] == [11, 12]
+    # Redis orders the two publishers' publications; each one's stay in its order.
+    assert [n for n in numbers if n % 2] == [1, 3, 5, 7, 9, 11]
+    assert [n for n in numbers[:10] if not n % 2] == [2, 4, 6, 8, 10]
+    assert {m["topic"] for m in near.messages} == {"room:a"}
+    assert len({m["epoch"] for m in near.messages}) == 1
+    assert one.stats.duplicates == two.stats.duplicates == 0
+
+
+async def test_a_client_recovers_on_another_worker(redis: RedisServer) -> None:
+    worker_a, worker_b = history_broker(redis.url), history_broker(redis.url)
+    with trio.fail_after(30):
+        async with worker_a, worker_b:
+            first = Positions()
+            await worker_a.subscribe("room:a", first)
+            for n in range(1, 4):
+                await worker_a.publish("room:a", Said("x", n))
+            await received(first, 3)
+            seen = first.last()
+            await worker_a.unsubscribe_all(first)  # the client's connection drops...
+            for n in range(4, 11):
+                await worker_a.publish("room:a", Said("x", n))  # ...it misses 4 to 10
+            await worker_a.flush()
+
+            # It reconnects to the other worker with its last position.
+            again = Positions()
+            assert await worker_b.subscribe("room:a", again, since=seen) == Recovery(True, 7)
+            assert again.offsets == list(range(4, 11))
+            await worker_a.publish("room:a", Said("x", 11))
+            await received(again, 8)
+            assert again.offsets == list(range(4, 12))
+            assert worker_b.stats.recoveries == 1
+            assert worker_b.stats.recovered_messages == 7
+
+            # Up to date: recovered, nothing missed; already subscribed: nothing twice.
+            assert await worker_b.subscribe("room:a", Positions(), since=again.last()) == (
+                Recovery(True, 0)
+            )
+            assert await worker_b.subscribe("room:a", again, since=seen) == NOT_RECOVERED
+            # Gone during its recovery: not subscribed.
+            gone = Positions(capacity=2)
+            assert await worker_b.subscribe("room:a", gone, since=seen) == NOT_RECOVERED
+            assert gone.offsets == [4, 5]
+            assert worker_b.subscriber_count("room:a") == 2
+
+            # A handle that does not run (a cron job) publishes with a position, and reads.
+            handle = RedisBroker(redis.url, history=HISTORY)
+            assert await handle.publish("room:a", Said("cron", 12)) == 1  # worker_b
+            await received(again, 9)
+            assert again.offsets[-1] == 12
+            page = await handle.history("room:a", since=Position(seen.epoch, 10))
+            assert [p.position.offset for p in page.publications] == [11, 12]
+            assert page.position == Position(seen.epoch, 12)
+
+
+async def test_wrong_epoch_too_old_offset_and_ttl_give_recovered_false_and_nothing_old(
+    redis: RedisServer,
+) -> None:
+    broker = history_broker(redis.url)
+    with trio.fail_after(30):
+        async with broker:
+            for n in range(1, 9):
+                await broker.publish("small:a", Said("x", n))  # keeps 6, 7, 8
+            await broker.flush()
+            page = await broker.history("small:a")
+            epoch = page.position.epoch
+            assert page.position.offset == 8
+            assert [p.position.offset for p in page.publications] == [6, 7, 8]
+            for since in (Position("another", 8), Position(epoch, 4), Position(epoch, 99)):
+                late = Positions()
+                assert await broker.subscribe("small:a", late, since=since) == NOT_RECOVERED
+                assert late.messages == []
+                lost = await broker.history("small:a", since=since)
+                assert (lost.recovered, lost.publications) == (False, ())
+            # The oldest kept one is still reachable.
+            edge = Positions()
+            assert await broker.subscribe("small:a", edge, since=Position(epoch, 5)) == (
+                Recovery(True, 3)
+            )
+            assert edge.offsets == [6, 7, 8]
+            assert broker.stats.recoveries_failed == 3
+
+            # ttl: older publications are not returned, the position stays.
+            await broker.publish("brief:a", Said("x", 1))
+            await broker.flush()
+            brief = (await broker.history("brief:a")).position
+            await trio.sleep(0.5)
+            expired = await broker.history("brief:a")
+            assert expired.publications == ()
+            assert expired.position == brief
+            assert (
+                await broker.subscribe("brief:a", Positions(), since=Position(brief.epoch, 0))
+                == NOT_RECOVERED
+            )
+            assert await broker.subscribe("brief:a", Positions(), since=brief) == (
+                Recovery(True, 0)
+            )
+
+
+async def test_a_publisher_hammering_during_recovery_gives_contiguous_offsets(
+    redis: RedisServer,
+) -> None:
+    publisher, other = history_broker(redis.url), history_broker(redis.url)
+    witness = Positions()
+    local, remote = Positions(), Positions()
+    results: list[Recovery] = []
+    stop = trio.Event()
+    published = 0
+
+    async def hammer() -> None:
+        nonlocal published
+        while not stop.is_set():
+            published += 1
+            await publisher.publish("room:h", Said("x", published))  # a checkpoint each
+
+    async def recover(broker: RedisBroker, recorder: Positions, since: Position) -> None:
+        results.append(await broker.subscribe("room:h", recorder, since=since))
+
+    with trio.fail_after(60):
+        async with publisher, other:
+            await other.subscribe("room:h", witness)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hammer)
+                await received(witness, 200)
+                since = witness.last()
+                # The client misses 200 or more while publishes go on.
+                await wait_until(lambda: witness.offsets[-1] >= since.offset + 200)
+                async with trio.open_nursery() as recoveries:
+                    recoveries.start_soon(recover, other, remote, since)  # another process
+                    recoveries.start_soon(recover, publisher, local, since)  # the same one
+                await received(remote, 2000)
+                await received(local, 2000)
+                stop.set()
+            final = await last_offset(publisher, "room:h")
+            await wait_until(lambda: remote.offsets[-1] == local.offsets[-1] == final)
+
+    assert all(result.recovered for result in results)
+    assert all(result.missed >= 200 for result in results)
+    assert all(since.offset + result.missed < final for result in results)  # then live
+    for recorder in (remote, local):
+        # Exactly since + 1 to the last one: no gap, no duplicate.
+        assert recorder.offsets == list(range(since.offset + 1, final + 1))
+    assert witness.offsets == list(range(1, final + 1))
+    assert publisher.stats.publish_lost == 0
+    assert other.stats.recoveries == publisher.stats.recoveries == 1
+    print(f"\nhammering: {final} publications, recovered {[r.missed for r in results]} then live")
+
+
+async def test_an_overflowing_recovery_buffer_reads_the_history_again_or_gives_up(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publisher = history_broker(redis.url)
+    other = history_broker(redis.url, max_recovery_buffer=5)
+    witness = Positions()
+    reads = 0
+    overflow_reads = 1
+
+    real_evalsha = other._evalsha
+
+    async def slow_read(*args: Any) -> Any:
+        # Hold the read until live publications overflow the buffer, ``overflow_reads``
+        # times; then read at once.
+        nonlocal reads
+        reads += 1
+        if reads <= overflow_reads:
+            target = len(witness.order) + 20
+            for n in range(20):
+                await publisher.publish("room:o", Said("live", n))
+            await received(witness, target)
+        return await real_evalsha(*args)
+
+    monkeypatch.setattr(other, "_evalsha", slow_read)
+    with trio.fail_after(30):
+        async with publisher, other:
+            await other.subscribe("room:o", witness)
+            for n in range(10):
+                await publisher.publish("room:o", Said("old", n))
+            await received(witness, 10)
+            since = Position(witness.last().epoch, 5)
+
+            recovering = Positions()
+            recovery = await other.subscribe("room:o", recovering, since=since)
+            assert recovery == Recovery(True, 25)  # 6..30, read again after the overflow
+            assert reads == 2
+            await publisher.publish("room:o", Said("after", 0))
+            await received(recovering, 26)
+            assert recovering.offsets == list(range(6, 32))
+
+            # Overflowing on every read: give up, nothing old, live from then on.
+            reads, overflow_reads = 0, 3
+            failing = Positions()
+            assert await other.subscribe("room:o", failing, since=since) == NOT_RECOVERED
+            assert reads == 3
+            assert failing.messages == []
+            await publisher.publish("room:o", Said("after", 1))
+            await received(failing, 1)
+            assert failing.offsets == [92]
+            assert other.stats.recoveries_failed == 1
+
+            # Unsubscribed while recovering: nothing delivered, the channel left.
+            reads, overflow_reads = 0, 1
+            leaving = Positions()
+            async with trio.open_nursery() as nursery:
+
+                async def leave() -> None:
+                    await wait_until(lambda: reads == 1)
+                    await other.unsubscribe_all(leaving)
+
+                nursery.start_soon(leave)
+                assert await other.subscribe("room:o", leaving, since=since) == NOT_RECOVERED
+            assert leaving.order == []
+            assert other.subscriber_count("room:o") == 3  # witness, recovering, failing
+
+
+async def test_a_redis_restart_changes_the_epoch(redis: RedisServer) -> None:
+    one, two = history_broker(redis.url), history_broker(redis.url)
+    before, after = Positions(), Positions()
+    with trio.fail_after(60):
+        async with one, two:
+            await two.subscribe("room:r", before)
+            for n in range(1, 4):
+                await one.publish("room:r", Said("x", n))
+            await received(before, 3)
+            old = before.last()
+            redis.kill()  # without persistence: the history is gone
+            await wait_until(lambda: not one.connected and not two.connected)
+            await trio.to_thread.run_sync(redis.start)  # the same port
+            await wait_until(lambda: one.connected and two.connected)
+
+            await one.publish("room:r", Said("x", 4))
+            await received(before, 4)
+            new = before.last()
+            assert new.epoch != old.epoch
+            assert new.offset == 1  # a new run of offsets
+            assert before.messages[-1]["data"]["n"] == 4
+
+            assert await two.subscribe("room:r", after, since=old) == NOT_RECOVERED
+            assert after.messages == []
+            fresh = Positions()
+            assert await two.subscribe("room:r", fresh, since=Position(new.epoch, 0)) == (
+                Recovery(True, 1)
+            )
+            assert fresh.offsets == [1]
+
+
+async def test_history_in_redis_is_bounded_and_expires(redis: RedisServer) -> None:
+    broker = history_broker(redis.url, history_meta_ttl=3600.0)
+    with trio.fail_after(30):
+        async with broker:
+            for n in range(50):
+                await broker.publish("small:b", Said("x" * 100, n))
+                await broker.publish("brief:b", Said("x", n))
+            await broker.flush()
+    assert redis.command("XLEN", "wsroutes:h:{small:b}:l") == b":3\r\n"
+    assert redis.command("XLEN", "wsroutes:h:{brief:b}:l") == b":10\r\n"
+    # The publications expire after ttl (brief) or the meta ttl; the epoch after the meta ttl.
+    for key, most in (
+        ("wsroutes:h:{small:b}:l", 3_600_000),
+        ("wsroutes:h:{small:b}:m", 3_600_000),
+        ("wsroutes:h:{brief:b}:l", 200),
+    ):
+        reply = redis.command("PTTL", key)
+        assert reply.startswith(b":"), (key, reply)
+        assert 0 < int(reply[1:]) <= most, (key, reply)
+
+
+async def test_subscribing_with_a_position_while_redis_is_down_goes_live(
+    stopped_redis: RedisServer,
+) -> None:
+    broker = history_broker(stopped_redis.url)
+    with trio.fail_after(30):
+        async with broker:
+            assert broker.state == "disconnected"
+            recorder = Positions()
+            since = Position("whatever", 3)
+            assert await broker.subscribe("room:d", recorder, since=since) == NOT_RECOVERED
+            # Local delivery goes on, without a position (Redis holds the offsets).
+            assert await broker.publish("room:d", Said("x", 1)) == 1
+            assert recorder.messages == [{"type": "said", "data": {"sender": "x", "n": 1}}]
+            with pytest.raises(ConnectionError, match="not connected"):
+                await broker.history("room:d")
+            assert broker.stats.recoveries_failed == 1

@@ -6,6 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
+from .._history import HistoryPage, HistoryPolicy, Position, Recovery
 from .._messages import Frame
 
 __all__ = ["Broker", "RunnableBroker", "Subscriber"]
@@ -29,6 +30,14 @@ class Broker(Protocol):
     A publish hands the same encoded :class:`~trio_wsroutes._messages.Frame` to every
     subscriber; it never waits on one slow subscriber.
 
+    **History.** After :meth:`configure_history`, a text publication on a topic that the
+    policy matches is given the topic's next position, sent with ``"topic"``,
+    ``"offset"`` and ``"epoch"`` spliced into its envelope, and kept (bounded by the
+    topic's :class:`~trio_wsroutes.History`). Binary frames, and text frames that are not
+    a JSON object, are delivered live on such topics but neither kept nor numbered: a
+    binary frame cannot carry a position, and numbering a frame the client cannot see
+    would look like a gap to it.
+
     A broker that needs a background task (a connection to hold, like
     :class:`~trio_wsroutes.RedisBroker`) also defines
     ``async def run(self, *, task_status=trio.TASK_STATUS_IGNORED)``: the server starts it
@@ -36,8 +45,31 @@ class Broker(Protocol):
     cancels it at shutdown, after the ``on_shutdown`` hooks.
     """
 
-    async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
-        """Add ``subscriber`` to ``topic`` (idempotent)."""
+    def configure_history(self, policy: HistoryPolicy) -> None:
+        """Keep history for the topics ``policy`` matches.
+
+        The server calls it once, at construction, with its ``history`` option, before
+        any publish. Calling it again with an equal policy does nothing; with another
+        one it raises :class:`RuntimeError` (a broker has one policy, shared by every
+        process that uses the same history).
+        """
+        ...
+
+    async def subscribe(
+        self, topic: str, subscriber: Subscriber, *, since: Position | None = None
+    ) -> Recovery:
+        """Add ``subscriber`` to ``topic`` (idempotent).
+
+        With ``since``, on a topic with history, first hand ``subscriber`` every kept
+        publication after ``since`` (through ``subscriber.deliver``, in order), then the
+        live ones, with no gap and no duplicate even while publishes go on, and return
+        ``Recovery(True, missed)``. If the epoch differs, the history no longer reaches
+        back to ``since`` or the broker cannot read it, nothing old is delivered and the
+        subscriber gets the live publications from about when this returns, as without
+        ``since``. Without ``since``, without history on ``topic``, or when
+        ``subscriber`` is already subscribed to ``topic``: ``Recovery(False, 0)``
+        (callers that ignore the result keep working).
+        """
         ...
 
     async def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
@@ -59,6 +91,20 @@ class Broker(Protocol):
 
     def subscriber_count(self, topic: str) -> int:
         """How many subscribers ``topic`` has."""
+        ...
+
+    async def history(
+        self, topic: str, *, since: Position | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Read ``topic``'s kept publications, oldest first, and its latest position.
+
+        Without ``since``: the last ``limit`` kept publications (all of them when
+        ``limit`` is ``None``). With ``since``: the first ``limit`` kept publications
+        after it (page on with the last one's position), or none and
+        ``recovered=False`` when the epoch differs or the history no longer reaches back.
+        Publications older than the topic's ``ttl`` are never returned. Raises
+        :class:`ValueError` if ``topic`` has no history.
+        """
         ...
 
 

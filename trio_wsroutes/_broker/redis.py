@@ -15,24 +15,40 @@ Wire format of a message on the Redis channel ``<channel_prefix><topic>``::
 
     wsr1 <kind> <origin> <seq>\\n<payload>
 
-``kind`` is ``t`` (a WebSocket text frame; ``payload`` is UTF-8) or ``b`` (binary);
-``origin`` identifies the publishing broker (``-`` for none); ``seq`` numbers the origin's
-messages on that topic from 1 (``0`` for none). ``payload`` is the frame exactly as it goes
-to WebSocket clients. A message that does not start with ``wsr1 `` is delivered as a text
-frame, so ``PUBLISH wsroutes:room:1 '{"type":"message","data":{...}}'`` works from any
-Redis client.
+    wsr1 h <origin> <seq> <offset> <epoch>\\n<payload>
+
+``kind`` is ``t`` (a WebSocket text frame; ``payload`` is UTF-8), ``b`` (binary) or ``h``
+(a text frame with a history position, ``offset`` and ``epoch``, already spliced into the
+payload); ``origin`` identifies the publishing broker (``-`` for none); ``seq`` numbers the
+origin's messages on that topic from 1 (``0`` for none). ``payload`` is the frame exactly
+as it goes to WebSocket clients. A message that does not start with ``wsr1 `` is delivered
+as a text frame, so ``PUBLISH wsroutes:room:1 '{"type":"message","data":{...}}'`` works
+from any Redis client.
+
+History (topics matched by the history policy) lives in Redis, two keys per topic::
+
+    <channel_prefix>h:{<topic>}:m   a hash: e (the epoch), o (the last offset)
+    <channel_prefix>h:{<topic>}:l   a stream of the kept publications, entry id <offset>-0,
+                                    fields t (Redis time, ms) and p (the payload)
+
+One Lua script per publication reads or creates the epoch, increments the offset, adds
+the positioned payload to the stream (``MAXLEN`` exact: ``size`` is what is kept),
+refreshes both keys' expiry and ``PUBLISH``-es it, atomically: offsets, the stream and
+the channel have one order for every process. See :class:`RedisBroker` for recovery.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
+import math
 import os
 import random
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Self, cast
@@ -41,6 +57,19 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import trio
 
+from .._history import (
+    NOT_RECOVERED,
+    History,
+    HistoryPage,
+    HistoryPolicy,
+    Position,
+    Publication,
+    Recovery,
+    envelope_head,
+    is_epoch,
+    new_epoch,
+    topic_json,
+)
 from .._messages import Frame, encode_message
 from ._base import Subscriber
 from .memory import MemoryBroker
@@ -56,6 +85,7 @@ MiB: Final = 1024 * 1024
 
 WIRE_MAGIC: Final = b"wsr1 "
 """The first bytes of every message this broker publishes (format version 1)."""
+_HISTORY_HEADER: Final = WIRE_MAGIC + b"h "
 _MAX_HEADER: Final = 256
 _FAN_OUT_SLICE: Final = 0.005
 """Seconds of local fan-out between two yields to the scheduler."""
@@ -63,6 +93,8 @@ _PUBLISH_BATCH: Final = 256
 _SUBSCRIBE_CHUNK: Final = 1000
 _MAX_TOPIC_COUNTERS: Final = 100_000
 _MAX_ORIGINS_PER_TOPIC: Final = 64
+_RECOVERY_ROUNDS: Final = 3
+"""Reads of a topic's history one recovery may take when its live buffer overflows."""
 
 State = Literal["stopped", "connecting", "connected", "disconnected"]
 
@@ -77,6 +109,10 @@ class WireMessage(NamedTuple):
     origin: bytes | None
     seq: int
     payload: bytes
+    offset: int = 0
+    """The history offset (``h`` messages), else 0."""
+    epoch: str | None = None
+    """The history epoch (``h`` messages), else ``None``."""
 
 
 def encode_wire(frame: Frame, origin: bytes = b"-", seq: int = 0) -> bytes:
@@ -100,10 +136,19 @@ def decode_wire(data: bytes) -> WireMessage | None:
     if end < 0:
         return None
     fields = data[len(WIRE_MAGIC) : end].split(b" ")
-    if len(fields) != 3:
+    offset, epoch = 0, None
+    if len(fields) == 5 and fields[0] == b"h":
+        offset_text, epoch_bytes = fields[3], fields[4]
+        if not offset_text.isdigit() or offset_text.startswith(b"0"):
+            return None
+        epoch = epoch_bytes.decode("ascii", "replace")
+        if not is_epoch(epoch):
+            return None
+        offset = int(offset_text)
+    elif len(fields) != 3 or fields[0] not in (b"t", b"b"):
         return None
-    kind, origin, seq_text = fields
-    if kind not in (b"t", b"b") or not origin or not seq_text.isdigit():
+    kind, origin, seq_text = fields[:3]
+    if not origin or not seq_text.isdigit():
         return None
     payload = data[end + 1 :]
     binary = kind == b"b"
@@ -112,7 +157,100 @@ def decode_wire(data: bytes) -> WireMessage | None:
             payload.decode()
         except UnicodeDecodeError:
             return None
-    return WireMessage(binary, None if origin == b"-" else origin, int(seq_text), payload)
+    origin_id = None if origin == b"-" else origin
+    return WireMessage(binary, origin_id, int(seq_text), payload, offset, epoch)
+
+
+# -- history scripts -----------------------------------------------------------------------
+
+# KEYS: meta hash, log stream. ARGV: epoch if none yet, size, log ttl (ms), meta ttl (ms),
+# channel, wire header up to the offset, payload up to the offset (envelope_head).
+# Returns {offset, number of processes the PUBLISH reached}.
+_PUBLISH_SCRIPT: Final = b"""
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local now = redis.call('TIME')
+local id = string.format('%d', offset)
+local payload = ARGV[7] .. id .. ',"epoch":' .. cjson.encode(epoch) .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], id .. '-0',
+  't', string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)), 'p', payload)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local receivers = redis.call('PUBLISH', ARGV[5], ARGV[6] .. id .. ' ' .. epoch .. '\\n' .. payload)
+return {offset, receivers}
+"""
+
+# KEYS: meta hash, log stream. ARGV: epoch if none yet, meta ttl (ms), since epoch ('' for
+# the latest entries), since offset, limit (-1: none), ttl (ms, 0: none).
+# Returns {epoch, last offset, 1 if since could be honoured else 0, offset, payload, ...}.
+_READ_SCRIPT: Final = b"""
+local epoch = redis.call('HGET', KEYS[1], 'e')
+local last = 0
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  last = tonumber(redis.call('HGET', KEYS[1], 'o')) or 0
+end
+local out = {epoch, last, 1}
+local limit = tonumber(ARGV[5])
+local oldest = 0
+if ARGV[6] ~= '0' then
+  local now = redis.call('TIME')
+  oldest = now[1] * 1000 + math.floor(now[2] / 1000) - tonumber(ARGV[6])
+end
+local entries
+if ARGV[3] == '' then
+  if limit >= 0 then
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
+  else
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-')
+  end
+  for i = #entries, 1, -1 do
+    local fields = entries[i][2]
+    if tonumber(fields[2]) >= oldest then
+      out[#out + 1] = tonumber(string.match(entries[i][1], '^%d+'))
+      out[#out + 1] = fields[4]
+    end
+  end
+  return out
+end
+local since = tonumber(ARGV[4])
+if ARGV[3] ~= epoch or since > last then
+  out[3] = 0
+  return out
+end
+if since == last then
+  return out
+end
+local start = string.format('%d', since + 1)
+if limit >= 0 then
+  entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', limit)
+else
+  entries = redis.call('XRANGE', KEYS[2], start, '+')
+end
+local first = entries[1]
+if not first or tonumber(string.match(first[1], '^%d+')) ~= since + 1
+    or tonumber(first[2][2]) < oldest then
+  out[3] = 0
+  return out
+end
+for i = 1, #entries do
+  out[#out + 1] = tonumber(string.match(entries[i][1], '^%d+'))
+  out[#out + 1] = entries[i][2][4]
+end
+return out
+"""
+_PUBLISH_SHA: Final = hashlib.sha1(_PUBLISH_SCRIPT).hexdigest().encode()
+_READ_SHA: Final = hashlib.sha1(_READ_SCRIPT).hexdigest().encode()
+_SCRIPTS: Final = ((_PUBLISH_SHA, _PUBLISH_SCRIPT), (_READ_SHA, _READ_SCRIPT))
 
 
 # -- counters ------------------------------------------------------------------------------
@@ -151,6 +289,14 @@ class RedisBrokerStats:
     """Received messages ignored: not in the wire format."""
     inbound_queue_peak_bytes: int = 0
     """The most payload bytes ever waiting for local fan-out at once."""
+    recoveries: int = 0
+    """Subscribes with a position that recovered (every publication after it sent)."""
+    recovered_messages: int = 0
+    """Publications sent from the history by those recoveries."""
+    recoveries_failed: int = 0
+    """Subscribes with a position on a topic with history that could not recover: another
+    epoch, history not reaching back, Redis unreachable, or the live buffer overflowing
+    on every read."""
 
 
 # -- the broker ----------------------------------------------------------------------------
@@ -178,6 +324,39 @@ class _LocalTopics(MemoryBroker):
 
     def active_topics(self) -> list[str]:
         return list(self._topics)
+
+    def fan_out_skipping(
+        self, topic: str, frame: Frame, exclude: Subscriber | None, skip: list[Subscriber]
+    ) -> None:
+        """:meth:`fan_out` but also to none of ``skip`` (rare: off the fast path)."""
+        subscribers = self._topics.get(topic)
+        if not subscribers:
+            return
+        gone = [
+            subscriber
+            for subscriber in subscribers
+            if subscriber is not exclude
+            and subscriber not in skip
+            and not subscriber.deliver(frame)
+        ]
+        for subscriber in gone:
+            self.discard_all(subscriber)
+
+
+class _Recovering:
+    """A subscriber between the start of its recovery and going live: the live
+    publications it would have got meanwhile, ``(offset, epoch, frame)``; offset 0 for
+    one without a position."""
+
+    __slots__ = ("cancelled", "dirty", "frames", "subscriber")
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+        self.frames: list[tuple[int, str | None, Frame]] = []
+        self.dirty = False
+        """The buffer overflowed and was emptied: the history must be read again."""
+        self.cancelled = False
+        """Unsubscribed meanwhile: do not go live."""
 
 
 class _ConnectionLost(Exception):
@@ -219,6 +398,44 @@ class RedisBroker:
       ``async with`` to flush queued publishes at exit.
     * ``health_check_interval``: seconds without traffic before the subscription
       connection is checked with a ``PING``.
+    * ``history``: the history policy (as the server's ``history`` option), for a broker
+      used without a server, such as a publisher-only handle; a server passes its own
+      with :meth:`configure_history`. Every process publishing to a topic with history
+      needs the same policy.
+    * ``history_meta_ttl``: seconds a topic's epoch and last offset outlive its last
+      publication (30 days), so that a client that saw the last publication recovers
+      with nothing missed even after its ``ttl``; the kept publications expire after
+      ``ttl`` of inactivity (this, without ``ttl``).
+    * ``max_recovery_buffer``: live publications held, all recoveries together, while
+      subscribers recover (below).
+
+    **History.** A text publication on a topic with history goes to Redis only: one Lua
+    script gives it the next offset, adds it to the topic's stream (at most ``size``
+    entries), and publishes it with its position on the topic's channel, from which
+    *every* process, this one too, delivers it to its subscribers. So all subscribers see
+    one order, and a publication reaches this process's subscribers after a round trip
+    to Redis (binary frames on such topics take the same way, unnumbered). While Redis is
+    unreachable, publications on such topics are delivered to this process's subscribers
+    at once without a position, and neither kept nor numbered.
+
+    A subscribe with a position (``since``) recovers from Redis, so a client recovers on
+    any process or host: the subscriber first collects live publications in a buffer,
+    the topic's channel subscription is confirmed, *then* the stream is read after the
+    position; the subscriber gets what was read, then the buffered publications with a
+    greater offset (dropping those read already), then goes live, with no await in
+    between. Every publication is in the stream, on the channel after the confirmation,
+    or both; hence no gap and no duplicate. The buffers of all recoveries together hold
+    at most ``max_recovery_buffer`` publications (references to frames received once);
+    a buffer that overflows is emptied and the stream read again, at most three times,
+    after which the subscribe gives up: ``Recovery(False, 0)``, nothing old sent, live
+    from then on. A Redis restart without persistence loses the epoch, so the next
+    publication starts a new one and old positions no longer recover.
+
+    Redis memory: each topic with history holds at most ``size`` publications, and its
+    keys expire after ``ttl`` (publications) and ``history_meta_ttl`` (epoch and offset)
+    without publications. Under ``maxmemory`` with a ``volatile-*`` eviction policy Redis
+    may evict them sooner; a lost epoch key starts a new epoch, a lost stream makes
+    recovery fail, never deliver wrong data.
     """
 
     def __init__(
@@ -232,6 +449,9 @@ class RedisBroker:
         max_reconnect_delay: float = 5.0,
         timeout: float = 5.0,
         health_check_interval: float = 10.0,
+        history: HistoryPolicy | Mapping[str, History] | None = None,
+        history_meta_ttl: float = 30 * 86400.0,
+        max_recovery_buffer: int = 10_000,
     ) -> None:
         if importlib.util.find_spec("coredis") is None:
             raise ImportError(
@@ -240,11 +460,11 @@ class RedisBroker:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {url!r}")
-        if max_queued_messages < 1 or max_queued_bytes < 1:
+        if max_queued_messages < 1 or max_queued_bytes < 1 or max_recovery_buffer < 1:
             raise ValueError("queue limits must be positive")
         if not 0 < reconnect_delay <= max_reconnect_delay:
             raise ValueError("need 0 < reconnect_delay <= max_reconnect_delay")
-        if timeout <= 0 or health_check_interval <= 0:
+        if timeout <= 0 or health_check_interval <= 0 or not history_meta_ttl > 0:
             raise ValueError("timeouts must be positive")
         self._url = url
         self._safe_url = _without_password(parts)
@@ -268,7 +488,7 @@ class RedisBroker:
         self._origin = _new_origin()
         self._own_origins: deque[bytes] = deque([self._origin], maxlen=8)
         self._seq: dict[str, int] = {}
-        self._outgoing: deque[tuple[bytes, bytes]] = deque()
+        self._outgoing: deque[tuple[tuple[bytes, ...], int]] = deque()  # (command, size)
         self._outgoing_bytes = 0
         self._in_flight = 0
         self._outgoing_lot = trio.lowlevel.ParkingLot()
@@ -281,13 +501,33 @@ class RedisBroker:
         self._channel_topics: dict[bytes, str] = {}
         self._sub_waiters: dict[bytes, deque[trio.Event]] = {}
         self._seen: dict[str, OrderedDict[bytes, int]] = {}
-        self._inbox: deque[tuple[str, Frame]] = deque()
+        # (topic, frame, subscriber to skip, history offset or 0, history epoch)
+        self._inbox: deque[tuple[str, Frame, Subscriber | None, int, str | None]] = deque()
         self._inbox_bytes = 0
         self._inbox_lot = trio.lowlevel.ParkingLot()
         self._receive_overflowing = False
         self._last_inbound = 0.0
         self._down_since: float | None = None
         self._lost_at_disconnect = 0
+
+        # History: the policy, the publishing connection (for reads), the subscribers
+        # recovering per topic and their buffered publications, and who to skip when
+        # our own publications on history topics come back from Redis.
+        self._policy: HistoryPolicy | None = None
+        self._meta_ttl_ms = max(1, round(history_meta_ttl * 1000))
+        self._pub: BaseConnection | None = None
+        self._recovering: dict[str, dict[Subscriber, _Recovering]] = {}
+        self._recovery_buffered = 0
+        self._max_recovery_buffer = max_recovery_buffer
+        # Recovered subscribers that may yet be handed, from the channel, publications
+        # they got from the stream (received, not yet fanned out): skip offsets up to
+        # (epoch, offset) until a later one comes.
+        self._lagging: dict[str, dict[Subscriber, tuple[str, int]]] = {}
+        self._excludes: dict[tuple[bytes, str, int], Subscriber] = {}
+        self._script_error_logged = False
+        policy = HistoryPolicy.coerce(history)
+        if policy is not None:
+            self.configure_history(policy)
 
     def __repr__(self) -> str:
         return f"<RedisBroker {self._safe_url} {self._state}>"
@@ -322,13 +562,49 @@ class RedisBroker:
 
     # -- the Broker protocol ---------------------------------------------------------------
 
-    async def subscribe(self, topic: str, subscriber: Subscriber) -> None:
+    @property
+    def history_policy(self) -> HistoryPolicy | None:
+        """The history policy, or ``None`` when no topic keeps history."""
+        return self._policy
+
+    def configure_history(self, policy: HistoryPolicy) -> None:
+        """Keep history in Redis for the topics ``policy`` matches (once; an equal
+        policy again is a no-op, another one a :class:`RuntimeError`)."""
+        if not isinstance(policy, HistoryPolicy):
+            raise TypeError(f"expected a HistoryPolicy, not {type(policy).__name__}")
+        if self._policy is not None:
+            if self._policy == policy:
+                return
+            raise RuntimeError("this broker's history is already configured with another policy")
+        self._policy = policy
+
+    async def subscribe(
+        self, topic: str, subscriber: Subscriber, *, since: Position | None = None
+    ) -> Recovery:
         """Add ``subscriber`` to ``topic``; the first local subscriber of a topic subscribes
         this process to its Redis channel.
 
         While connected, returns once Redis has acknowledged the subscription (at most
         ``timeout`` seconds), so that messages other processes publish afterwards arrive.
+        With ``since`` on a topic with history, first delivers what ``subscriber``
+        missed, read from Redis (see the class documentation); returns the
+        :class:`~trio_wsroutes.Recovery`.
         """
+        recovering = self._recovering.get(topic)
+        if recovering is not None and subscriber in recovering:
+            await trio.lowlevel.checkpoint()  # the recovery under way adds it
+            return NOT_RECOVERED
+        history = self._history_for(topic) if since is not None else None
+        if since is None or history is None or self._local.is_subscribed(topic, subscriber):
+            await self._subscribe_live(topic, subscriber)
+            return NOT_RECOVERED
+        if self._state != "connected":
+            self.stats.recoveries_failed += 1
+            await self._subscribe_live(topic, subscriber)
+            return NOT_RECOVERED
+        return await self._recover(topic, subscriber, since, history)
+
+    async def _subscribe_live(self, topic: str, subscriber: Subscriber) -> None:
         self._local.add(topic, subscriber)
         channel = self._channel(topic)
         if self._sub is not None and channel not in self._redis_channels:
@@ -344,10 +620,16 @@ class RedisBroker:
         """Remove ``subscriber`` from ``topic``; after the last local subscriber leaves,
         this process unsubscribes from the Redis channel."""
         await trio.lowlevel.checkpoint()
+        self._cancel_recovery(topic, subscriber)
+        self._forget_lagging(topic, subscriber)
         self._local.discard(topic, subscriber)
 
     async def unsubscribe_all(self, subscriber: Subscriber) -> None:
         """Remove every subscription of ``subscriber``."""
+        for topic in [t for t, r in self._recovering.items() if subscriber in r]:
+            self._cancel_recovery(topic, subscriber)
+        for topic in [t for t, r in self._lagging.items() if subscriber in r]:
+            self._forget_lagging(topic, subscriber)
         self._local.discard_all(subscriber)
         await trio.lowlevel.checkpoint()
 
@@ -364,16 +646,293 @@ class RedisBroker:
         is not running (a publisher-only handle), it connects, publishes, disconnects and
         returns how many server processes Redis delivered it to; it raises
         :class:`ConnectionError` if Redis cannot be reached.
+
+        On a topic with history, a running broker delivers to local subscribers too only
+        when the publication comes back from Redis (see the class documentation); it
+        returns how many local subscribers it will reach then.
         """
         frame = message if isinstance(message, Frame) else encode_message(message)
         await trio.lowlevel.checkpoint()
+        history = self._history_for(topic)
+        if history is not None:
+            return await self._publish_history(topic, frame, history, exclude)
         delivered = self._local.fan_out(topic, frame, exclude=exclude)
         channel = self._channel(topic)
         payload = encode_wire(frame, self._origin, self._next_seq(topic))
         if self._running:
-            self._enqueue(channel, payload)
+            self._enqueue((b"PUBLISH", channel, payload), len(payload))
             return delivered
-        return await self._publish_once(channel, payload)
+        return int(await self._once(lambda client: client.publish(channel, payload)))
+
+    async def _publish_history(
+        self, topic: str, frame: Frame, history: History, exclude: Subscriber | None
+    ) -> int:
+        """Publish on a topic with history: through Redis to every process, this one
+        included, so that all subscribers see Redis' order."""
+        if self._running and self._state != "connected":
+            # Redis holds the offsets: deliver here at once, without a position.
+            self.stats.publish_lost += 1
+            return self._local.fan_out(topic, frame, exclude=exclude)
+        seq = self._next_seq(topic)  # first: it may start a new origin
+        origin = self._origin
+        channel = self._channel(topic)
+        head = None if frame.binary else envelope_head(frame.payload, topic_json(topic))
+        if head is None:
+            # Binary, or not a JSON object: live only, unnumbered.
+            payload = encode_wire(frame, origin, seq)
+            if not self._running:
+                return int(await self._once(lambda client: client.publish(channel, payload)))
+            command: tuple[bytes, ...] = (b"PUBLISH", channel, payload)
+            size = len(payload)
+        else:
+            keys = self._history_keys(topic)
+            args = self._publish_args(history, channel, origin, seq, head)
+            if not self._running:
+                reply = await self._once(lambda client: client.eval(_PUBLISH_SCRIPT, keys, args))
+                return int(cast("list[Any]", reply)[1])
+            command = (b"EVALSHA", _PUBLISH_SHA, b"2", *keys, *args)
+            size = len(head) + 64
+        if not self._enqueue(command, size):
+            return 0
+        if exclude is not None:
+            excludes = self._excludes
+            if len(excludes) >= self._max_messages:
+                del excludes[next(iter(excludes))]  # bounded; the oldest is long gone
+            excludes[(origin, topic, seq)] = exclude
+        count = self._local.subscriber_count(topic)
+        if exclude is not None and self._local.is_subscribed(topic, exclude):
+            count -= 1
+        return count
+
+    async def history(
+        self, topic: str, *, since: Position | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Read ``topic``'s history from Redis (see :meth:`Broker.history
+        <trio_wsroutes.Broker.history>`).
+
+        On a running broker it uses the broker's connection and raises
+        :class:`ConnectionError` while Redis is unreachable; on one that is not running,
+        it connects for the read.
+        """
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ValueError(f"limit must be None or an integer >= 0, not {limit!r}")
+        history = self._history_for(topic)
+        if history is None:
+            raise ValueError(f"topic {topic!r} has no history")
+        await trio.lowlevel.checkpoint()
+        keys = self._history_keys(topic)
+        args = self._read_args(history, since, limit)
+        if not self._running:
+            reply = await self._once(
+                lambda client: client.eval(_READ_SCRIPT, keys, args), what="read history from"
+            )
+            return _history_page(topic, reply, limit)
+        pub = self._pub
+        if pub is None or self._state != "connected":
+            raise ConnectionError(f"not connected to Redis at {self._safe_url}")
+        try:
+            reply = await self._evalsha(pub, _READ_SHA, keys, args)
+        except Exception as exc:
+            if _is_unexpected(exc):
+                raise
+            raise ConnectionError(
+                f"could not read history from Redis at {self._safe_url}: {_describe(exc)}"
+            ) from exc
+        return _history_page(topic, reply, limit)
+
+    # -- history internals -------------------------------------------------------------------
+
+    def _history_for(self, topic: str) -> History | None:
+        policy = self._policy
+        return None if policy is None else policy.match(topic)
+
+    def _history_keys(self, topic: str) -> tuple[bytes, bytes]:
+        # The hash tag {topic} keeps both keys in one cluster slot, as a script needs.
+        base = f"{self._prefix}h:{{{topic}}}:".encode()
+        return base + b"m", base + b"l"
+
+    def _log_ttl_ms(self, history: History) -> int:
+        if history.ttl is None:
+            return self._meta_ttl_ms
+        return min(self._meta_ttl_ms, max(1, math.ceil(history.ttl * 1000)))
+
+    def _publish_args(
+        self, history: History, channel: bytes, origin: bytes, seq: int, head: bytes
+    ) -> tuple[bytes, ...]:
+        return (
+            new_epoch().encode(),  # used only if the topic has no epoch (yet, or any more)
+            b"%d" % history.size,
+            b"%d" % self._log_ttl_ms(history),
+            b"%d" % self._meta_ttl_ms,
+            channel,
+            b"%s%s %d " % (_HISTORY_HEADER, origin, seq),
+            head,
+        )
+
+    def _read_args(
+        self, history: History, since: Position | None, limit: int | None
+    ) -> tuple[bytes, ...]:
+        ttl_ms = 0 if history.ttl is None else max(1, math.ceil(history.ttl * 1000))
+        # limit 0 still reads one entry, to tell whether the history reaches back.
+        count = -1 if limit is None else max(limit, 1)
+        return (
+            new_epoch().encode(),
+            b"%d" % self._meta_ttl_ms,
+            b"" if since is None else since.epoch.encode(),
+            b"%d" % (0 if since is None else since.offset),
+            b"%d" % count,
+            b"%d" % ttl_ms,
+        )
+
+    async def _evalsha(
+        self, pub: BaseConnection, sha: bytes, keys: tuple[bytes, ...], args: tuple[bytes, ...]
+    ) -> Any:
+        from coredis.exceptions import NoScriptError
+
+        with trio.fail_after(self._timeout):
+            try:
+                return await pub.create_request(
+                    b"EVALSHA", sha, len(keys), *keys, *args, timeout=self._timeout
+                )
+            except NoScriptError:  # Redis lost its scripts (SCRIPT FLUSH): load them again
+                await self._load_scripts(pub)
+                return await pub.create_request(
+                    b"EVALSHA", sha, len(keys), *keys, *args, timeout=self._timeout
+                )
+
+    async def _load_scripts(self, pub: BaseConnection) -> None:
+        for _, script in _SCRIPTS:
+            await pub.create_request(b"SCRIPT", b"LOAD", script, timeout=self._timeout)
+
+    async def _recover(
+        self, topic: str, subscriber: Subscriber, since: Position, history: History
+    ) -> Recovery:
+        """Subscribe with a position: buffer live publications, confirm the channel, read
+        the stream after ``since``, deliver it, then the buffer, then go live."""
+        recovering = _Recovering(subscriber)
+        self._recovering.setdefault(topic, {})[subscriber] = recovering
+        page: HistoryPage | None = None
+        try:
+            try:
+                pub = self._pub
+                if pub is not None and await self._confirm_channel(topic):
+                    keys = self._history_keys(topic)
+                    args = self._read_args(history, since, None)
+                    for _ in range(_RECOVERY_ROUNDS):
+                        recovering.dirty = False
+                        reply = await self._evalsha(pub, _READ_SHA, keys, args)
+                        if recovering.cancelled or not recovering.dirty:
+                            page = _history_page(topic, reply, None)
+                            break
+            except Exception as exc:
+                if _is_unexpected(exc):
+                    raise
+                logger.debug("redis broker: recovery on %r failed: %s", topic, _describe(exc))
+        except BaseException:
+            self._end_recovery(topic, recovering, release=True)  # cancelled, or a bug
+            raise
+        # From here until the subscriber is live, no checkpoint: nothing comes in between.
+        if recovering.cancelled:
+            return NOT_RECOVERED  # unsubscribed meanwhile (and cleaned up then)
+        self._end_recovery(topic, recovering, release=False)
+        if page is None or not page.recovered:
+            self.stats.recoveries_failed += 1
+            await self._subscribe_live(topic, subscriber)
+            return NOT_RECOVERED
+        epoch, last = page.position.epoch, page.position.offset
+        frames = [Frame(publication.payload) for publication in page.publications]
+        for offset, frame_epoch, frame in recovering.frames:
+            if offset and frame_epoch == epoch and offset <= last:
+                continue  # read from the stream already
+            frames.append(frame)
+        for frame in frames:
+            if not subscriber.deliver(frame):
+                # Gone (e.g. evicted as a slow consumer): drop what else it holds.
+                self._local.discard_all(subscriber)
+                self._end_recovery(topic, recovering, release=True)
+                return NOT_RECOVERED
+        self._local.add(topic, subscriber)
+        # Publications up to ``last`` may still be on their way from the channel (received,
+        # not yet fanned out) unless a later one went by during the recovery.
+        if last and not any(
+            offset >= last or (offset and frame_epoch != epoch)
+            for offset, frame_epoch, _ in recovering.frames
+        ):
+            self._lagging.setdefault(topic, {})[subscriber] = (epoch, last)
+        self.stats.recoveries += 1
+        self.stats.recovered_messages += len(page.publications)
+        return Recovery(recovered=True, missed=len(page.publications))
+
+    async def _confirm_channel(self, topic: str) -> bool:
+        """Make sure this process is subscribed to ``topic``'s channel and Redis has
+        acknowledged it; ``False`` if that cannot be known."""
+        sub = self._sub
+        if sub is None:
+            return False
+        channel = self._channel(topic)
+        if channel not in self._redis_channels:
+            self._send_subscribe([topic])
+        waiters = self._sub_waiters.get(channel)
+        if waiters:
+            event = waiters[-1]
+            with trio.move_on_after(self._timeout):
+                await event.wait()
+            if not event.is_set():
+                return False
+        # A session that ended sets the events too: check it is still the same one.
+        return self._sub is sub and channel in self._redis_channels
+
+    def _end_recovery(self, topic: str, recovering: _Recovering, *, release: bool) -> None:
+        """Take ``recovering`` out of the topic's recoveries (once); with ``release``,
+        leave the channel if nobody here needs it any more."""
+        subscribers = self._recovering.get(topic)
+        if subscribers is not None and subscribers.get(recovering.subscriber) is recovering:
+            del subscribers[recovering.subscriber]
+            if not subscribers:
+                del self._recovering[topic]
+            self._recovery_buffered -= len(recovering.frames)
+        if release and topic not in self._recovering and not self._local.subscriber_count(topic):
+            self._release(topic)
+
+    def _skip_lagging(self, topic: str, offset: int, epoch: str | None) -> list[Subscriber]:
+        """The recovered subscribers of ``topic`` that got this publication already."""
+        lagging = self._lagging.get(topic)
+        if lagging is None:
+            return []
+        skip: list[Subscriber] = []
+        for subscriber, (seen_epoch, seen_offset) in list(lagging.items()):
+            if epoch == seen_epoch and offset <= seen_offset:
+                skip.append(subscriber)
+            else:
+                del lagging[subscriber]  # past it: the channel is in offset order
+        if not lagging:
+            del self._lagging[topic]
+        return skip
+
+    def _forget_lagging(self, topic: str, subscriber: Subscriber) -> None:
+        lagging = self._lagging.get(topic)
+        if lagging is not None:
+            lagging.pop(subscriber, None)
+            if not lagging:
+                del self._lagging[topic]
+
+    def _cancel_recovery(self, topic: str, subscriber: Subscriber) -> None:
+        recovering = self._recovering.get(topic, {}).get(subscriber)
+        if recovering is not None:
+            recovering.cancelled = True
+            self._end_recovery(topic, recovering, release=True)
+
+    def _buffer(
+        self, recovering: _Recovering, offset: int, epoch: str | None, frame: Frame
+    ) -> None:
+        frames = recovering.frames
+        if self._recovery_buffered >= self._max_recovery_buffer:
+            # Over the bound: empty this buffer; the stream is read again.
+            self._recovery_buffered -= len(frames)
+            frames.clear()
+            recovering.dirty = True
+        frames.append((offset, epoch, frame))
+        self._recovery_buffered += 1
 
     async def publish_binary(
         self, topic: str, data: bytes, *, exclude: Subscriber | None = None
@@ -511,10 +1070,14 @@ class RedisBroker:
                 gate = anyio.CapacityLimiter(1)
                 sub = await self._open(nursery, pool, gate)
                 pub = await self._open(nursery, pool, anyio.CapacityLimiter(1))
+                if self._policy is not None:
+                    await self._load_scripts(pub)
             self._sub = sub
+            self._pub = pub
             self._last_inbound = trio.current_time()
             nursery.start_soon(self._drain, sub, gate)
             topics = self._local.active_topics()
+            topics += [topic for topic in self._recovering if topic not in self._local]
             waiters = self._send_subscribe(topics)
             with trio.fail_after(self._timeout + len(topics) / 10_000):
                 for event in waiters:
@@ -556,6 +1119,8 @@ class RedisBroker:
 
     def _end_session(self) -> None:
         self._sub = None
+        self._pub = None
+        self._excludes.clear()
         self._redis_channels.clear()
         for waiters in self._sub_waiters.values():
             for event in waiters:
@@ -606,7 +1171,11 @@ class RedisBroker:
         return events
 
     def _release(self, topic: str) -> None:
-        """The last local subscriber of ``topic`` left: leave its Redis channel."""
+        """The last local subscriber of ``topic`` left: leave its Redis channel (unless a
+        subscriber is recovering on it)."""
+        if topic in self._recovering:
+            return
+        self._lagging.pop(topic, None)
         channel = self._channel(topic)
         self._seen.pop(topic, None)
         self._channel_topics.pop(channel, None)
@@ -670,12 +1239,18 @@ class RedisBroker:
         if message is None:
             self.stats.malformed += 1
             return
-        origin = message.origin
-        if origin is not None and origin in self._own_origins:
-            return  # ours: delivered locally when it was published
         topic = self._channel_topics.get(channel)
         if topic is None:
             return  # a channel we just left
+        origin = message.origin
+        exclude: Subscriber | None = None
+        own = origin is not None and origin in self._own_origins
+        if own:
+            if self._history_for(topic) is None:
+                return  # ours: delivered locally when it was published
+            # Ours on a topic with history: delivered here, as everywhere, from Redis.
+            if self._excludes:
+                exclude = self._excludes.pop((cast(bytes, origin), topic, message.seq), None)
         if origin is not None and message.seq:
             seen = self._seen.get(topic)
             if seen is None:
@@ -691,7 +1266,8 @@ class RedisBroker:
             elif len(seen) >= _MAX_ORIGINS_PER_TOPIC:
                 seen.popitem(last=False)
             seen[origin] = message.seq
-        self.stats.received += 1
+        if not own:
+            self.stats.received += 1
         size = len(message.payload)
         if self._inbox and (
             len(self._inbox) >= self._max_messages or self._inbox_bytes + size > self._max_bytes
@@ -706,7 +1282,8 @@ class RedisBroker:
                     self._inbox_bytes,
                 )
             return
-        self._inbox.append((topic, Frame(message.payload, binary=message.binary)))
+        frame = Frame(message.payload, binary=message.binary)
+        self._inbox.append((topic, frame, exclude, message.offset, message.epoch))
         self._inbox_bytes += size
         if self._inbox_bytes > self.stats.inbound_queue_peak_bytes:
             self.stats.inbound_queue_peak_bytes = self._inbox_bytes
@@ -726,10 +1303,23 @@ class RedisBroker:
                 await self._inbox_lot.park()
                 continue
             deadline = time.perf_counter() + _FAN_OUT_SLICE
+            recovering = self._recovering
+            lagging = self._lagging
             while inbox:
-                topic, frame = inbox.popleft()
+                topic, frame, exclude, offset, epoch = inbox.popleft()
                 self._inbox_bytes -= frame.size
-                local.fan_out(topic, frame)
+                if recovering:
+                    subscribers = recovering.get(topic)
+                    if subscribers is not None:
+                        for pending in subscribers.values():
+                            if pending.subscriber is not exclude:
+                                self._buffer(pending, offset, epoch, frame)
+                if lagging and offset:
+                    skip = self._skip_lagging(topic, offset, epoch)
+                    if skip:
+                        local.fan_out_skipping(topic, frame, exclude, skip)
+                        continue
+                local.fan_out(topic, frame, exclude=exclude)
                 if time.perf_counter() >= deadline:
                     break
             await trio.lowlevel.checkpoint()
@@ -749,13 +1339,14 @@ class RedisBroker:
         self._seq[topic] = seq
         return seq
 
-    def _enqueue(self, channel: bytes, payload: bytes) -> None:
+    def _enqueue(self, command: tuple[bytes, ...], size: int) -> bool:
+        """Queue a command for Redis; ``False`` (counted lost) if it cannot be."""
         if self._state != "connected":
             self.stats.publish_lost += 1
-            return
+            return False
         out = self._outgoing
         if out and (
-            len(out) >= self._max_messages or self._outgoing_bytes + len(payload) > self._max_bytes
+            len(out) >= self._max_messages or self._outgoing_bytes + size > self._max_bytes
         ):
             self.stats.publish_lost += 1
             if not self._send_overflowing:
@@ -765,12 +1356,15 @@ class RedisBroker:
                     "dropping publishes until it does",
                     len(out),
                 )
-            return
-        out.append((channel, payload))
-        self._outgoing_bytes += len(payload)
+            return False
+        out.append((command, size))
+        self._outgoing_bytes += size
         self._outgoing_lot.unpark()
+        return True
 
     async def _sender(self, pub: BaseConnection) -> None:
+        from coredis.exceptions import NoScriptError, ResponseError
+
         out = self._outgoing
         while True:
             if not out:
@@ -781,18 +1375,33 @@ class RedisBroker:
                 await self._outgoing_lot.park()
                 continue
             batch = [out.popleft() for _ in range(min(len(out), _PUBLISH_BATCH))]
-            self._outgoing_bytes -= sum(len(payload) for _, payload in batch)
+            self._outgoing_bytes -= sum(size for _, size in batch)
             self._in_flight = len(batch)
             requests = [
-                pub.create_request(b"PUBLISH", channel, payload, timeout=self._timeout)
-                for channel, payload in batch
+                pub.create_request(*command, timeout=self._timeout) for command, _ in batch
             ]
+            reload = False
             for request in requests:
-                await request
+                try:
+                    await request
+                except ResponseError as exc:
+                    # A history script failed in Redis: that publication is lost.
+                    self._in_flight -= 1
+                    self.stats.publish_lost += 1
+                    reload = reload or isinstance(exc, NoScriptError)
+                    if not self._script_error_logged:
+                        self._script_error_logged = True
+                        logger.warning("redis broker: a publication failed in Redis: %s", exc)
+                    continue
                 self._in_flight -= 1
                 self.stats.published += 1
+            if reload:
+                await self._load_scripts(pub)
 
-    async def _publish_once(self, channel: bytes, payload: bytes) -> int:
+    async def _once(
+        self, call: Callable[[Any], Awaitable[Any]], *, what: str = "publish to"
+    ) -> Any:
+        """Connect, run ``call(client)``, disconnect: for a broker that is not running."""
         from coredis import Redis
         from coredis.retry import NoRetryPolicy
 
@@ -805,13 +1414,14 @@ class RedisBroker:
         try:
             with trio.fail_after(2 * self._timeout):
                 async with client:
-                    return await client.publish(channel, payload)
+                    return await call(client)
         except Exception as exc:
             if _is_unexpected(exc):
                 raise
-            self.stats.publish_lost += 1
+            if what == "publish to":
+                self.stats.publish_lost += 1
             raise ConnectionError(
-                f"could not publish to Redis at {self._safe_url}: {_describe(exc)}"
+                f"could not {what} Redis at {self._safe_url}: {_describe(exc)}"
             ) from exc
 
 
@@ -825,6 +1435,19 @@ def _coredis() -> None:
         raise ImportError(
             "RedisBroker needs coredis: pip install 'trio-wsroutes[redis]'", name="coredis"
         ) from exc
+
+
+def _history_page(topic: str, reply: Any, limit: int | None) -> HistoryPage:
+    """A :class:`HistoryPage` from the read script's reply."""
+    items = cast("list[Any]", reply)
+    epoch = items[0].decode() if isinstance(items[0], bytes) else str(items[0])
+    publications: tuple[Publication, ...] = ()
+    if limit != 0:
+        publications = tuple(
+            Publication(Position(epoch, int(items[i])), bytes(items[i + 1]))
+            for i in range(3, len(items) - 1, 2)
+        )
+    return HistoryPage(topic, Position(epoch, int(items[1])), publications, int(items[2]) == 1)
 
 
 def _new_origin() -> bytes:
