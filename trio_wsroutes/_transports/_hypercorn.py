@@ -108,7 +108,6 @@ async def serve(
     config: Any = None,
     ssl_context: ssl.SSLContext | None = None,
     max_message_size: int | None = None,
-    ping_interval: float | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -129,8 +128,6 @@ async def serve(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     if max_message_size is not None:
         config.websocket_max_message_size = max_message_size
-    if ping_interval is not None:
-        config.websocket_ping_interval = ping_interval
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
             functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown_trigger)
