@@ -1492,3 +1492,44 @@ def test_tuples_and_recursive_classes_use_the_budget() -> None:
     details = details_of(TreeNode, bad)
     assert details[0] == ("$.data.children[0].label", "expected string, got integer")
     assert details[-1][1].startswith("and at least")
+
+
+class Tint(enum.StrEnum):
+    DARK = "dark"
+
+
+class Grade(enum.IntEnum):
+    LOW = 1
+
+
+@pytest.mark.parametrize(
+    ("cls", "good", "bad", "message"),
+    [
+        (list[int], [1, 2], [1, True], "expected integer, got boolean"),
+        (list[str], ["a"], ["a", None], "expected string, got null"),
+        (list[float], [1, 2.5], [1.5, "1"], "expected number, got string"),
+        (list[bool], [True], [False, 0], "expected boolean, got integer"),
+        (list[Tint], ["dark"], ["dark", "light"], "expected one of 'dark'"),
+        (list[Grade], [1], [1, 2], "expected one of 1"),
+        (frozenset[int], [3], [3, 1.0], "expected integer, got number"),
+    ],
+)
+def test_arrays_of_scalars_are_as_strict_on_the_fast_path(
+    cls: Any, good: list[Any], bad: list[Any], message: str
+) -> None:
+    result = converter.structure(good, cls)
+    assert list(result) == [cls.__args__[0](v) for v in good]
+    if cls.__args__[0] is float:
+        assert all(type(v) is float for v in result)
+    details = validation_details(structure_error(cls, bad))
+    assert details == [ErrorDetail("$.data[1]", message)]
+
+
+def test_a_hook_of_your_own_for_a_scalar_is_used_for_its_arrays() -> None:
+    conv = _make_converter()
+
+    def lenient(value: Any, _: Any) -> int:
+        return int(value)
+
+    conv.register_structure_hook(int, lenient)
+    assert conv.structure(["1", 2], list[int]) == [1, 2]

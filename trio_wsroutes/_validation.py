@@ -376,6 +376,22 @@ def _element_hook(element: Any, conv: cattrs.Converter) -> StructureHook:
         return conv.structure
 
 
+_SCALARS_ATTR: Final = "__wsroutes_scalars__"
+
+
+def _scalars(
+    kind: type,
+    hook: StructureHook,
+    json_types: set[type],
+    convert: Callable[[Any], Any] | None = None,
+) -> StructureHook:
+    """Mark ``hook`` as the strict hook of the JSON scalar ``kind``: a ``list[kind]`` whose
+    items all have one of ``json_types`` is taken in one pass in C (``convert`` applied
+    to each, if given)."""
+    setattr(hook, _SCALARS_ATTR, (kind, frozenset(json_types), convert))
+    return hook
+
+
 def _list_hook(element: Any, conv: cattrs.Converter) -> StructureHook:
     """A JSON array as a list of ``element``, item by item, stopping at the budget."""
     if element is Any:
@@ -405,7 +421,22 @@ def _list_hook(element: Any, conv: cattrs.Converter) -> StructureHook:
             raise IterableValidationError("invalid items", errors, target)  # pyright: ignore[reportCallIssue]
         return out
 
-    return structure_list
+    scalars: tuple[type, frozenset[type], Callable[[Any], Any] | None] | None = getattr(
+        hook, _SCALARS_ATTR, None
+    )
+    if scalars is None or element is not scalars[0]:  # (not for enums and other subclasses)
+        return structure_list
+    # Arrays of strings, integers, numbers or booleans are checked and copied in C: a
+    # 15 MiB array of integers took 1.6 s item by item, 0.26 s so. An array with any
+    # other item goes down the item-by-item path, which reports it.
+    _, json_types, convert = scalars
+
+    def structure_scalars(value: Any, target: Any) -> list[Any]:
+        if json_types.issuperset(map(type, value)):
+            return list(value) if convert is None else list(map(convert, value))
+        return structure_list(value, target)
+
+    return structure_scalars
 
 
 def _index_note(index: int, arg: Any) -> IterableValidationNote:
@@ -649,10 +680,12 @@ def _make_converter() -> OrjsonConverter:
 
         return structure
 
-    conv.register_structure_hook(str, scalar(str, _structure_str))
-    conv.register_structure_hook(int, scalar(int, _structure_int))
-    conv.register_structure_hook(float, scalar(float, _structure_float))
-    conv.register_structure_hook(bool, _structure_bool)
+    conv.register_structure_hook(str, _scalars(str, scalar(str, _structure_str), {str}))
+    conv.register_structure_hook(int, _scalars(int, scalar(int, _structure_int), {int}))
+    conv.register_structure_hook(
+        float, _scalars(float, scalar(float, _structure_float), {int, float}, float)
+    )
+    conv.register_structure_hook(bool, _scalars(bool, _structure_bool, {bool}))
     conv.register_structure_hook(type(None), _structure_none)
     # Strings in one strict form, both ways (orjson gets strings, never objects).
     conv.register_structure_hook(uuid.UUID, _structure_uuid)
