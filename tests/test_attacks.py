@@ -8,19 +8,24 @@ are in ``docs/topics/guarantees.rst`` ("Attacks and their bounds").
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import orjson
 import pytest
 import trio
 
+from tests._http import http_request
 from tests._rawws import TEXT, handshake, raw_connect
 from tests.conftest import ServeLive
 from trio_wsroutes import (
     Connection,
     Context,
+    Reject,
+    Request,
     TrustedProxies,
     WebSocketServer,
     create_token_auth,
@@ -177,3 +182,50 @@ async def test_cookie_parsing_is_linear(serve_live: ServeLive) -> None:
                     pass
             elapsed = time.monotonic() - started
     assert elapsed < 1.0, elapsed  # before: 1.6 s
+
+
+# -- 12. log lines forged through a Reject ----------------------------------------------------
+
+
+async def test_a_reject_built_from_the_request_cannot_forge_log_lines(
+    serve_live: ServeLive, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An authenticate function that puts a query parameter into its Reject. Before: the
+    # header value broke the response (N dropped the connection, H answered 500) and the
+    # traceback logged "Reject: denied\r\nInjected: yes", a forged line. Now Reject
+    # refuses the header where it is built (a 401 AUTH_ERROR) and escapes its str().
+    def deny(request: Request) -> None:
+        why = request.query.get("why", "")
+        raise Reject(403, f"denied {why}", "DENIED", headers={"x-why": why})
+
+    def deny_message_only(request: Request) -> None:
+        raise Reject(403, f"denied {request.query.get('why', '')}", "DENIED")
+
+    routes = [create_websocket_route("/a").authenticate(deny)]
+    routes.append(create_websocket_route("/b").authenticate(deny_message_only))
+    for route in routes:
+        route.on_connect(connected_nothing)
+    query = "?why=" + quote("x\r\nInjected: yes")
+    with caplog.at_level(logging.DEBUG):
+        async with serve_live(WebSocketServer(routes)) as address:
+            a = await http_request(address, "GET", "/a" + query, UPGRADE)
+            b = await http_request(address, "GET", "/b" + query, UPGRADE)
+    assert (a.status, orjson.loads(a.body)["code"]) == (401, "AUTH_ERROR")
+    assert b.status == 403
+    assert orjson.loads(b.body) == {"message": "denied x\r\nInjected: yes", "code": "DENIED"}
+    formatter = logging.Formatter("%(message)s")
+    lines = [line for r in caplog.records for line in formatter.format(r).splitlines()]
+    assert any("x\\r\\nInjected: yes" in line for line in lines)  # logged, escaped
+    assert not [line for line in lines if line.startswith("Injected")]
+
+
+UPGRADE = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+]
+
+
+async def connected_nothing(ws: Connection[Any], ctx: Context[Any]) -> None:
+    pass
