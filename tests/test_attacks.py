@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+import tracemalloc
+import zlib
 from typing import Any
 from urllib.parse import quote
 
@@ -19,7 +21,7 @@ import pytest
 import trio
 
 from tests._http import http_request
-from tests._rawws import TEXT, handshake, raw_connect
+from tests._rawws import TEXT, deflate, handshake, inflate, raw_connect
 from tests.conftest import ServeLive
 from trio_wsroutes import (
     Connection,
@@ -33,6 +35,8 @@ from trio_wsroutes import (
     message,
 )
 from trio_wsroutes._request import MAX_COOKIE_BYTES, parse_cookies
+from trio_wsroutes._transports import _hypercorn
+from trio_wsroutes._transports.asgi import ASGITransport
 
 TIMEOUT = 10
 
@@ -229,3 +233,133 @@ UPGRADE = [
 
 async def connected_nothing(ws: Connection[Any], ctx: Context[Any]) -> None:
     pass
+
+
+# -- 3. permessage-deflate bombs ---------------------------------------------------------------
+
+
+def deflate_bomb(mib: int) -> bytes:
+    """A permessage-deflate payload that inflates to ``mib`` MiB of spaces (about 1 KiB
+    per MiB), built without holding the inflated text."""
+    compressor = zlib.compressobj(wbits=-15)
+    chunk = b" " * (1 << 20)
+    body = b"".join(compressor.compress(chunk) for _ in range(mib))
+    return (body + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def echo_server(limit: int) -> WebSocketServer:
+    route = create_websocket_route("/z").server_messages(Pong)
+
+    @route.on("ping", Ping)
+    async def ping(ws: Connection[Pong], data: Ping, ctx: Context[None]) -> Pong:
+        return Pong(data.n)
+
+    @route.on_text
+    async def text(ws: Connection[Pong], data: str, ctx: Context[None]) -> None:
+        pass
+
+    return WebSocketServer([route], max_payload_length=limit)
+
+
+async def test_a_deflate_bomb_is_refused_before_it_is_inflated(serve_live: ServeLive) -> None:
+    # 64 KiB on the wire, 64 MiB inflated, against a 1 MiB limit. Before, hypercorn
+    # inflated the whole frame before checking its size: 65+ MiB allocated for this one
+    # connection (193 MiB for a 100 KB frame at the default 16 MiB limit). Now at most
+    # the limit is inflated; a compressed message under the limit still works.
+    limit = 1024 * 1024
+    bomb = deflate_bomb(64)
+    assert len(bomb) < 70_000
+    fits = orjson.dumps({"type": "ping", "id": 1, "data": {"n": 1}, "pad": " " * (limit - 100)})
+    assert len(fits) <= limit
+    offer = {"Sec-WebSocket-Extensions": "permessage-deflate"}
+    async with serve_live(echo_server(limit)) as address:
+        with trio.fail_after(TIMEOUT):
+            async with raw_connect(address, "/z", offer) as raw:
+                assert raw.headers["sec-websocket-extensions"].startswith("permessage-deflate")
+                await raw.send(TEXT, deflate(fits), rsv1=True)
+                reply = await raw.receive_data()
+                assert orjson.loads(inflate(reply.payload) if reply.rsv1 else reply.payload)[
+                    "data"
+                ] == {"n": 1}
+                tracemalloc.start()
+                try:
+                    await raw.send(TEXT, bomb, rsv1=True)
+                    close = await raw.close_frame()
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+    # hypercorn ends the connection without a close frame (as for other protocol errors).
+    assert close is None or close.close_code == 1009
+    assert peak < 4 * limit, f"{peak / 2**20:.1f} MiB"
+
+
+def test_bounded_inflate_counts_every_frame_of_a_message() -> None:
+    from wsproto.frame_protocol import CloseReason, FrameDecoder, Opcode, RsvBits
+
+    assert _hypercorn.install_bounded_inflate()
+    from hypercorn.protocol import ws_stream
+
+    token = _hypercorn.inflate_limit.set(_hypercorn.InflateLimit(1000))
+    try:
+        deflate_ext = ws_stream.PerMessageDeflate()
+    finally:
+        _hypercorn.inflate_limit.reset(token)
+    proto = FrameDecoder(client=False)
+
+    def message(parts: list[bytes]) -> bytes | CloseReason:
+        """Feed one compressed message, split into frames, through the extension."""
+        compressor = zlib.compressobj(wbits=-15)
+        out = b""
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            data = compressor.compress(part) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            if last:
+                data = data[:-4]
+            opcode = Opcode.TEXT if index == 0 else Opcode.CONTINUATION
+            deflate_ext.frame_inbound_header(proto, opcode, RsvBits(index == 0, False, False), 0)
+            got = deflate_ext.frame_inbound_payload_data(proto, data)
+            if isinstance(got, CloseReason):
+                return got
+            out += got
+            done = deflate_ext.frame_inbound_complete(proto, last)
+            if isinstance(done, CloseReason):
+                return done
+            out += done or b""
+        return out
+
+    assert message([b"a" * 1000]) == b"a" * 1000  # exactly the limit
+    assert message([b"b" * 600, b"c" * 400]) == b"b" * 600 + b"c" * 400  # a fresh count
+    assert message([b"d" * 600, b"e" * 401]) == CloseReason.MESSAGE_TOO_BIG
+    # Connections that are not this library's keep wsproto's behaviour.
+    assert ws_stream.PerMessageDeflate()._wsroutes_limit is None
+
+
+def test_deflate_is_refused_where_it_cannot_be_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_version = _hypercorn.metadata.version
+    monkeypatch.setattr(_hypercorn, "_state", {"installed": True})
+    monkeypatch.setattr(
+        _hypercorn.metadata,
+        "version",
+        lambda name: "9.0.0" if name == "wsproto" else real_version(name),
+    )
+    with caplog.at_level(logging.WARNING, logger="trio_wsroutes"):
+        assert _hypercorn.install_bounded_inflate() is False
+    assert "permessage-deflate is refused on hypercorn" in caplog.text
+    assert "wsproto 9.0.0" in caplog.text
+
+    sent: list[dict[str, Any]] = []
+    refused: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        refused.append(_hypercorn.refuse_compression.get())
+        sent.append(message)
+
+    transport = ASGITransport({"type": "websocket"}, receive, send, compression=True)
+    trio.run(transport.accept, None, [])
+    assert sent[0]["type"] == "websocket.accept"
+    assert refused == [True]

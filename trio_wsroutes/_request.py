@@ -126,9 +126,9 @@ class TrustedProxies:
     not to the right of what its proxy appends. The scheme comes from the same hops: the
     ``proto`` of the ``Forwarded`` elements from the right-most up to the one naming the
     client (of those that have one, the nearest the client; a ``proto`` the client wrote
-    into an earlier element is not believed), or the right-most ``X-Forwarded-Proto`` value, which can
-    be believed only if your proxy sets it, replacing what the client sent (nginx:
-    ``proxy_set_header X-Forwarded-Proto $scheme``).
+    into an earlier element is not believed), or the right-most ``X-Forwarded-Proto``
+    value, which can be believed only if your proxy sets it, replacing what the client
+    sent (nginx: ``proxy_set_header X-Forwarded-Proto $scheme``).
 
     ``TrustedProxies(["10.0.0.0/8"], header="x-forwarded-for")`` can be given as the
     server's ``trusted_proxies``.
