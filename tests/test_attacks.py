@@ -12,6 +12,8 @@ import logging
 import time
 import tracemalloc
 import zlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,10 +24,13 @@ import trio
 
 from tests._http import http_request
 from tests._rawws import TEXT, deflate, handshake, inflate, raw_connect
+from tests._redis import RedisServer, require_redis
 from tests.conftest import ServeLive
 from trio_wsroutes import (
     Connection,
     Context,
+    Frame,
+    RedisBroker,
     Reject,
     Request,
     TrustedProxies,
@@ -231,6 +236,12 @@ UPGRADE = [
 ]
 
 
+async def wait_until(predicate: Any, timeout: float = TIMEOUT) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls state owned by other tasks
+            await trio.sleep(0.01)
+
+
 async def connected_nothing(ws: Connection[Any], ctx: Context[Any]) -> None:
     pass
 
@@ -363,3 +374,72 @@ def test_deflate_is_refused_where_it_cannot_be_bounded(
     trio.run(transport.accept, None, [])
     assert sent[0]["type"] == "websocket.accept"
     assert refused == [True]
+
+
+# -- 10. Redis: forged origins and sequence numbers, oversized frames -------------------------
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(require_redis(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+class Inbox:
+    """A subscriber that keeps the payloads it is given."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def deliver(self, frame: Frame) -> bool:
+        self.payloads.append(frame.payload)
+        return True
+
+
+@pytest.mark.parametrize("secret", [None, "a shared secret, 32 bytes long!!"])
+async def test_messages_forged_in_redis_cannot_cut_delivery_or_pass_the_limits(
+    redis: RedisServer, secret: str | None
+) -> None:
+    # Someone who can PUBLISH on the Redis the workers share sends, on a topic's channel:
+    # a message claiming the publisher's origin with a huge sequence number, and a frame
+    # over max_message_size. Before: every later message of that publisher was dropped
+    # as a duplicate (delivery cut to zero) and the big frame reached the clients as it
+    # was. Now the forged number cannot hide what follows (without a secret the forged
+    # message is delivered, as anything anyone publishes in Redis is; with one, it is
+    # dropped), and the big frame is dropped.
+    options: dict[str, Any] = {"secret": secret, "max_message_size": 64 * 1024}
+    inbox = Inbox()
+    with trio.fail_after(TIMEOUT):
+        async with RedisBroker(redis.url, **options) as sender:
+            async with RedisBroker(redis.url, **options) as receiver:
+                await receiver.subscribe("t", inbox)
+                origin = sender.origin
+                for n in range(1, 4):
+                    await sender.publish("t", Frame(b'{"n":%d}' % n))
+                await sender.flush()
+                await wait_until(lambda: len(inbox.payloads) == 3)
+                forged = f"wsr1 t {origin} 999999999999\n" + '{"forged":1}'
+                redis.command("PUBLISH", "wsroutes:t", forged)
+                redis.command("PUBLISH", "wsroutes:t", '{"big":"' + "x" * 1024 * 1024 + '"}')
+                redis.command("PUBLISH", "wsroutes:t", "wsr1 t - 0\n" + "y" * 100_000)
+                for n in range(4, 7):
+                    await sender.publish("t", Frame(b'{"n":%d}' % n))
+                await sender.flush()
+                real = [b'{"n":%d}' % n for n in range(1, 7)]
+                await wait_until(lambda: real[-1] in inbox.payloads)
+                await trio.sleep(0.1)  # anything else on its way
+    stats = receiver.stats
+    assert [p for p in inbox.payloads if p in real] == real  # all, in order
+    assert stats.oversized == 2
+    assert stats.duplicates == 0
+    if secret is None:
+        assert inbox.payloads == [*real[:3], b'{"forged":1}', *real[3:]]
+        assert stats.sequence_resets == 1
+    else:
+        assert inbox.payloads == real
+        assert stats.unauthenticated == 1
+        assert stats.sequence_resets == 0
