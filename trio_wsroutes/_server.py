@@ -132,7 +132,9 @@ class WebSocketServer:
     * ``require_origin``: also deny requests without ``Origin`` (non-browser clients).
     * ``trusted_proxies``: proxy addresses or networks (``"10.0.0.0/8"``, ``"*"``) whose
       ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` headers are believed for
-      ``request.client`` and ``request.scheme``. Ignored from anyone else.
+      ``request.client`` and ``request.scheme``; ignored from anyone else. Pass a
+      :class:`TrustedProxies` to name the one header your proxy writes (``header=``;
+      with the default ``"auto"``, a request carrying both is believed for neither).
     * ``broker``: the topic broker (:class:`MemoryBroker` by default;
       :class:`RedisBroker` shares topics between processes and hosts). A broker with a
       ``run`` method is run during the lifespan, started before the startup hooks.
@@ -177,7 +179,7 @@ class WebSocketServer:
         heartbeat_timeout: float = 20.0,
         allowed_origins: Iterable[str] | None = None,
         require_origin: bool = False,
-        trusted_proxies: Iterable[str] | None = None,
+        trusted_proxies: Iterable[str] | TrustedProxies | None = None,
         broker: Broker | None = None,
         slow_consumer_policy: SlowConsumerPolicy = "close",
         max_queued_messages: int = 16,
@@ -225,6 +227,10 @@ class WebSocketServer:
         )
         self.max_query_params: int = max_query_params
         self.broker: Broker = broker if broker is not None else MemoryBroker()
+        configure_limit = getattr(self.broker, "configure_payload_limit", None)
+        if configure_limit is not None:
+            # What a broker carries between processes is bounded like what clients send.
+            configure_limit(max_payload_length)
         self.history_policy: HistoryPolicy | None = HistoryPolicy.coerce(history)
         """Which topics keep history (the ``history`` option), or ``None``."""
         if self.history_policy is not None:
@@ -406,7 +412,13 @@ class WebSocketServer:
         if kind == "websocket":
             from ._transports.asgi import ASGITransport, request_from_scope
 
-            transport = ASGITransport(scope, receive, send, compression=bool(self.compression))
+            transport = ASGITransport(
+                scope,
+                receive,
+                send,
+                compression=bool(self.compression),
+                max_message_size=self.options.max_payload_length,
+            )
             await self.serve_websocket(transport, request_from_scope(scope))
         elif kind == "lifespan":
             self._trio_token = trio.lowlevel.current_trio_token()
