@@ -270,7 +270,7 @@ class Connection(Generic[ServerT_contra]):
         Waits while more than ``backpressure_limit`` bytes are queued for this client.
         Raises :class:`ConnectionClosed` if the connection has closed.
         """
-        await self._send_frame(encode_message(message))
+        await self._send_frame(self._encode(message))
 
     async def send_binary(self, data: bytes) -> None:
         """Send a binary frame; waits like :meth:`send`."""
@@ -290,7 +290,7 @@ class Connection(Generic[ServerT_contra]):
         ``include_self``. The message is encoded once. Returns the local recipient count.
         """
         return await self._broker.publish(
-            topic, encode_message(message), exclude=None if include_self else self
+            topic, self._encode(message), exclude=None if include_self else self
         )
 
     async def publish_binary(self, topic: str, data: bytes, *, include_self: bool = False) -> int:
@@ -412,6 +412,18 @@ class Connection(Generic[ServerT_contra]):
             await trio.lowlevel.checkpoint_if_cancelled()
         self._sent += 1
         self._enqueue(frame)
+
+    def _encode(self, message: object, request_id: str | int | None = None) -> Frame:
+        """Encode a server message, refusing one the route did not declare: what the
+        route's types (and the generated client types) promise is what goes out."""
+        declared = self._spec.server_message_types
+        if declared and type(message) not in declared:
+            names = ", ".join(sorted(cls.__qualname__ for cls in declared))
+            raise TypeError(
+                f"{type(message).__qualname__} is not a server message of route "
+                f"{self._spec.path!r} (it declares {names}); add it to .server_messages()"
+            )
+        return encode_message(message, request_id)
 
     def _enqueue(self, frame: Frame) -> None:
         """Queue ``frame`` (or write it at once), whatever the limit says."""
@@ -797,7 +809,7 @@ class Connection(Generic[ServerT_contra]):
             return
         if result is not None:
             try:
-                frame = encode_message(result, envelope.id)
+                frame = self._encode(result, envelope.id)
             except Exception as exc:
                 await self._crash(exc, envelope.id)
                 return

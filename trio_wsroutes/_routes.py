@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 import attrs
 from typing_extensions import deprecated
 
-from ._messages import message_type
+from ._messages import RESERVED_TYPES, message_type
 from ._origins import OriginPolicy
 from ._paths import PathPattern as PathPattern
 from ._paths import Router as Router
@@ -30,7 +30,7 @@ from ._spec import (
     RateLimitAction,
     RouteSpec,
 )
-from ._validation import converter
+from ._validation import check_client_schema, check_server_message, converter
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -104,14 +104,27 @@ class ServerDefaults:
         self.heartbeat = heartbeat
 
 
-def _check_async(fn: object, what: str) -> None:
+def _check_handler(fn: object, what: str, parameters: tuple[str, ...]) -> None:
+    """Refuse, at definition time, a handler the engine could not call: not ``async``,
+    or not callable with the positional arguments it will get."""
     # partial() and bound methods of async functions pass; so do objects whose
     # __call__ is async.
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004
+    if not (
+        inspect.iscoroutinefunction(fn)
+        or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
     ):
-        return
-    raise TypeError(f"{what} must be an async function (async def), got {fn!r}")
+        raise TypeError(f"{what} must be an async function (async def), got {fn!r}")
+    try:
+        signature = inspect.signature(fn)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return  # a callable without a signature (some builtins): called as it is
+    try:
+        signature.bind(*parameters)
+    except TypeError as exc:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(
+            f"{what} {name}{signature} cannot be called as {name}({', '.join(parameters)}): {exc}"
+        ) from None
 
 
 class WebSocketRoute(Generic[UserT, ServerT]):
@@ -185,8 +198,11 @@ class WebSocketRoute(Generic[UserT, ServerT]):
             raise TypeError("message type must be a non-empty string")
         if type in self.handlers:
             raise ValueError(f"route {self.path!r} already has a handler for {type!r}")
+        if type in RESERVED_TYPES:
+            raise ValueError(f"{type!r} is a wire type the framework uses; choose another name")
         if not attrs.has(schema):
             raise TypeError(f"schema for {type!r} must be an attrs class, got {schema!r}")
+        check_client_schema(schema, f"route {self.path!r} .on({type!r})")
         try:
             structure = converter.get_structure_hook(schema)
         except Exception as exc:
@@ -196,7 +212,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
             fn: MessageHandler[ServerT, T, UserT],
         ) -> MessageHandler[ServerT, T, UserT]:
             self._check_open()
-            _check_async(fn, f"handler for {type!r}")
+            _check_handler(fn, f"handler for {type!r}", ("ws", "data", "ctx"))
             if type in self.handlers:
                 raise ValueError(f"route {self.path!r} already has a handler for {type!r}")
             self.handlers[type] = HandlerSpec(type, schema, fn, structure)
@@ -209,9 +225,11 @@ class WebSocketRoute(Generic[UserT, ServerT]):
 
     # -- lifecycle hooks (decorators) ------------------------------------------------------
 
-    def _set_hook(self, attr: str, fn: _ConnectT, what: str) -> _ConnectT:
+    def _set_hook(
+        self, attr: str, fn: _ConnectT, what: str, parameters: tuple[str, ...]
+    ) -> _ConnectT:
         self._check_open()
-        _check_async(fn, what)
+        _check_handler(fn, what, parameters)
         if getattr(self, attr) is not None:
             raise ValueError(f"route {self.path!r} already has an {what} handler")
         setattr(self, attr, fn)
@@ -219,32 +237,32 @@ class WebSocketRoute(Generic[UserT, ServerT]):
 
     def on_connect(self, fn: ConnectHandler[ServerT, UserT]) -> ConnectHandler[ServerT, UserT]:
         """Decorator: run ``fn(ws, ctx)`` after the upgrade, before any message."""
-        return self._set_hook("connect_handler", fn, "on_connect")
+        return self._set_hook("connect_handler", fn, "on_connect", ("ws", "ctx"))
 
     def on_close(self, fn: CloseHandler[ServerT, UserT]) -> CloseHandler[ServerT, UserT]:
         """Decorator: run ``fn(ws, code, reason, ctx)`` exactly once when the connection ends."""
-        return self._set_hook("close_handler", fn, "on_close")
+        return self._set_hook("close_handler", fn, "on_close", ("ws", "code", "reason", "ctx"))
 
     def on_error(self, fn: ErrorHandler[ServerT, UserT]) -> ErrorHandler[ServerT, UserT]:
         """Decorator: run ``fn(ws, error, ctx)`` on bad input and on handler crashes.
 
         The error envelope has been sent already; use the hook to log, count, or close.
         """
-        return self._set_hook("error_handler", fn, "on_error")
+        return self._set_hook("error_handler", fn, "on_error", ("ws", "error", "ctx"))
 
     def on_binary(self, fn: BinaryHandler[ServerT, UserT]) -> BinaryHandler[ServerT, UserT]:
         """Decorator: handle binary frames with ``fn(ws, data, ctx)``.
 
         Without it, a binary frame closes the connection with 1003.
         """
-        return self._set_hook("binary_handler", fn, "on_binary")
+        return self._set_hook("binary_handler", fn, "on_binary", ("ws", "data", "ctx"))
 
     def on_text(self, fn: TextHandler[ServerT, UserT]) -> TextHandler[ServerT, UserT]:
         """Decorator: handle text frames that are not envelopes with ``fn(ws, text, ctx)``.
 
         Without it, such frames get an ``INVALID_JSON`` or ``INVALID_MESSAGE`` error.
         """
-        return self._set_hook("text_handler", fn, "on_text")
+        return self._set_hook("text_handler", fn, "on_text", ("ws", "text", "ctx"))
 
     # -- configuration (chainable) -----------------------------------------------------
 
@@ -342,6 +360,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
             wire = message_type(cls) if isinstance(cls, type) else None
             if wire is None:
                 raise TypeError(f"{cls!r} is not a server message: decorate it with @message(...)")
+            check_server_message(cls, f"route {self.path!r} server message {cls.__qualname__}")
             if wire in seen and seen[wire] is not cls:
                 raise ValueError(f"wire type {wire!r} is used by two server messages")
             seen[wire] = cls
@@ -354,6 +373,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         for cls in classes:
             if not attrs.has(cls):
                 raise TypeError(f"client message {cls!r} must be an attrs class")
+            check_client_schema(cls, f"route {self.path!r} client message {cls.__qualname__}")
         self.client_message_types = tuple(classes)
         return self
 
