@@ -32,6 +32,7 @@ from trio_wsroutes import (
     BoundAddress,
     Connection,
     Context,
+    History,
     MessageError,
     Reject,
     Request,
@@ -263,9 +264,6 @@ async def test_request_to_a_handler_returning_none_completes_on_ack(
             assert client.queued == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the server sends ack for handlers that return None since 0.2"
-)
 async def test_server_acks_a_request_whose_handler_returns_none(serve_live: ServeLive) -> None:
     async with serving(serve_live) as (url, route, _, _), client_for(url, route) as client:
         assert await client.request(Quiet(), timeout=1.0) is None
@@ -725,21 +723,16 @@ async def test_a_malformed_position_is_a_decode_error(serve_live: ServeLive) -> 
             assert client.positions == {"room:a": Position("e1", 1)}
 
 
-@pytest.mark.skipif(
-    not hasattr(trio_wsroutes, "History"), reason="topic history lands in 0.2 (DESIGN.md)"
-)
 async def test_a_reconnecting_client_misses_nothing_the_server_still_has(
     serve_live: ServeLive,
 ) -> None:
-    history: Any = trio_wsroutes.History  # type: ignore[attr-defined]
     route = create_websocket_route("/room").server_messages(Note)
 
     @route.on_connect
     async def join(ws: Connection[Note], ctx: Context[None]) -> None:
         await ws.subscribe("room:a")
 
-    options: dict[str, Any] = {"history": {"room:*": history(size=100, ttl=300.0)}}
-    server = WebSocketServer([route], **options)
+    server = WebSocketServer([route], history={"room:*": History(size=100, ttl=300.0)})
     async with serve_live(server) as address:
         client = connect(f"{address.ws_url}/room", route, reconnect=FAST, proxy=False)
         async with client:
@@ -870,23 +863,11 @@ def certificates() -> tuple[trustme.CA, trustme.LeafCert]:
 def tls_options(
     transport: str, certificates: tuple[trustme.CA, trustme.LeafCert], tmp_path: Path
 ) -> dict[str, Any]:
-    """How to serve ``wss://`` under ``transport`` (skips where it cannot yet)."""
+    """How to serve ``wss://`` under ``transport``."""
     _, cert = certificates
-    serve = WebSocketServer.serve if transport == "hypercorn" else WebSocketServer.serve_native
-    if "ssl_context" in inspect.signature(serve).parameters:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(context)
-        return {"ssl_context": context}
-    if transport == "native":
-        pytest.skip("the native transport serves TLS from 0.2 (serve_native(ssl_context=))")
-    from hypercorn.config import Config
-
-    config = Config()
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    config.certfile, config.keyfile = str(certfile), str(keyfile)
-    return {"hypercorn_config": config}
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    return {"ssl_context": context}
 
 
 @asynccontextmanager

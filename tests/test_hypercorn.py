@@ -94,7 +94,7 @@ class Ready:
     topic: str
 
 
-@message("ack")
+@message("sent")
 @attrs.frozen
 class Ack:
     recipients: int
@@ -556,12 +556,12 @@ async def test_publish_reaches_other_subscribers_and_skips_the_publisher(
 
         await send(alice, "say", {"text": "hi bob"}, id="s1")
         # The publisher's next frame is the ack, not its own note.
-        assert await receive(alice) == {"type": "ack", "data": {"recipients": 1}, "id": "s1"}
+        assert await receive(alice) == {"type": "sent", "data": {"recipients": 1}, "id": "s1"}
         assert await receive(bob) == {"type": "note", "data": {"text": "hi bob"}}
 
         await send(alice, "say", {"text": "hi all", "include_self": True}, id="s2")
         assert await receive(alice) == {"type": "note", "data": {"text": "hi all"}}
-        assert await receive(alice) == {"type": "ack", "data": {"recipients": 2}, "id": "s2"}
+        assert await receive(alice) == {"type": "sent", "data": {"recipients": 2}, "id": "s2"}
         assert await receive(bob) == {"type": "note", "data": {"text": "hi all"}}
 
 

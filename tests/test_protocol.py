@@ -411,12 +411,14 @@ async def test_request_helper_gets_the_reply() -> None:
         assert reply["data"] == {"text": "ann"}
 
 
-async def test_handler_returning_none_sends_nothing() -> None:
+async def test_handler_returning_none_acknowledges_an_id_and_sends_nothing_without() -> None:
     route, seen = make_route()
     async with connected(route) as ws:
         await ws.send("silent", id="s")
+        assert await ws.receive() == {"type": "ack", "id": "s"}
+        await ws.send("silent")  # no id: nothing to answer
         await assert_usable(ws)
-    assert seen.handled == ["silent", "ping 7"]
+    assert seen.handled == ["silent", "silent", "ping 7"]
 
 
 async def test_message_error_is_sent_as_is_and_skips_on_error() -> None:

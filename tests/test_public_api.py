@@ -56,6 +56,13 @@ ALSO_PUBLIC = {
     "generate_websocket_types",
     # Connection hygiene (issue 6): WebSocketServer(rate_limit=RateLimit(...)).
     "RateLimit",
+    # History and recovery (DESIGN.md "History and recovery").
+    "History",
+    "HistoryPage",
+    "HistoryPolicy",
+    "Position",
+    "Publication",
+    "Recovery",
 }
 
 

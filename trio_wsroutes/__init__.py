@@ -35,6 +35,12 @@ from ._errors import ErrorDetail as ErrorDetail
 from ._errors import MessageError as MessageError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import ValidationError as ValidationError
+from ._history import History as History
+from ._history import HistoryPage as HistoryPage
+from ._history import HistoryPolicy as HistoryPolicy
+from ._history import Position as Position
+from ._history import Publication as Publication
+from ._history import Recovery as Recovery
 from ._messages import message as message
 from ._origins import OriginPolicy as OriginPolicy
 from ._registry import ConnectionRegistry as ConnectionRegistry

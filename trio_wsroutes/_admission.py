@@ -1,9 +1,10 @@
 """Admission: who may open a WebSocket, decided before the upgrade is answered.
 
 In order: the connection limits (server-wide, then per client address), the request's
-shape (query parameters), routing, the origin policy, subprotocols, and the route's
-``authenticate`` function. A refusal is a real HTTP response with a JSON body
-(``{"message": ..., "code": ...}``) sent by the transport; no handler runs.
+shape (query parameters), routing, the client's history positions (``since``), the
+origin policy, subprotocols, and the route's ``authenticate`` function. A refusal is a
+real HTTP response with a JSON body (``{"message": ..., "code": ...}``) sent by the
+transport; no handler runs.
 
 A connection holds its place in the limits from the moment it is being admitted until
 its transport has closed, closing handshake included, so sockets that linger while they
@@ -32,6 +33,7 @@ from ._codes import (
     UNAUTHORIZED,
     UNSUPPORTED_SUBPROTOCOL,
 )
+from ._history import Position, parse_since
 from ._paths import Router
 from ._request import Request, TrustedProxies
 from ._spec import RouteSpec
@@ -52,6 +54,8 @@ class Admitted:
     spec: RouteSpec
     user: Any
     subprotocol: str | None
+    positions: dict[str, Position] = attrs.field(factory=dict[str, Position])
+    """The client's last positions (its ``since`` query parameters), per topic."""
 
 
 class Admission:
@@ -125,6 +129,11 @@ class Admission:
         if match is None:
             await self.deny(transport, 404, "Not Found", NOT_FOUND)
             return None
+        try:
+            positions = parse_since(request.query.get_all("since"))
+        except ValueError as exc:
+            await self.deny(transport, 400, str(exc), BAD_REQUEST)
+            return None
         spec = match.route
         request.path_params = match.params
         policy = spec.origin_policy
@@ -159,7 +168,7 @@ class Admission:
             if user is None:
                 await self.deny(transport, 401, "Unauthorized", UNAUTHORIZED)
                 return None
-        return Admitted(spec, user, subprotocol)
+        return Admitted(spec, user, subprotocol, positions)
 
     async def deny(
         self,

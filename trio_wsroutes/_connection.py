@@ -57,7 +57,8 @@ from ._codes import (
 from ._context import Context
 from ._errors import MessageError, ProtocolError, ValidationError
 from ._flow import Outbox, TokenBucket
-from ._messages import Envelope, encode_error, encode_message, parse_envelope
+from ._history import NOT_RECOVERED, Position, Recovery
+from ._messages import Envelope, encode_ack, encode_error, encode_message, parse_envelope
 from ._spec import EngineOptions, Heartbeat, RouteSpec
 from ._stats import ServerStats
 from ._transports import NEEDS_FLUSH, Disconnect, Transport, TransportClosed, Violation
@@ -164,7 +165,9 @@ class Connection(Generic[ServerT_contra]):
         "_options",
         "_outbox",
         "_ping_sent",
+        "_recovering",
         "_send_scope",
+        "_since",
         "_spec",
         "_stats",
         "_topics",
@@ -184,6 +187,7 @@ class Connection(Generic[ServerT_contra]):
         broker: Broker,
         stats: ServerStats | None = None,
         subprotocol: str | None = None,
+        since: dict[str, Position] | None = None,
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
     ) -> None:
         self.id: str = context.connection_id
@@ -215,6 +219,8 @@ class Connection(Generic[ServerT_contra]):
         self._heartbeat: Heartbeat | None = heartbeat
         self._ping_sent: float | None = None
         self._last_received = trio.current_time()
+        self._since: dict[str, Position] = since if since is not None else {}
+        self._recovering = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -289,8 +295,21 @@ class Connection(Generic[ServerT_contra]):
             topic, Frame(bytes(data), binary=True), exclude=None if include_self else self
         )
 
-    async def subscribe(self, topic: str) -> None:
+    async def subscribe(self, topic: str, *, since: Position | None = None) -> Recovery:
         """Subscribe to ``topic``; subscriptions end when the connection closes.
+
+        On a topic with history (the server's ``history`` option), a position, either
+        ``since`` or the one the client named for ``topic`` in the upgrade request (its
+        ``since`` query parameter), makes the subscription recover: every kept
+        publication after that position is sent first, in order, then the live ones,
+        with no gap and no duplicate, and the result is ``Recovery(True, missed)``. If the
+        epoch differs or the history no longer reaches back, nothing old is sent and the
+        result is ``Recovery(False, 0)``: send the app's own snapshot then. Without a
+        position: ``Recovery(False, 0)``.
+
+        A recovery goes through the backpressure limit like any publish, except that it
+        never drops a message: one that does not fit closes the connection with 1013
+        (the client may reconnect and recover from where it got to).
 
         Raises :class:`MessageError` (``INVALID_TOPIC``, ``TOO_MANY_TOPICS``) past the
         server's ``max_topic_length`` and ``max_topics_per_connection``; raised in a
@@ -310,8 +329,18 @@ class Connection(Generic[ServerT_contra]):
                 f"At most {options.max_topics_per_connection} subscriptions per connection",
                 TOO_MANY_TOPICS,
             )
+        # A position named in the upgrade request is used once: a later subscribe to the
+        # same topic on this connection starts live.
+        position = self._since.pop(topic, None) if since is None else since
         self._topics.add(topic)
-        await self._broker.subscribe(topic, self)
+        if position is None:
+            await self._broker.subscribe(topic, self)
+            return NOT_RECOVERED
+        self._recovering = True
+        try:
+            return await self._broker.subscribe(topic, self, since=position)
+        finally:
+            self._recovering = False
 
     async def unsubscribe(self, topic: str) -> None:
         """Unsubscribe from ``topic`` (no error if not subscribed)."""
@@ -346,7 +375,8 @@ class Connection(Generic[ServerT_contra]):
             return True
         used = outbox.size + transport.pending
         if used + frame.size > self._limit and used > 0:
-            if self._options.slow_consumer_policy == "drop":
+            # A recovery never drops: a gap the client cannot see is worse than a close.
+            if self._options.slow_consumer_policy == "drop" and not self._recovering:
                 self.dropped_messages += 1
                 self._stats.messages_dropped += 1
                 return True
@@ -702,7 +732,9 @@ class Connection(Generic[ServerT_contra]):
                     if envelope.id is not None:
                         body["id"] = envelope.id
                     await self._reply(Frame(orjson.dumps(body)))
-                return  # a pong: the reader has already counted it as activity
+                elif envelope.id is not None:
+                    await self._reply(encode_ack(envelope.id))
+                return  # the reader has already counted it as activity
             wire = envelope.type if len(envelope.type) <= 64 else envelope.type[:64] + "..."
             await self._bad_input(
                 ProtocolError(f"Unknown message type: {wire!r}", UNKNOWN_TYPE), envelope.id
@@ -747,6 +779,9 @@ class Connection(Generic[ServerT_contra]):
                 await self._crash(exc, envelope.id)
                 return
             await self._reply(frame)
+        elif envelope.id is not None:
+            # Every envelope with an id gets exactly one answer.
+            await self._reply(encode_ack(envelope.id))
 
     async def _guard(self, call: Awaitable[Any], request_id: str | int | None) -> bool:
         """Await a hook; on an unexpected exception crash the connection (returns False)."""

@@ -8,6 +8,10 @@ Server to client::
 
     {"type": "message", "data": {...}, "id": "42"}
     {"type": "error", "error": "...", "code": "VALIDATION_ERROR", "id": "42", "details": [...]}
+    {"type": "ack", "id": "42"}
+
+Every envelope with an ``id`` gets exactly one answer: the handler's reply, an error
+envelope, or (when the handler returns ``None``) an ``ack``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ __all__ = [
     "Envelope",
     "Frame",
     "MessageId",
+    "RESERVED_TYPES",
+    "encode_ack",
     "encode_error",
     "encode_message",
     "message",
@@ -37,6 +43,9 @@ __all__ = [
 
 MessageId = str | int
 """A request id: a JSON string or integer, echoed on the reply."""
+
+RESERVED_TYPES: Final = frozenset({"error", "ack"})
+"""Server-to-client wire types the framework uses itself."""
 
 _T = TypeVar("_T")
 _TYPE_ATTR: Final = "__wsroutes_message_type__"
@@ -57,8 +66,11 @@ def message(type: str) -> Callable[[builtins.type[_T]], builtins.type[_T]]:
     """
     if not isinstance(type, str) or not type:
         raise TypeError("@message needs a non-empty string: the wire type")
-    if type == "error":
-        raise ValueError('"error" is the wire type of error envelopes; choose another name')
+    if type in RESERVED_TYPES:
+        raise ValueError(
+            f"{type!r} is a wire type the framework sends itself (error envelopes and "
+            "acknowledgements); choose another name"
+        )
 
     def tag(cls: builtins.type[_T]) -> builtins.type[_T]:
         if not attrs.has(cast(Any, cls)):
@@ -100,6 +112,12 @@ def encode_message(msg: object, id: MessageId | None = None) -> Frame:
     if id is not None:
         body["id"] = id
     return Frame(orjson.dumps(body))
+
+
+def encode_ack(id: MessageId) -> Frame:
+    """The acknowledgement of an envelope whose handler returned ``None``:
+    ``{"type": "ack", "id": ...}``."""
+    return Frame(b'{"type":"ack","id":' + orjson.dumps(id) + b"}")
 
 
 def encode_error(

@@ -13,7 +13,7 @@ import logging
 import os
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
@@ -24,6 +24,7 @@ from ._admission import Admission
 from ._broker import Broker, MemoryBroker
 from ._codes import NOT_FOUND, UPGRADE_REQUIRED, CloseCode
 from ._connection import Connection, close_now, new_context, run_connection
+from ._history import History, HistoryPage, HistoryPolicy, Position
 from ._lifespan import LifespanDriver, ShutdownHook, StartupHook, run_lifespan
 from ._messages import encode_message
 from ._origins import OriginPolicy
@@ -151,6 +152,11 @@ class WebSocketServer:
     * ``handshake_timeout``: seconds a client has to send its whole upgrade request on
       the native transport (10; hypercorn drops incomplete requests after its own
       ``keep_alive_timeout``, 5 s by default).
+    * ``history``: topic patterns (``fnmatch``) mapped to :class:`History` (``{"room:*":
+      History(size=100, ttl=300)}``), or a :class:`HistoryPolicy`: publications on those
+      topics carry ``topic``, ``offset`` and ``epoch``, are kept, and a reconnecting
+      client recovers what it missed (see :meth:`Connection.subscribe`). The broker
+      keeps the history (:class:`RedisBroker`: in Redis, for every worker).
     """
 
     def __init__(
@@ -179,6 +185,7 @@ class WebSocketServer:
         max_topics_per_connection: int = 1000,
         max_topic_length: int = 256,
         handshake_timeout: float = 10.0,
+        history: Mapping[str, History] | HistoryPolicy | None = None,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -213,6 +220,13 @@ class WebSocketServer:
         )
         self.max_query_params: int = max_query_params
         self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self.history_policy: HistoryPolicy | None = HistoryPolicy.coerce(history)
+        """Which topics keep history (the ``history`` option), or ``None``."""
+        if self.history_policy is not None:
+            configure = getattr(self.broker, "configure_history", None)
+            if configure is None:
+                raise TypeError(f"{type(self.broker).__name__} cannot keep history")
+            configure(self.history_policy)
         self.registry: ConnectionRegistry = ConnectionRegistry()
         """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
         self.stats: ServerStats = ServerStats()
@@ -305,6 +319,20 @@ class WebSocketServer:
     async def publish_binary(self, topic: str, data: bytes) -> int:
         """Publish a binary frame to every subscriber of ``topic``."""
         return await self.broker.publish(topic, Frame(bytes(data), binary=True))
+
+    async def history(
+        self, topic: str, since: Position | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Read ``topic``'s kept publications, oldest first, with its latest position.
+
+        Without ``since``: the last ``limit`` publications (all kept ones without
+        ``limit``). With ``since``: the first ``limit`` after it, or none and
+        ``recovered=False`` when the epoch differs or the history no longer reaches back.
+        ``page.position`` is where the topic stands even when nothing is kept, so an app
+        can send a snapshot of its own state with the position it corresponds to. Raises
+        ``ValueError`` if ``topic`` keeps no history.
+        """
+        return await self.broker.history(topic, since=since, limit=limit)
 
     def subscriber_count(self, topic: str) -> int:
         """How many connections of this process are subscribed to ``topic`` (with
@@ -417,6 +445,7 @@ class WebSocketServer:
                 broker=self.broker,
                 stats=self.stats,
                 subprotocol=admitted.subprotocol,
+                since=admitted.positions,
                 on_gone=self.registry.discard,
             )
             self.registry.add(connection)

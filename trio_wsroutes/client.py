@@ -46,6 +46,8 @@ from websockets.trio.client import connect as _ws_connect
 from websockets.typing import Origin, Subprotocol
 
 from ._errors import ErrorDetail
+from ._history import Position as Position
+from ._history import format_since
 from ._messages import MessageId, message_type
 from ._routes import WebSocketRoute
 from ._validation import converter, validation_details
@@ -82,16 +84,6 @@ RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 
 
 # -- positions ------------------------------------------------------------------------
-
-
-# TODO(lead): import from trio_wsroutes._history once Position is exported there.
-@attrs.frozen
-class Position:
-    """Where a client is in a topic with history: the topic's ``epoch`` and the
-    ``offset`` of the last publication seen on it."""
-
-    epoch: str
-    offset: int
 
 
 # -- errors ---------------------------------------------------------------------------
@@ -781,15 +773,16 @@ class Client(Generic[ServerT]):
         position: tuple[str, Position] | None = None
         if "topic" in body or "offset" in body or "epoch" in body:
             topic, offset, epoch = body.get("topic"), body.get("offset"), body.get("epoch")
-            if type(topic) is not str or type(offset) is not int or type(epoch) is not str:
+            seen = _position(topic, offset, epoch)
+            if seen is None or not isinstance(topic, str):
                 error = DecodeError(
                     "malformed position: expected string 'topic' and 'epoch', integer 'offset'",
                     type=wire,
                     raw=raw,
                 )
                 return _Item(size, error=error)
-            position = (topic, Position(epoch, offset))
-            self._seen[topic] = position[1]  # resumed from on reconnection, read or not
+            position = (topic, seen)
+            self._seen[topic] = seen  # resumed from on reconnection, read or not
         try:
             message = _structure(body, cls, raw)
         except DecodeError as error:
@@ -1029,8 +1022,18 @@ class Client(Generic[ServerT]):
             return self.url
         parts = urlsplit(self.url)
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "since"]
-        query += [("since", f"{t}@{p.epoch}:{p.offset}") for t, p in self._seen.items()]
+        query += [("since", format_since(t, p)) for t, p in self._seen.items()]
         return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _position(topic: object, offset: object, epoch: object) -> Position | None:
+    """The position a publication carries, or ``None`` if it is malformed."""
+    if type(topic) is not str or type(offset) is not int or type(epoch) is not str:
+        return None
+    try:
+        return Position(epoch, offset)
+    except ValueError:
+        return None
 
 
 def _closed(code: int, reason: str, *, normal: bool = False, cause: Any = None) -> _End:

@@ -109,8 +109,9 @@ class Broker(Protocol):
 
 
 @runtime_checkable
-class RunnableBroker(Broker, Protocol):
-    """A :class:`Broker` with a background task.
+class RunnableBroker(Protocol):
+    """A broker with a background task (only ``run`` is checked, so a broker written
+    for an older interface is still run).
 
     :class:`~trio_wsroutes.WebSocketServer` starts ``run`` with ``nursery.start`` at
     lifespan startup, before the ``on_startup`` hooks, and cancels it at shutdown, after

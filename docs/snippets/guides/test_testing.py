@@ -16,7 +16,7 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
-from trio_wsroutes.testing import ConnectionDenied, TestClient
+from trio_wsroutes.testing import ConnectionDenied, TestClient, TransportName
 
 
 @attrs.frozen
@@ -79,3 +79,15 @@ async def test_a_client_that_stops_reading(ws_server: WebSocketServer) -> None:
 
 
 # [/slow-client]
+
+
+# [both-transports]
+@pytest.mark.parametrize("transport", ["asgi", "native"])
+async def test_on_both_transports(ws_server: WebSocketServer, transport: TransportName) -> None:
+    async with TestClient(ws_server, transport=transport) as client, client.connect("/echo") as ws:
+        assert (await ws.request("echo", {"text": "hi"}))["data"] == {"text": "hi"}
+        await ws.send_text("x" * (17 * 1024 * 1024))  # over max_payload_length
+        assert await ws.wait_closed() == 1009
+
+
+# [/both-transports]
