@@ -111,7 +111,8 @@ function resolveUrl(url) {
     if (resolved.protocol === "https:")
         resolved.protocol = "wss:";
     if (resolved.protocol !== "ws:" && resolved.protocol !== "wss:") {
-        throw new SyntaxError(`a WebSocket URL is ws://, wss://, http:// or https://, not ${resolved.protocol}`);
+        const scheme = resolved.protocol;
+        throw new SyntaxError(`a WebSocket URL is ws://, wss://, http:// or https://, not ${scheme}`);
     }
     return resolved;
 }
@@ -133,7 +134,7 @@ export function routePath(path, params) {
 export class WebSocketClient {
     /** The URL connected to (without the `token` and `since` parameters). */
     url;
-    /** Settles when the first connection opens, or rejects when it fails (then the client is closed). */
+    /** Settles when the first connection opens; rejects if it fails (the client is then closed). */
     opened;
     /** Settles when the client has stopped for good: the last close. */
     closed;
@@ -290,7 +291,8 @@ export class WebSocketClient {
      */
     on(type, handler) {
         if (!this.#route.server.includes(type)) {
-            throw new TypeError(`route ${this.#route.path} has no server message ${JSON.stringify(type)}`);
+            const path = this.#route.path;
+            throw new TypeError(`route ${path} has no server message ${JSON.stringify(type)}`);
         }
         let listeners = this.#handlers.get(type);
         if (listeners === undefined) {
@@ -351,7 +353,8 @@ export class WebSocketClient {
     // -- internals -------------------------------------------------------------------------
     #checkType(type) {
         if (!this.#route.client.includes(type)) {
-            throw new TypeError(`route ${this.#route.path} has no client message ${JSON.stringify(type)}`);
+            const path = this.#route.path;
+            throw new TypeError(`route ${path} has no client message ${JSON.stringify(type)}`);
         }
     }
     #connectUrl() {
@@ -401,14 +404,16 @@ export class WebSocketClient {
         call(this.#onOpen);
         if (reconnection) {
             this.#reconnects += 1;
-            call(this.#onReconnect, { reconnects: this.#reconnects, resumed: Object.fromEntries(resuming) });
+            const resumed = Object.fromEntries(resuming);
+            call(this.#onReconnect, { reconnects: this.#reconnects, resumed });
         }
     }
     #transmit(item) {
         const ended = this.#ended;
         if (ended !== null || this.#closing) {
             const info = ended ?? { code: 1000, reason: "closed by the client" };
-            throw new WebSocketClosedError("the client is closed", info.code, info.reason, false, item.pending?.id);
+            const id = item.pending?.id;
+            throw new WebSocketClosedError("the client is closed", info.code, info.reason, false, id);
         }
         const ws = this.#ws;
         if (ws !== null && ws.readyState === WebSocket.OPEN) {
@@ -418,7 +423,9 @@ export class WebSocketClient {
             return;
         }
         if (this.#refuse || this.#queue.length >= this.#maxQueued) {
-            const why = this.#refuse ? "not connected" : `not connected, and ${this.#maxQueued} messages are queued already`;
+            const why = this.#refuse
+                ? "not connected"
+                : `not connected, and ${this.#maxQueued} messages are queued already`;
             throw new WebSocketClosedError(why, 1006, "", true, item.pending?.id);
         }
         this.#queue.push(item);
@@ -448,7 +455,8 @@ export class WebSocketClient {
     }
     #receive(ws, frame) {
         if (typeof frame !== "string") {
-            this.#report(new WebSocketProtocolError("the server sent a binary frame; this client reads JSON", null));
+            const text = "the server sent a binary frame; this client reads JSON";
+            this.#report(new WebSocketProtocolError(text, null));
             return;
         }
         let body;
@@ -459,14 +467,18 @@ export class WebSocketClient {
             this.#report(new WebSocketProtocolError("the server sent invalid JSON", frame));
             return;
         }
-        if (!isRecord(body) || typeof body["type"] !== "string" || (body["id"] !== undefined && !isMessageId(body["id"]))) {
-            this.#report(new WebSocketProtocolError("not an envelope: no string 'type', or a bad 'id'", frame));
+        if (!isRecord(body) ||
+            typeof body["type"] !== "string" ||
+            (body["id"] !== undefined && !isMessageId(body["id"]))) {
+            const text = "not an envelope: no string 'type', or a bad 'id'";
+            this.#report(new WebSocketProtocolError(text, frame));
             return;
         }
         const type = body["type"];
         const id = body["id"];
         const pending = typeof id === "number" ? this.#pending.get(id) : undefined;
-        const answers = pending !== undefined && pending.sentOn === this.#generation ? pending : undefined;
+        // The answer to a request sent on this connection (one sent on an earlier one failed).
+        const answers = pending?.sentOn === this.#generation ? pending : undefined;
         if (id !== undefined && answers === undefined && this.#abandoned.delete(id)) {
             return; // the late answer of a request that gave up
         }
@@ -504,7 +516,8 @@ export class WebSocketClient {
             return;
         }
         if (!isRecord(body["data"])) {
-            this.#report(new WebSocketProtocolError(`message ${JSON.stringify(type)} has no 'data' object`, frame, type));
+            const text = `message ${JSON.stringify(type)} has no 'data' object`;
+            this.#report(new WebSocketProtocolError(text, frame, type));
             return;
         }
         const message = body;
@@ -512,10 +525,15 @@ export class WebSocketClient {
             this.#answer(answers, type, message, frame);
             return;
         }
-        if (body["topic"] !== undefined || body["offset"] !== undefined || body["epoch"] !== undefined) {
-            const { topic, offset, epoch } = body;
-            if (typeof topic !== "string" || typeof epoch !== "string" || typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) {
-                this.#report(new WebSocketProtocolError("malformed position: expected string 'topic' and 'epoch', integer 'offset'", frame, type));
+        const { topic, offset, epoch } = body;
+        if (topic !== undefined || offset !== undefined || epoch !== undefined) {
+            if (typeof topic !== "string" ||
+                typeof epoch !== "string" ||
+                typeof offset !== "number" ||
+                !Number.isSafeInteger(offset) ||
+                offset < 0) {
+                const text = "malformed position: expected string 'topic' and 'epoch', integer 'offset'";
+                this.#report(new WebSocketProtocolError(text, frame, type));
                 return;
             }
             const position = { epoch, offset };
@@ -536,7 +554,9 @@ export class WebSocketClient {
         const allowed = this.#route.replies[pending.type];
         if (allowed !== undefined && !allowed.includes(type)) {
             const expected = allowed.map((t) => JSON.stringify(t)).join(" or ");
-            pending.reject(new WebSocketProtocolError(`request ${pending.id} (${JSON.stringify(pending.type)}) was answered with ${JSON.stringify(type)}, not ${expected}`, frame, type));
+            const request = `request ${pending.id} (${JSON.stringify(pending.type)})`;
+            const text = `${request} was answered with ${JSON.stringify(type)}, not ${expected}`;
+            pending.reject(new WebSocketProtocolError(text, frame, type));
             return;
         }
         pending.resolve(message);
@@ -548,8 +568,10 @@ export class WebSocketClient {
         if (details !== undefined) {
             if (Array.isArray(details)) {
                 for (const entry of details) {
-                    if (isRecord(entry) && typeof entry["path"] === "string" && typeof entry["message"] === "string") {
-                        entries.push({ path: entry["path"], message: entry["message"] });
+                    const path = isRecord(entry) ? entry["path"] : undefined;
+                    const message = isRecord(entry) ? entry["message"] : undefined;
+                    if (typeof path === "string" && typeof message === "string") {
+                        entries.push({ path, message });
                     }
                     else {
                         ok = false;

@@ -235,7 +235,13 @@ export class WebSocketClosedError extends WebSocketClientError {
   /** Whether the client is reconnecting (sending again later may succeed). */
   readonly reconnecting: boolean;
 
-  constructor(message: string, code: number, reason: string, reconnecting: boolean, id?: MessageId) {
+  constructor(
+    message: string,
+    code: number,
+    reason: string,
+    reconnecting: boolean,
+    id?: MessageId,
+  ) {
     super(message);
     this.code = code;
     this.reason = reason;
@@ -314,7 +320,10 @@ function call<A extends unknown[]>(listeners: Listeners<A>, ...args: A): void {
   }
 }
 
-function listen<A extends unknown[]>(listeners: Listeners<A>, listener: (...args: A) => void): () => void {
+function listen<A extends unknown[]>(
+  listeners: Listeners<A>,
+  listener: (...args: A) => void,
+): () => void {
   listeners.add(listener);
   return () => {
     listeners.delete(listener);
@@ -327,7 +336,8 @@ function resolveUrl(url: string | URL): URL {
   if (resolved.protocol === "http:") resolved.protocol = "ws:";
   if (resolved.protocol === "https:") resolved.protocol = "wss:";
   if (resolved.protocol !== "ws:" && resolved.protocol !== "wss:") {
-    throw new SyntaxError(`a WebSocket URL is ws://, wss://, http:// or https://, not ${resolved.protocol}`);
+    const scheme = resolved.protocol;
+    throw new SyntaxError(`a WebSocket URL is ws://, wss://, http:// or https://, not ${scheme}`);
   }
   return resolved;
 }
@@ -351,7 +361,7 @@ export function routePath(path: string, params: object): string {
 export class WebSocketClient<R extends RouteTypes> {
   /** The URL connected to (without the `token` and `since` parameters). */
   readonly url: string;
-  /** Settles when the first connection opens, or rejects when it fails (then the client is closed). */
+  /** Settles when the first connection opens; rejects if it fails (the client is then closed). */
   readonly opened: Promise<void>;
   /** Settles when the client has stopped for good: the last close. */
   readonly closed: Promise<CloseInfo>;
@@ -523,7 +533,8 @@ export class WebSocketClient<R extends RouteTypes> {
     handler: (data: R["server"][K], message: ServerMessageOf<R, K>) => void,
   ): () => void {
     if (!this.#route.server.includes(type)) {
-      throw new TypeError(`route ${this.#route.path} has no server message ${JSON.stringify(type)}`);
+      const path = this.#route.path;
+      throw new TypeError(`route ${path} has no server message ${JSON.stringify(type)}`);
     }
     let listeners = this.#handlers.get(type);
     if (listeners === undefined) {
@@ -590,7 +601,8 @@ export class WebSocketClient<R extends RouteTypes> {
 
   #checkType(type: string): void {
     if (!this.#route.client.includes(type)) {
-      throw new TypeError(`route ${this.#route.path} has no client message ${JSON.stringify(type)}`);
+      const path = this.#route.path;
+      throw new TypeError(`route ${path} has no client message ${JSON.stringify(type)}`);
     }
   }
 
@@ -639,7 +651,8 @@ export class WebSocketClient<R extends RouteTypes> {
     call(this.#onOpen);
     if (reconnection) {
       this.#reconnects += 1;
-      call(this.#onReconnect, { reconnects: this.#reconnects, resumed: Object.fromEntries(resuming) });
+      const resumed = Object.fromEntries(resuming);
+      call(this.#onReconnect, { reconnects: this.#reconnects, resumed });
     }
   }
 
@@ -647,7 +660,8 @@ export class WebSocketClient<R extends RouteTypes> {
     const ended = this.#ended;
     if (ended !== null || this.#closing) {
       const info = ended ?? { code: 1000, reason: "closed by the client" };
-      throw new WebSocketClosedError("the client is closed", info.code, info.reason, false, item.pending?.id);
+      const id = item.pending?.id;
+      throw new WebSocketClosedError("the client is closed", info.code, info.reason, false, id);
     }
     const ws = this.#ws;
     if (ws !== null && ws.readyState === WebSocket.OPEN) {
@@ -656,7 +670,9 @@ export class WebSocketClient<R extends RouteTypes> {
       return;
     }
     if (this.#refuse || this.#queue.length >= this.#maxQueued) {
-      const why = this.#refuse ? "not connected" : `not connected, and ${this.#maxQueued} messages are queued already`;
+      const why = this.#refuse
+        ? "not connected"
+        : `not connected, and ${this.#maxQueued} messages are queued already`;
       throw new WebSocketClosedError(why, 1006, "", true, item.pending?.id);
     }
     this.#queue.push(item);
@@ -687,7 +703,8 @@ export class WebSocketClient<R extends RouteTypes> {
 
   #receive(ws: WebSocket, frame: unknown): void {
     if (typeof frame !== "string") {
-      this.#report(new WebSocketProtocolError("the server sent a binary frame; this client reads JSON", null));
+      const text = "the server sent a binary frame; this client reads JSON";
+      this.#report(new WebSocketProtocolError(text, null));
       return;
     }
     let body: unknown;
@@ -697,14 +714,20 @@ export class WebSocketClient<R extends RouteTypes> {
       this.#report(new WebSocketProtocolError("the server sent invalid JSON", frame));
       return;
     }
-    if (!isRecord(body) || typeof body["type"] !== "string" || (body["id"] !== undefined && !isMessageId(body["id"]))) {
-      this.#report(new WebSocketProtocolError("not an envelope: no string 'type', or a bad 'id'", frame));
+    if (
+      !isRecord(body) ||
+      typeof body["type"] !== "string" ||
+      (body["id"] !== undefined && !isMessageId(body["id"]))
+    ) {
+      const text = "not an envelope: no string 'type', or a bad 'id'";
+      this.#report(new WebSocketProtocolError(text, frame));
       return;
     }
     const type = body["type"];
     const id = body["id"];
     const pending = typeof id === "number" ? this.#pending.get(id) : undefined;
-    const answers = pending !== undefined && pending.sentOn === this.#generation ? pending : undefined;
+    // The answer to a request sent on this connection (one sent on an earlier one failed).
+    const answers = pending?.sentOn === this.#generation ? pending : undefined;
     if (id !== undefined && answers === undefined && this.#abandoned.delete(id)) {
       return; // the late answer of a request that gave up
     }
@@ -743,7 +766,8 @@ export class WebSocketClient<R extends RouteTypes> {
       return;
     }
     if (!isRecord(body["data"])) {
-      this.#report(new WebSocketProtocolError(`message ${JSON.stringify(type)} has no 'data' object`, frame, type));
+      const text = `message ${JSON.stringify(type)} has no 'data' object`;
+      this.#report(new WebSocketProtocolError(text, frame, type));
       return;
     }
     const message = body as ServerMessageOf<R>;
@@ -751,12 +775,17 @@ export class WebSocketClient<R extends RouteTypes> {
       this.#answer(answers, type, message, frame);
       return;
     }
-    if (body["topic"] !== undefined || body["offset"] !== undefined || body["epoch"] !== undefined) {
-      const { topic, offset, epoch } = body;
-      if (typeof topic !== "string" || typeof epoch !== "string" || typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) {
-        this.#report(
-          new WebSocketProtocolError("malformed position: expected string 'topic' and 'epoch', integer 'offset'", frame, type),
-        );
+    const { topic, offset, epoch } = body;
+    if (topic !== undefined || offset !== undefined || epoch !== undefined) {
+      if (
+        typeof topic !== "string" ||
+        typeof epoch !== "string" ||
+        typeof offset !== "number" ||
+        !Number.isSafeInteger(offset) ||
+        offset < 0
+      ) {
+        const text = "malformed position: expected string 'topic' and 'epoch', integer 'offset'";
+        this.#report(new WebSocketProtocolError(text, frame, type));
         return;
       }
       const position = { epoch, offset };
@@ -772,18 +801,19 @@ export class WebSocketClient<R extends RouteTypes> {
     if (listeners !== undefined) call(listeners, message.data, message);
   }
 
-  #answer(pending: Pending, type: string, message: ServerMessageOf<R> | undefined, frame: string): void {
+  #answer(
+    pending: Pending,
+    type: string,
+    message: ServerMessageOf<R> | undefined,
+    frame: string,
+  ): void {
     pending.done();
     const allowed = this.#route.replies[pending.type];
     if (allowed !== undefined && !allowed.includes(type)) {
       const expected = allowed.map((t) => JSON.stringify(t)).join(" or ");
-      pending.reject(
-        new WebSocketProtocolError(
-          `request ${pending.id} (${JSON.stringify(pending.type)}) was answered with ${JSON.stringify(type)}, not ${expected}`,
-          frame,
-          type,
-        ),
-      );
+      const request = `request ${pending.id} (${JSON.stringify(pending.type)})`;
+      const text = `${request} was answered with ${JSON.stringify(type)}, not ${expected}`;
+      pending.reject(new WebSocketProtocolError(text, frame, type));
       return;
     }
     pending.resolve(message);
@@ -796,8 +826,10 @@ export class WebSocketClient<R extends RouteTypes> {
     if (details !== undefined) {
       if (Array.isArray(details)) {
         for (const entry of details) {
-          if (isRecord(entry) && typeof entry["path"] === "string" && typeof entry["message"] === "string") {
-            entries.push({ path: entry["path"], message: entry["message"] });
+          const path = isRecord(entry) ? entry["path"] : undefined;
+          const message = isRecord(entry) ? entry["message"] : undefined;
+          if (typeof path === "string" && typeof message === "string") {
+            entries.push({ path, message });
           } else {
             ok = false;
           }
