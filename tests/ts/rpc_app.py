@@ -9,22 +9,19 @@ publications (``drop``). Tokens are read from the ``key`` query parameter.
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
 import attrs
 import trio
 
 from trio_wsroutes import (
     Connection,
     Context,
+    History,
     MessageError,
     WebSocketServer,
     create_token_auth,
     create_websocket_route,
     message,
 )
-from trio_wsroutes._history import History
 
 
 @attrs.frozen
@@ -166,12 +163,4 @@ async def on_slow(ws: Connection[Out], data: Slow, ctx: Context[str]) -> Pong:
     return Pong(timestamp=-1.0)
 
 
-def _server() -> WebSocketServer:
-    options: dict[str, Any] = {}
-    # TODO(tsclient): drop the check once main serves history.
-    if "history" in inspect.signature(WebSocketServer).parameters:
-        options["history"] = {"room:*": History(size=100)}
-    return WebSocketServer([rpc], **options)
-
-
-server = _server()
+server = WebSocketServer([rpc], history={"room:*": History(size=100)})
