@@ -273,6 +273,24 @@ async def test_the_generated_javascript_under_node(
     assert failed == {}
 
 
+# -- the chat example's committed client --------------------------------------------------
+
+EXAMPLE = _typescript.ROOT / "examples" / "chat"
+REGENERATE = (
+    "trio-wsroutes typegen examples.chat.app:server -o examples/chat/websocket-types.ts "
+    "--client examples/chat/websocket-client.ts --client examples/chat/websocket-client.js"
+)
+
+
+@pytest.mark.parametrize("name", ["websocket-client.ts", "websocket-client.js"])
+def test_the_chat_examples_committed_client_is_current(name: str) -> None:
+    from examples.chat.app import server as chat_server
+
+    committed = (EXAMPLE / name).read_text()
+    generated = generate_websocket_client(chat_server, language=client_language(name))
+    assert generated == committed, f"examples/chat/{name} is stale; run: {REGENERATE}"
+
+
 # -- the model, names, the command ------------------------------------------------------
 
 
