@@ -51,7 +51,8 @@ _WIDTH: Final = 92
 def runtime_source(language: Language) -> str:
     """The client runtime: ``client_runtime.ts`` (without its import line) or ``.js``."""
     suffix = "ts" if language == "typescript" else "js"
-    text = (resources.files(__package__) / f"client_runtime.{suffix}").read_text("utf-8")
+    package = __name__.rpartition(".")[0]
+    text = (resources.files(package) / f"client_runtime.{suffix}").read_text("utf-8")
     if language == "typescript":
         if not text.startswith(_RUNTIME_IMPORT):
             raise AssertionError("client_runtime.ts must start with its import of the types")
