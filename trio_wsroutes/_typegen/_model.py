@@ -99,6 +99,7 @@ FRAMEWORK_NAMES: Final = frozenset(
         "JsonValue",
         "WebSocketErrorMessage",
         "WebSocketErrorDetail",
+        "WebSocketAckMessage",
         "WebSocketErrorCode",
         # Members of every route namespace, which would hide a top-level name.
         "Params",
@@ -292,6 +293,12 @@ class RouteModel:
     """``None`` for a public route (no ``authenticate``, or ``no_auth``)."""
     client_messages: tuple[MessageDef, ...]
     server_messages: tuple[MessageDef, ...]
+
+    @property
+    def acks(self) -> bool:
+        """Whether the server may answer a message of this route with ``ack``: some client
+        message's handler may return ``None``, or does not declare what it returns."""
+        return any(message.acked is not False for message in self.client_messages)
 
 
 @attrs.frozen
