@@ -31,7 +31,7 @@ from trio_wsroutes._typegen import (
 )
 from trio_wsroutes._typegen._model import build_model
 
-ROUTES = [*app.server.routes, rpc_app.rpc]
+ROUTES = [*app.server.routes, rpc_app.rpc, rpc_app.beat]
 SCENARIOS = _typescript.TOOLS / "client_scenarios.ts"
 
 IMPORTS = """\
@@ -259,6 +259,7 @@ SCENARIO_NAMES = [
     "reconnects_resumes_and_recovers_what_it_missed",
     "a_stale_position_is_not_recovered",
     "a_close_code_that_does_not_reconnect_ends_the_client",
+    "answers_the_routes_heartbeat",
     "route_paths_are_encoded",
 ]
 
@@ -295,7 +296,7 @@ def test_the_chat_examples_committed_client_is_current(name: str) -> None:
 
 
 def test_answers_come_from_the_handlers_return_annotations() -> None:
-    (route,) = build_model(rpc_app.server).routes
+    (route,) = build_model(rpc_app.rpc).routes
     answers = {m.type: (m.replies, m.acked) for m in route.client_messages}
     assert answers["ping"] == (("pong",), False)
     assert answers["note"] == ((), True)

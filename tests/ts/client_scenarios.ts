@@ -10,6 +10,7 @@
 
 import type { RpcWebSocket } from "./websocket-types.js";
 import {
+  connectBeatWebSocket,
   WebSocketClosedError,
   WebSocketProtocolError,
   WebSocketServerError,
@@ -302,6 +303,15 @@ const scenarios: Record<string, () => Promise<void>> = {
     const info = await within(ada.closed, "the end");
     check(info.code === 4000 && !info.reconnecting, "not reconnecting after 4000");
     check(closes.length === 1 && ada.reconnects === 0, "closed once, for good");
+  },
+
+  async answers_the_routes_heartbeat() {
+    // The route's server pings with {"type": "ping"}; its pong handler answers with "beat".
+    const client = connectBeatWebSocket(new URL("/beat", base).href);
+    const beat = next<unknown>((f) => client.on("beat", f), "a beat");
+    await within(client.opened, "the connection");
+    await beat;
+    await client.close();
   },
 
   async route_paths_are_encoded() {

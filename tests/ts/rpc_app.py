@@ -5,6 +5,10 @@ a handler without a return annotation (``echo``: any message or an ack), a handl
 error (``fail``), a late reply (``slow``), a frame of an undeclared type (``weird``),
 publications on a topic with history (``shout``), and a dropped connection that misses
 publications (``drop``). Tokens are read from the ``key`` query parameter.
+
+``/beat`` has the envelope heartbeat: the server sends ``{"type": "ping"}`` and the
+client must answer ``{"type": "pong"}``; the route's own ``pong`` handler answers that
+with a ``beat``, so a test sees the client answer.
 """
 
 from __future__ import annotations
@@ -163,4 +167,23 @@ async def on_slow(ws: Connection[Out], data: Slow, ctx: Context[str]) -> Pong:
     return Pong(timestamp=-1.0)
 
 
-server = WebSocketServer([rpc], history={"room:*": History(size=100)})
+@attrs.frozen
+class HeartbeatPong:
+    pass
+
+
+@message("beat")
+@attrs.frozen
+class Beat:
+    pass
+
+
+beat = create_websocket_route("/beat").server_messages(Beat).heartbeat(0.05, timeout=30.0)
+
+
+@beat.on("pong", HeartbeatPong)
+async def on_heartbeat_pong(ws: Connection[Beat], data: HeartbeatPong, ctx: Context[None]) -> None:
+    await ws.send(Beat())
+
+
+server = WebSocketServer([rpc, beat], history={"room:*": History(size=100)})
