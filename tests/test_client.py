@@ -688,6 +688,7 @@ async def test_positions_are_kept_and_sent_back_on_reconnection(serve_live: Serv
                 assert client.positions == {"room:a": Position("e1", 7)}
                 hooks.on_connect = [positioned(3, 8)]
                 await connections(server, 1)
+                await wait_until(lambda: client.queued == 1)  # the second one has arrived
                 await server.close_all(1012, "restart")
                 await reconnected(client)
                 # Resumed from everything received, read or not.

@@ -209,7 +209,8 @@ async def test_idle_connection_is_closed(
     autojump_clock: trio.testing.MockClock, memory_transport: TransportName
 ) -> None:
     route = create_websocket_route("/idle")
-    server = WebSocketServer([route], idle_timeout=30)
+    # Without pings: with them, a client that answers is never idle.
+    server = WebSocketServer([route], idle_timeout=30, heartbeat_interval=None)
     async with (
         TestClient(server, timeout=1000, transport=memory_transport) as client,
         client.connect("/idle") as ws,

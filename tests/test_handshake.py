@@ -296,7 +296,12 @@ async def test_trusted_proxies_parse_rfc7239_forwarded() -> None:
 
     proxies = TrustedProxies(["10.0.0.0/8"])
     headers = Headers(
-        [(b"forwarded", b'for=192.0.2.60;proto=https, for="[2001:db8::1]:4711", for=10.1.2.3')]
+        [
+            (
+                b"forwarded",
+                b'for=192.0.2.60;proto=http, for="[2001:db8::1]:4711";proto=https, for=10.1.2.3',
+            )
+        ]
     )
     client, scheme = proxies.resolve(("10.9.9.9", 1234), headers, "ws")
     assert client == ("2001:db8::1", 0)

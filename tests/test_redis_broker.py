@@ -902,3 +902,139 @@ async def test_subscribing_with_a_position_while_redis_is_down_goes_live(
             with pytest.raises(ConnectionError, match="not connected"):
                 await broker.history("room:d")
             assert broker.stats.recoveries_failed == 1
+
+
+# -- what comes from Redis is checked: strict fields, sizes, signatures --------------------------
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+def test_wire_fields_are_parsed_strictly() -> None:
+    assert decode_wire(b"wsr1 t 42-abc 7\n{}") is not None
+    for bad in (
+        b"wsr1 t 42-abc 07\n{}",  # a leading zero
+        b"wsr1 t 42-abc 12345678901234567890\n{}",  # 20 digits
+        b"wsr1 t 42-abc \xd9\xa3\n{}",  # not ASCII digits
+        b"wsr1 t - 7\n{}",  # no origin, yet a sequence number
+        b"wsr1 t 42-ABC 7\n{}",  # origins are <pid>-<lowercase hex>
+        b"wsr1 t origin 7\n{}",
+        b"wsr1 t 42-" + b"a" * 33 + b" 7\n{}",
+        b"wsr1 t 42-abc 7 " + b"0" * 63 + b"\n{}",  # a signature is 64 hex digits
+        b"wsr1 t 42-abc 7 " + b"G" * 64 + b"\n{}",
+        b"wsr1 h 42-abc 7 " + b"0" * 64 + b" 12345678901234567890 Ep\n{}",
+    ):
+        assert decode_wire(bad) is None, bad
+
+
+def test_signed_messages_verify_and_any_change_breaks_them() -> None:
+    from trio_wsroutes._broker.redis import _authentic, sign
+
+    frame = Frame(b'{"type":"said","data":{"n":1}}')
+    channel = b"wsroutes:room:a"
+    data = encode_wire(frame, b"42-abc", 7, secret=SECRET, channel=channel)
+    message = decode_wire(data)
+    assert message is not None
+    assert message.signature == sign(SECRET, b"t", channel, b"42-abc", 7, frame.payload)
+    assert _authentic(SECRET, channel, message)
+    assert not _authentic(SECRET, b"wsroutes:room:b", message)  # moved to another topic
+    assert not _authentic(b"another secret, quite long", channel, message)
+    for tampered in (
+        data.replace(b" 7 ", b" 8 "),  # another sequence number
+        data.replace(b"42-abc", b"42-abd"),  # another origin
+        data.replace(b'"n":1', b'"n":2'),  # another payload
+        data.replace(b"wsr1 t", b"wsr1 b"),  # another kind
+    ):
+        altered = decode_wire(tampered)
+        assert altered is not None
+        assert not _authentic(SECRET, channel, altered), tampered
+    unsigned = decode_wire(encode_wire(frame, b"42-abc", 7))
+    assert unsigned is not None
+    assert not _authentic(SECRET, channel, unsigned)
+    plain = decode_wire(frame.payload)
+    assert plain is not None
+    assert not _authentic(SECRET, channel, plain)
+    # h: signed up to the position, which Redis splices in.
+    head = b'{"type":"said","topic":"room:a","offset":'
+    signature = sign(SECRET, b"h", channel, b"42-abc", 7, head)
+    positioned = b'wsr1 h 42-abc 7 %s 12 Ep\n%s12,"epoch":"Ep"}' % (signature, head)
+    message = decode_wire(positioned)
+    assert message is not None
+    assert _authentic(SECRET, channel, message)
+    wrong_tail = decode_wire(positioned.replace(b'12,"epoch"', b'13,"epoch"'))
+    assert wrong_tail is not None
+    assert not _authentic(SECRET, channel, wrong_tail)
+
+
+@pytest.mark.usefixtures("coredis")
+async def test_secret_and_size_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        RedisBroker(secret="short")
+    with pytest.raises(ValueError, match="max_message_size"):
+        RedisBroker(max_message_size=0)
+    broker = RedisBroker(secret="a str secret of some length")
+    assert broker.max_message_size == 16 * 1024 * 1024
+    broker.configure_payload_limit(4096)  # what the server does with max_payload_length
+    assert broker.max_message_size == 4096
+    given = RedisBroker(max_message_size=100)
+    given.configure_payload_limit(4096)
+    assert given.max_message_size == 100  # an explicit option wins
+
+
+async def test_a_process_without_the_secret_is_not_believed(redis: RedisServer) -> None:
+    signed, unsigned = RedisBroker(redis.url, secret=SECRET), RedisBroker(redis.url)
+    received_frames: list[bytes] = []
+
+    class Inbox:
+        def deliver(self, frame: Frame) -> bool:
+            received_frames.append(frame.payload)
+            return True
+
+    with trio.fail_after(20):
+        async with signed, unsigned:
+            await signed.subscribe("t", Inbox())
+            await unsigned.publish("t", Frame(b'{"from":"unsigned"}'))
+            await signed.publish("t", Frame(b'{"from":"signed"}'))  # local: delivered at once
+            another = RedisBroker(redis.url, secret=SECRET)
+            assert await another.publish("t", Frame(b'{"from":"another signed"}')) == 1
+            await unsigned.flush()
+            await wait_until(lambda: len(received_frames) == 2)
+            await wait_until(lambda: signed.stats.unauthenticated == 1)
+    assert received_frames == [b'{"from":"signed"}', b'{"from":"another signed"}']
+
+
+async def test_history_entries_are_checked_like_messages(redis: RedisServer) -> None:
+    broker = history_broker(redis.url, secret=SECRET)
+    with trio.fail_after(30):
+        async with broker:
+            for n in range(1, 4):
+                await broker.publish("room:a", Said("x", n))
+            await broker.flush()
+            page = await broker.history("room:a")
+            epoch = page.position.epoch
+            assert [p.position.offset for p in page.publications] == [1, 2, 3]
+            assert (await broker.history("room:a", since=Position(epoch, 1))).recovered
+
+            # An entry written into the stream by someone without the secret.
+            forged = b'{"type":"said","offset":4,"epoch":"%s"}' % epoch.encode()
+            redis.command("HINCRBY", "wsroutes:h:{room:a}:m", "o", "1")
+            redis.command("XADD", "wsroutes:h:{room:a}:l", "4-0", "t", "0", "p", forged.decode())
+            bad = await broker.history("room:a", since=Position(epoch, 1))
+            assert (bad.recovered, bad.publications) == (False, ())
+            assert broker.stats.unauthenticated == 1
+            late = Positions()
+            assert await broker.subscribe("room:a", late, since=Position(epoch, 2)) == (
+                NOT_RECOVERED
+            )
+            assert late.messages == []
+
+    # Without a secret the entry is believed, but not one over max_message_size.
+    small = history_broker(redis.url, max_message_size=200)
+    with trio.fail_after(30):
+        async with small:
+            page = await small.history("room:a", since=Position(epoch, 2))
+            assert [p.position.offset for p in page.publications] == [3, 4]
+            await small.publish("room:a", Said("x" * 200, 5))
+            await small.flush()
+            big = await small.history("room:a", since=Position(epoch, 2))
+            assert (big.recovered, big.publications) == (False, ())
+            assert small.stats.oversized == 1

@@ -1343,3 +1343,193 @@ def test_recursive_classes_are_checked_once() -> None:
 class TreeNode:
     label: str
     children: list[TreeNode] = attrs.Factory(list)
+
+
+# -- bounded validation: a budget of problems, capped details --------------------------------
+
+
+@attrs.frozen
+class CartLine:
+    sku: str
+    qty: int
+
+
+@attrs.frozen
+class Cart:
+    lines: list[CartLine] = attrs.Factory(list)
+    grid: list[list[CartLine]] = attrs.Factory(list)
+    named: dict[str, CartLine] = attrs.Factory(dict)
+    pair: tuple[CartLine, CartLine] | None = None
+
+
+def counting_hook(calls: list[int]) -> Any:
+    """A converter whose ``CartLine`` hook counts its calls (the work done on an array)."""
+    conv = _make_converter()
+    base = conv.get_structure_hook(CartLine)
+
+    def hook(value: Any, target: Any) -> Any:
+        calls.append(1)
+        return base(value, target)
+
+    conv.register_structure_hook(CartLine, hook)
+    return conv
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"lines": [{}] * 100_000}, id="array"),
+        pytest.param({"grid": [[{}] * 1000] * 100}, id="nested-arrays"),
+        pytest.param({"named": {f"k{i}": {} for i in range(100_000)}}, id="object"),
+    ],
+)
+def test_structuring_stops_after_the_problem_budget(data: dict[str, Any]) -> None:
+    calls: list[int] = []
+    conv = counting_hook(calls)
+    with pytest.raises(Exception) as failure:
+        conv.structure(data, Cart)
+    # Two problems per empty object: structuring stopped after MAX_PROBLEMS of them.
+    assert len(calls) == _validation.MAX_PROBLEMS // 2
+    assert len(list(_validation.structure_errors(failure.value, "$.data"))) == (
+        _validation.MAX_PROBLEMS
+    )
+
+
+def test_the_budget_is_shared_by_every_level() -> None:
+    # 60 bad lines, then 60 bad cells: one budget for the whole value, not one per array.
+    data = {"lines": [{"sku": 1, "qty": 1}] * 60, "grid": [[{"sku": 1, "qty": 1}] * 60]}
+    details = validation_details(
+        structure_error(Cart, data), max_details=1000, max_bytes=1_000_000
+    )
+    assert len(details) == _validation.MAX_PROBLEMS + 1
+    assert details[59] == ErrorDetail("$.data.lines[59].sku", "expected string, got integer")
+    assert details[60] == ErrorDetail("$.data.grid[0][0].sku", "expected string, got integer")
+    assert details[-1] == ErrorDetail(
+        "$.data", "and possibly more problems (checking stopped after 100)"
+    )
+
+
+def test_a_budget_ends_with_its_value() -> None:
+    # A failure spends nothing of the next value's budget, nested or not.
+    for _ in range(3):
+        details_of(Cart, {"lines": [{}] * 1000})
+    assert details_of(Cart, {"lines": [{"sku": "a"}]}) == [
+        ("$.data.lines[0].qty", "required field missing")
+    ]
+
+
+def test_details_are_capped_with_a_count_of_the_rest() -> None:
+    details = validation_details(structure_error(Cart, {"lines": [{}] * 100_000}))
+    assert len(details) == _validation.MAX_ERROR_DETAILS + 1
+    assert details[0] == ErrorDetail("$.data.lines[0].sku", "required field missing")
+    assert details[-1] == ErrorDetail(
+        "$.data", "and at least 80 more problems (checking stopped after 100)"
+    )
+    few = validation_details(structure_error(Cart, {"lines": [{}] * 11}))
+    assert few[-1] == ErrorDetail("$.data", "and 2 more problems")
+    assert len(few) == 21
+    one_more = validation_details(structure_error(Cart, {"lines": [{}] * 11}), max_details=21)
+    assert one_more[-1] == ErrorDetail("$.data", "and 1 more problem")
+
+
+def test_details_fit_their_byte_budget_and_every_text_is_clipped() -> None:
+    long_key = "k" * 10_000
+    data = {"named": {f"{long_key}{i}": {"sku": "s", "qty": "x" * 10_000} for i in range(50)}}
+    details = validation_details(structure_error(Cart, data))
+    body = orjson.dumps([d.to_json() for d in details])
+    assert len(body) <= _validation.MAX_ERROR_DETAILS_BYTES + 200  # + the "and N more" entry
+    assert details[0].path == f'$.data.named["{"k" * 64}"...].qty'
+    assert len(details) == _validation.MAX_ERROR_DETAILS + 1
+    assert details[-1].message == "and 30 more problems"
+    for detail in details:
+        assert len(detail.path) <= _validation.MAX_DETAIL_TEXT
+        assert len(detail.message) <= _validation.MAX_DETAIL_TEXT
+    tiny = validation_details(structure_error(Cart, data), max_bytes=1)
+    assert [d.message for d in tiny] == ["expected integer, got string", "and 49 more problems"]
+
+
+def test_a_validator_message_that_repeats_the_input_is_clipped() -> None:
+    @attrs.frozen
+    class Pick:
+        color: str = attrs.field(validator=attrs.validators.in_(["red", "blue"]))
+
+    (detail,) = validation_details(structure_error(Pick, {"color": "x" * 100_000}))
+    assert detail.path == "$.data.color"
+    assert len(detail.message) == _validation.MAX_DETAIL_TEXT
+    assert detail.message.endswith("...")
+
+
+def test_unknown_keys_count_against_the_budget() -> None:
+    hook = structure_hook_for(CartLine, forbid_unknown=True)
+    data: dict[str, Any] = {"sku": "a", "qty": 1, **{f"x{i}": 0 for i in range(100_000)}}
+    with pytest.raises(Exception) as failure:
+        hook(data, CartLine)
+    details = validation_details(failure.value)
+    assert details[0] == ErrorDetail("$.data.x0", 'unknown field "x0"')
+    assert details[-1].message == "and at least 80 more problems (checking stopped after 100)"
+    long = validation_details(structure_error_of(hook, {"sku": "a", "qty": 1, "y" * 500: 0}))
+    assert long == [ErrorDetail(f'$.data["{"y" * 64}"...]', f'unknown field "{"y" * 64}"...')]
+
+
+def structure_error_of(hook: Any, data: Any) -> Exception:
+    try:
+        hook(data, CartLine)
+    except Exception as exc:
+        return exc
+    pytest.fail("accepted")
+
+
+def test_tuples_and_recursive_classes_use_the_budget() -> None:
+    details = details_of(Cart, {"pair": [{}, {"sku": "a", "qty": "1"}]})
+    assert details == [
+        ("$.data.pair[0].sku", "required field missing"),
+        ("$.data.pair[0].qty", "required field missing"),
+        ("$.data.pair[1].qty", "expected integer, got string"),
+    ]
+    tree = structure(TreeNode, {"label": "a", "children": [{"label": "b"}]})
+    assert tree == TreeNode("a", [TreeNode("b")])
+    bad = {"label": "a", "children": [{"label": 1}] * 1000}
+    details = details_of(TreeNode, bad)
+    assert details[0] == ("$.data.children[0].label", "expected string, got integer")
+    assert details[-1][1].startswith("and at least")
+
+
+class Tint(enum.StrEnum):
+    DARK = "dark"
+
+
+class Grade(enum.IntEnum):
+    LOW = 1
+
+
+@pytest.mark.parametrize(
+    ("cls", "good", "bad", "message"),
+    [
+        (list[int], [1, 2], [1, True], "expected integer, got boolean"),
+        (list[str], ["a"], ["a", None], "expected string, got null"),
+        (list[float], [1, 2.5], [1.5, "1"], "expected number, got string"),
+        (list[bool], [True], [False, 0], "expected boolean, got integer"),
+        (list[Tint], ["dark"], ["dark", "light"], "expected one of 'dark'"),
+        (list[Grade], [1], [1, 2], "expected one of 1"),
+        (frozenset[int], [3], [3, 1.0], "expected integer, got number"),
+    ],
+)
+def test_arrays_of_scalars_are_as_strict_on_the_fast_path(
+    cls: Any, good: list[Any], bad: list[Any], message: str
+) -> None:
+    result = converter.structure(good, cls)
+    assert list(result) == [cls.__args__[0](v) for v in good]
+    if cls.__args__[0] is float:
+        assert all(type(v) is float for v in result)
+    details = validation_details(structure_error(cls, bad))
+    assert details == [ErrorDetail("$.data[1]", message)]
+
+
+def test_a_hook_of_your_own_for_a_scalar_is_used_for_its_arrays() -> None:
+    conv = _make_converter()
+
+    def lenient(value: Any, _: Any) -> int:
+        return int(value)
+
+    conv.register_structure_hook(int, lenient)
+    assert conv.structure(["1", 2], list[int]) == [1, 2]

@@ -32,6 +32,13 @@ class Reject(Exception):
     ``{"message": message, "code": code}``::
 
         raise Reject(403, "Banned", "BANNED")
+
+    ``headers`` are added to the response. A header name that is not an HTTP token, or a
+    value with a control character (CR, LF, NUL, ...), is a :class:`ValueError` here,
+    where the code that built it is, rather than a broken response later. ``str()`` of a
+    ``Reject`` (what a traceback in a log shows) has control characters escaped, so a
+    message built from the request cannot forge log lines; ``message`` itself is sent as
+    it is, inside the JSON body.
     """
 
     def __init__(
@@ -44,11 +51,53 @@ class Reject(Exception):
     ) -> None:
         if not 400 <= status <= 599:
             raise ValueError("Reject status must be an HTTP error status (400-599)")
-        super().__init__(message)
+        checked = dict(headers or {})
+        for name, value in checked.items():
+            if not _is_token(name):
+                raise ValueError(f"Reject header name {name!r} is not an HTTP token")
+            if not _is_field_value(value):
+                raise ValueError(
+                    f"Reject header {name!r}: the value {value!r} has a control character "
+                    "or a character outside Latin-1"
+                )
+        super().__init__(escape_controls(message))
         self.status: int = status
         self.message: str = message
         self.code: str = code
-        self.headers: dict[str, str] = dict(headers or {})
+        self.headers: dict[str, str] = checked
+
+
+_TOKEN_EXTRA = frozenset("!#$%&'*+-.^_`|~")
+
+
+def _is_token(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and name != ""
+        and name.isascii()
+        and all(c.isalnum() or c in _TOKEN_EXTRA for c in name)
+    )
+
+
+def _is_field_value(value: object) -> bool:
+    # RFC 9110 field-value: visible characters, spaces, tabs and obs-text (Latin-1, as
+    # headers are encoded); no CR, LF, NUL or other controls.
+    return isinstance(value, str) and all(
+        c == "\t" or " " <= c <= "~" or "\xa0" <= c <= "\xff" for c in value
+    )
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters escaped (``\\r``, ``\\n``, ``\\x00``): safe to
+    put on one log line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    escaped = repr(char)[1:-1]
+    return escaped if escaped != char else f"\\x{ord(char):02x}"
 
 
 def extract_bearer_token(request: Request) -> str | None:

@@ -160,6 +160,7 @@ class Connection(Generic[ServerT_contra]):
         "_flush_queued",
         "_heartbeat",
         "_last_received",
+        "_last_sent",
         "_limit",
         "_on_gone",
         "_options",
@@ -167,6 +168,8 @@ class Connection(Generic[ServerT_contra]):
         "_ping_sent",
         "_recovering",
         "_send_scope",
+        "_sent",
+        "_sent_seen",
         "_since",
         "_spec",
         "_stats",
@@ -218,7 +221,8 @@ class Connection(Generic[ServerT_contra]):
             heartbeat = None  # e.g. under hypercorn, which pings by itself
         self._heartbeat: Heartbeat | None = heartbeat
         self._ping_sent: float | None = None
-        self._last_received = trio.current_time()
+        self._last_received = self._last_sent = trio.current_time()
+        self._sent = self._sent_seen = 0  # messages to the peer, for the idle timer
         self._since: dict[str, Position] = since if since is not None else {}
         self._recovering = False
 
@@ -367,6 +371,7 @@ class Connection(Generic[ServerT_contra]):
         """
         if self._closing:
             return False
+        self._sent += 1
         outbox = self._outbox
         transport = self._transport
         if not outbox.items and transport.try_send_nowait(frame):
@@ -405,6 +410,7 @@ class Connection(Generic[ServerT_contra]):
             # Cancellation is still honoured, and a sender that never yields parks as soon
             # as the limit is reached.
             await trio.lowlevel.checkpoint_if_cancelled()
+        self._sent += 1
         self._enqueue(frame)
 
     def _enqueue(self, frame: Frame) -> None:
@@ -583,11 +589,22 @@ class Connection(Generic[ServerT_contra]):
                 if timer.cancelled_caught and not self._on_timer(channel, blocked is not None):
                     return
 
-    def _last_activity(self) -> float:
+    def _last_received_any(self) -> float:
         # Frames the engine does not see (pongs) count too, where the transport can tell.
         seen = self._transport.last_activity
         last = self._last_received
         return last if seen is None or seen < last else seen
+
+    def _last_active(self) -> float:
+        """For the idle timer: a frame from the peer, or a message to it. A client that
+        only reads stays; messages sent are noticed when the timer fires (a counter is
+        cheaper than a clock read per message), so the timer may run up to one period
+        late for them."""
+        if self._sent != self._sent_seen:
+            self._sent_seen = self._sent
+            self._last_sent = trio.current_time()
+        received = self._last_received_any()
+        return received if received > self._last_sent else self._last_sent
 
     def _timer_deadline(self) -> float:
         """When the reader must next look at the heartbeat and idle timers.
@@ -599,22 +616,28 @@ class Connection(Generic[ServerT_contra]):
         heartbeat = self._heartbeat
         if idle is None and heartbeat is None:
             return math.inf
-        last = self._last_activity()
-        deadline = math.inf if idle is None else last + idle
+        deadline = math.inf if idle is None else self._last_active() + idle
         if heartbeat is not None:
             sent = self._ping_sent
-            due = last + heartbeat.interval if sent is None else sent + heartbeat.timeout
+            if sent is None:
+                due = self._last_received_any() + heartbeat.interval
+            else:
+                due = sent + heartbeat.timeout
             deadline = min(deadline, due)
         return deadline
 
     def _on_timer(self, channel: trio.MemorySendChannel[_Inbound], blocked: bool) -> bool:
-        """Heartbeat and idle work; ``False`` when the connection is closing."""
+        """Heartbeat and idle work; ``False`` when the connection is closing.
+
+        The heartbeat looks only at what the peer sent (a frame proves it is there); the
+        idle timer at messages in either direction.
+        """
         now = trio.current_time()
-        last = self._last_activity()
         heartbeat = self._heartbeat
         if heartbeat is not None:
+            received = self._last_received_any()
             sent = self._ping_sent
-            if sent is not None and (last >= sent or blocked):
+            if sent is not None and (received >= sent or blocked):
                 # Answered (any frame counts), or the reader was held up by the handlers
                 # and could not have seen an answer: the peer is not the one to blame.
                 self._ping_sent = sent = None
@@ -622,7 +645,7 @@ class Connection(Generic[ServerT_contra]):
                 logger.info("closing %s: no answer to the heartbeat", self.id)
                 self._close_now(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
                 return False
-            if sent is None and now >= last + heartbeat.interval:
+            if sent is None and now >= received + heartbeat.interval:
                 self._ping_sent = now
                 if heartbeat.envelope:
                     # Tiny, and it must reach even a client that is behind: past the
@@ -631,7 +654,7 @@ class Connection(Generic[ServerT_contra]):
                 else:
                     self._outbox.put_nowait(_PING)
         idle = self._options.idle_timeout
-        if idle is not None and not blocked and now >= last + idle:
+        if idle is not None and not blocked and now >= self._last_active() + idle:
             try:
                 # Through the inbound queue: what came before is answered first.
                 channel.send_nowait(_Closing(CloseCode.NORMAL, "idle timeout"))

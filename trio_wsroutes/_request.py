@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable, Iterator, Mapping
-from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
 
-__all__ = ["Headers", "QueryParams", "Request", "TrustedProxies"]
+__all__ = [
+    "MAX_COOKIE_BYTES",
+    "ForwardingHeader",
+    "Headers",
+    "QueryParams",
+    "Request",
+    "TrustedProxies",
+    "parse_cookies",
+]
+
+logger = logging.getLogger("trio_wsroutes")
+
+ForwardingHeader = Literal["auto", "forwarded", "x-forwarded-for"]
+"""The header trusted proxies append the client's address to (:class:`TrustedProxies`)."""
 
 
 class Headers(Mapping[str, str]):
@@ -90,22 +103,72 @@ class TrustedProxies:
     """The proxies whose forwarding headers are believed (server option ``trusted_proxies``).
 
     Entries are IP addresses or networks (``"10.0.0.0/8"``), or ``"*"`` for any peer
-    (only when nothing but the proxy can reach the server). The client is the right-most
-    address in the forwarding chain that is not itself a trusted proxy: a client can put
-    anything in the header it sends, but not to the right of what its proxy appends.
+    (only when nothing but the proxy can reach the server). Only a request whose socket
+    peer is one of them has its forwarding headers read at all.
+
+    **Which header.** A proxy appends the address it received the request from to *one*
+    header and passes the others on as the client wrote them. ``header`` names that
+    header, so that the client cannot choose its address with another one:
+
+    * ``"x-forwarded-for"``: ``X-Forwarded-For`` gives the client and
+      ``X-Forwarded-Proto`` the scheme; ``Forwarded`` is ignored (nginx with
+      ``$proxy_add_x_forwarded_for``, HAProxy ``option forwardfor``, AWS ALB, Caddy,
+      Traefik, Envoy).
+    * ``"forwarded"``: ``Forwarded`` (RFC 7239) gives both; ``X-Forwarded-*`` is ignored
+      (HAProxy ``option forwarded``, proxies configured for RFC 7239).
+    * ``"auto"`` (default): whichever of ``Forwarded`` and ``X-Forwarded-For`` the
+      request carries. A request that carries **both** has one written by the client and
+      nothing says which, so neither is believed: ``request.client`` is the proxy itself
+      (and a warning is logged once). Name the header to avoid that.
+
+    **Which address.** In that header the client is the right-most address that is not
+    itself a trusted proxy: a client can write anything into the header it sends, but
+    not to the right of what its proxy appends. The scheme comes from the same hops: the
+    ``proto`` of the ``Forwarded`` elements from the right-most up to the one naming the
+    client (of those that have one, the nearest the client; a ``proto`` the client wrote
+    into an earlier element is not believed), or the right-most ``X-Forwarded-Proto``
+    value, which can be believed only if your proxy sets it, replacing what the client
+    sent (nginx: ``proxy_set_header X-Forwarded-Proto $scheme``).
+
+    ``TrustedProxies(["10.0.0.0/8"], header="x-forwarded-for")`` can be given as the
+    server's ``trusted_proxies``.
     """
 
-    __slots__ = ("_any", "_networks")
+    __slots__ = ("_any", "_entries", "_networks", "header")
 
-    def __init__(self, proxies: Iterable[str]) -> None:
+    def __init__(
+        self,
+        proxies: Iterable[str] | TrustedProxies,
+        *,
+        header: ForwardingHeader | None = None,
+    ) -> None:
+        if isinstance(proxies, TrustedProxies):  # a copy: the server's option takes both
+            entries = proxies._entries
+            header = proxies.header if header is None else header
+        else:
+            entries = tuple(proxies)
+        if header is None:
+            header = "auto"
+        if header not in ("auto", "forwarded", "x-forwarded-for"):
+            raise ValueError('header is "auto", "forwarded" or "x-forwarded-for"')
         networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._any = False
-        for entry in proxies:
+        for entry in entries:
             if entry == "*":
                 self._any = True
             else:
                 networks.append(ipaddress.ip_network(entry, strict=False))
+        self._entries: tuple[str, ...] = entries
         self._networks = tuple(networks)
+        self.header: ForwardingHeader = header
+        """The header the trusted proxies append to (see the class documentation)."""
+
+    def __iter__(self) -> Iterator[str]:
+        """The entries, as given."""
+        return iter(self._entries)
+
+    def __repr__(self) -> str:
+        return f"TrustedProxies({list(self._entries)!r}, header={self.header!r})"
 
     def trusts(self, host: str) -> bool:
         """Whether ``host`` is a trusted proxy."""
@@ -128,10 +191,12 @@ class TrustedProxies:
         self, peer: tuple[str, int], headers: Headers, scheme: str
     ) -> tuple[tuple[str, int], str]:
         """The client address and scheme behind a trusted ``peer``."""
-        chain, proto = _forwarded_chain(headers)
+        chain, proto = self._chain(headers)
         client = peer
-        for host in reversed(chain):
+        for host, element_proto in reversed(chain):
             client = (host, 0)
+            if element_proto is not None:
+                proto = element_proto
             if not self.trusts(host):
                 break
         if proto in ("https", "wss"):
@@ -140,26 +205,59 @@ class TrustedProxies:
             scheme = "ws"
         return client, scheme
 
+    def _chain(self, headers: Headers) -> tuple[list[tuple[str, str | None]], str | None]:
+        """The hosts of the header the proxies appended to, in order, each with the
+        ``proto`` of its ``Forwarded`` element, and the ``X-Forwarded-Proto``."""
+        header = self.header
+        if header == "auto":
+            has_forwarded = "forwarded" in headers
+            if has_forwarded and "x-forwarded-for" in headers:
+                _warn_once(
+                    "a request from a trusted proxy carries both Forwarded and "
+                    "X-Forwarded-For: neither is believed (request.client is the proxy); "
+                    "name the header your proxy appends: TrustedProxies([...], "
+                    'header="x-forwarded-for") or header="forwarded"'
+                )
+                return [], None
+            header = "forwarded" if has_forwarded else "x-forwarded-for"
+        if header == "forwarded":
+            return _forwarded(headers.get("forwarded", "")), None
+        return _x_forwarded(headers)
 
-def _forwarded_chain(headers: Headers) -> tuple[list[str], str | None]:
-    """Hosts from ``Forwarded`` (RFC 7239) or else ``X-Forwarded-For``, in order, and the
-    last forwarded protocol."""
-    forwarded = headers.get("forwarded")
-    if forwarded:
-        hosts: list[str] = []
+
+_warned: set[str] = set()
+
+
+def _warn_once(text: str) -> None:
+    if text not in _warned:
+        _warned.add(text)
+        logger.warning("%s", text)
+
+
+def _forwarded(value: str) -> list[tuple[str, str | None]]:
+    """The elements of an RFC 7239 ``Forwarded`` value that name a host (``for``), in
+    order, each with its ``proto``."""
+    chain: list[tuple[str, str | None]] = []
+    for element in value.split(","):
+        host: str | None = None
         proto: str | None = None
-        for element in forwarded.split(","):
-            for pair in element.split(";"):
-                key, _, value = pair.strip().partition("=")
-                value = value.strip().strip('"')
-                if key.lower() == "for" and value:
-                    hosts.append(_strip_port(value))
-                elif key.lower() == "proto" and value:
-                    proto = value.lower()
-        return hosts, proto
+        for pair in element.split(";"):
+            key, _, item = pair.strip().partition("=")
+            item = item.strip().strip('"')
+            if key.lower() == "for" and item:
+                host = _strip_port(item)
+            elif key.lower() == "proto" and item:
+                proto = item.lower()
+        if host is not None:
+            chain.append((host, proto))
+    return chain
+
+
+def _x_forwarded(headers: Headers) -> tuple[list[tuple[str, str | None]], str | None]:
     hosts = [h.strip() for h in headers.get("x-forwarded-for", "").split(",") if h.strip()]
     proto_header = headers.get("x-forwarded-proto")
-    return hosts, proto_header.split(",")[-1].strip().lower() if proto_header else None
+    proto = proto_header.split(",")[-1].strip().lower() if proto_header else None
+    return [(host, None) for host in hosts], proto
 
 
 def _strip_port(value: str) -> str:
@@ -168,6 +266,43 @@ def _strip_port(value: str) -> str:
     if value.count(":") == 1:  # 192.0.2.60:4711
         return value.split(":", 1)[0]
     return value
+
+
+MAX_COOKIE_BYTES: Final = 8192
+"""``Cookie`` headers longer than this, together, give no cookies (nginx's default limit
+for one header line is the same 8 KiB)."""
+
+# An RFC 6265 cookie-name is a token: no separators, no controls, no spaces.
+_NOT_IN_NAME: Final = frozenset('()<>@,;:\\"/[]?={} \t')
+
+
+def parse_cookies(header: str, into: dict[str, str] | None = None) -> dict[str, str]:
+    """The cookies of one ``Cookie`` header (RFC 6265, section 5.4), in linear time.
+
+    Pairs are separated by ``;``, a name from its value by the first ``=``; spaces and
+    tabs around both are dropped, and a value in double quotes loses them (no escapes are
+    interpreted: RFC 6265 has none). A pair whose name is not a token is skipped, the
+    others are kept. The first of two cookies with one name wins (browsers send the one
+    with the longer path first); with ``into``, names already there are kept.
+
+    ``http.cookies.SimpleCookie`` is not used: on Python 3.11 it is quadratic on
+    backslashes (15 KB took 0.8 s), and one pair it cannot read loses the whole header.
+    """
+    jar: dict[str, str] = {} if into is None else into
+    for pair in header.split(";"):
+        name, eq, value = pair.partition("=")
+        name = name.strip(" \t")
+        if not eq or not name or name in jar or not _is_token(name):
+            continue
+        value = value.strip(" \t")
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            value = value[1:-1]
+        jar[name] = value
+    return jar
+
+
+def _is_token(name: str) -> bool:
+    return name.isascii() and name.isprintable() and _NOT_IN_NAME.isdisjoint(name)
 
 
 class Request:
@@ -232,9 +367,9 @@ class Request:
     ) -> Request:
         """Build a request from an ASGI WebSocket scope.
 
-        With ``trusted_proxies``, a peer among them has its ``Forwarded`` (or
-        ``X-Forwarded-For`` / ``X-Forwarded-Proto``) headers believed for the client
-        address and scheme; any other peer's are ignored.
+        With ``trusted_proxies``, a peer among them has the forwarding header its
+        proxies append (see :class:`TrustedProxies`) believed for the client address and
+        scheme; any other peer's are ignored.
         """
         raw_peer = scope.get("client")
         peer = (str(raw_peer[0]), int(raw_peer[1])) if raw_peer else None
@@ -256,16 +391,15 @@ class Request:
 
     @property
     def cookies(self) -> Mapping[str, str]:
-        """Cookies sent with the upgrade; a malformed ``Cookie`` header gives none."""
+        """Cookies sent with the upgrade, parsed by :func:`parse_cookies` (the first of
+        two with one name wins; a malformed pair is skipped). ``Cookie`` headers over
+        :data:`MAX_COOKIE_BYTES` together give none."""
         if self._cookies is None:
             jar: dict[str, str] = {}
-            for header in self.headers.get_all("cookie"):
-                parsed = SimpleCookie()
-                try:
-                    parsed.load(header)
-                except CookieError:
-                    continue
-                jar.update({name: morsel.value for name, morsel in parsed.items()})
+            headers = self.headers.get_all("cookie")
+            if sum(len(header) for header in headers) <= MAX_COOKIE_BYTES:
+                for header in headers:
+                    parse_cookies(header, jar)
             self._cookies = jar
         return self._cookies
 

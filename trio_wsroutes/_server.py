@@ -103,8 +103,10 @@ class WebSocketServer:
 
     * ``max_payload_length``: largest inbound message in bytes (16 MiB); bigger closes
       with 1009.
-    * ``idle_timeout``: seconds without an inbound message before the connection is
-      closed (120; ``None`` for never).
+    * ``idle_timeout``: seconds without traffic before the connection is closed with 1000
+      (``"idle timeout"``; 120; ``None`` for never). Traffic is a frame from the client
+      (pongs included, where the transport sees them) or a message to it, so a client
+      that only reads stays, and with the native heartbeat a live client stays anyway.
     * ``backpressure_limit``: bytes queued for one client before ``ws.send`` waits and
       publishes evict it with 1013 (16 MiB).
     * ``compression``: permessage-deflate when the client offers it (on by default);
@@ -113,10 +115,13 @@ class WebSocketServer:
       keeps a compressor per connection (better ratio, a compression per recipient and
       more memory). Under hypercorn, ``True`` is wsproto's per-connection deflate and
       ``False`` works on hypercorn 0.17 and 0.18 (a checked patch; see the guide).
-    * ``heartbeat_interval``: seconds between WebSocket pings. Native: a peer that sends
-      nothing (no pong) for ``heartbeat_timeout`` seconds after a ping is closed (1011,
-      ``"heartbeat timeout"``). Under hypercorn pings are sent but pongs are invisible;
-      use :meth:`WebSocketRoute.heartbeat` for dead-peer detection there.
+    * ``heartbeat_interval``: seconds without a frame from the peer before the server
+      pings it (20; ``None`` turns pings off); a peer that then sends nothing (no pong)
+      for ``heartbeat_timeout`` seconds is closed (1011, ``"heartbeat timeout"``). On the
+      native transport. ASGI has no pings: under hypercorn, its own
+      ``websocket_ping_interval`` setting sends them (``hypercorn_config``), and the app
+      never sees the pongs; use :meth:`WebSocketRoute.heartbeat` for dead-peer
+      detection there.
     * ``heartbeat_timeout``: seconds to wait for an answer to a ping (20; native).
     * ``rate_limit``: a :class:`RateLimit` for routes without their own
       :meth:`WebSocketRoute.rate_limit`.
@@ -168,7 +173,7 @@ class WebSocketServer:
         idle_timeout: float | None = 120.0,
         compression: bool | Literal["shared", "context_takeover"] = True,
         backpressure_limit: int = 16 * MiB,
-        heartbeat_interval: float | None = None,
+        heartbeat_interval: float | None = 20.0,
         heartbeat_timeout: float = 20.0,
         allowed_origins: Iterable[str] | None = None,
         require_origin: bool = False,
@@ -496,7 +501,6 @@ class WebSocketServer:
                     config=hypercorn_config,
                     ssl_context=ssl_context,
                     max_message_size=self.options.max_payload_length,
-                    ping_interval=self.heartbeat_interval,
                     shutdown_trigger=shutdown,
                 )
             )

@@ -13,23 +13,29 @@ once: nothing is retried, a gap is counted, nothing is duplicated.
 
 Wire format of a message on the Redis channel ``<channel_prefix><topic>``::
 
-    wsr1 <kind> <origin> <seq>\\n<payload>
+    wsr1 <kind> <origin> <seq>[ <signature>]\n<payload>
 
-    wsr1 h <origin> <seq> <offset> <epoch>\\n<payload>
+    wsr1 h <origin> <seq>[ <signature>] <offset> <epoch>\n<payload>
 
 ``kind`` is ``t`` (a WebSocket text frame; ``payload`` is UTF-8), ``b`` (binary) or ``h``
 (a text frame with a history position, ``offset`` and ``epoch``, already spliced into the
-payload); ``origin`` identifies the publishing broker (``-`` for none); ``seq`` numbers the
-origin's messages on that topic from 1 (``0`` for none). ``payload`` is the frame exactly
-as it goes to WebSocket clients. A message that does not start with ``wsr1 `` is delivered
-as a text frame, so ``PUBLISH wsroutes:room:1 '{"type":"message","data":{...}}'`` works
-from any Redis client.
+payload); ``origin`` identifies the publishing broker (``<pid>-<hex>``, or ``-`` for none);
+``seq`` numbers the origin's messages on that topic from 1 (``0`` for none). ``payload``
+is the frame exactly as it goes to WebSocket clients. With a ``secret``, ``signature`` is
+the hex HMAC-SHA256 of the kind, the channel, the origin, the seq and the payload (for
+``h``: the payload before its position, which Redis adds), and a message without a valid
+one is dropped. A message that does not start with ``wsr1 `` is delivered as a text
+frame when there is no secret, so ``PUBLISH wsroutes:room:1 '{"type":"message",...}'``
+works from any Redis client. Every field is parsed strictly, and a message over
+``max_message_size`` is dropped before it is decoded; what is dropped is counted in
+:class:`RedisBrokerStats` and never reaches a client or the sequence tracking.
 
 History (topics matched by the history policy) lives in Redis, two keys per topic::
 
     <channel_prefix>h:{<topic>}:m   a hash: e (the epoch), o (the last offset)
     <channel_prefix>h:{<topic>}:l   a stream of the kept publications, entry id <offset>-0,
-                                    fields t (Redis time, ms) and p (the payload)
+                                    fields t (Redis time, ms), p (the payload) and s
+                                    (``<origin> <seq> <signature>``, with a secret)
 
 One Lua script per publication reads or creates the epoch, increments the offset, adds
 the positioned payload to the stream (``MAXLEN`` exact: ``size`` is what is kept),
@@ -40,11 +46,13 @@ the channel have one order for every process. See :class:`RedisBroker` for recov
 from __future__ import annotations
 
 import hashlib
+import hmac
 import importlib.util
 import logging
 import math
 import os
 import random
+import re
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -68,6 +76,7 @@ from .._history import (
     envelope_head,
     is_epoch,
     new_epoch,
+    position_tail,
     topic_json,
 )
 from .._messages import Frame, encode_message
@@ -77,7 +86,14 @@ from .memory import MemoryBroker
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
 
-__all__ = ["RedisBroker", "RedisBrokerStats", "WireMessage", "decode_wire", "encode_wire"]
+__all__ = [
+    "RedisBroker",
+    "RedisBrokerStats",
+    "WireMessage",
+    "decode_wire",
+    "encode_wire",
+    "sign",
+]
 
 logger = logging.getLogger("trio_wsroutes.redis")
 
@@ -95,6 +111,11 @@ _MAX_TOPIC_COUNTERS: Final = 100_000
 _MAX_ORIGINS_PER_TOPIC: Final = 64
 _RECOVERY_ROUNDS: Final = 3
 """Reads of a topic's history one recovery may take when its live buffer overflows."""
+_REPLAY_WINDOW: Final = 16
+"""Without a secret, a sequence number at most this far behind its origin's last one is a
+duplicate; one further behind restarts the origin's tracking (the last one was forged)."""
+DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * MiB
+"""``max_message_size`` until the server gives its ``max_payload_length``."""
 
 State = Literal["stopped", "connecting", "connected", "disconnected"]
 
@@ -113,18 +134,55 @@ class WireMessage(NamedTuple):
     """The history offset (``h`` messages), else 0."""
     epoch: str | None = None
     """The history epoch (``h`` messages), else ``None``."""
+    signature: bytes | None = None
+    """The hex HMAC-SHA256 the publisher added (with a secret), else ``None``."""
+
+    @property
+    def kind(self) -> bytes:
+        """``t``, ``b`` or ``h``."""
+        return b"b" if self.binary else b"t" if self.epoch is None else b"h"
 
 
-def encode_wire(frame: Frame, origin: bytes = b"-", seq: int = 0) -> bytes:
-    """The bytes published on Redis for ``frame``: header line, then the payload."""
+_ORIGIN: Final = re.compile(rb"[0-9]{1,10}-[0-9a-f]{1,32}")
+_SEQ: Final = re.compile(rb"0|[1-9][0-9]{0,18}")
+_OFFSET: Final = re.compile(rb"[1-9][0-9]{0,18}")
+_SIGNATURE: Final = re.compile(rb"[0-9a-f]{64}")
+
+
+def sign(
+    secret: bytes, kind: bytes, channel: bytes, origin: bytes, seq: int, body: bytes
+) -> bytes:
+    """The hex HMAC-SHA256 of a message (``body``: the payload, or for ``h`` the payload
+    before its position)."""
+    mac = hmac.new(secret, b"wsr1\n%s\n%s\n%s\n%d\n" % (kind, channel, origin, seq), "sha256")
+    mac.update(body)
+    return mac.hexdigest().encode()
+
+
+def encode_wire(
+    frame: Frame,
+    origin: bytes = b"-",
+    seq: int = 0,
+    *,
+    secret: bytes | None = None,
+    channel: bytes = b"",
+) -> bytes:
+    """The bytes published on Redis for ``frame``: header line, then the payload; signed
+    for ``channel`` with ``secret`` if one is given."""
     kind = b"b" if frame.binary else b"t"
-    return b"%s%s %s %d\n%s" % (WIRE_MAGIC, kind, origin, seq, frame.payload)
+    if secret is None:
+        return b"%s%s %s %d\n%s" % (WIRE_MAGIC, kind, origin, seq, frame.payload)
+    signature = sign(secret, kind, channel, origin, seq, frame.payload)
+    return b"%s%s %s %d %s\n%s" % (WIRE_MAGIC, kind, origin, seq, signature, frame.payload)
 
 
 def decode_wire(data: bytes) -> WireMessage | None:
     """Parse a message read from Redis; ``None`` if it is malformed.
 
     Data without the ``wsr1`` header is a text frame as it stands (valid UTF-8 only).
+    Every header field is parsed strictly: an origin is ``-`` (with seq ``0``) or
+    ``<digits>-<hex>``, numbers are decimal without leading zeros and at most 19 digits,
+    a signature is 64 lowercase hex digits, an epoch is an epoch.
     """
     if not data.startswith(WIRE_MAGIC):
         try:
@@ -136,19 +194,32 @@ def decode_wire(data: bytes) -> WireMessage | None:
     if end < 0:
         return None
     fields = data[len(WIRE_MAGIC) : end].split(b" ")
-    offset, epoch = 0, None
-    if len(fields) == 5 and fields[0] == b"h":
-        offset_text, epoch_bytes = fields[3], fields[4]
-        if not offset_text.isdigit() or offset_text.startswith(b"0"):
+    kind = fields[0]
+    offset, epoch, signature = 0, None, None
+    if kind == b"h" and len(fields) in (5, 6):
+        offset_text, epoch_bytes = fields[-2], fields[-1]
+        if _OFFSET.fullmatch(offset_text) is None or not epoch_bytes.isascii():
             return None
-        epoch = epoch_bytes.decode("ascii", "replace")
+        epoch = epoch_bytes.decode("ascii")
         if not is_epoch(epoch):
             return None
         offset = int(offset_text)
-    elif len(fields) != 3 or fields[0] not in (b"t", b"b"):
+        if len(fields) == 6:
+            signature = fields[3]
+    elif kind in (b"t", b"b") and len(fields) in (3, 4):
+        if len(fields) == 4:
+            signature = fields[3]
+    else:
         return None
-    kind, origin, seq_text = fields[:3]
-    if not origin or not seq_text.isdigit():
+    origin, seq_text = fields[1], fields[2]
+    if _SEQ.fullmatch(seq_text) is None:
+        return None
+    if origin == b"-":
+        if seq_text != b"0":
+            return None
+    elif _ORIGIN.fullmatch(origin) is None:
+        return None
+    if signature is not None and _SIGNATURE.fullmatch(signature) is None:
         return None
     payload = data[end + 1 :]
     binary = kind == b"b"
@@ -158,13 +229,29 @@ def decode_wire(data: bytes) -> WireMessage | None:
         except UnicodeDecodeError:
             return None
     origin_id = None if origin == b"-" else origin
-    return WireMessage(binary, origin_id, int(seq_text), payload, offset, epoch)
+    return WireMessage(binary, origin_id, int(seq_text), payload, offset, epoch, signature)
+
+
+def _authentic(secret: bytes, channel: bytes, message: WireMessage) -> bool:
+    """Whether ``message`` carries the signature ``secret`` gives it on ``channel``."""
+    if message.signature is None or message.origin is None:
+        return False
+    body = message.payload
+    if message.kind == b"h":
+        assert message.epoch is not None
+        tail = position_tail(message.offset, b'"%s"' % message.epoch.encode())
+        if not body.endswith(tail):
+            return False
+        body = body[: -len(tail)]
+    expected = sign(secret, message.kind, channel, message.origin, message.seq, body)
+    return hmac.compare_digest(expected, message.signature)
 
 
 # -- history scripts -----------------------------------------------------------------------
 
 # KEYS: meta hash, log stream. ARGV: epoch if none yet, size, log ttl (ms), meta ttl (ms),
-# channel, wire header up to the offset, payload up to the offset (envelope_head).
+# channel, wire header up to the offset, payload up to the offset (envelope_head),
+# "<origin> <seq> <signature>" ('' without a secret).
 # Returns {offset, number of processes the PUBLISH reached}.
 _PUBLISH_SCRIPT: Final = b"""
 local epoch = redis.call('HGET', KEYS[1], 'e')
@@ -178,7 +265,8 @@ local now = redis.call('TIME')
 local id = string.format('%d', offset)
 local payload = ARGV[7] .. id .. ',"epoch":' .. cjson.encode(epoch) .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], id .. '-0',
-  't', string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)), 'p', payload)
+  't', string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000)), 'p', payload,
+  's', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 local receivers = redis.call('PUBLISH', ARGV[5], ARGV[6] .. id .. ' ' .. epoch .. '\\n' .. payload)
@@ -187,7 +275,8 @@ return {offset, receivers}
 
 # KEYS: meta hash, log stream. ARGV: epoch if none yet, meta ttl (ms), since epoch ('' for
 # the latest entries), since offset, limit (-1: none), ttl (ms, 0: none).
-# Returns {epoch, last offset, 1 if since could be honoured else 0, offset, payload, ...}.
+# Returns {epoch, last offset, 1 if since could be honoured else 0,
+#          offset, payload, signature line ('' if none), ...}.
 _READ_SCRIPT: Final = b"""
 local epoch = redis.call('HGET', KEYS[1], 'e')
 local last = 0
@@ -218,6 +307,7 @@ if ARGV[3] == '' then
     if tonumber(fields[2]) >= oldest then
       out[#out + 1] = tonumber(string.match(entries[i][1], '^%d+'))
       out[#out + 1] = fields[4]
+      out[#out + 1] = fields[6] or ''
     end
   end
   return out
@@ -245,6 +335,7 @@ end
 for i = 1, #entries do
   out[#out + 1] = tonumber(string.match(entries[i][1], '^%d+'))
   out[#out + 1] = entries[i][2][4]
+  out[#out + 1] = entries[i][2][6] or ''
 end
 return out
 """
@@ -286,7 +377,19 @@ class RedisBrokerStats:
     duplicates: int = 0
     """Received messages dropped as repeats of one already delivered."""
     malformed: int = 0
-    """Received messages ignored: not in the wire format."""
+    """Received messages dropped: not in the wire format (each field is parsed strictly),
+    and history entries that are not either."""
+    oversized: int = 0
+    """Received messages (and history entries) dropped: over ``max_message_size``."""
+    unauthenticated: int = 0
+    """With a ``secret``: received messages (and history entries) dropped for want of a
+    valid signature (forged, altered, moved to another topic, or from a process without
+    the secret)."""
+    sequence_resets: int = 0
+    """Without a ``secret``: received messages whose sequence number was far behind their
+    origin's last one. They are delivered and the origin's tracking restarts from them:
+    the last one was forged (or replayed), and must not make the origin's next messages
+    look like duplicates."""
     inbound_queue_peak_bytes: int = 0
     """The most payload bytes ever waiting for local fan-out at once."""
     recoveries: int = 0
@@ -408,6 +511,29 @@ class RedisBroker:
       ``ttl`` of inactivity (this, without ``ttl``).
     * ``max_recovery_buffer``: live publications held, all recoveries together, while
       subscribers recover (below).
+    * ``secret``: a key shared by every process of the deployment (``bytes`` or ``str``,
+      at least 16 bytes; from the environment, never from code). Each message is signed
+      with HMAC-SHA256 over its kind, channel, origin, sequence number and payload (and so
+      is each history entry); a message or history entry without a valid signature is
+      dropped and counted (``stats.unauthenticated``), and plain messages from other
+      Redis clients are no longer delivered. Without it, anyone who can ``PUBLISH`` on
+      this Redis can send any frame to your clients: use it unless Redis is reachable by
+      this deployment alone.
+    * ``max_message_size``: the largest payload, in bytes, taken from Redis (a message or
+      a history entry); larger ones are dropped before they are decoded and counted
+      (``stats.oversized``). Default: the server's ``max_payload_length`` (16 MiB).
+
+    **What comes from Redis is checked.** Every header field is parsed strictly (a
+    malformed message is dropped and counted in ``stats.malformed``), sizes are checked,
+    and with a ``secret`` signatures. Nothing dropped is delivered or touches the sequence
+    tracking. The tracking itself depends on the secret: with one, sequence numbers are
+    authentic, so one at or below its origin's last is a duplicate (a replay); without
+    one, a forged message could otherwise claim a huge number and make every later
+    message of that origin look like a duplicate, so a number at most 16 behind the
+    last is a duplicate and one further behind is believed, restarting the origin's
+    tracking (``stats.sequence_resets``). A secret does not hide messages (Redis sees
+    them) and does not stop the replay of a message whose origin this process no longer
+    tracks (after its topic lost every local subscriber, or 64 other origins since).
 
     **History.** A text publication on a topic with history goes to Redis only: one Lua
     script gives it the next offset, adds it to the topic's stream (at most ``size``
@@ -452,6 +578,8 @@ class RedisBroker:
         history: HistoryPolicy | Mapping[str, History] | None = None,
         history_meta_ttl: float = 30 * 86400.0,
         max_recovery_buffer: int = 10_000,
+        secret: bytes | str | None = None,
+        max_message_size: int | None = None,
     ) -> None:
         if importlib.util.find_spec("coredis") is None:
             raise ImportError(
@@ -466,6 +594,14 @@ class RedisBroker:
             raise ValueError("need 0 < reconnect_delay <= max_reconnect_delay")
         if timeout <= 0 or health_check_interval <= 0 or not history_meta_ttl > 0:
             raise ValueError("timeouts must be positive")
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if secret is not None and len(secret) < 16:
+            raise ValueError("secret must be at least 16 bytes (32 random bytes are best)")
+        if max_message_size is not None and (
+            type(max_message_size) is not int or max_message_size < 1
+        ):
+            raise ValueError("max_message_size must be a positive integer")
         self._url = url
         self._safe_url = _without_password(parts)
         self._prefix = channel_prefix
@@ -475,6 +611,9 @@ class RedisBroker:
         self._max_delay = max_reconnect_delay
         self._timeout = timeout
         self._health_interval = health_check_interval
+        self._secret: bytes | None = secret
+        self._size_given = max_message_size is not None
+        self._max_message_size: int = max_message_size or DEFAULT_MAX_MESSAGE_SIZE
 
         self.stats: RedisBrokerStats = RedisBrokerStats()
         """Counters: connections, messages published, received, lost, missed."""
@@ -567,6 +706,19 @@ class RedisBroker:
         """The history policy, or ``None`` when no topic keeps history."""
         return self._policy
 
+    @property
+    def max_message_size(self) -> int:
+        """The largest payload taken from Redis, in bytes (larger ones are dropped)."""
+        return self._max_message_size
+
+    def configure_payload_limit(self, max_payload_length: int) -> None:
+        """The server's ``max_payload_length``: the ``max_message_size`` of a broker
+        created without one (the server calls it; an explicit option wins)."""
+        if type(max_payload_length) is not int or max_payload_length < 1:
+            raise ValueError("max_payload_length must be a positive integer")
+        if not self._size_given:
+            self._max_message_size = max_payload_length
+
     def configure_history(self, policy: HistoryPolicy) -> None:
         """Keep history in Redis for the topics ``policy`` matches (once; an equal
         policy again is a no-op, another one a :class:`RuntimeError`)."""
@@ -658,7 +810,9 @@ class RedisBroker:
             return await self._publish_history(topic, frame, history, exclude)
         delivered = self._local.fan_out(topic, frame, exclude=exclude)
         channel = self._channel(topic)
-        payload = encode_wire(frame, self._origin, self._next_seq(topic))
+        payload = encode_wire(
+            frame, self._origin, self._next_seq(topic), secret=self._secret, channel=channel
+        )
         if self._running:
             self._enqueue((b"PUBLISH", channel, payload), len(payload))
             return delivered
@@ -679,7 +833,7 @@ class RedisBroker:
         head = None if frame.binary else envelope_head(frame.payload, topic_json(topic))
         if head is None:
             # Binary, or not a JSON object: live only, unnumbered.
-            payload = encode_wire(frame, origin, seq)
+            payload = encode_wire(frame, origin, seq, secret=self._secret, channel=channel)
             if not self._running:
                 return int(await self._once(lambda client: client.publish(channel, payload)))
             command: tuple[bytes, ...] = (b"PUBLISH", channel, payload)
@@ -726,7 +880,7 @@ class RedisBroker:
             reply = await self._once(
                 lambda client: client.eval(_READ_SCRIPT, keys, args), what="read history from"
             )
-            return _history_page(topic, reply, limit)
+            return self._history_page(topic, reply, limit)
         pub = self._pub
         if pub is None or self._state != "connected":
             raise ConnectionError(f"not connected to Redis at {self._safe_url}")
@@ -738,9 +892,66 @@ class RedisBroker:
             raise ConnectionError(
                 f"could not read history from Redis at {self._safe_url}: {_describe(exc)}"
             ) from exc
-        return _history_page(topic, reply, limit)
+        return self._history_page(topic, reply, limit)
 
     # -- history internals -------------------------------------------------------------------
+
+    def _history_page(self, topic: str, reply: Any, limit: int | None) -> HistoryPage:
+        """A :class:`HistoryPage` from the read script's reply, each entry checked as a
+        message from the channel is (size, signature): a page with an entry that fails
+        has no publications and ``recovered=False`` (better no recovery than a wrong one)."""
+        items = cast("list[Any]", reply)
+        epoch = items[0].decode() if isinstance(items[0], bytes) else str(items[0])
+        position = Position(epoch, int(items[1]))
+        recovered = int(items[2]) == 1
+        if limit == 0:
+            return HistoryPage(topic, position, (), recovered)
+        channel = self._channel(topic)
+        tail_epoch = b'"%s"' % epoch.encode()
+        publications: list[Publication] = []
+        for i in range(3, len(items) - 2, 3):
+            offset, payload, signed = int(items[i]), bytes(items[i + 1]), bytes(items[i + 2])
+            problem = self._check_entry(channel, offset, tail_epoch, payload, signed)
+            if problem is not None:
+                setattr(self.stats, problem, getattr(self.stats, problem) + 1)
+                logger.warning(
+                    "redis broker: history entry %d of %r dropped (%s); nothing recovered",
+                    offset,
+                    topic,
+                    problem,
+                )
+                return HistoryPage(topic, position, (), False)
+            publications.append(Publication(Position(epoch, offset), payload))
+        return HistoryPage(topic, position, tuple(publications), recovered)
+
+    def _check_entry(
+        self, channel: bytes, offset: int, epoch_json: bytes, payload: bytes, signed: bytes
+    ) -> str | None:
+        """The stats counter a history entry fails on, or ``None`` if it passes."""
+        if len(payload) > self._max_message_size:
+            return "oversized"
+        tail = position_tail(offset, epoch_json)
+        if not payload.endswith(tail):
+            return "malformed"
+        try:
+            payload.decode()
+        except UnicodeDecodeError:
+            return "malformed"
+        if self._secret is None:
+            return None
+        fields = signed.split(b" ")
+        if (
+            len(fields) != 3
+            or _ORIGIN.fullmatch(fields[0]) is None
+            or _SEQ.fullmatch(fields[1]) is None
+            or _SIGNATURE.fullmatch(fields[2]) is None
+        ):
+            return "unauthenticated"
+        head = payload[: -len(tail)]
+        expected = sign(self._secret, b"h", channel, fields[0], int(fields[1]), head)
+        if not hmac.compare_digest(expected, fields[2]):
+            return "unauthenticated"
+        return None
 
     def _history_for(self, topic: str) -> History | None:
         policy = self._policy
@@ -759,14 +970,22 @@ class RedisBroker:
     def _publish_args(
         self, history: History, channel: bytes, origin: bytes, seq: int, head: bytes
     ) -> tuple[bytes, ...]:
+        if self._secret is None:
+            header = b"%s%s %d " % (_HISTORY_HEADER, origin, seq)
+            signed = b""
+        else:
+            signature = sign(self._secret, b"h", channel, origin, seq, head)
+            header = b"%s%s %d %s " % (_HISTORY_HEADER, origin, seq, signature)
+            signed = b"%s %d %s" % (origin, seq, signature)
         return (
             new_epoch().encode(),  # used only if the topic has no epoch (yet, or any more)
             b"%d" % history.size,
             b"%d" % self._log_ttl_ms(history),
             b"%d" % self._meta_ttl_ms,
             channel,
-            b"%s%s %d " % (_HISTORY_HEADER, origin, seq),
+            header,
             head,
+            signed,
         )
 
     def _read_args(
@@ -822,7 +1041,7 @@ class RedisBroker:
                         recovering.dirty = False
                         reply = await self._evalsha(pub, _READ_SHA, keys, args)
                         if recovering.cancelled or not recovering.dirty:
-                            page = _history_page(topic, reply, None)
+                            page = self._history_page(topic, reply, None)
                             break
             except Exception as exc:
                 if _is_unexpected(exc):
@@ -1235,13 +1454,23 @@ class RedisBroker:
                     del self._sub_waiters[channel]
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
+        topic = self._channel_topics.get(channel)
+        if topic is None:
+            return  # a channel we just left
+        if len(data) > self._max_message_size + _MAX_HEADER:
+            self.stats.oversized += 1  # not even decoded
+            return
         message = decode_wire(data)
         if message is None:
             self.stats.malformed += 1
             return
-        topic = self._channel_topics.get(channel)
-        if topic is None:
-            return  # a channel we just left
+        if len(message.payload) > self._max_message_size:
+            self.stats.oversized += 1
+            return
+        secret = self._secret
+        if secret is not None and not _authentic(secret, channel, message):
+            self.stats.unauthenticated += 1
+            return
         origin = message.origin
         exclude: Subscriber | None = None
         own = origin is not None and origin in self._own_origins
@@ -1258,9 +1487,12 @@ class RedisBroker:
             last = seen.get(origin)
             if last is not None:
                 if message.seq <= last:
-                    self.stats.duplicates += 1
-                    return
-                if message.seq > last + 1:
+                    if secret is not None or last - message.seq < _REPLAY_WINDOW:
+                        self.stats.duplicates += 1
+                        return
+                    # Unsigned, and far behind: believe this one (see the class docs).
+                    self.stats.sequence_resets += 1
+                elif message.seq > last + 1:
                     self.stats.missed += message.seq - last - 1
                 seen.move_to_end(origin)
             elif len(seen) >= _MAX_ORIGINS_PER_TOPIC:
@@ -1435,19 +1667,6 @@ def _coredis() -> None:
         raise ImportError(
             "RedisBroker needs coredis: pip install 'trio-wsroutes[redis]'", name="coredis"
         ) from exc
-
-
-def _history_page(topic: str, reply: Any, limit: int | None) -> HistoryPage:
-    """A :class:`HistoryPage` from the read script's reply."""
-    items = cast("list[Any]", reply)
-    epoch = items[0].decode() if isinstance(items[0], bytes) else str(items[0])
-    publications: tuple[Publication, ...] = ()
-    if limit != 0:
-        publications = tuple(
-            Publication(Position(epoch, int(items[i])), bytes(items[i + 1]))
-            for i in range(3, len(items) - 1, 2)
-        )
-    return HistoryPage(topic, Position(epoch, int(items[1])), publications, int(items[2]) == 1)
 
 
 def _new_origin() -> bytes:

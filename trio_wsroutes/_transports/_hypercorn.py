@@ -1,7 +1,28 @@
-"""Running under hypercorn from Python, and refusing permessage-deflate there.
+"""Running under hypercorn from Python; bounding, or refusing, permessage-deflate there.
 
 :func:`serve` runs hypercorn's trio worker with the server's settings (TLS from an
 ``ssl.SSLContext`` included).
+
+Bounding permessage-deflate (compression on, the default):
+
+hypercorn hands each chunk of a compressed frame to wsproto's ``PerMessageDeflate``,
+which inflates it whole (``zlib.decompressobj().decompress(data)``, no ``max_length``);
+``websocket_max_message_size`` is checked only afterwards, on the inflated text. A 100 KB
+frame of zeros inflated to 100 MiB before the 1009: about 190 MiB (tracemalloc) for one
+connection, and ten such connections held more than a gigabyte. :func:`install_bounded_inflate`
+replaces the ``PerMessageDeflate`` name in ``hypercorn.protocol.ws_stream`` (the one its
+``Handshake.accept`` instantiates) by a subclass that inflates with ``max_length``: never
+more than one byte over what the message may still grow by, and the frame is refused with
+1009 (``MESSAGE_TOO_BIG``) as soon as the message would pass the limit, before the bytes
+are allocated. hypercorn then ends the connection (as it does for wsproto's other
+protocol errors, without sending the close frame). The subclass bounds only the
+connections of this library's ASGI transport, which sets :data:`inflate_limit` around its
+own ``websocket.accept``; other apps in the process keep wsproto's behaviour. It relies on
+wsproto's private inflate state (``_decompressor``, ``_inbound_compressed``,
+``_inbound_is_compressible``), so it is installed only for the versions checked
+(:data:`SUPPORTED`, :data:`SUPPORTED_WSPROTO`) and when those attributes are there. On
+any other version the inflation cannot be bounded: the ASGI transport then refuses
+permessage-deflate (as with ``compression=False``, below) and a warning is logged once.
 
 Refusing permessage-deflate (server option ``compression=False``):
 
@@ -34,7 +55,17 @@ from urllib.parse import urlsplit
 
 import trio
 
-__all__ = ["SUPPORTED", "install", "refuse_compression", "serve"]
+__all__ = [
+    "SUPPORTED",
+    "SUPPORTED_WSPROTO",
+    "InflateLimit",
+    "default_inflate_limit",
+    "inflate_limit",
+    "install",
+    "install_bounded_inflate",
+    "refuse_compression",
+    "serve",
+]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -46,6 +77,40 @@ refuse_compression: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 """Set while the ASGI transport sends ``websocket.accept`` for a server without
 compression."""
+
+SUPPORTED_WSPROTO = ("1.2.", "1.3.")
+"""wsproto version prefixes whose ``PerMessageDeflate`` the bounded subclass was checked
+against."""
+
+_DEFLATE_STATE = ("_decompressor", "_inbound_compressed", "_inbound_is_compressible")
+_DEFLATE_METHODS = ("frame_inbound_header", "frame_inbound_payload_data", "frame_inbound_complete")
+
+
+class InflateLimit:
+    """The largest message, inflated, that one connection may receive: ``size`` bytes.
+
+    The ASGI transport makes one per connection and sets :data:`inflate_limit` to it
+    around ``websocket.accept``; the bounded ``PerMessageDeflate`` made during the accept
+    keeps it, and the transport raises or lowers ``size`` when the engine tells it the
+    route's ``max_payload_length``.
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+inflate_limit: contextvars.ContextVar[InflateLimit | None] = contextvars.ContextVar(
+    "trio_wsroutes_inflate_limit", default=None
+)
+"""Set while the ASGI transport sends ``websocket.accept`` with compression on."""
+
+default_inflate_limit: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "trio_wsroutes_default_inflate_limit", default=None
+)
+"""The server's ``max_payload_length``, set by :func:`serve` for every connection it runs
+(``None`` under the hypercorn command line: the transport falls back to its own)."""
 
 _state: dict[str, bool] = {}
 
@@ -93,6 +158,131 @@ def _install() -> bool:
     return True
 
 
+def install_bounded_inflate() -> bool:
+    """Bound hypercorn's permessage-deflate inflation (once); ``True`` if it is bounded.
+
+    ``False`` when hypercorn is not installed (nothing to bound) or when its version, or
+    wsproto's, is not one the subclass was checked against (a warning is logged once:
+    the transport then refuses compression instead).
+    """
+    bounded = _state.get("bounded")
+    if bounded is not None:
+        return bounded
+    _state["bounded"] = ok = _install_bounded_inflate()
+    return ok
+
+
+def _install_bounded_inflate() -> bool:
+    try:
+        version = metadata.version("hypercorn")
+        wsproto_version = metadata.version("wsproto")
+        from hypercorn.protocol import ws_stream
+        from wsproto import extensions
+    except Exception:  # hypercorn (or wsproto) is not there: nothing to bound
+        return False
+    current: Any = getattr(ws_stream, "PerMessageDeflate", None)
+    base: Any = getattr(extensions, "PerMessageDeflate", None)
+    if (
+        not version.startswith(SUPPORTED)
+        or not wsproto_version.startswith(SUPPORTED_WSPROTO)
+        or base is None
+        or not (current is base or getattr(current, "__trio_wsroutes__", False))
+        or not _has_inflate_state(base)
+    ):
+        logger.warning(
+            "permessage-deflate is refused on hypercorn %s with wsproto %s: the size of an "
+            "inflated message cannot be bounded there before it is allocated (checked "
+            "versions: hypercorn %s, wsproto %s)",
+            version,
+            wsproto_version,
+            ", ".join(v + "x" for v in SUPPORTED),
+            ", ".join(v + "x" for v in SUPPORTED_WSPROTO),
+        )
+        return False
+    if current is base:
+        setattr(ws_stream, "PerMessageDeflate", _bounded_deflate())  # noqa: B010
+    return True
+
+
+def _has_inflate_state(base: Any) -> bool:
+    try:
+        probe = base()
+    except Exception:
+        return False
+    return all(hasattr(probe, name) for name in _DEFLATE_STATE) and all(
+        callable(getattr(base, name, None)) for name in _DEFLATE_METHODS
+    )
+
+
+def _bounded_deflate() -> type[Any]:
+    """wsproto's ``PerMessageDeflate``, inflating at most up to the connection's limit."""
+    import zlib
+
+    from wsproto.extensions import PerMessageDeflate
+    from wsproto.frame_protocol import CloseReason
+
+    class BoundedPerMessageDeflate(PerMessageDeflate):
+        __trio_wsroutes__ = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._wsroutes_limit: InflateLimit | None = inflate_limit.get()
+            self._wsroutes_inflated = 0
+
+        def frame_inbound_header(
+            self, proto: Any, opcode: Any, rsv: Any, payload_length: int
+        ) -> Any:
+            if self._inbound_compressed is None:  # the first frame of a message
+                self._wsroutes_inflated = 0
+            return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+        def frame_inbound_payload_data(self, proto: Any, data: bytes) -> Any:
+            limit = self._wsroutes_limit
+            if limit is None or not self._inbound_compressed or not self._inbound_is_compressible:
+                return super().frame_inbound_payload_data(proto, data)
+            return self._wsroutes_inflate(bytes(data), limit.size)
+
+        def frame_inbound_complete(self, proto: Any, fin: bool) -> Any:
+            limit = self._wsroutes_limit
+            if (
+                limit is None
+                or not fin
+                or not self._inbound_is_compressible
+                or not self._inbound_compressed
+            ):
+                return super().frame_inbound_complete(proto, fin)
+            data = self._wsroutes_inflate(b"\x00\x00\xff\xff", limit.size)
+            if isinstance(data, CloseReason):
+                return data
+            if proto.client:
+                no_context_takeover = self.server_no_context_takeover
+            else:
+                no_context_takeover = self.client_no_context_takeover
+            if no_context_takeover:
+                self._decompressor = None
+            self._inbound_compressed = None
+            self._wsroutes_inflated = 0
+            return data
+
+        def _wsroutes_inflate(self, data: bytes, size: int) -> Any:
+            room = size - self._wsroutes_inflated
+            decompressor = self._decompressor
+            assert decompressor is not None  # made by frame_inbound_header
+            try:
+                # max_length is never 0 (which would mean no limit): at most room + 1
+                # bytes are allocated, and one byte over the room refuses the message.
+                out = decompressor.decompress(data, max(room, 0) + 1)
+            except zlib.error:
+                return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+            if len(out) > room:
+                return CloseReason.MESSAGE_TOO_BIG
+            self._wsroutes_inflated += len(out)
+            return out
+
+    BoundedPerMessageDeflate.__qualname__ = BoundedPerMessageDeflate.__name__
+    return BoundedPerMessageDeflate
+
+
 def _has_extensions_attribute(handshake: Any) -> bool:
     # Handshake sets ``self.extensions`` from Sec-WebSocket-Extensions in __init__.
     init = getattr(handshake, "__init__", None)
@@ -108,7 +298,6 @@ async def serve(
     config: Any = None,
     ssl_context: ssl.SSLContext | None = None,
     max_message_size: int | None = None,
-    ping_interval: float | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -129,8 +318,9 @@ async def serve(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     if max_message_size is not None:
         config.websocket_max_message_size = max_message_size
-    if ping_interval is not None:
-        config.websocket_ping_interval = ping_interval
+    # Every connection hypercorn runs from here inherits it: its ASGI transport bounds
+    # inflation to the server's limit from the first frame on.
+    default_inflate_limit.set(config.websocket_max_message_size)
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
             functools.partial(hypercorn_serve, app, config, shutdown_trigger=shutdown_trigger)

@@ -5,6 +5,10 @@ cannot refuse a message before the server has read it whole, and cannot write wi
 waiting. So this transport reports ``can_ping = False`` and ``last_activity = None``, and
 leaves the size check to the engine; hypercorn's own ``websocket_max_message_size`` (set
 by :meth:`WebSocketServer.serve`) bounds what it buffers before the app sees a message.
+
+With compression on, hypercorn's permessage-deflate inflates at most the connection's
+limit of each message (``_hypercorn.install_bounded_inflate``), or, where that cannot be
+done, is refused.
 """
 
 from __future__ import annotations
@@ -27,15 +31,31 @@ Send = Callable[[ASGIMessage], Awaitable[None]]
 
 _HTTP_RESPONSE_EXTENSION = "websocket.http.response"
 
+DEFAULT_INFLATE_LIMIT = 16 * 1024 * 1024
+"""The inflated size a message may reach before the engine says (the server's default
+``max_payload_length``)."""
+
 
 class ASGITransport:
     """Adapts one ASGI ``websocket`` scope to the engine's transport interface.
 
     With ``compression=False`` the upgrade refuses permessage-deflate where the server
-    allows it (hypercorn 0.17 and 0.18, see ``_hypercorn.py``).
+    allows it (hypercorn 0.17 and 0.18, see ``_hypercorn.py``). With compression on,
+    hypercorn inflates no message beyond ``max_message_size`` (then the limit the engine
+    gives :meth:`limit_message_size`): the frame that would pass it is refused with 1009
+    before it is inflated. Without ``max_message_size``, the limit :meth:`WebSocketServer.serve`
+    gave hypercorn, else :data:`DEFAULT_INFLATE_LIMIT`, applies until the engine's.
     """
 
-    __slots__ = ("_compression", "_connected", "_receive", "_send", "pending", "scope")
+    __slots__ = (
+        "_compression",
+        "_connected",
+        "_inflate",
+        "_receive",
+        "_send",
+        "pending",
+        "scope",
+    )
 
     def __init__(
         self,
@@ -44,12 +64,16 @@ class ASGITransport:
         send: Send,
         *,
         compression: bool = True,
+        max_message_size: int | None = None,
     ) -> None:
         self.scope = scope
         self._receive = receive
         self._send = send
         self._connected = False
         self._compression = compression
+        if max_message_size is None:
+            max_message_size = _hypercorn.default_inflate_limit.get() or DEFAULT_INFLATE_LIMIT
+        self._inflate = _hypercorn.InflateLimit(max_message_size)
         self.pending: int = 0
         """The size of the frame being handed to the server."""
 
@@ -64,7 +88,10 @@ class ASGITransport:
         return None
 
     def limit_message_size(self, limit: int) -> bool:
-        """The server has read a message whole before the app sees it: ``False``."""
+        """The server has read a message whole before the app sees it: ``False``.
+
+        ``limit`` still bounds what hypercorn inflates of a compressed message."""
+        self._inflate.size = limit
         return False
 
     async def _await_connect(self) -> Disconnect | None:
@@ -84,7 +111,16 @@ class ASGITransport:
         message: ASGIMessage = {"type": "websocket.accept", "subprotocol": subprotocol}
         if headers:
             message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        if self._compression or not _hypercorn.install():
+        if self._compression and _hypercorn.install_bounded_inflate():
+            bounded = _hypercorn.inflate_limit.set(self._inflate)
+            try:
+                await self._send_checked(message)
+            finally:
+                _hypercorn.inflate_limit.reset(bounded)
+            return
+        # Compression off, or on where its inflation cannot be bounded: refuse it where
+        # the server allows that.
+        if not _hypercorn.install():
             await self._send_checked(message)
             return
         token = _hypercorn.refuse_compression.set(True)
