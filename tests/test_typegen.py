@@ -585,7 +585,8 @@ def test_envelopes_and_the_error_envelope() -> None:
     assert (
         "export type ServerMessage =\n"
         '    | { type: "said"; data: Said; id?: MessageId }\n'
-        "    | WebSocketErrorMessage;"
+        "    | WebSocketErrorMessage\n"
+        "    | WebSocketAckMessage;"
     ) in chat
     assert (
         "export type ClientMessage =\n"
@@ -595,6 +596,21 @@ def test_envelopes_and_the_error_envelope() -> None:
     # A wire type that is no identifier is quoted; a class without fields is an empty object.
     assert '    "thread:join": Join;' in chat
     assert "export type Join = Record<string, never>;" in text
+
+
+def test_the_ack_envelope_is_sent_where_a_handler_may_return_nothing() -> None:
+    text = generate_websocket_types(app.server)
+    assert properties(text, "WebSocketAckMessage") == ['type: "ack";', "id: MessageId;"]
+    # /api/shapes: every handler returns a message; the chat route's return None.
+    shapes = text[text.index("export namespace ShapesWebSocket") :]
+    shapes = shapes[: shapes.index("\n}\n")]
+    assert "WebSocketAckMessage" not in shapes
+    chat = text[text.index("export namespace ChatWebSocket") :]
+    assert "this route's messages, error envelopes and acks" in chat
+    validator = schema_validator("ChatWebSocketServerMessage")
+    assert validator.is_valid({"type": "ack", "id": 3})
+    assert not validator.is_valid({"type": "ack"})
+    assert not schema_validator("ShapesWebSocketServerMessage").is_valid({"type": "ack", "id": 3})
 
 
 def test_replies_are_documented_from_handler_annotations() -> None:
@@ -759,6 +775,12 @@ def test_asyncapi_channels_operations_messages_and_security() -> None:
     assert document["channels"]["ChatWebSocket"]["messages"]["client.thread_join"]["name"] == (
         "thread:join"
     )
+    # The chat route's handlers return None: the server answers them with an ack.
+    assert join["reply"]["messages"] == [{"$ref": "#/channels/ChatWebSocket/messages/server.ack"}]
+    assert operations["ChatWebSocket.send.ack"]["action"] == "send"
+    assert document["channels"]["ChatWebSocket"]["messages"]["server.ack"] == {
+        "$ref": "#/components/messages/WebSocketAck"
+    }
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 ::
 
     trio-wsroutes typegen app.main:server -o client/websocket-types.ts [--routes /a /b] [--watch]
+    trio-wsroutes typegen app.main:server -o src/websocket-types.ts --client src/client.ts
     trio-wsroutes schema app.main:server -o schema.json
     trio-wsroutes asyncapi app.main:server -o asyncapi.yaml
 
@@ -10,10 +11,13 @@
 ``WebSocketServer``, a route, or a list of routes, imported with the current directory
 (or ``--app-dir``) on ``sys.path``. Without ``-o`` the output goes to stdout. ``--check``
 (with ``-o``) writes nothing and exits 1 when the file is missing or stale (for CI).
-``--watch`` regenerates whenever a Python file the server was imported from changes (it
-needs watchfiles, the ``watch`` extra: ``pip install 'trio-wsroutes[watch]'``, or
-``pip install -e '.[watch]'`` in a checkout); each run happens in a fresh interpreter, so
-edits to any module are picked up. ``--version`` prints the version.
+``typegen --client PATH`` (repeatable, needs ``-o``) also writes a typed client for each
+route: TypeScript importing its types from the ``-o`` file, or plain JavaScript for a
+``.js``/``.mjs`` path. ``--watch`` regenerates whenever a Python file the server was
+imported from changes (it needs watchfiles, the ``watch`` extra: ``pip install
+'trio-wsroutes[watch]'``, or ``pip install -e '.[watch]'`` in a checkout); each run
+happens in a fresh interpreter, so edits to any module are picked up. ``--version``
+prints the version.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from typing import Any, NoReturn, TypeGuard, cast
 from ._routes import WebSocketRoute
 from ._typegen import (
     TypeGenerationError,
+    client_language,
     generate_asyncapi,
     generate_json_schema,
+    generate_websocket_client,
     generate_websocket_types,
     write_if_changed,
 )
@@ -95,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="write nothing; exit 1 if the output file is missing or out of date",
         )
+        if name == "typegen":
+            command.add_argument(
+                "--client",
+                action="append",
+                default=[],
+                metavar="PATH",
+                help="also write a typed client for each route: TypeScript (.ts), or plain "
+                "JavaScript (.js, .mjs) for pages without a build step; repeatable; needs -o",
+            )
         if name == "asyncapi":
             command.add_argument("--title", default="WebSocket API", help="info.title")
             command.add_argument("--api-version", default="1.0.0", help="info.version")
@@ -196,16 +211,43 @@ def _servers(entries: Sequence[str]) -> dict[str, str]:
     return servers
 
 
-def _render(args: argparse.Namespace) -> str:
+_TS_TO_JS = {".ts": ".js", ".tsx": ".js", ".mts": ".mjs", ".cts": ".cjs"}
+
+
+def types_module(types_path: str, client_path: str) -> str:
+    """The module specifier a client at ``client_path`` imports the types file
+    ``types_path`` by: relative, with the ``.js`` extension TypeScript resolves
+    (``./websocket-types.js`` for ``websocket-types.ts`` beside it)."""
+    directory = Path(os.path.abspath(client_path)).parent
+    relative = Path(os.path.relpath(os.path.abspath(types_path), directory)).as_posix()
+    suffix = Path(relative).suffix
+    if suffix in _TS_TO_JS:
+        relative = relative[: -len(suffix)] + _TS_TO_JS[suffix]
+    return relative if relative.startswith("../") else "./" + relative
+
+
+def _render(args: argparse.Namespace) -> list[tuple[str | None, str]]:
+    """``(path, text)`` for each file to write (``None``: stdout)."""
     source: Any = check_source(load_target(args.target, args.app_dir), args.target)
     if args.command == "typegen":
-        return generate_websocket_types(source, routes=args.routes)
+        outputs: list[tuple[str | None, str]] = [
+            (args.output, generate_websocket_types(source, routes=args.routes))
+        ]
+        for client in args.client:
+            text = generate_websocket_client(
+                source,
+                routes=args.routes,
+                language=client_language(client),
+                types_module=types_module(args.output, client),
+            )
+            outputs.append((client, text))
+        return outputs
     if args.command == "schema":
-        return generate_json_schema(source, routes=args.routes)
+        return [(args.output, generate_json_schema(source, routes=args.routes))]
     fmt = args.format
     if fmt is None:
         fmt = "json" if args.output and args.output.lower().endswith(".json") else "yaml"
-    return generate_asyncapi(
+    text = generate_asyncapi(
         source,
         routes=args.routes,
         title=args.title,
@@ -213,6 +255,7 @@ def _render(args: argparse.Namespace) -> str:
         servers=_servers(args.server),
         format=fmt,
     )
+    return [(args.output, text)]
 
 
 def _project_sources() -> list[str]:
@@ -239,32 +282,45 @@ def _project_sources() -> list[str]:
     return sorted(sources)
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that writes the files ``args`` names (for ``--check``'s message)."""
+    words = ["trio-wsroutes", args.command, args.target, "-o", args.output]
+    for client in getattr(args, "client", []):
+        words += ["--client", client]
+    return " ".join(words)
+
+
 def _generate(args: argparse.Namespace) -> int:
-    text = _render(args)
+    outputs = _render(args)
     if getattr(args, "report_sources", None):
         Path(args.report_sources).write_text(json.dumps(_project_sources()))
     if args.output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(outputs[0][1])
         sys.stdout.flush()
         return 0
     if args.check:
-        try:
-            current = Path(args.output).read_text()
-        except FileNotFoundError:
-            current = None
-        if current != text:
-            state = "is missing" if current is None else "is out of date"
-            print(
-                f"trio-wsroutes: {args.output} {state}; run: trio-wsroutes "
-                f"{args.command} {args.target} -o {args.output}",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"trio-wsroutes: {args.output} is up to date", file=sys.stderr)
-        return 0
-    changed = write_if_changed(args.output, text)
-    state = "wrote" if changed else "unchanged:"
-    print(f"trio-wsroutes: {state} {args.output}", file=sys.stderr, flush=True)
+        status = 0
+        for path, text in outputs:
+            assert path is not None
+            try:
+                current: str | None = Path(path).read_text()
+            except FileNotFoundError:
+                current = None
+            if current != text:
+                state = "is missing" if current is None else "is out of date"
+                print(
+                    f"trio-wsroutes: {path} {state}; run: {_command_line(args)}",
+                    file=sys.stderr,
+                )
+                status = 1
+            else:
+                print(f"trio-wsroutes: {path} is up to date", file=sys.stderr)
+        return status
+    for path, text in outputs:
+        assert path is not None
+        changed = write_if_changed(path, text)
+        state = "wrote" if changed else "unchanged:"
+        print(f"trio-wsroutes: {state} {path}", file=sys.stderr, flush=True)
     return 0
 
 
@@ -409,9 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(arguments)
+    command_parser: argparse.ArgumentParser = args.command_parser
     if args.check and args.output is None:
-        command_parser: argparse.ArgumentParser = args.command_parser
         command_parser.error("--check needs -o: the file to compare with what would be written")
+    if getattr(args, "client", None) and args.output is None:
+        command_parser.error("--client needs -o: the types file the client imports")
     try:
         if args.watch:
             return _watch(args, arguments)

@@ -3,6 +3,10 @@
 Run it with ``python -m examples.chat`` (or ``hypercorn --worker-class trio
 examples.chat.app:server``) and open http://127.0.0.1:8000/ in two browser tabs.
 
+The rooms keep history (``room:*``: the last 100 messages, for 5 minutes), so the page,
+which uses the generated client (``websocket-client.js``), gets what it missed while it
+was reconnecting, after a network loss or a server restart.
+
 Set ``WSROUTES_REDIS_URL`` (``redis://127.0.0.1:6379/0``) to share the rooms between
 processes through Redis, so that ``hypercorn --workers 2`` (or several hosts) serve one
 chat; unset, the rooms live in this process. ``user_count`` counts this process only.
@@ -17,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from trio_wsroutes import (
     Connection,
     Context,
+    History,
     MessageError,
     RedisBroker,
     WebSocketServer,
@@ -147,14 +153,16 @@ async def on_set_name(ws: Connection[ServerMessage], data: SetName, ctx: Context
 # -- the HTTP side: the page and its script, served by the same server --------------------
 
 HERE = Path(__file__).parent
-INDEX = (HERE / "index.html").read_bytes()
-CLIENT_JS = (HERE / "client.js").read_bytes()
-"""The page's script: ``client.ts`` compiled by tsc, typed by ``websocket-types.ts``."""
+HTML, JS = b"text/html; charset=utf-8", b"text/javascript; charset=utf-8"
 FILES = {
-    "/": (INDEX, b"text/html; charset=utf-8"),
-    "/index.html": (INDEX, b"text/html; charset=utf-8"),
-    "/client.js": (CLIENT_JS, b"text/javascript; charset=utf-8"),
+    "/": ("index.html", HTML),
+    "/index.html": ("index.html", HTML),
+    # The page's script: client.ts compiled by tsc, typed by websocket-types.ts.
+    "/client.js": ("client.js", JS),
+    # The generated client it imports (trio-wsroutes typegen ... --client).
+    "/websocket-client.js": ("websocket-client.js", JS),
 }
+"""URL path -> (file beside this module, content type), read on each request."""
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -174,7 +182,11 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     found = FILES.get(scope["path"])
-    body, content_type = found if found else (b"Not Found", b"text/plain")
+    if found:
+        name, content_type = found
+        body = await trio.Path(HERE / name).read_bytes()
+    else:
+        body, content_type = b"Not Found", b"text/plain"
     await send(
         {
             "type": "http.response.start",
@@ -189,5 +201,8 @@ REDIS_URL = os.environ.get("WSROUTES_REDIS_URL")
 """Redis shared by every worker and host; ``None``: topics stay in this process."""
 
 server = WebSocketServer(
-    [chat], http_app=http_app, broker=RedisBroker(REDIS_URL) if REDIS_URL else None
+    [chat],
+    http_app=http_app,
+    broker=RedisBroker(REDIS_URL) if REDIS_URL else None,
+    history={"room:*": History(size=100, ttl=300.0)},
 )

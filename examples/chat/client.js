@@ -1,9 +1,12 @@
-// The chat page's client, typed by the generated websocket-types.ts.
+// The chat page's script, on the client generated for the route (websocket-client.ts, its
+// types in websocket-types.ts): typed sends and requests, reconnection, recovery.
 //
-// Regenerate the types after changing app.py, then compile this file to client.js:
+// Regenerate both after changing app.py, then compile this file (and the client) to JS:
 //
-//   trio-wsroutes typegen examples.chat.app:server -o examples/chat/websocket-types.ts
+//   trio-wsroutes typegen examples.chat.app:server -o examples/chat/websocket-types.ts \
+//     --client examples/chat/websocket-client.ts --client examples/chat/websocket-client.js
 //   (cd tests/ts && npm ci) && node tests/ts/node_modules/typescript/bin/tsc -p examples/chat
+import { chatWebSocketPath, connectChatWebSocket, WebSocketClientError, WebSocketClosedError, WebSocketServerError, } from "./websocket-client.js";
 function element(id, kind) {
     const found = document.getElementById(id);
     if (!(found instanceof kind)) {
@@ -26,56 +29,68 @@ function line(text, cls) {
 }
 const room = new URLSearchParams(location.search).get("room") || "general";
 element("room", HTMLElement).textContent = "#" + room;
-const scheme = location.protocol === "https:" ? "wss" : "ws";
-const ws = new WebSocket(`${scheme}://${location.host}/chat/${encodeURIComponent(room)}`);
-let nextId = 1;
-/** Send a message; tsc checks its `type` and its `data` against the server's classes. */
-function send(message) {
-    ws.send(JSON.stringify({ ...message, id: nextId++ }));
-}
-function describeError(error) {
-    const where = (error.details ?? []).map((d) => `${d.path}: ${d.message}`).join("; ");
-    return `Error ${error.code}: ${error.error}${where ? ` (${where})` : ""}`;
-}
-ws.onopen = () => {
-    status.textContent = "connected";
-    setInterval(() => send({ type: "ping", data: { timestamp: Date.now() } }), 5000);
-};
-ws.onclose = (event) => {
-    status.textContent = `closed (${event.code})`;
-};
-ws.onmessage = (event) => {
-    const msg = JSON.parse(event.data);
-    switch (msg.type) {
-        case "message":
-            line(`${msg.data.user}: ${msg.data.text}`);
-            break;
-        case "joined":
-            line(`You are ${msg.data.you}; ${msg.data.user_count} here`, "info");
-            break;
-        case "left":
-            line(`${msg.data.user} left; ${msg.data.user_count} here`, "info");
-            break;
-        case "pong":
-            latency.textContent = String(Date.now() - msg.data.timestamp);
-            break;
-        case "error":
-            line(describeError(msg), "error");
-            break;
-        default: {
-            // Every server message is handled above: tsc fails here when app.py adds one.
-            const unhandled = msg;
-            console.warn("unexpected message", unhandled);
-        }
+// A path on this page's host: the client makes it ws:// (wss:// under https).
+const chat = connectChatWebSocket(chatWebSocketPath({ room }));
+function describe(error) {
+    if (error instanceof WebSocketServerError) {
+        const where = error.details.map((d) => `${d.path}: ${d.message}`).join("; ");
+        return `Error ${error.code}: ${error.message}${where ? ` (${where})` : ""}`;
     }
-};
+    return `Error: ${error instanceof Error ? error.message : String(error)}`;
+}
+/** Show what went wrong with a request, unless the connection went away meanwhile. */
+function report(error) {
+    if (!(error instanceof WebSocketClosedError))
+        line(describe(error), "error");
+}
+// Each handler gets the message's data, typed by its `type`.
+chat.on("message", (data) => line(`${data.user}: ${data.text}`));
+chat.on("joined", (data) => line(`You are ${data.you}; ${data.user_count} here`, "info"));
+chat.on("left", (data) => line(`${data.user} left; ${data.user_count} here`, "info"));
+chat.onError((error) => line(describe(error), "error"));
+/** A request: the promise resolves with the reply, typed as the handler declares (`pong`). */
+async function ping() {
+    const pong = await chat.request("ping", { timestamp: Date.now() }, { timeout: 5000 });
+    latency.textContent = String(Math.round(Date.now() - pong.data.timestamp));
+}
+let name = null;
+chat.onOpen(() => {
+    status.textContent = "connected";
+    ping().catch(report);
+});
+chat.onClose((info) => {
+    status.textContent = info.reconnecting ? "reconnecting…" : `closed (${info.code})`;
+    latency.textContent = "?";
+    // Queued now, so sent first on the next connection, before anything typed meanwhile.
+    if (info.reconnecting && name !== null)
+        chat.send("set_name", { name });
+});
+chat.onReconnect(() => line("Reconnected", "info"));
+// The client resumed the room where it was; its first message says whether nothing was lost.
+chat.onRecovery((info) => {
+    if (info.recovered) {
+        line(`Caught up with #${room}`, "info");
+    }
+    else {
+        line(`Some messages in #${room} were lost while you were away`, "error");
+    }
+});
+setInterval(() => {
+    if (chat.connected)
+        ping().catch(report);
+}, 5000);
 element("chat-form", HTMLFormElement).onsubmit = (event) => {
     event.preventDefault();
-    send({ type: "chat", data: { text: textInput.value } });
+    const text = textInput.value;
     textInput.value = "";
+    // The handler returns nothing: the request resolves on the server's ack.
+    chat.request("chat", { text }).catch(report);
 };
 element("name-form", HTMLFormElement).onsubmit = (event) => {
     event.preventDefault();
-    send({ type: "set_name", data: { name: nameInput.value } });
+    const wanted = nameInput.value;
+    chat.request("set_name", { name: wanted }).then(() => {
+        name = wanted;
+        line(`You are now ${wanted}`, "info");
+    }, report);
 };
-export {};

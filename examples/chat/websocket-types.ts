@@ -35,6 +35,13 @@ export interface WebSocketErrorMessage {
   details?: WebSocketErrorDetail[];
 }
 
+/** The answer to a message with an `id` whose handler returned nothing. */
+export interface WebSocketAckMessage {
+  type: "ack";
+  /** The `id` of the message it answers. */
+  id: MessageId;
+}
+
 /**
  * Say something in the room (or in `room`, if given).
  *
@@ -124,13 +131,14 @@ export namespace ChatWebSocket {
     | { type: "ping"; data: Ping; id?: MessageId }
     | { type: "set_name"; data: SetName; id?: MessageId };
 
-  /** Messages the server sends: this route's messages and error envelopes. */
+  /** Messages the server sends: this route's messages, error envelopes and acks. */
   export type ServerMessage =
     | { type: "joined"; data: Joined; id?: MessageId }
     | { type: "left"; data: Left; id?: MessageId }
     | { type: "message"; data: ChatOut; id?: MessageId }
     | { type: "pong"; data: Pong; id?: MessageId }
-    | WebSocketErrorMessage;
+    | WebSocketErrorMessage
+    | WebSocketAckMessage;
 
   /** The `data` of each client message, by `type`. */
   export interface ClientData {

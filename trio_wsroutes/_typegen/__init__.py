@@ -1,9 +1,10 @@
-"""Client types from the server's routes: TypeScript, JSON Schema and AsyncAPI.
+"""Client types from the server's routes: TypeScript, a typed client (TypeScript or
+JavaScript), JSON Schema and AsyncAPI.
 
-All three read the same model (:mod:`._model`): the routes of a server, their message
-classes, and each field's type as the project's converter puts it on the wire. Nothing
-here imports Trio, hypercorn or a network library; the only I/O is writing
-``output_path`` when one is given.
+All read the same model (:mod:`._model`): the routes of a server, their message classes,
+and each field's type as the project's converter puts it on the wire. Nothing here
+imports Trio, hypercorn or a network library; the only I/O is writing ``output_path``
+when one is given (and reading the client runtime, package data beside this module).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from typing import Literal
 
 from ._model import RoutesSource, TypeGenerationError, build_model, namespace_names
 from .asyncapi import render_asyncapi
+from .client import Language, render_client
 from .jsonschema import render_json_schema
 from .typescript import render_typescript
 
 __all__ = [
     "TypeGenerationError",
+    "client_language",
     "generate_asyncapi",
     "generate_json_schema",
+    "generate_websocket_client",
     "generate_websocket_types",
     "namespace_names",
     "write_if_changed",
@@ -76,6 +80,50 @@ def generate_websocket_types(
     on the wire; the message names the class and the field.
     """
     text = render_typescript(build_model(routes_or_server, routes))
+    if output_path is not None:
+        write_if_changed(output_path, text)
+    return text
+
+
+def client_language(path: StrPath | None) -> Language:
+    """The language of a client written to ``path``: JavaScript for ``.js`` and ``.mjs``,
+    TypeScript otherwise."""
+    suffix = Path(path).suffix.lower() if path is not None else ""
+    return "javascript" if suffix in (".js", ".mjs") else "typescript"
+
+
+def generate_websocket_client(
+    routes_or_server: RoutesSource,
+    output_path: StrPath | None = None,
+    routes: Iterable[str] | None = None,
+    *,
+    language: Language | None = None,
+    types_module: str = "./websocket-types.js",
+) -> str:
+    """A typed client for each route, over the browser's ``WebSocket``, written to
+    ``output_path`` if given.
+
+    ::
+
+        generate_websocket_types(server, "src/websocket-types.ts")
+        generate_websocket_client(server, "src/websocket-client.ts")   # TypeScript
+        generate_websocket_client(server, "static/websocket-client.js")  # plain JavaScript
+
+    Per route (namespace ``ChatWebSocket``): ``connectChatWebSocket(url, options)``
+    returning a ``WebSocketClient`` typed by the route (``send``, ``request``, ``on``,
+    ``onError``, ``onClose``, ``onReconnect``, ...), and ``chatWebSocketPath(params)``
+    for routes with path parameters. ``language`` is ``"typescript"`` or
+    ``"javascript"``, by default from the suffix of ``output_path`` (``.js``/``.mjs``:
+    JavaScript). The TypeScript imports its types (only types) from ``types_module``,
+    the module specifier of the file :func:`generate_websocket_types` wrote, relative to
+    the client file. The JavaScript is exactly what ``tsc`` emits for the TypeScript
+    (``--target es2022``), and needs nothing else at run time.
+    """
+    if language is None:
+        language = client_language(output_path)
+    if language not in ("typescript", "javascript"):
+        raise ValueError(f"language must be 'typescript' or 'javascript', got {language!r}")
+    text = render_client(build_model(routes_or_server, routes), language, types_module)
     if output_path is not None:
         write_if_changed(output_path, text)
     return text

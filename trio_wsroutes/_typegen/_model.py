@@ -99,6 +99,7 @@ FRAMEWORK_NAMES: Final = frozenset(
         "JsonValue",
         "WebSocketErrorMessage",
         "WebSocketErrorDetail",
+        "WebSocketAckMessage",
         "WebSocketErrorCode",
         # Members of every route namespace, which would hide a top-level name.
         "Params",
@@ -259,6 +260,11 @@ class MessageDef:
     description: str | None
     replies: tuple[str, ...] = ()
     """Wire types of the server messages a handler returns as the reply (client messages)."""
+    acked: bool | None = None
+    """For a client message whose handler's return annotation names only server messages
+    of the route and ``None``: whether ``None`` is among them (the server then answers a
+    request with ``ack``). ``None`` when the annotation is missing or names anything else:
+    any server message, or an ``ack``, may answer."""
 
 
 @attrs.frozen
@@ -287,6 +293,12 @@ class RouteModel:
     """``None`` for a public route (no ``authenticate``, or ``no_auth``)."""
     client_messages: tuple[MessageDef, ...]
     server_messages: tuple[MessageDef, ...]
+
+    @property
+    def acks(self) -> bool:
+        """Whether the server may answer a message of this route with ``ack``: some client
+        message's handler may return ``None``, or does not declare what it returns."""
+        return any(message.acked is not False for message in self.client_messages)
 
 
 @attrs.frozen
@@ -850,16 +862,32 @@ def _assign_names(defs: list[tuple[_Key, str]], reserved: set[str]) -> dict[tupl
 # -- the model ---------------------------------------------------------------------------
 
 
-def _replies(handler: Callable[..., Any], server: Mapping[type[Any], str]) -> tuple[str, ...]:
+_Answers: TypeAlias = "tuple[tuple[str, ...], bool | None]"
+
+
+def _replies(
+    handler: Callable[..., Any] | None, server: Mapping[type[Any], str]
+) -> tuple[tuple[str, ...], bool | None]:
+    """The server messages ``handler`` is annotated to return, and whether it may return
+    ``None`` (``None``: the annotation does not say; see :attr:`MessageDef.acked`)."""
+    if handler is None:
+        return (), None
     try:
         hints = typing.get_type_hints(handler)
     except Exception:
-        return ()
-    result = hints.get("return")
+        return (), None
+    if "return" not in hints:
+        return (), None
+    result = _unwrap(hints["return"])
     members = (
         get_args(result) if get_origin(result) in (typing.Union, types.UnionType) else (result,)
     )
-    return tuple(sorted({server[m] for m in members if isinstance(m, type) and m in server}))
+    replies = tuple(sorted({server[m] for m in members if isinstance(m, type) and m in server}))
+    acked = any(m is None or m is type(None) for m in members)
+    declared = all(
+        m is None or m is type(None) or (isinstance(m, type) and m in server) for m in members
+    )
+    return replies, acked if declared else None
 
 
 def _client_messages(
@@ -900,17 +928,17 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
     selected = sorted(_select(all_routes, routes), key=lambda r: r.path)
 
     walker = _Walker()
-    # (route, [(type, raw ref, class, replies)], [...])
+    # (route, [(type, raw ref, class, (replies, acked))], [...])
     walked: list[
         tuple[
             WebSocketRoute[Any, Any],
-            list[tuple[str, Ref, type[Any], tuple[str, ...]]],
-            list[tuple[str, Ref, type[Any], tuple[str, ...]]],
+            list[tuple[str, Ref, type[Any], _Answers]],
+            list[tuple[str, Ref, type[Any], _Answers]],
         ]
     ] = []
     for route in selected:
         server_types: dict[type[Any], str] = {}
-        server: list[tuple[str, Ref, type[Any], tuple[str, ...]]] = []
+        server: list[tuple[str, Ref, type[Any], _Answers]] = []
         for cls in route.server_message_types:
             wire = message_type(cls)
             if wire is None:  # pragma: no cover - server_messages() refuses these
@@ -918,14 +946,14 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
             server_types[cls] = wire
         for cls, wire in sorted(server_types.items(), key=lambda item: item[1]):
             where = f"server message {wire!r} of route {route.path}"
-            server.append((wire, _walk_message(walker, cls, "server", where), cls, ()))
-        client: list[tuple[str, Ref, type[Any], tuple[str, ...]]] = []
+            server.append((wire, _walk_message(walker, cls, "server", where), cls, ((), None)))
+        client: list[tuple[str, Ref, type[Any], _Answers]] = []
         for wire, cls, handler in sorted(_client_messages(route), key=lambda item: item[0]):
             where = f"client message {wire!r} of route {route.path}"
             if not attrs.has(cls):
                 raise TypeGenerationError(f"{where}: {cls!r} is not an attrs class")
-            replies = _replies(handler, server_types) if handler is not None else ()
-            client.append((wire, _walk_message(walker, cls, "client", where), cls, replies))
+            answers = _replies(handler, server_types)
+            client.append((wire, _walk_message(walker, cls, "client", where), cls, answers))
         walked.append((route, client, server))
 
     # Which classes look different from each direction (fixpoint over references).
@@ -1040,7 +1068,7 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
     for route, client, server in walked:
 
         def message_defs(
-            items: list[tuple[str, Ref, type[Any], tuple[str, ...]]],
+            items: list[tuple[str, Ref, type[Any], _Answers]],
         ) -> tuple[MessageDef, ...]:
             return tuple(
                 MessageDef(
@@ -1049,8 +1077,9 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
                     _qualified(cls),
                     _doc(cls),
                     replies,
+                    acked,
                 )
-                for wire, ref, cls, replies in items
+                for wire, ref, cls, (replies, acked) in items
             )
 
         params = route.pattern.param_names

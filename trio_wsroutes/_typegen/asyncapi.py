@@ -3,8 +3,9 @@
 * Each route is a channel whose ``address`` is the path with ``{param}`` placeholders,
   with its parameters.
 * Each client message is a ``receive`` operation (the application, the server, receives
-  it); each server message, and the error envelope, a ``send`` operation. A handler whose
-  return annotation names server messages gets a ``reply``.
+  it); each server message, the error envelope, and the ack (on routes where a handler may
+  return nothing), a ``send`` operation. A handler whose return annotation names server
+  messages (or ``None``: the ack) gets a ``reply``.
 * Message payloads are the whole envelope (``type``, ``data``, ``id``) as AsyncAPI
   (JSON Schema draft-07) schemas; data classes and enums go to ``components/schemas``.
 * ``authenticate`` becomes the operations' ``security``: ``create_token_auth`` as a bearer
@@ -93,6 +94,8 @@ class _Channel:
         for message in route.server_messages:
             self.add("server", message)
         self.messages["server.error"] = {"$ref": "#/components/messages/WebSocketError"}
+        if route.acks:
+            self.messages["server.ack"] = {"$ref": "#/components/messages/WebSocketAck"}
         for message in route.client_messages:
             self.add("client", message)
 
@@ -147,6 +150,8 @@ class _Channel:
             replies = [
                 self.keys[("server", t)] for t in message.replies if ("server", t) in self.keys
             ]
+            if message.acked:
+                replies.append("server.ack")
             if replies:
                 op["reply"] = {
                     "channel": {"$ref": f"#/channels/{ns}"},
@@ -161,6 +166,12 @@ class _Channel:
         out[f"{ns}.send.error"] = self.operation(
             "send", "server.error", "The server reports a message it could not accept or handle."
         )
+        if self.route.acks:
+            out[f"{ns}.send.ack"] = self.operation(
+                "send",
+                "server.ack",
+                "The server acknowledges a message whose handler returned nothing.",
+            )
         return out
 
 
@@ -207,7 +218,14 @@ def build_asyncapi(
                 "summary": "The error envelope.",
                 "contentType": "application/json",
                 "payload": {"$ref": "#/components/schemas/WebSocketErrorMessage"},
-            }
+            },
+            "WebSocketAck": {
+                "name": "ack",
+                "title": "ack",
+                "summary": "The answer to a message with an id whose handler returned nothing.",
+                "contentType": "application/json",
+                "payload": {"$ref": "#/components/schemas/WebSocketAckMessage"},
+            },
         },
     }
     if security_schemes:

@@ -130,7 +130,7 @@ class SchemaBuilder:
         return schema
 
     def framework_definitions(self) -> dict[str, Schema]:
-        """``MessageId`` and the error envelope, which every route shares."""
+        """``MessageId``, the error envelope and the ack, which every route shares."""
         return {
             "MessageId": {
                 "description": "A request id: a message that carries one gets it back on "
@@ -164,15 +164,26 @@ class SchemaBuilder:
                 },
                 "required": ["type", "error", "code"],
             },
+            "WebSocketAckMessage": {
+                "description": "The answer to a message with an id whose handler returned "
+                "nothing.",
+                "type": "object",
+                "properties": {"type": {"const": "ack"}, "id": self.ref("MessageId")},
+                "required": ["type", "id"],
+            },
         }
 
     def route_union(self, route: RouteModel, direction: Literal["client", "server"]) -> Schema:
+        """A whole message of ``route`` in one direction (a ``oneOf`` over its envelopes;
+        the server's include the error envelope, and the ack where a handler may send one)."""
         if direction == "client":
             options = [self.envelope(m) for m in route.client_messages]
             text = f"A message a client may send on {route.path}."
         else:
             options = [self.envelope(m) for m in route.server_messages]
             options.append(self.ref("WebSocketErrorMessage"))
+            if route.acks:
+                options.append(self.ref("WebSocketAckMessage"))
             text = f"A message the server sends on {route.path}."
         if not options:
             return {"description": text + " (None: this route takes no messages.)", "not": {}}

@@ -66,6 +66,13 @@ export interface WebSocketErrorMessage {{
   /** For `VALIDATION_ERROR`: every problem found, one per field. */
   details?: WebSocketErrorDetail[];
 }}
+
+/** The answer to a message with an `id` whose handler returned nothing. */
+export interface WebSocketAckMessage {{
+  type: "ack";
+  /** The `id` of the message it answers. */
+  id: MessageId;
+}}
 """
 
 _JSON_VALUE: Final = """
@@ -248,12 +255,16 @@ def _namespace(route: RouteModel) -> str:
     out.append("  /** Messages a client may send. */\n")
     out.append("  export type ClientMessage =")
     out.append(_union([_envelope(m) for m in route.client_messages], "  "))
-    out.append(
-        "\n  /** Messages the server sends: this route's messages and error envelopes. */\n"
-    )
+    framework = ["WebSocketErrorMessage"]
+    if route.acks:
+        framework.append("WebSocketAckMessage")
+        what = "this route's messages, error envelopes and acks"
+    else:
+        what = "this route's messages and error envelopes"
+    out.append(f"\n  /** Messages the server sends: {what}. */\n")
     out.append("  export type ServerMessage =")
     server = [_envelope(m) for m in route.server_messages]
-    out.append(_union([*server, "WebSocketErrorMessage"], "  "))
+    out.append(_union([*server, *framework], "  "))
     out.append("\n  /** The `data` of each client message, by `type`. */\n")
     out.append("  export interface ClientData ")
     out.append(_data_map(route.client_messages, "    ", replies=True))

@@ -35,6 +35,13 @@ export interface WebSocketErrorMessage {
   details?: WebSocketErrorDetail[];
 }
 
+/** The answer to a message with an `id` whose handler returned nothing. */
+export interface WebSocketAckMessage {
+  type: "ack";
+  /** The `id` of the message it answers. */
+  id: MessageId;
+}
+
 /** Python: `test_client_types.Author` (as the server sends it). */
 export interface Author {
   name: string;

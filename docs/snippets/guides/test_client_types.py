@@ -1,7 +1,8 @@
 """Snippets for the "Client types" guide (collected and run by pytest).
 
 ``client_types.ts`` beside this file is what ``generate_websocket_types`` writes for the
-routes below; the test fails when it is stale.
+routes below, and ``client_types_client.ts`` the client ``trio-wsroutes typegen --client``
+writes for them; the tests fail when either is stale.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
+from trio_wsroutes._typegen import generate_websocket_client
 
 
 # [classes]
@@ -85,3 +87,9 @@ def test_the_guide_shows_what_the_generator_writes() -> None:
     # [/generate]
     committed = Path(__file__).with_name("client_types.ts").read_text()
     assert text == committed, "regenerate docs/snippets/guides/client_types.ts"
+
+
+def test_the_guide_shows_what_the_client_generator_writes() -> None:
+    text = generate_websocket_client(server, types_module="./client_types.js")
+    committed = Path(__file__).with_name("client_types_client.ts").read_text()
+    assert text == committed, "regenerate docs/snippets/guides/client_types_client.ts"

@@ -1,0 +1,189 @@
+"""The server the generated client's runtime tests talk to (``tests/test_client_ts.py``).
+
+One route with every kind of answer: a declared reply (``ping``), an ``ack`` (``note``),
+a handler without a return annotation (``echo``: any message or an ack), a handler
+error (``fail``), a late reply (``slow``), a frame of an undeclared type (``weird``),
+publications on a topic with history (``shout``), and a dropped connection that misses
+publications (``drop``). Tokens are read from the ``key`` query parameter.
+
+``/beat`` has the envelope heartbeat: the server sends ``{"type": "ping"}`` and the
+client must answer ``{"type": "pong"}``; the route's own ``pong`` handler answers that
+with a ``beat``, so a test sees the client answer.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from trio_wsroutes import (
+    Connection,
+    Context,
+    History,
+    MessageError,
+    WebSocketServer,
+    create_token_auth,
+    create_websocket_route,
+    message,
+)
+
+
+@attrs.frozen
+class Ping:
+    timestamp: float
+
+
+@attrs.frozen
+class Note:
+    text: str
+
+
+@attrs.frozen
+class Fail:
+    code: str
+
+
+@attrs.frozen
+class Echo:
+    text: str
+    reply: bool = True
+
+
+@attrs.frozen
+class Shout:
+    text: str
+
+
+@attrs.frozen
+class Drop:
+    """Leave the room, let ``missed`` publications happen there, then close with ``code``."""
+
+    code: int = 1012
+    missed: int = 0
+
+
+@attrs.frozen
+class Weird:
+    pass
+
+
+@attrs.frozen
+class Slow:
+    seconds: float
+
+
+@message("hello")
+@attrs.frozen
+class Hello:
+    user: str
+    room: str
+
+
+@message("pong")
+@attrs.frozen
+class Pong:
+    timestamp: float
+
+
+@message("echoed")
+@attrs.frozen
+class Echoed:
+    text: str
+
+
+@message("said")
+@attrs.frozen
+class Said:
+    text: str
+    by: str
+
+
+def verify(token: str) -> str | None:
+    return token.removeprefix("user-") if token.startswith("user-") else None
+
+
+rpc = (
+    create_websocket_route("/rpc/:room")
+    .server_messages(Hello, Pong, Echoed, Said)
+    .authenticate(create_token_auth(verify, query_param_name="key"))
+)
+
+Out = Hello | Pong | Echoed | Said
+
+
+def room_topic(ctx: Context[str]) -> str:
+    return f"room:{ctx.params['room']}"
+
+
+@rpc.on_connect
+async def joined(ws: Connection[Out], ctx: Context[str]) -> None:
+    await ws.subscribe(room_topic(ctx))
+    await ws.send(Hello(user=ctx.user, room=ctx.params["room"]))
+
+
+@rpc.on("ping", Ping)
+async def on_ping(ws: Connection[Out], data: Ping, ctx: Context[str]) -> Pong:
+    return Pong(timestamp=data.timestamp)
+
+
+@rpc.on("note", Note)
+async def on_note(ws: Connection[Out], data: Note, ctx: Context[str]) -> None:
+    return None
+
+
+@rpc.on("fail", Fail)
+async def on_fail(ws: Connection[Out], data: Fail, ctx: Context[str]) -> None:
+    raise MessageError("refused on purpose", code=data.code)
+
+
+@rpc.on("echo", Echo)
+async def on_echo(ws: Connection[Out], data: Echo, ctx: Context[str]):  # type: ignore[no-untyped-def]
+    # No return annotation: the client accepts any server message, or an ack.
+    return Echoed(text=data.text) if data.reply else None
+
+
+@rpc.on("shout", Shout)
+async def on_shout(ws: Connection[Out], data: Shout, ctx: Context[str]) -> None:
+    await ws.publish(room_topic(ctx), Said(text=data.text, by=ctx.user), include_self=True)
+
+
+@rpc.on("drop", Drop)
+async def on_drop(ws: Connection[Out], data: Drop, ctx: Context[str]) -> None:
+    topic = room_topic(ctx)
+    await ws.unsubscribe(topic)
+    for n in range(data.missed):
+        await server.publish(topic, Said(text=f"missed {n}", by="server"))
+    await ws.close(data.code, "dropped on purpose")
+
+
+@rpc.on("weird", Weird)
+async def on_weird(ws: Connection[Out], data: Weird, ctx: Context[str]) -> None:
+    await ws.send_text('{"type":"surprise","data":{}}')
+
+
+@rpc.on("slow", Slow)
+async def on_slow(ws: Connection[Out], data: Slow, ctx: Context[str]) -> Pong:
+    await trio.sleep(data.seconds)
+    return Pong(timestamp=-1.0)
+
+
+@attrs.frozen
+class HeartbeatPong:
+    pass
+
+
+@message("beat")
+@attrs.frozen
+class Beat:
+    pass
+
+
+beat = create_websocket_route("/beat").server_messages(Beat).heartbeat(0.05, timeout=30.0)
+
+
+@beat.on("pong", HeartbeatPong)
+async def on_heartbeat_pong(ws: Connection[Beat], data: HeartbeatPong, ctx: Context[None]) -> None:
+    await ws.send(Beat())
+
+
+server = WebSocketServer([rpc, beat], history={"room:*": History(size=100)})
