@@ -426,7 +426,7 @@ def test_a_client_message_type_the_converter_cannot_read_fails_when_declared() -
     class Lookup:
         ident: datetime.time
 
-    with pytest.raises(TypeError, match="field 'ident'.*cannot read datetime.time"):
+    with pytest.raises(TypeError, match=r"field 'ident'.*cannot read datetime\.time"):
         create_websocket_route("/lookup").client_messages(message("lookup")(Lookup))
     # The same class is fine as a server message.
     text = generate_websocket_types(create_websocket_route("/ok").server_messages(Lookup))
@@ -439,7 +439,7 @@ def test_an_unresolvable_annotation_names_the_class() -> None:
     class Broken:
         value: NoSuchType  # type: ignore[name-defined]  # noqa: F821
 
-    with pytest.raises(TypeError, match="Broken.*NoSuchType"):
+    with pytest.raises(TypeError, match=r"Broken.*NoSuchType"):
         create_websocket_route("/broken").server_messages(Broken)
 
 
