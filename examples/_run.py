@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import trio
 
@@ -18,12 +17,14 @@ def run(server: WebSocketServer, name: str, paths: list[str]) -> None:
     args = parser.parse_args()
 
     async def main() -> None:
+        # serve() stops on Ctrl+C or SIGTERM: 1001 to every client, then it returns.
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(server.serve, args.host, args.port)
             for address in addresses:
                 print(f"{name} example running on {address.http_url}/", flush=True)
                 for path in paths:
                     print(f"WebSocket endpoint: {address.ws_url}{path}", flush=True)
+            print("Ctrl+C to stop", flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(main)
+    trio.run(main)
+    print(f"{name} example stopped", flush=True)

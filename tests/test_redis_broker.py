@@ -525,7 +525,10 @@ async def test_chat_example_on_two_hypercorn_workers_shares_rooms_through_redis(
                     lambda: log_path.read_bytes().count(b"Running on") >= 2, timeout=30
                 )
                 while subscribed_processes() < 2:
-                    assert len(clients) < 40, "every connection went to one worker"
+                    # Which worker accepts is up to the kernel (and to which one is idle):
+                    # give the other one time to be the one that wakes up.
+                    assert len(clients) < 200, "every connection went to one worker"
+                    await trio.sleep(0.02)
                     while True:
                         try:
                             ws = await stack.enter_async_context(

@@ -1,7 +1,9 @@
-"""The ``trio-wsroutes`` command: client types, JSON Schema and AsyncAPI from a server.
+"""The ``trio-wsroutes`` command: client types, JSON Schema and AsyncAPI from a server, and
+a development server.
 
 ::
 
+    trio-wsroutes serve app.main:server [--native] [--host H] [--port P] [--reload]
     trio-wsroutes typegen app.main:server -o client/websocket-types.ts [--routes /a /b] [--watch]
     trio-wsroutes typegen app.main:server -o src/websocket-types.ts --client src/client.ts
     trio-wsroutes schema app.main:server -o schema.json
@@ -18,11 +20,17 @@ imported from changes (it needs watchfiles, the ``watch`` extra: ``pip install
 'trio-wsroutes[watch]'``, or ``pip install -e '.[watch]'`` in a checkout); each run
 happens in a fresh interpreter, so edits to any module are picked up. ``--version``
 prints the version.
+
+``serve`` runs the server (hypercorn's trio worker, or ``--native``) until Ctrl+C or
+SIGTERM, which close every connection with 1001 and return cleanly; ``--reload`` runs it
+in a child process and restarts it, gracefully, when a Python file under ``--app-dir``
+changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -127,6 +135,33 @@ def _parser() -> argparse.ArgumentParser:
             )
         command.add_argument(_SOURCES_FLAG, help=argparse.SUPPRESS)
         command.set_defaults(command_parser=command)
+    serve_help = "serve a WebSocketServer (for development; Ctrl+C stops it gracefully)"
+    serve = commands.add_parser("serve", help=serve_help, description=serve_help)
+    serve.add_argument(
+        "target",
+        metavar="TARGET",
+        help="module:attribute naming a WebSocketServer (attribute defaults to 'server')",
+    )
+    serve.add_argument(
+        "--native",
+        action="store_true",
+        help="the native transport (default: hypercorn's trio worker, with http_app)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (8000)")
+    serve.add_argument("--certfile", help="TLS certificate chain (PEM): serve wss://")
+    serve.add_argument("--keyfile", help="TLS private key (PEM), with --certfile")
+    serve.add_argument(
+        "--app-dir",
+        default=".",
+        help="directory to import TARGET from (default: the current directory)",
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when the server's Python files change (needs watchfiles)",
+    )
+    serve.set_defaults(command_parser=serve)
     return parser
 
 
@@ -458,6 +493,90 @@ def _is_dict(value: object) -> TypeGuard[dict[str, object]]:
     return isinstance(value, dict)
 
 
+# -- serve ---------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import ssl
+
+    import trio
+
+    from ._server import WebSocketServer
+
+    server = load_target(args.target, args.app_dir)
+    if not isinstance(server, WebSocketServer):
+        raise _Failure(f"{args.target} is {_describe(server)}, not a WebSocketServer")
+    context: ssl.SSLContext | None = None
+    if args.certfile is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.certfile, args.keyfile)
+    serve = server.serve_native if args.native else server.serve
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(
+                functools.partial(serve, args.host, args.port, ssl_context=context)
+            )
+            transport = "native transport" if args.native else "hypercorn"
+            for address in addresses:
+                paths = ", ".join(route.path for route in server.routes)
+                print(
+                    f"trio-wsroutes: serving {args.target} on {address.ws_url} ({transport}; "
+                    f"routes: {paths}); Ctrl+C to stop",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    trio.run(run)
+    print("trio-wsroutes: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _serve_reloading(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if importlib.util.find_spec("watchfiles") is None:
+        raise _Failure(f"--reload needs watchfiles: {_watch_install_hint()}")
+    import trio
+
+    child = [a for a in argv if a != "--reload"]
+    trio.run(_reload_loop, child, os.path.abspath(args.app_dir))
+    return 0
+
+
+async def _reload_loop(child_argv: list[str], app_dir: str) -> None:
+    """Run ``serve`` in a child process; on a change to a Python file under ``app_dir``,
+    stop it gracefully (SIGTERM) and start it again."""
+    import trio
+    import watchfiles
+
+    stop = trio.Event()
+    command = [sys.executable, "-m", "trio_wsroutes._cli", *child_argv]
+    async with trio.open_nursery() as nursery:
+
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    stop.set()
+                    return
+
+        nursery.start_soon(stop_on_signal)
+        while not stop.is_set():
+            process = await trio.lowlevel.open_process(command)
+            async for changes in watchfiles.awatch(
+                app_dir,
+                watch_filter=watchfiles.PythonFilter(),
+                stop_event=stop,
+                rust_timeout=1000,
+                step=50,
+            ):
+                listed = ", ".join(sorted({_relative(path) for _, path in changes}))
+                print(f"trio-wsroutes: changed: {listed}; restarting", file=sys.stderr, flush=True)
+                break
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)  # a graceful stop: 1001 to every client
+            await process.wait()
+        nursery.cancel_scope.cancel()
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -466,11 +585,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(arguments)
     command_parser: argparse.ArgumentParser = args.command_parser
-    if args.check and args.output is None:
+    if getattr(args, "check", False) and args.output is None:
         command_parser.error("--check needs -o: the file to compare with what would be written")
     if getattr(args, "client", None) and args.output is None:
         command_parser.error("--client needs -o: the types file the client imports")
     try:
+        if args.command == "serve":
+            if args.keyfile is not None and args.certfile is None:
+                command_parser.error("--keyfile needs --certfile")
+            if args.reload:
+                return _serve_reloading(args, arguments)
+            return _serve(args)
         if args.watch:
             return _watch(args, arguments)
         return _generate(args)

@@ -125,6 +125,8 @@ _Marker = _Closing | _Signal
 """What the outbox holds besides frames."""
 
 _ENVELOPE_PING: Final = b'{"type":"ping"}'
+_GOODBYE_TIMEOUT: Final = 1.0
+"""Seconds a connection cancelled from outside may take to send its 1001."""
 
 
 def _request_id_of(message: str | bytes) -> str | int | None:
@@ -500,6 +502,18 @@ class Connection(Generic[ServerT_contra]):
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reader, send_channel)
                 await self._dispatcher(receive_channel)
+        except trio.Cancelled:
+            # Cancelled from outside (the connection ends its own nursery itself): the
+            # server is going away without having closed it. Say so, briefly.
+            if not self._closing:
+                self._closing = True
+                self._close_code, self._close_reason = CloseCode.GOING_AWAY, "server shutdown"
+                with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
+                    try:
+                        await self._transport.close(CloseCode.GOING_AWAY, "server shutdown")
+                    except TransportClosed:
+                        pass
+            raise
         finally:
             self._stats.connections_closed += 1
             self._closing = True

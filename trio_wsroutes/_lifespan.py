@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from ._broker import Broker, RunnableBroker
+from ._signals import interrupt_ignored, on_worker_signals
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["LifespanDriver", "LifespanError", "ShutdownHook", "StartupHook", "run_lifespan"]
@@ -96,6 +97,8 @@ async def run_lifespan(
     startup_hooks: Sequence[StartupHook],
     shutdown_hooks: Sequence[ShutdownHook],
     http_app: ASGIApp | None,
+    on_interrupt: Callable[[], Awaitable[None]] | None = None,
+    grace: float = 5.0,
 ) -> None:
     """The server's side of the ASGI lifespan protocol.
 
@@ -116,6 +119,8 @@ async def run_lifespan(
                 await inner.startup(nursery)
             for hook in startup_hooks:
                 await hook(nursery)
+            if on_interrupt is not None and interrupt_ignored():
+                nursery.start_soon(on_worker_signals, on_interrupt, grace)
         except Exception as exc:
             logger.exception("startup failed")
             await send({"type": "lifespan.startup.failed", "message": repr(exc)})

@@ -32,6 +32,7 @@ from ._paths import Router
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
 from ._routes import ServerDefaults, WebSocketRoute, resolve_route
+from ._signals import handles_signals, shutdown_on_signals
 from ._spec import EngineOptions, Heartbeat, RateLimit, RouteSpec, SlowConsumerPolicy
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
@@ -431,6 +432,8 @@ class WebSocketServer:
                 startup_hooks=self._startup_hooks,
                 shutdown_hooks=self._shutdown_hooks,
                 http_app=self.http_app,
+                on_interrupt=self._interrupted,
+                grace=self.options.close_timeout,
             )
         elif self.http_app is not None:
             await self.http_app(scope, receive, send)
@@ -482,41 +485,60 @@ class WebSocketServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+        handle_signals: bool | None = None,
         hypercorn_config: Any = None,
         task_status: trio.TaskStatus[list[BoundAddress]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve under hypercorn's trio worker until ``shutdown_trigger`` returns or the
-        task is cancelled.
+        """Serve under hypercorn's trio worker until shutdown.
+
+        Shutdown comes from ``shutdown_trigger`` returning, from SIGINT or SIGTERM (when
+        signals are handled), or from cancelling the task. Signals are handled by default
+        when ``serve`` runs in the main thread without a ``shutdown_trigger``, that is, as
+        a program of its own; ``handle_signals`` says so explicitly (``False`` when
+        embedding the server in a larger program). On shutdown every connection is closed
+        with 1001 (waiting up to ``close_timeout`` for the closing handshakes, less on a
+        second Ctrl+C), then hypercorn stops, and ``serve`` returns normally: no
+        ``KeyboardInterrupt``.
 
         ``port=0`` binds a free port; ``await nursery.start(server.serve, host, 0)``
         returns the bound addresses. ``ssl_context`` serves ``wss://`` (and ``https://``
-        for ``http_app``). On shutdown every connection is closed with 1001 before
-        hypercorn stops. ``hypercorn_config`` is a ``hypercorn.config.Config`` for
-        everything else (access logs, timeouts); its ``bind`` is replaced.
+        for ``http_app``). ``hypercorn_config`` is a ``hypercorn.config.Config`` for
+        everything else (access logs, timeouts, ``websocket_ping_interval``); its
+        ``bind`` is replaced.
         """
         from ._transports import _hypercorn
 
-        async def shutdown() -> None:
-            if shutdown_trigger is None:
-                await trio.sleep_forever()
-            else:
-                await shutdown_trigger()
-            await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
+        handle = handles_signals(handle_signals, shutdown_trigger)
+        async with shutdown_on_signals(handle) as stop:
 
-        async with trio.open_nursery() as nursery:
-            bound: list[tuple[str, int]] = await nursery.start(
-                functools.partial(
-                    _hypercorn.serve,
-                    self,
-                    host,
-                    port,
-                    config=hypercorn_config,
-                    ssl_context=ssl_context,
-                    max_message_size=self.options.max_payload_length,
-                    shutdown_trigger=shutdown,
-                )
-            )
-            task_status.started([BoundAddress(h, p, ssl_context is not None) for h, p in bound])
+            async def shutdown() -> None:
+                await stop.wait(shutdown_trigger)
+                with stop.grace(self.options.close_timeout):
+                    await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
+
+            async with trio.open_nursery() as nursery:
+
+                async def run(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                    await _hypercorn.serve(
+                        self,
+                        host,
+                        port,
+                        config=hypercorn_config,
+                        ssl_context=ssl_context,
+                        max_message_size=self.options.max_payload_length,
+                        shutdown_trigger=shutdown,
+                        task_status=task_status,
+                    )
+                    nursery.cancel_scope.cancel()  # done: stop watching for a second signal
+
+                async def cut_short() -> None:
+                    await stop.urgent.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(cut_short)
+                bound: list[tuple[str, int]] = await nursery.start(run)
+                secure = ssl_context is not None
+                task_status.started([BoundAddress(h, p, secure) for h, p in bound])
 
     async def serve_native(
         self,
@@ -525,10 +547,11 @@ class WebSocketServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+        handle_signals: bool | None = None,
         task_status: trio.TaskStatus[list[BoundAddress]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve the routes with the native transport until ``shutdown_trigger`` returns
-        or the task is cancelled.
+        """Serve the routes with the native transport until shutdown: ``shutdown_trigger``
+        returning, SIGINT or SIGTERM (handled as :meth:`serve` does), or cancellation.
 
         The server's own WebSocket server over Trio streams, with the ``websockets``
         package's protocol: one process, one Trio run, no ASGI in between. ``port=0``
@@ -540,8 +563,8 @@ class WebSocketServer:
 
         On shutdown the server stops accepting, closes every connection with 1001 (queued
         frames are dropped, so the close goes out at once), waits up to ``close_timeout``
-        for the closing handshakes, then drops whatever is left and returns, even if a
-        client never reads.
+        for the closing handshakes (less on a second Ctrl+C), then drops whatever is left
+        and returns normally, even if a client never reads.
         """
         from ._transports import native
 
@@ -550,7 +573,8 @@ class WebSocketServer:
             options, serve_websocket, plain_http, ssl_context=ssl_context
         )
         grace = self.options.close_timeout
-        async with trio.open_nursery() as outer:
+        handle = handles_signals(handle_signals, shutdown_trigger)
+        async with shutdown_on_signals(handle) as stop, trio.open_nursery() as outer:
             lifespan = LifespanDriver(self)
             await lifespan.startup(outer)
             listeners = await trio.open_tcp_listeners(port, host=host)
@@ -572,21 +596,24 @@ class WebSocketServer:
 
                     accepting: trio.CancelScope = await connections.start(accept)
                     task_status.started(addresses)
-                    if shutdown_trigger is None:
-                        await trio.sleep_forever()
-                    else:
-                        await shutdown_trigger()
+                    await stop.wait(shutdown_trigger)
                     accepting.cancel()
-                    with trio.move_on_after(grace):
+                    with stop.grace(grace):
                         await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
                         await native_server.wait_idle()
                     connections.cancel_scope.cancel()
             finally:
                 for listener in listeners:
                     listener.socket.close()
-            with trio.move_on_after(grace):
+            with stop.grace(grace):
                 await lifespan.shutdown()
             outer.cancel_scope.cancel()
+
+    async def _interrupted(self) -> None:
+        # A signal in a worker whose parent runs the shutdown (hypercorn's): the parent
+        # stops the worker next; say goodbye to the clients first.
+        logger.info("signal: closing every connection with 1001")
+        await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
 
     async def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Close every open connection now and wait (up to ``close_timeout``) until they
