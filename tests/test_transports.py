@@ -286,6 +286,29 @@ async def test_idle_connection_is_closed(serve_live: ServeLive) -> None:
         assert await closed_with(ws) == (1000, "idle timeout")
 
 
+async def test_a_client_that_only_reads_outlives_the_idle_timeout(serve_live: ServeLive) -> None:
+    # Pings off: only the messages the server sends keep the connection (and the
+    # client never sends one).
+    closes = Closes()
+    server = WebSocketServer(
+        [make_route(closes=closes, feed=True)], idle_timeout=0.3, heartbeat_interval=None
+    )
+    async with serve_live(server) as address, ws_connect(address, "/r") as ws:
+        await subscribed(server, 1)
+        received = 0
+        with trio.fail_after(TIMEOUT):
+            for n in range(15):  # 1.5 s: five idle timeouts
+                await server.publish("feed", Note(str(n)))
+                await trio.sleep(0.1)
+            while received < 15:
+                json.loads(await ws.recv())
+                received += 1
+        assert len(server.registry) == 1
+        assert closes.seen == []
+        # Once nothing flows either way, it is idle.
+        assert await closed_with(ws) == (1000, "idle timeout")
+
+
 @pytest.mark.transports("native")
 async def test_pongs_count_as_activity_for_the_idle_timeout(serve_live: ServeLive) -> None:
     server = WebSocketServer([make_route()], idle_timeout=0.3, heartbeat_interval=0.1)

@@ -30,7 +30,12 @@ from ._spec import (
     RateLimitAction,
     RouteSpec,
 )
-from ._validation import check_client_schema, check_server_message, converter
+from ._validation import (
+    check_client_schema,
+    check_server_message,
+    converter,
+    structure_hook_for,
+)
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -86,7 +91,14 @@ class ServerDefaults:
     """What a server contributes to its routes' specs: its options and the defaults
     that a route's own settings override."""
 
-    __slots__ = ("handler_timeout", "heartbeat", "options", "origin_policy", "rate_limit")
+    __slots__ = (
+        "forbid_unknown_keys",
+        "handler_timeout",
+        "heartbeat",
+        "options",
+        "origin_policy",
+        "rate_limit",
+    )
 
     def __init__(
         self,
@@ -96,7 +108,9 @@ class ServerDefaults:
         rate_limit: RateLimit | None = None,
         handler_timeout: float | None = None,
         heartbeat: Heartbeat | None = None,
+        forbid_unknown_keys: bool = False,
     ) -> None:
+        self.forbid_unknown_keys = forbid_unknown_keys
         self.options = options
         self.origin_policy = origin_policy
         self.rate_limit = rate_limit
@@ -121,9 +135,18 @@ def _check_handler(fn: object, what: str, parameters: tuple[str, ...]) -> None:
     try:
         signature.bind(*parameters)
     except TypeError as exc:
-        name = getattr(fn, "__qualname__", repr(fn))
+        name = getattr(fn, "__name__", None) or repr(fn)
+        qualified = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', name)}"
+        takes = signature.replace(
+            parameters=[
+                p.replace(annotation=inspect.Parameter.empty)
+                for p in signature.parameters.values()
+            ],
+            return_annotation=inspect.Signature.empty,
+        )
         raise TypeError(
-            f"{what} {name}{signature} cannot be called as {name}({', '.join(parameters)}): {exc}"
+            f"{what} {qualified} cannot be called as {name}({', '.join(parameters)}): "
+            f"{exc} (it takes {takes})"
         ) from None
 
 
@@ -162,6 +185,8 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.subprotocol_choices: tuple[str, ...] = ()
         """Subprotocols the route speaks, in its order of preference."""
         self.subprotocol_required: bool = False
+        self.forbid_unknown_keys_setting: bool | None = None
+        """The route's own unknown-keys rule (else the server's ``forbid_unknown_keys``)."""
         self.built: bool = False
 
     def __repr__(self) -> str:
@@ -462,6 +487,19 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.subprotocol_required = required
         return self
 
+    def forbid_unknown_keys(self, forbid: bool = True) -> WebSocketRoute[UserT, ServerT]:
+        """Refuse keys that are not fields in this route's client messages (overrides the
+        server's ``forbid_unknown_keys``).
+
+        By default, as Zod's, unknown keys are ignored. Forbidden, each one is a
+        ``VALIDATION_ERROR`` detail on its own path (``$.data.extra``, nested classes
+        too) with the message ``unknown field "extra"``, reported with the other
+        problems.
+        """
+        self._check_open()
+        self.forbid_unknown_keys_setting = bool(forbid)
+        return self
+
     def select_subprotocol(self, offered: Iterable[str]) -> str | None:
         """The subprotocol to answer a client that offered ``offered`` (or ``None``)."""
         client = set(offered)
@@ -488,10 +526,19 @@ def resolve_route(route: WebSocketRoute[Any, Any], defaults: ServerDefaults) -> 
     """Freeze ``route`` and resolve it against a server's defaults, once."""
     route.build()
     heartbeat = route.heartbeat_config or defaults.heartbeat
+    handlers = dict(route.handlers)
+    forbid = route.forbid_unknown_keys_setting
+    if forbid if forbid is not None else defaults.forbid_unknown_keys:
+        handlers = {
+            name: attrs.evolve(
+                spec, structure=structure_hook_for(spec.schema, forbid_unknown=True)
+            )
+            for name, spec in handlers.items()
+        }
     return RouteSpec(
         path=route.path,
         pattern=route.pattern,
-        handlers=types.MappingProxyType(dict(route.handlers)),
+        handlers=types.MappingProxyType(handlers),
         on_connect=route.connect_handler,
         on_close=route.close_handler,
         on_error=route.error_handler,

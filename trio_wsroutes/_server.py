@@ -160,6 +160,9 @@ class WebSocketServer:
     * ``handshake_timeout``: seconds a client has to send its whole upgrade request on
       the native transport (10; hypercorn drops incomplete requests after its own
       ``keep_alive_timeout``, 5 s by default).
+    * ``forbid_unknown_keys``: refuse keys that are not fields of a client message, each
+      a ``VALIDATION_ERROR`` detail on its own path (``False``: ignored, as Zod does);
+      routes may set their own with :meth:`WebSocketRoute.forbid_unknown_keys`.
     * ``history``: topic patterns (``fnmatch``) mapped to :class:`History` (``{"room:*":
       History(size=100, ttl=300)}``), or a :class:`HistoryPolicy`: publications on those
       topics carry ``topic``, ``offset`` and ``epoch``, are kept, and a reconnecting
@@ -194,6 +197,7 @@ class WebSocketServer:
         max_topic_length: int = 256,
         handshake_timeout: float = 10.0,
         history: Mapping[str, History] | HistoryPolicy | None = None,
+        forbid_unknown_keys: bool = False,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -255,6 +259,7 @@ class WebSocketServer:
         )
         """The per-connection limits."""
         self.rate_limit: RateLimit | None = rate_limit
+        self.forbid_unknown_keys: bool = forbid_unknown_keys
         self.handler_timeout: float | None = handler_timeout
         self.handshake_timeout: float = handshake_timeout
         self.max_connections: int | None = max_connections
@@ -285,6 +290,7 @@ class WebSocketServer:
                 rate_limit=self.rate_limit,
                 handler_timeout=self.handler_timeout,
                 heartbeat=heartbeat,
+                forbid_unknown_keys=self.forbid_unknown_keys,
             )
             specs: Router[RouteSpec] = Router(
                 resolve_route(route, defaults) for route in self.router.routes
