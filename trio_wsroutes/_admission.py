@@ -33,6 +33,7 @@ from ._codes import (
     UNAUTHORIZED,
     UNSUPPORTED_SUBPROTOCOL,
 )
+from ._containment import must_propagate
 from ._history import Position, parse_since
 from ._paths import Router
 from ._request import Request, TrustedProxies
@@ -161,8 +162,10 @@ class Admission:
                     transport, reject.status, reject.message, reject.code, reject.headers
                 )
                 return None
-            except Exception:
-                logger.exception("authenticate failed on %s", spec.path)
+            except BaseException as exc:
+                if must_propagate(exc):
+                    raise
+                logger.error("authenticate failed on %s", spec.path, exc_info=exc)  # noqa: TRY400
                 await self.deny(transport, 401, "Authentication failed", AUTH_ERROR)
                 return None
             if user is None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -54,9 +55,10 @@ from ._codes import (
     UNKNOWN_TYPE,
     CloseCode,
 )
+from ._containment import must_propagate
 from ._context import Context
 from ._errors import MessageError, ProtocolError, ValidationError
-from ._flow import Outbox, TokenBucket
+from ._flow import MemoryBudget, Outbox, TokenBucket
 from ._history import NOT_RECOVERED, Position, Recovery
 from ._messages import Envelope, encode_ack, encode_error, encode_message, parse_envelope
 from ._spec import EngineOptions, Heartbeat, RouteSpec
@@ -125,6 +127,8 @@ _Marker = _Closing | _Signal
 """What the outbox holds besides frames."""
 
 _ENVELOPE_PING: Final = b'{"type":"ping"}'
+_BLOCKED_CHECK: Final = 5.0
+"""Seconds between looks at the connection while the reader waits for the handlers."""
 _GOODBYE_TIMEOUT: Final = 1.0
 """Seconds a connection cancelled from outside may take to send its 1001."""
 
@@ -137,6 +141,12 @@ def _request_id_of(message: str | bytes) -> str | int | None:
         return parse_envelope(message).id
     except ProtocolError as error:
         return error.request_id
+
+
+def _held(item: object) -> int:
+    """Memory a queued inbound message holds (markers hold nothing)."""
+    kind = type(item)
+    return sys.getsizeof(item) if kind is str or kind is bytes else 0
 
 
 def _byte_length(message: str | bytes) -> int:
@@ -155,12 +165,15 @@ class Connection(Generic[ServerT_contra]):
 
     __slots__ = (
         "_broker",
+        "_budget",
         "_cancel_scope",
         "_close_code",
         "_close_reason",
         "_closing",
         "_flush_queued",
         "_heartbeat",
+        "_inbound_bytes",
+        "_inbound_space",
         "_last_received",
         "_last_sent",
         "_limit",
@@ -191,6 +204,7 @@ class Connection(Generic[ServerT_contra]):
         context: Context[Any],
         broker: Broker,
         stats: ServerStats | None = None,
+        budget: MemoryBudget | None = None,
         subprotocol: str | None = None,
         since: dict[str, Position] | None = None,
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
@@ -210,7 +224,10 @@ class Connection(Generic[ServerT_contra]):
         """The subprotocol selected at the upgrade, if the route declares any."""
         self.dropped_messages: int = 0
         """Published messages dropped for this connection (slow-consumer policy ``"drop"``)."""
-        self._outbox: Outbox[_Marker] = Outbox()
+        self._budget = budget if budget is not None else MemoryBudget()
+        self._outbox: Outbox[_Marker] = Outbox(self._budget)
+        self._inbound_bytes = 0  # held in the inbound queue, for max_queued_bytes
+        self._inbound_space = trio.lowlevel.ParkingLot()
         self._flush_queued = False
         self._topics: set[str] = set()
         self._closing = False
@@ -381,8 +398,10 @@ class Connection(Generic[ServerT_contra]):
                 self._request_flush()
             return True
         used = outbox.size + transport.pending
-        if used + frame.size > self._limit and used > 0:
-            # A recovery never drops: a gap the client cannot see is worse than a close.
+        if used > 0 and (used + frame.size > self._limit or self._budget.exceeded):
+            # Over this connection's limit, or the server's memory budget with this
+            # connection behind. A recovery never drops: a gap the client cannot see is
+            # worse than a close.
             if self._options.slow_consumer_policy == "drop" and not self._recovering:
                 self.dropped_messages += 1
                 self._stats.messages_dropped += 1
@@ -400,9 +419,17 @@ class Connection(Generic[ServerT_contra]):
             raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
         outbox = self._outbox
         transport = self._transport
-        if outbox.size + transport.pending >= self._limit:
-            while outbox.size + transport.pending >= self._limit:
-                await outbox.wait_for_space()
+        budget = self._budget
+        if outbox.size + transport.pending >= self._limit or (budget.exceeded and outbox.size):
+            while True:
+                if outbox.size + transport.pending >= self._limit:
+                    await outbox.wait_for_space()
+                elif budget.exceeded and outbox.size:
+                    # The whole server holds too much: a connection that already has
+                    # something queued waits for the budget, one with nothing goes on.
+                    await budget.wait()
+                else:
+                    break
                 if self._closing:
                     raise ConnectionClosed(
                         self._close_code or CloseCode.NORMAL, self._close_reason
@@ -520,6 +547,8 @@ class Connection(Generic[ServerT_contra]):
             if self._close_code is None:
                 self._close_code = CloseCode.ABNORMAL
             self._outbox.clear()
+            self._budget.release(self._inbound_bytes)  # what the inbound queue still held
+            self._inbound_bytes = 0
             self._on_gone(self)
             with trio.CancelScope(shield=True):
                 self._topics.clear()
@@ -551,14 +580,28 @@ class Connection(Generic[ServerT_contra]):
                 byte_bucket = TokenBucket(limit.bytes_per_second, limit.bytes_per_second)
             close_on_limit = limit.action == "close"
         accepts_binary = spec.on_binary is not None
+        max_bytes = spec.options.max_queued_bytes
+        budget = self._budget
         blocked: _Inbound | None = None  # an item the dispatcher had no room for yet
+        blocked_size = 0
         async with channel:
             while True:
-                with trio.CancelScope(deadline=self._timer_deadline()) as timer:
+                deadline = self._timer_deadline()
+                if blocked is not None:
+                    # Look at the connection now and then while the handlers are behind.
+                    deadline = min(deadline, trio.current_time() + _BLOCKED_CHECK)
+                with trio.CancelScope(deadline=deadline) as timer:
                     if blocked is not None:
-                        # The dispatcher is behind: wait for room. A memory channel's
-                        # send is cancel-safe, so a timer firing here loses nothing.
+                        # The dispatcher is behind: wait for room, in messages and in
+                        # bytes (one message always fits). Waiting is cancel-safe, and so
+                        # is a memory channel's send: a timer firing here loses nothing.
+                        while self._inbound_bytes and (
+                            self._inbound_bytes + blocked_size > max_bytes or budget.exceeded
+                        ):
+                            await self._inbound_space.park()
                         await channel.send(blocked)
+                        self._inbound_bytes += blocked_size
+                        budget.take(blocked_size)
                         if type(blocked) is _Closing:
                             return
                         blocked = None
@@ -605,11 +648,19 @@ class Connection(Generic[ServerT_contra]):
                                 item = _Closing(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                             else:
                                 item = _RateLimited(_request_id_of(message))  # type: ignore[arg-type]
+                        size = _held(item)
+                        if self._inbound_bytes and (
+                            self._inbound_bytes + size > max_bytes or budget.exceeded
+                        ):
+                            blocked, blocked_size = item, size
+                            break
                         try:
                             channel.send_nowait(item)
                         except trio.WouldBlock:
-                            blocked = item
+                            blocked, blocked_size = item, size
                             break
+                        self._inbound_bytes += size
+                        budget.take(size)
                         if type(item) is _Closing:
                             return
                 if timer.cancelled_caught and not self._on_timer(channel, blocked is not None):
@@ -659,6 +710,11 @@ class Connection(Generic[ServerT_contra]):
         idle timer at messages in either direction.
         """
         now = trio.current_time()
+        if blocked and self._transport.peer_closed():
+            # The handlers are behind and the reader is not reading, yet the client has
+            # gone: end the connection (and the handlers) rather than keep it forever.
+            self._peer_gone(CloseCode.ABNORMAL, "")
+            return False
         heartbeat = self._heartbeat
         if heartbeat is not None:
             received = self._last_received_any()
@@ -745,6 +801,12 @@ class Connection(Generic[ServerT_contra]):
                         break
                 except trio.EndOfChannel:
                     break
+                size = _held(message)
+                if size:
+                    self._inbound_bytes -= size
+                    self._budget.release(size)
+                    if self._inbound_space:
+                        self._inbound_space.unpark_all()
                 if self._closing:
                     break
                 if type(message) is str:
@@ -818,7 +880,9 @@ class Connection(Generic[ServerT_contra]):
             return
         except ConnectionClosed:
             return
-        except Exception as exc:
+        except BaseException as exc:
+            if must_propagate(exc):
+                raise
             await self._crash(exc, envelope.id)
             return
         if result is not None:
@@ -838,7 +902,9 @@ class Connection(Generic[ServerT_contra]):
             await call
         except ConnectionClosed:
             return False
-        except Exception as exc:
+        except BaseException as exc:
+            if must_propagate(exc):
+                raise
             await self._crash(exc, request_id)
             return False
         return True
@@ -854,10 +920,12 @@ class Connection(Generic[ServerT_contra]):
         if self._spec.on_error is not None:
             await self._call_hook(self._spec.on_error, self, error, self.context)
 
-    async def _crash(self, exc: Exception, request_id: str | int | None) -> None:
+    async def _crash(self, exc: BaseException, request_id: str | int | None) -> None:
+        # Any exception a handler lets out ends its connection only, BaseExceptions
+        # (KeyboardInterrupt, SystemExit...) included: never the server.
         self._stats.handler_errors += 1
         logger.error("handler error on %s (connection %s)", self._spec.path, self.id, exc_info=exc)
-        if self._spec.on_error is not None:
+        if self._spec.on_error is not None and isinstance(exc, Exception):
             await self._call_hook(self._spec.on_error, self, exc, self.context)
         if not self._closing:
             self._outbox.put_nowait(
@@ -870,8 +938,15 @@ class Connection(Generic[ServerT_contra]):
             await hook(*args)
         except ConnectionClosed:
             pass
-        except Exception:
-            logger.exception("error in %s hook of %s", hook.__name__, self._spec.path)
+        except BaseException as exc:
+            if must_propagate(exc):
+                raise
+            logger.error(  # noqa: TRY400 - the exception caught, not only an Exception
+                "error in %s hook of %s",
+                getattr(hook, "__name__", hook),
+                self._spec.path,
+                exc_info=exc,
+            )
 
 
 def new_context(connection_id: str, user: Any, request: Request) -> Context[Any]:

@@ -6,6 +6,7 @@ each per connection.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Generic, TypeVar
 
@@ -13,9 +14,41 @@ import trio
 
 from ._transports._frames import Frame
 
-__all__ = ["Outbox", "TokenBucket"]
+__all__ = ["MemoryBudget", "Outbox", "TokenBucket"]
 
 _Marker = TypeVar("_Marker")
+
+
+class MemoryBudget:
+    """The bytes a server's engine holds for all its connections (inbound queues and
+    outboxes), against a limit: over it, the engine holds back (see ``_connection``).
+    ``limit`` ``None`` counts without limiting."""
+
+    __slots__ = ("_space", "limit", "used")
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit: float = math.inf if limit is None else limit
+        self.used = 0
+        self._space = trio.lowlevel.ParkingLot()
+
+    @property
+    def exceeded(self) -> bool:
+        """Whether more than ``limit`` bytes are held."""
+        return self.used > self.limit
+
+    def take(self, size: int) -> None:
+        """Count ``size`` more bytes held."""
+        self.used += size
+
+    def release(self, size: int) -> None:
+        """Count ``size`` bytes given back; wake those waiting once under the limit."""
+        self.used -= size
+        if self._space and self.used <= self.limit:
+            self._space.unpark_all()
+
+    async def wait(self) -> None:
+        """Wait until the budget is back under its limit (callers check again)."""
+        await self._space.park()
 
 
 class Outbox(Generic[_Marker]):
@@ -27,11 +60,12 @@ class Outbox(Generic[_Marker]):
     holds, so that one number bounds every byte waiting for the peer.
     """
 
-    __slots__ = ("_has_items", "_has_space", "items", "size")
+    __slots__ = ("_budget", "_has_items", "_has_space", "items", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, budget: MemoryBudget) -> None:
         self.items: deque[Frame | _Marker] = deque()
         self.size = 0
+        self._budget = budget
         self._has_items = trio.lowlevel.ParkingLot()
         self._has_space = trio.lowlevel.ParkingLot()
 
@@ -40,6 +74,7 @@ class Outbox(Generic[_Marker]):
         self.items.append(item)
         if type(item) is Frame:
             self.size += item.size
+            self._budget.used += item.size
         if self._has_items:
             self._has_items.unpark()
 
@@ -51,6 +86,7 @@ class Outbox(Generic[_Marker]):
         item = items.popleft()
         if type(item) is Frame:
             self.size -= item.size
+            self._budget.release(item.size)
         return item
 
     async def wait_for_space(self) -> None:
@@ -69,6 +105,7 @@ class Outbox(Generic[_Marker]):
     def clear(self) -> None:
         """Drop everything queued (an urgent close), and wake waiting senders."""
         self.items.clear()
+        self._budget.release(self.size)
         self.size = 0
         self._has_space.unpark_all()
 

@@ -107,6 +107,7 @@ class EngineOptions:
     idle_timeout: float | None = 120.0
     backpressure_limit: int = 16 * 1024 * 1024
     max_queued_messages: int = 16
+    max_queued_bytes: int = 1024 * 1024
     close_timeout: float = 5.0
     slow_consumer_policy: SlowConsumerPolicy = "close"
     max_topics_per_connection: int = 1000

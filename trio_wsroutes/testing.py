@@ -441,6 +441,9 @@ class _PipeStream(NonBlockingStream):
     def peer(self) -> tuple[str, int] | None:
         return self._peer
 
+    def peer_closed(self) -> bool:
+        return self._incoming.eof or self._incoming.broken
+
     async def send_eof(self) -> None:
         await trio.lowlevel.checkpoint()
         self.shutdown_write()

@@ -94,6 +94,12 @@ class Transport(Protocol):
         """Refuse the upgrade with a real HTTP response."""
         ...
 
+    def peer_closed(self) -> bool:
+        """Without reading: whether the peer has closed or reset the connection, where
+        the transport can tell (``False`` when it cannot). The engine asks while its
+        reader is held up by slow handlers."""
+        ...
+
     def limit_message_size(self, limit: int) -> bool:
         """Refuse messages over ``limit`` bytes before buffering them, if this transport
         can (``receive`` then reports a :class:`Violation`); ``False`` if it cannot, and

@@ -11,12 +11,13 @@ in-memory pair of :mod:`trio_wsroutes.testing` is another.
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Any
 
 import trio
 
-__all__ = ["NonBlockingStream", "SocketStream"]
+__all__ = ["NonBlockingStream", "SocketStream", "socket_peer_closed"]
 
 
 class NonBlockingStream(trio.abc.HalfCloseableStream):
@@ -52,6 +53,10 @@ class NonBlockingStream(trio.abc.HalfCloseableStream):
     def peer(self) -> tuple[str, int] | None:
         """The peer's ``(host, port)``, if there is one."""
         return None
+
+    def peer_closed(self) -> bool:
+        """Without reading: whether the peer has closed its side or reset the stream."""
+        return False
 
     # trio.abc.Stream, on top of the above.
 
@@ -122,6 +127,9 @@ class SocketStream(NonBlockingStream):
             raise trio.ClosedResourceError("the socket is closed")
         await trio.lowlevel.wait_writable(self.socket)
 
+    def peer_closed(self) -> bool:
+        return self._closed or socket_peer_closed(self.socket)
+
     def peer(self) -> tuple[str, int] | None:
         try:
             address: Any = self.socket.getpeername()
@@ -152,3 +160,17 @@ class SocketStream(NonBlockingStream):
     async def aclose(self) -> None:
         self.abort()
         await trio.lowlevel.checkpoint()
+
+
+_HANGUP = getattr(select, "POLLRDHUP", 0x2000) | select.POLLHUP | select.POLLERR
+
+
+def socket_peer_closed(sock: Any) -> bool:
+    """Whether the peer of a connected socket has shut down its side or reset it,
+    whatever data it sent before is still unread (Linux ``POLLRDHUP``)."""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), _HANGUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False

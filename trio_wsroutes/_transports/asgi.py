@@ -87,6 +87,11 @@ class ASGITransport:
         """ASGI hides control frames: ``None``."""
         return None
 
+    def peer_closed(self) -> bool:
+        """The disconnect event waits in the server's queue behind unread messages:
+        ``False``."""
+        return False
+
     def limit_message_size(self, limit: int) -> bool:
         """The server has read a message whole before the app sees it: ``False``.
 

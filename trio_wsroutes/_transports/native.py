@@ -70,10 +70,11 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from .._codes import CloseCode
+from .._containment import must_propagate
 from .._request import Headers, Request
 from ._base import NEEDS_FLUSH, Disconnect, NeedsFlush, TransportClosed, Violation
 from ._frames import Frame, frame_header
-from ._streams import NonBlockingStream, SocketStream
+from ._streams import NonBlockingStream, SocketStream, socket_peer_closed
 
 __all__ = [
     "CompressionMode",
@@ -252,6 +253,17 @@ class NativeTransport:
     def last_activity(self) -> float | None:
         """When bytes last came from the peer (any frame, pongs included)."""
         return self._last_activity
+
+    def peer_closed(self) -> bool:
+        """Whether the peer closed or reset the connection (the socket says so without
+        a read, even behind unread data); over TLS the socket under it is asked."""
+        if self._eof_received or self._broken:
+            return True
+        if self._nb is not None:
+            return self._nb.peer_closed()
+        transport: Any = getattr(self._stream, "transport_stream", None)
+        sock: Any = getattr(transport, "socket", None)
+        return sock is not None and socket_peer_closed(sock)
 
     def limit_message_size(self, limit: int) -> bool:
         """Refuse frames and messages over ``limit`` before reading their payload."""
@@ -815,8 +827,10 @@ async def serve_stream(
         await serve_websocket(transport, transport.make_request(request))
     except (trio.BrokenResourceError, trio.ClosedResourceError, TransportClosed):
         pass  # the peer left (or its TLS was broken)
-    except Exception:
-        logger.exception("error on a native connection")
+    except BaseException as exc:
+        if must_propagate(exc):
+            raise
+        logger.error("error on a native connection", exc_info=exc)  # noqa: TRY400
     finally:
         await transport.aclose()
 
