@@ -99,6 +99,7 @@ def test_public_methods_are_documented() -> None:
 def test_testing_module_surface() -> None:
     assert set(trio_wsroutes.testing.__all__) == {
         "ConnectionDenied",
+        "RequestTimeout",
         "TestClient",
         "TestConnection",
         "TransportName",

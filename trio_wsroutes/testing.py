@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import AsyncGenerator, Mapping, MutableMapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -44,7 +45,9 @@ from websockets.protocol import OPEN
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from . import client as _client
 from ._lifespan import LifespanDriver
+from ._messages import MessageId
 from ._server import WebSocketServer, native_endpoints
 from ._transports._streams import NonBlockingStream
 from ._transports.native import serve_stream
@@ -52,6 +55,7 @@ from ._types import ASGIApp
 
 __all__ = [
     "ConnectionDenied",
+    "RequestTimeout",
     "TestClient",
     "TestConnection",
     "TransportName",
@@ -96,6 +100,77 @@ class _Closed:
     reason: str
 
 
+@attrs.frozen
+class _Held:
+    """A frame from the server, with the ``id`` of its envelope (if it is one)."""
+
+    item: str | bytes | _Closed
+    id: MessageId | None
+
+    @classmethod
+    def of(cls, item: str | bytes | _Closed) -> _Held:
+        if not isinstance(item, str):
+            return cls(item, None)
+        try:
+            value: Any = orjson.loads(item)
+        except orjson.JSONDecodeError:
+            return cls(item, None)
+        found: Any = cast("dict[str, Any]", value).get("id") if type(value) is dict else None
+        return cls(item, found if type(found) in (str, int) else None)
+
+    def parsed(self) -> dict[str, Any]:
+        assert isinstance(self.item, str)
+        return cast("dict[str, Any]", orjson.loads(self.item))
+
+
+class RequestTimeout(_client.RequestTimeout, trio.TooSlowError):
+    """No answer to :meth:`TestConnection.request` ``id`` within ``timeout`` seconds.
+
+    The message names the ``id`` and what arrived meanwhile (still queued for
+    :meth:`TestConnection.receive`); ``received`` holds those frames. A
+    :class:`trio_wsroutes.client.RequestTimeout` (so a ``TimeoutError``) and a
+    ``trio.TooSlowError``.
+    """
+
+    def __init__(
+        self, id: MessageId, timeout: float, received: Sequence[str | bytes] = ()
+    ) -> None:
+        self.received: tuple[str | bytes, ...] = tuple(received)
+        """The frames that arrived while the request waited, as sent."""
+        if self.received:
+            shown = ", ".join(_describe(frame) for frame in self.received[:10])
+            more = len(self.received) - 10
+            meanwhile = f"{shown}{f' and {more} more' if more > 0 else ''}"
+            noun = "frame" if len(self.received) == 1 else "frames"
+            detail = f"{len(self.received)} other {noun} arrived meanwhile: {meanwhile}"
+        else:
+            detail = "nothing arrived meanwhile"
+        _client.ClientError.__init__(
+            self, f"no reply to request {id!r} within {timeout:g} s; {detail}"
+        )
+        self.id = id
+        self.timeout = timeout
+
+
+def _describe(frame: str | bytes) -> str:
+    """A frame in a few words, for error messages."""
+    if isinstance(frame, bytes):
+        return f"{len(frame)} binary bytes"
+    try:
+        value: Any = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        value = None
+    body = cast("dict[str, Any]", value) if type(value) is dict else {}
+    if not isinstance(body.get("type"), str):
+        return f"text {frame[:40]!r}"
+    text = repr(body["type"])
+    if body["type"] == "error" and isinstance(body.get("code"), str):
+        text = f"error {body['code']}"
+    if "id" in body:
+        text += f" (id {body['id']!r})"
+    return text
+
+
 class TestConnection:
     """The client end of one in-memory WebSocket connection (either transport)."""
 
@@ -121,6 +196,14 @@ class TestConnection:
         self._ids = itertools.count(1)
         self._reading = trio.Event()
         self._reading.set()
+        # Frames taken from the app and not yet returned: receive() takes the first,
+        # request() takes its reply wherever it is. One task at a time pulls more.
+        self._held: deque[_Held] = deque()
+        self._pulling = False
+        self._pulled = trio.lowlevel.ParkingLot()
+        self._watchers: list[list[str | bytes]] = []  # frames seen by waiting requests
+        self._waiting: set[MessageId] = set()  # ids of requests waiting for an answer
+        self._abandoned: set[MessageId] = set()  # ids of requests that timed out
 
     # -- what each transport provides ---------------------------------------------------
 
@@ -193,17 +276,71 @@ class TestConnection:
     async def request(
         self, type: str, data: Any = None, *, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Send an envelope with a fresh ``id`` and return the reply carrying that ``id``.
+        """Send an envelope with a fresh ``id`` (``"req-1"``, ``"req-2"``, ...) and return
+        the answer carrying that ``id``: the handler's reply, an error envelope, or the
+        server's ``{"type": "ack", "id": ...}`` for a handler that returns ``None``.
 
-        Messages without that id that arrive first are skipped.
+        Messages without that ``id`` that arrive meanwhile stay queued for
+        :meth:`receive`, in order. Raises :class:`RequestTimeout` (naming the ``id`` and
+        what arrived meanwhile) after ``timeout`` seconds (default: the client's); a late
+        answer is then dropped. Raises :class:`WebSocketClosed` if the server closes
+        first.
         """
         request_id = f"req-{next(self._ids)}"
-        await self.send(type, data, id=request_id)
-        with trio.fail_after(self._timeout if timeout is None else timeout):
+        seconds = self._timeout if timeout is None else timeout
+        seen: list[str | bytes] = []
+        self._watchers.append(seen)
+        self._waiting.add(request_id)  # from now on receive() leaves its answer alone
+        try:
+            await self.send(type, data, id=request_id)
+            with trio.move_on_after(seconds):
+                while (reply := self._take_answer(request_id)) is None:
+                    await self._pull()
+                return reply
+            reply = self._take_answer(request_id)  # arrived as the time ran out
+            if reply is not None:
+                return reply
+        finally:
+            self._watchers.remove(seen)
+            self._waiting.discard(request_id)
+        self._abandoned.add(request_id)
+        raise RequestTimeout(request_id, seconds, seen)
+
+    def _take_answer(self, request_id: str) -> dict[str, Any] | None:
+        """Remove and return the held answer to ``request_id``, if it has arrived;
+        raise :class:`WebSocketClosed` if the server closed before it."""
+        for index, held in enumerate(self._held):
+            if held.id == request_id:
+                del self._held[index]
+                return held.parsed()
+            if isinstance(held.item, _Closed):
+                closed = WebSocketClosed(held.item.code, held.item.reason)
+                closed.add_note(f"request {request_id!r} got no answer")
+                raise closed
+        return None
+
+    async def _pull(self) -> None:
+        """Take the next frame from the server into the held frames; if another task is
+        already waiting for one, wait for it to arrive instead."""
+        if self._pulling:
+            await self._pulled.park()
+            return
+        self._pulling = True
+        try:
             while True:
-                reply = await self.receive(timeout=math.inf)
-                if reply.get("id") == request_id:
-                    return reply
+                item = await self._from_app_receive.receive()
+                held = _Held.of(item)
+                if held.id is not None and held.id in self._abandoned:
+                    self._abandoned.discard(held.id)  # the late answer of a timed-out request
+                    continue
+                self._held.append(held)
+                if not isinstance(item, _Closed):
+                    for seen in self._watchers:
+                        seen.append(item)
+                return
+        finally:
+            self._pulling = False
+            self._pulled.unpark_all()
 
     async def receive_any(self, *, timeout: float | None = None) -> str | bytes:
         """The next frame: ``str`` for text, ``bytes`` for binary.
@@ -212,12 +349,21 @@ class TestConnection:
         ``trio.TooSlowError`` after ``timeout`` seconds (default: the client's).
         """
         with trio.fail_after(self._timeout if timeout is None else timeout):
-            item = await self._from_app_receive.receive()
+            while (index := self._next_unclaimed()) is None:
+                await self._pull()
+        item = self._held[index].item
         if isinstance(item, _Closed):
-            # Keep raising on later calls too.
-            self._from_app_send.send_nowait(item)
+            # Kept: later calls raise too.
             raise WebSocketClosed(item.code, item.reason)
+        del self._held[index]
         return item
+
+    def _next_unclaimed(self) -> int | None:
+        """The index of the first held frame that no waiting request claims."""
+        for index, held in enumerate(self._held):
+            if held.id is None or held.id not in self._waiting:
+                return index
+        return None
 
     async def receive_text(self, *, timeout: float | None = None) -> str:
         """The next frame, which must be text."""
