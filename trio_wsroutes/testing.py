@@ -14,8 +14,14 @@ same events, including the ``websocket.http.response`` extension for denials).
 ``TestClient(server, transport="native")`` runs the native transport instead, over an
 in-memory byte stream with a bounded buffer each way (like a socket's): the real
 handshake, frames, close codes, pings, 1009 before a payload is read, and backpressure
-when the client stops reading. Either way everything above the socket is exercised. With
-pytest-trio, the fixtures ``ws_client`` and ``ws_live_server`` (from the plugin this
+when the client stops reading. Either way everything above the socket is exercised.
+
+The typed client of :mod:`trio_wsroutes.client` runs in memory too, over the native
+transport: ``async with client.client(route, path) as typed`` gives the same ``Client``
+as ``connect(url, route)``. A :class:`ClientFactory` opens such clients in memory
+(:meth:`TestClient.client`) or live (:func:`live_clients`), so a test moves from one to
+the other by changing one fixture. With pytest-trio, the fixtures ``ws_client``,
+``ws_live_server``, ``ws_typed_client`` and ``ws_typed_live_client`` (from the plugin this
 package registers) need only a ``ws_server`` fixture of yours.
 """
 
@@ -27,10 +33,18 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping, MutableMapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import unquote, urlencode
 
 import attrs
@@ -46,21 +60,29 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from . import client as _client
+from ._history import Position
 from ._lifespan import LifespanDriver
 from ._messages import MessageId
-from ._server import WebSocketServer, native_endpoints
+from ._routes import WebSocketRoute
+from ._server import BoundAddress, WebSocketServer, native_endpoints
 from ._transports._streams import NonBlockingStream
 from ._transports.native import serve_stream
 from ._types import ASGIApp
+from .client import Backoff, Client, connect
 
 __all__ = [
+    "ClientFactory",
+    "ClientOptions",
     "ConnectionDenied",
     "RequestTimeout",
     "TestClient",
     "TestConnection",
     "TransportName",
     "WebSocketClosed",
+    "live_clients",
 ]
+
+ServerT = TypeVar("ServerT")
 
 TransportName = Literal["asgi", "native"]
 """Which transport a :class:`TestClient` drives."""
@@ -873,6 +895,182 @@ class TestClient:
                     await connection.close()
                     if self.transport == "native":
                         nursery.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def client(
+        self,
+        route: WebSocketRoute[Any, ServerT],
+        path: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> AsyncGenerator[Client[ServerT], None]:
+        """A typed :class:`trio_wsroutes.client.Client` for ``route``, connected in
+        memory: ``async with test_client.client(route, path) as client``.
+
+        The client is the one :func:`~trio_wsroutes.client.connect` makes (``send``,
+        ``request(msg, ReplyClass)``, ``receive``, ``async for``, reconnection, positions),
+        with the same ``options`` (all but ``ssl_context`` and ``proxy``), so a test moves
+        to a live server by changing one fixture (see :class:`ClientFactory`). ``path``
+        defaults to the route's path, which must then have no parameters.
+
+        Its connections always run the server's native transport over an in-memory byte
+        stream, whatever this ``TestClient``'s ``transport`` (the client speaks WebSocket
+        bytes): the real handshake (a denial raises
+        :class:`trio_wsroutes.client.ConnectionDenied`), frames, compression, close codes.
+        Each reconnection opens a new in-memory connection. ``request_timeout``,
+        ``open_timeout`` and ``close_timeout`` default to this ``TestClient``'s
+        ``timeout``. On exit the client closes, and the server's handlers, ``on_close``
+        included, get up to ``timeout`` seconds to finish.
+        """
+        server = self.app
+        if not isinstance(server, WebSocketServer):
+            raise TypeError("TestClient.client() needs a WebSocketServer (its native transport)")
+        url = "ws://testserver" + _route_path(route, path)
+        _default_timeouts(options, self.timeout)
+        endpoints = native_endpoints(server)
+        peer = self.client_address
+        serving = 0
+        idle = trio.Event()
+        idle.set()
+        stopped = False
+
+        async def serve(stream: _PipeStream) -> None:
+            nonlocal serving, idle
+            try:
+                await serve_stream(stream, *endpoints, peer=peer)
+            finally:
+                serving -= 1
+                if not serving:
+                    idle.set()
+
+        async with _task_host() as nursery:
+
+            async def open_stream() -> trio.abc.Stream:
+                nonlocal serving, idle
+                await trio.lowlevel.checkpoint()
+                if stopped:
+                    raise ConnectionRefusedError("the in-memory server has stopped")
+                to_server, to_client = _Pipe(_PIPE_CAPACITY), _Pipe(_PIPE_CAPACITY)
+                if not serving:
+                    idle = trio.Event()
+                serving += 1
+                nursery.start_soon(serve, _PipeStream(to_server, to_client, peer))
+                return _PipeStream(to_client, to_server, None)
+
+            client = connect(url, route, proxy=False, **options)
+            client._open_stream = open_stream
+            try:
+                async with client:
+                    yield client
+            finally:
+                stopped = True
+                with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
+                    await idle.wait()
+                nursery.cancel_scope.cancel()
+
+
+def _route_path(route: WebSocketRoute[Any, Any], path: str | None) -> str:
+    """The path to connect to for ``route``: ``path``, or the route's own if it has no
+    parameters."""
+    if path is None:
+        names = route.pattern.param_names
+        if names:
+            raise ValueError(
+                f"route {route.path!r} has path parameters ({', '.join(names)}): "
+                "pass the path to connect to"
+            )
+        return route.path
+    if not path.startswith("/"):
+        raise ValueError(f"the path must start with '/': {path!r}")
+    return path
+
+
+def _default_timeouts(options: ClientOptions, timeout: float) -> None:
+    options.setdefault("request_timeout", timeout)
+    options.setdefault("open_timeout", timeout)
+    options.setdefault("close_timeout", timeout)
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of :func:`trio_wsroutes.client.connect` that mean the same
+    in memory and over a network, as a :class:`ClientFactory` takes them: ``token``,
+    ``headers``, ``subprotocols``, ``origin``, ``reconnect``, ``on_reconnect``,
+    ``since``, ``request_timeout``, ``open_timeout``, ``close_timeout``,
+    ``ping_interval``, ``ping_timeout``, ``compression``, ``max_message_size``,
+    ``max_queue``, ``max_queue_bytes`` (all but ``ssl_context`` and ``proxy``), with
+    ``connect``'s types and meanings."""
+
+    token: str | None
+    headers: Mapping[str, str] | Iterable[tuple[str, str]]
+    subprotocols: Sequence[str] | None
+    origin: str | None
+    reconnect: bool | Backoff
+    on_reconnect: Callable[[], Awaitable[None]] | None
+    since: Mapping[str, Position] | None
+    request_timeout: float
+    open_timeout: float
+    close_timeout: float
+    ping_interval: float | None
+    ping_timeout: float | None
+    compression: bool
+    max_message_size: int | None
+    max_queue: int
+    max_queue_bytes: int
+
+
+class ClientFactory(Protocol):
+    """Opens typed clients to the routes of one server: ``async with
+    open_client(route, path, **options) as client`` gives a
+    :class:`trio_wsroutes.client.Client`, in memory (:meth:`TestClient.client`, the
+    ``ws_typed_client`` fixture) or over a real socket (:func:`live_clients`, the
+    ``ws_typed_live_client`` fixture). A test written against it moves from one to the
+    other by changing its fixture.
+    """
+
+    def __call__(
+        self,
+        route: WebSocketRoute[Any, ServerT],
+        path: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> AbstractAsyncContextManager[Client[ServerT]]:
+        """A client for ``route`` at ``path`` (default: the route's path, which must
+        then have no parameters), with :func:`~trio_wsroutes.client.connect`'s
+        ``options``."""
+        ...
+
+
+class _LiveClients:
+    """Typed clients over real sockets to the server at ``base_url``."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"live_clients({self.base_url!r})"
+
+    def __call__(
+        self,
+        route: WebSocketRoute[Any, ServerT],
+        path: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> Client[ServerT]:
+        url = self.base_url + _route_path(route, path)
+        _default_timeouts(options, self.timeout)
+        return connect(url, route, proxy=False, **options)
+
+
+def live_clients(address: BoundAddress | str, *, timeout: float = 5.0) -> ClientFactory:
+    """Open typed clients to a running server: ``open_client = live_clients(address)``,
+    then ``async with open_client(route, path) as client``.
+
+    ``address`` is a :class:`~trio_wsroutes.BoundAddress` (what ``serve`` and the
+    ``ws_live_server`` fixture report) or a base URL such as ``"ws://127.0.0.1:8000"``.
+    The clients take no proxy, and their ``request_timeout``, ``open_timeout`` and
+    ``close_timeout`` default to ``timeout`` (as :meth:`TestClient.client`'s do), so a
+    test behaves the same in memory and live.
+    """
+    base = address.ws_url if isinstance(address, BoundAddress) else address
+    return _LiveClients(base, timeout)
 
 
 def _scope(
