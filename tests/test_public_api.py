@@ -98,9 +98,13 @@ def test_public_methods_are_documented() -> None:
 
 def test_testing_module_surface() -> None:
     assert set(trio_wsroutes.testing.__all__) == {
+        "ClientFactory",
+        "ClientOptions",
         "ConnectionDenied",
+        "RequestTimeout",
         "TestClient",
         "TestConnection",
         "TransportName",
         "WebSocketClosed",
+        "live_clients",
     }

@@ -1,9 +1,15 @@
 """pytest fixtures for testing routes (registered as a pytest plugin; needs pytest-trio).
 
 Define a ``ws_server`` fixture returning your :class:`~trio_wsroutes.WebSocketServer`;
-then ``ws_client`` is an in-memory :class:`~trio_wsroutes.testing.TestClient` for it and
-``ws_live_server`` the :class:`~trio_wsroutes.BoundAddress` of a real hypercorn serving
-it on an ephemeral port of 127.0.0.1.
+then:
+
+* ``ws_client`` is an in-memory :class:`~trio_wsroutes.testing.TestClient` for it, and
+  ``ws_live_server`` the :class:`~trio_wsroutes.BoundAddress` of a real hypercorn serving
+  it on an ephemeral port of 127.0.0.1;
+* ``ws_typed_client`` and ``ws_typed_live_client`` open typed clients
+  (:class:`trio_wsroutes.client.Client`) to it, in memory and over a real socket: both
+  are a :class:`~trio_wsroutes.testing.ClientFactory`, so a test moves from one to the
+  other by changing its fixture.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import pytest
 import trio
 
 from ._server import BoundAddress, WebSocketServer
-from .testing import TestClient
+from .testing import ClientFactory, TestClient, live_clients
 
 
 @pytest.fixture
@@ -36,3 +42,19 @@ async def ws_live_server(
     )
     yield addresses[0]
     stop.set()
+
+
+@pytest.fixture
+def ws_typed_client(ws_client: TestClient) -> ClientFactory:
+    """Typed clients for your ``ws_server``, in memory: ``async with
+    ws_typed_client(route, path) as client`` (the ``ws_client`` test client's
+    :meth:`~trio_wsroutes.testing.TestClient.client`)."""
+    return ws_client.client
+
+
+@pytest.fixture
+def ws_typed_live_client(ws_live_server: BoundAddress) -> ClientFactory:
+    """Typed clients for your ``ws_server`` under a real hypercorn (``ws_live_server``):
+    ``async with ws_typed_live_client(route, path) as client``, as with
+    ``ws_typed_client``."""
+    return live_clients(ws_live_server)

@@ -451,6 +451,9 @@ class Client(Generic[ServerT]):
         self._supervisor = trio.CancelScope()
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
+        self._open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None = None
+        """Opens the byte stream of each connection instead of a TCP connection to the
+        URL's host (``trio_wsroutes.testing`` runs the server in memory this way)."""
 
     def __repr__(self) -> str:
         state = "closed" if self._end else "open" if self._ws else "connecting"
@@ -851,15 +854,17 @@ class Client(Generic[ServerT]):
         Raises (before anything is read) when the connection cannot be opened.
         """
         options = self._options
+        stream = None if self._open_stream is None else await self._open_stream()
         try:
             async with _ws_connect(
                 self._resume_url(),
+                stream=stream,
                 ssl=options.ssl_context,
                 origin=Origin(options.origin) if options.origin is not None else None,
                 subprotocols=[Subprotocol(s) for s in options.subprotocols] or None,
                 compression="deflate" if options.compression else None,
                 additional_headers=self._headers(),
-                proxy=None if options.proxy is False else options.proxy,
+                proxy=None if options.proxy is False or stream is not None else options.proxy,
                 open_timeout=options.open_timeout,
                 ping_interval=options.ping_interval,
                 ping_timeout=options.ping_timeout,

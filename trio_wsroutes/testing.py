@@ -14,8 +14,14 @@ same events, including the ``websocket.http.response`` extension for denials).
 ``TestClient(server, transport="native")`` runs the native transport instead, over an
 in-memory byte stream with a bounded buffer each way (like a socket's): the real
 handshake, frames, close codes, pings, 1009 before a payload is read, and backpressure
-when the client stops reading. Either way everything above the socket is exercised. With
-pytest-trio, the fixtures ``ws_client`` and ``ws_live_server`` (from the plugin this
+when the client stops reading. Either way everything above the socket is exercised.
+
+The typed client of :mod:`trio_wsroutes.client` runs in memory too, over the native
+transport: ``async with client.client(route, path) as typed`` gives the same ``Client``
+as ``connect(url, route)``. A :class:`ClientFactory` opens such clients in memory
+(:meth:`TestClient.client`) or live (:func:`live_clients`), so a test moves from one to
+the other by changing one fixture. With pytest-trio, the fixtures ``ws_client``,
+``ws_live_server``, ``ws_typed_client`` and ``ws_typed_live_client`` (from the plugin this
 package registers) need only a ``ws_server`` fixture of yours.
 """
 
@@ -26,10 +32,19 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import AsyncGenerator, Mapping, MutableMapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import unquote, urlencode
 
 import attrs
@@ -44,19 +59,30 @@ from websockets.protocol import OPEN
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from . import client as _client
+from ._history import Position
 from ._lifespan import LifespanDriver
-from ._server import WebSocketServer, native_endpoints
+from ._messages import MessageId
+from ._routes import WebSocketRoute
+from ._server import BoundAddress, WebSocketServer, native_endpoints
 from ._transports._streams import NonBlockingStream
 from ._transports.native import serve_stream
 from ._types import ASGIApp
+from .client import Backoff, Client, connect
 
 __all__ = [
+    "ClientFactory",
+    "ClientOptions",
     "ConnectionDenied",
+    "RequestTimeout",
     "TestClient",
     "TestConnection",
     "TransportName",
     "WebSocketClosed",
+    "live_clients",
 ]
+
+ServerT = TypeVar("ServerT")
 
 TransportName = Literal["asgi", "native"]
 """Which transport a :class:`TestClient` drives."""
@@ -96,6 +122,77 @@ class _Closed:
     reason: str
 
 
+@attrs.frozen
+class _Held:
+    """A frame from the server, with the ``id`` of its envelope (if it is one)."""
+
+    item: str | bytes | _Closed
+    id: MessageId | None
+
+    @classmethod
+    def of(cls, item: str | bytes | _Closed) -> _Held:
+        if not isinstance(item, str):
+            return cls(item, None)
+        try:
+            value: Any = orjson.loads(item)
+        except orjson.JSONDecodeError:
+            return cls(item, None)
+        found: Any = cast("dict[str, Any]", value).get("id") if type(value) is dict else None
+        return cls(item, found if type(found) in (str, int) else None)
+
+    def parsed(self) -> dict[str, Any]:
+        assert isinstance(self.item, str)
+        return cast("dict[str, Any]", orjson.loads(self.item))
+
+
+class RequestTimeout(_client.RequestTimeout, trio.TooSlowError):
+    """No answer to :meth:`TestConnection.request` ``id`` within ``timeout`` seconds.
+
+    The message names the ``id`` and what arrived meanwhile (still queued for
+    :meth:`TestConnection.receive`); ``received`` holds those frames. A
+    :class:`trio_wsroutes.client.RequestTimeout` (so a ``TimeoutError``) and a
+    ``trio.TooSlowError``.
+    """
+
+    def __init__(
+        self, id: MessageId, timeout: float, received: Sequence[str | bytes] = ()
+    ) -> None:
+        self.received: tuple[str | bytes, ...] = tuple(received)
+        """The frames that arrived while the request waited, as sent."""
+        if self.received:
+            shown = ", ".join(_describe(frame) for frame in self.received[:10])
+            more = len(self.received) - 10
+            meanwhile = f"{shown}{f' and {more} more' if more > 0 else ''}"
+            noun = "frame" if len(self.received) == 1 else "frames"
+            detail = f"{len(self.received)} other {noun} arrived meanwhile: {meanwhile}"
+        else:
+            detail = "nothing arrived meanwhile"
+        _client.ClientError.__init__(
+            self, f"no reply to request {id!r} within {timeout:g} s; {detail}"
+        )
+        self.id = id
+        self.timeout = timeout
+
+
+def _describe(frame: str | bytes) -> str:
+    """A frame in a few words, for error messages."""
+    if isinstance(frame, bytes):
+        return f"{len(frame)} binary bytes"
+    try:
+        value: Any = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        value = None
+    body = cast("dict[str, Any]", value) if type(value) is dict else {}
+    if not isinstance(body.get("type"), str):
+        return f"text {frame[:40]!r}"
+    text = repr(body["type"])
+    if body["type"] == "error" and isinstance(body.get("code"), str):
+        text = f"error {body['code']}"
+    if "id" in body:
+        text += f" (id {body['id']!r})"
+    return text
+
+
 class TestConnection:
     """The client end of one in-memory WebSocket connection (either transport)."""
 
@@ -121,6 +218,14 @@ class TestConnection:
         self._ids = itertools.count(1)
         self._reading = trio.Event()
         self._reading.set()
+        # Frames taken from the app and not yet returned: receive() takes the first,
+        # request() takes its reply wherever it is. One task at a time pulls more.
+        self._held: deque[_Held] = deque()
+        self._pulling = False
+        self._pulled = trio.lowlevel.ParkingLot()
+        self._watchers: list[list[str | bytes]] = []  # frames seen by waiting requests
+        self._waiting: set[MessageId] = set()  # ids of requests waiting for an answer
+        self._abandoned: set[MessageId] = set()  # ids of requests that timed out
 
     # -- what each transport provides ---------------------------------------------------
 
@@ -193,17 +298,71 @@ class TestConnection:
     async def request(
         self, type: str, data: Any = None, *, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Send an envelope with a fresh ``id`` and return the reply carrying that ``id``.
+        """Send an envelope with a fresh ``id`` (``"req-1"``, ``"req-2"``, ...) and return
+        the answer carrying that ``id``: the handler's reply, an error envelope, or the
+        server's ``{"type": "ack", "id": ...}`` for a handler that returns ``None``.
 
-        Messages without that id that arrive first are skipped.
+        Messages without that ``id`` that arrive meanwhile stay queued for
+        :meth:`receive`, in order. Raises :class:`RequestTimeout` (naming the ``id`` and
+        what arrived meanwhile) after ``timeout`` seconds (default: the client's); a late
+        answer is then dropped. Raises :class:`WebSocketClosed` if the server closes
+        first.
         """
         request_id = f"req-{next(self._ids)}"
-        await self.send(type, data, id=request_id)
-        with trio.fail_after(self._timeout if timeout is None else timeout):
+        seconds = self._timeout if timeout is None else timeout
+        seen: list[str | bytes] = []
+        self._watchers.append(seen)
+        self._waiting.add(request_id)  # from now on receive() leaves its answer alone
+        try:
+            await self.send(type, data, id=request_id)
+            with trio.move_on_after(seconds):
+                while (reply := self._take_answer(request_id)) is None:
+                    await self._pull()
+                return reply
+            reply = self._take_answer(request_id)  # arrived as the time ran out
+            if reply is not None:
+                return reply
+        finally:
+            self._watchers.remove(seen)
+            self._waiting.discard(request_id)
+        self._abandoned.add(request_id)
+        raise RequestTimeout(request_id, seconds, seen)
+
+    def _take_answer(self, request_id: str) -> dict[str, Any] | None:
+        """Remove and return the held answer to ``request_id``, if it has arrived;
+        raise :class:`WebSocketClosed` if the server closed before it."""
+        for index, held in enumerate(self._held):
+            if held.id == request_id:
+                del self._held[index]
+                return held.parsed()
+            if isinstance(held.item, _Closed):
+                closed = WebSocketClosed(held.item.code, held.item.reason)
+                closed.add_note(f"request {request_id!r} got no answer")
+                raise closed
+        return None
+
+    async def _pull(self) -> None:
+        """Take the next frame from the server into the held frames; if another task is
+        already waiting for one, wait for it to arrive instead."""
+        if self._pulling:
+            await self._pulled.park()
+            return
+        self._pulling = True
+        try:
             while True:
-                reply = await self.receive(timeout=math.inf)
-                if reply.get("id") == request_id:
-                    return reply
+                item = await self._from_app_receive.receive()
+                held = _Held.of(item)
+                if held.id is not None and held.id in self._abandoned:
+                    self._abandoned.discard(held.id)  # the late answer of a timed-out request
+                    continue
+                self._held.append(held)
+                if not isinstance(item, _Closed):
+                    for seen in self._watchers:
+                        seen.append(item)
+                return
+        finally:
+            self._pulling = False
+            self._pulled.unpark_all()
 
     async def receive_any(self, *, timeout: float | None = None) -> str | bytes:
         """The next frame: ``str`` for text, ``bytes`` for binary.
@@ -212,12 +371,21 @@ class TestConnection:
         ``trio.TooSlowError`` after ``timeout`` seconds (default: the client's).
         """
         with trio.fail_after(self._timeout if timeout is None else timeout):
-            item = await self._from_app_receive.receive()
+            while (index := self._next_unclaimed()) is None:
+                await self._pull()
+        item = self._held[index].item
         if isinstance(item, _Closed):
-            # Keep raising on later calls too.
-            self._from_app_send.send_nowait(item)
+            # Kept: later calls raise too.
             raise WebSocketClosed(item.code, item.reason)
+        del self._held[index]
         return item
+
+    def _next_unclaimed(self) -> int | None:
+        """The index of the first held frame that no waiting request claims."""
+        for index, held in enumerate(self._held):
+            if held.id is None or held.id not in self._waiting:
+                return index
+        return None
 
     async def receive_text(self, *, timeout: float | None = None) -> str:
         """The next frame, which must be text."""
@@ -730,6 +898,182 @@ class TestClient:
                     await connection.close()
                     if self.transport == "native":
                         nursery.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def client(
+        self,
+        route: WebSocketRoute[Any, ServerT],
+        path: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> AsyncGenerator[Client[ServerT], None]:
+        """A typed :class:`trio_wsroutes.client.Client` for ``route``, connected in
+        memory: ``async with test_client.client(route, path) as client``.
+
+        The client is the one :func:`~trio_wsroutes.client.connect` makes (``send``,
+        ``request(msg, ReplyClass)``, ``receive``, ``async for``, reconnection, positions),
+        with the same ``options`` (all but ``ssl_context`` and ``proxy``), so a test moves
+        to a live server by changing one fixture (see :class:`ClientFactory`). ``path``
+        defaults to the route's path, which must then have no parameters.
+
+        Its connections always run the server's native transport over an in-memory byte
+        stream, whatever this ``TestClient``'s ``transport`` (the client speaks WebSocket
+        bytes): the real handshake (a denial raises
+        :class:`trio_wsroutes.client.ConnectionDenied`), frames, compression, close codes.
+        Each reconnection opens a new in-memory connection. ``request_timeout``,
+        ``open_timeout`` and ``close_timeout`` default to this ``TestClient``'s
+        ``timeout``. On exit the client closes, and the server's handlers, ``on_close``
+        included, get up to ``timeout`` seconds to finish.
+        """
+        server = self.app
+        if not isinstance(server, WebSocketServer):
+            raise TypeError("TestClient.client() needs a WebSocketServer (its native transport)")
+        url = "ws://testserver" + _route_path(route, path)
+        _default_timeouts(options, self.timeout)
+        endpoints = native_endpoints(server)
+        peer = self.client_address
+        serving = 0
+        idle = trio.Event()
+        idle.set()
+        stopped = False
+
+        async def serve(stream: _PipeStream) -> None:
+            nonlocal serving, idle
+            try:
+                await serve_stream(stream, *endpoints, peer=peer)
+            finally:
+                serving -= 1
+                if not serving:
+                    idle.set()
+
+        async with _task_host() as nursery:
+
+            async def open_stream() -> trio.abc.Stream:
+                nonlocal serving, idle
+                await trio.lowlevel.checkpoint()
+                if stopped:
+                    raise ConnectionRefusedError("the in-memory server has stopped")
+                to_server, to_client = _Pipe(_PIPE_CAPACITY), _Pipe(_PIPE_CAPACITY)
+                if not serving:
+                    idle = trio.Event()
+                serving += 1
+                nursery.start_soon(serve, _PipeStream(to_server, to_client, peer))
+                return _PipeStream(to_client, to_server, None)
+
+            client = connect(url, route, proxy=False, **options)
+            client._open_stream = open_stream
+            try:
+                async with client:
+                    yield client
+            finally:
+                stopped = True
+                with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
+                    await idle.wait()
+                nursery.cancel_scope.cancel()
+
+
+def _route_path(route: WebSocketRoute[Any, Any], path: str | None) -> str:
+    """The path to connect to for ``route``: ``path``, or the route's own if it has no
+    parameters."""
+    if path is None:
+        names = route.pattern.param_names
+        if names:
+            raise ValueError(
+                f"route {route.path!r} has path parameters ({', '.join(names)}): "
+                "pass the path to connect to"
+            )
+        return route.path
+    if not path.startswith("/"):
+        raise ValueError(f"the path must start with '/': {path!r}")
+    return path
+
+
+def _default_timeouts(options: ClientOptions, timeout: float) -> None:
+    options.setdefault("request_timeout", timeout)
+    options.setdefault("open_timeout", timeout)
+    options.setdefault("close_timeout", timeout)
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of :func:`trio_wsroutes.client.connect` that mean the same
+    in memory and over a network, as a :class:`ClientFactory` takes them: ``token``,
+    ``headers``, ``subprotocols``, ``origin``, ``reconnect``, ``on_reconnect``,
+    ``since``, ``request_timeout``, ``open_timeout``, ``close_timeout``,
+    ``ping_interval``, ``ping_timeout``, ``compression``, ``max_message_size``,
+    ``max_queue``, ``max_queue_bytes`` (all but ``ssl_context`` and ``proxy``), with
+    ``connect``'s types and meanings."""
+
+    token: str | None
+    headers: Mapping[str, str] | Iterable[tuple[str, str]]
+    subprotocols: Sequence[str] | None
+    origin: str | None
+    reconnect: bool | Backoff
+    on_reconnect: Callable[[], Awaitable[None]] | None
+    since: Mapping[str, Position] | None
+    request_timeout: float
+    open_timeout: float
+    close_timeout: float
+    ping_interval: float | None
+    ping_timeout: float | None
+    compression: bool
+    max_message_size: int | None
+    max_queue: int
+    max_queue_bytes: int
+
+
+class ClientFactory(Protocol):
+    """Opens typed clients to the routes of one server: ``async with
+    open_client(route, path, **options) as client`` gives a
+    :class:`trio_wsroutes.client.Client`, in memory (:meth:`TestClient.client`, the
+    ``ws_typed_client`` fixture) or over a real socket (:func:`live_clients`, the
+    ``ws_typed_live_client`` fixture). A test written against it moves from one to the
+    other by changing its fixture.
+    """
+
+    def __call__(
+        self,
+        route: WebSocketRoute[Any, ServerT],
+        path: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> AbstractAsyncContextManager[Client[ServerT]]:
+        """A client for ``route`` at ``path`` (default: the route's path, which must
+        then have no parameters), with :func:`~trio_wsroutes.client.connect`'s
+        ``options``."""
+        ...
+
+
+class _LiveClients:
+    """Typed clients over real sockets to the server at ``base_url``."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"live_clients({self.base_url!r})"
+
+    def __call__(
+        self,
+        route: WebSocketRoute[Any, ServerT],
+        path: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> Client[ServerT]:
+        url = self.base_url + _route_path(route, path)
+        _default_timeouts(options, self.timeout)
+        return connect(url, route, proxy=False, **options)
+
+
+def live_clients(address: BoundAddress | str, *, timeout: float = 5.0) -> ClientFactory:
+    """Open typed clients to a running server: ``open_client = live_clients(address)``,
+    then ``async with open_client(route, path) as client``.
+
+    ``address`` is a :class:`~trio_wsroutes.BoundAddress` (what ``serve`` and the
+    ``ws_live_server`` fixture report) or a base URL such as ``"ws://127.0.0.1:8000"``.
+    The clients take no proxy, and their ``request_timeout``, ``open_timeout`` and
+    ``close_timeout`` default to ``timeout`` (as :meth:`TestClient.client`'s do), so a
+    test behaves the same in memory and live.
+    """
+    base = address.ws_url if isinstance(address, BoundAddress) else address
+    return _LiveClients(base, timeout)
 
 
 def _scope(

@@ -16,7 +16,7 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
-from trio_wsroutes.testing import ConnectionDenied, TestClient, TransportName
+from trio_wsroutes.testing import ConnectionDenied, RequestTimeout, TestClient, TransportName
 
 
 @attrs.frozen
@@ -65,6 +65,21 @@ async def test_unknown_path_is_denied(ws_client: TestClient) -> None:
 
 
 # [/denials]
+
+
+# [request]
+async def test_a_request_keeps_other_messages(ws_client: TestClient) -> None:
+    async with ws_client.connect("/echo") as ws:
+        await ws.send("echo", {"text": "first"})  # no id: its answer has none either
+        reply = await ws.request("echo", {"text": "second"})
+        assert reply == {"type": "echo", "data": {"text": "second"}, "id": "req-1"}
+        assert (await ws.receive())["data"] == {"text": "first"}  # kept for receive()
+        ws.pause_reading()  # nothing gets through now
+        with pytest.raises(RequestTimeout, match="no reply to request 'req-2'"):
+            await ws.request("echo", {"text": "late"}, timeout=0.1)
+
+
+# [/request]
 
 
 # [slow-client]
