@@ -28,7 +28,9 @@ class MemoryBudget:
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit: float = math.inf if limit is None else limit
-        self.used = 0
+        """The budget in bytes (infinite without one)."""
+        self.used: int = 0
+        """Bytes held now."""
         self._space = trio.lowlevel.ParkingLot()
 
     @property

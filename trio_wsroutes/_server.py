@@ -24,6 +24,7 @@ from ._admission import Admission
 from ._broker import Broker, MemoryBroker
 from ._codes import NOT_FOUND, UPGRADE_REQUIRED, CloseCode
 from ._connection import Connection, close_now, new_context, run_connection
+from ._flow import MemoryBudget
 from ._history import History, HistoryPage, HistoryPolicy, Position
 from ._lifespan import LifespanDriver, ShutdownHook, StartupHook, run_lifespan
 from ._messages import encode_message
@@ -142,8 +143,16 @@ class WebSocketServer:
     * ``slow_consumer_policy``: ``"close"`` (default) closes a subscriber with 1013 when a
       publish would take its queue over ``backpressure_limit``; ``"drop"`` drops that
       message for it alone. Counted in :attr:`stats`.
-    * ``max_queued_messages``: inbound messages queued per connection before the
-      server stops reading from it (16).
+    * ``max_queued_messages`` (16) and ``max_queued_bytes`` (1 MiB): inbound messages,
+      and bytes, queued per connection for its handlers before the server stops
+      reading from it (one message always fits, up to ``max_payload_length``).
+    * ``memory_budget``: bytes the engine may hold for all connections together in
+      inbound queues and outboxes (256 MiB; ``None`` for no limit). Over it, a
+      publish applies the slow-consumer policy to subscribers that are behind,
+      ``ws.send`` waits on connections with something queued, and readers of
+      connections with queued input wait. One connection's worst case by default is
+      about ``max_payload_length`` being read, plus ``max_queued_bytes`` (or one
+      message) queued, plus ``backpressure_limit`` waiting to go out.
     * ``max_query_params``: query parameters accepted on an upgrade (100); more is
       denied with 400 before anything parses them.
     * ``close_timeout``: seconds a closing connection may take to flush, and
@@ -187,6 +196,8 @@ class WebSocketServer:
         broker: Broker | None = None,
         slow_consumer_policy: SlowConsumerPolicy = "close",
         max_queued_messages: int = 16,
+        max_queued_bytes: int = 1 * MiB,
+        memory_budget: int | None = 256 * MiB,
         max_query_params: int = 100,
         close_timeout: float = 5.0,
         rate_limit: RateLimit | None = None,
@@ -204,7 +215,13 @@ class WebSocketServer:
             for limit in (max_connections, max_connections_per_ip, max_topics_per_connection)
         ) or (handler_timeout is not None and not handler_timeout > 0):
             raise ValueError("connection limits and timeouts must be positive")
-        if max_payload_length < 1 or backpressure_limit < 1 or max_queued_messages < 1:
+        if (
+            max_payload_length < 1
+            or backpressure_limit < 1
+            or max_queued_messages < 1
+            or max_queued_bytes < 1
+            or (memory_budget is not None and memory_budget < 1)
+        ):
             raise ValueError("size limits must be positive")
         if slow_consumer_policy not in ("close", "drop"):
             raise ValueError('slow_consumer_policy is "close" or "drop"')
@@ -247,11 +264,15 @@ class WebSocketServer:
         """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
         self.stats: ServerStats = ServerStats()
         """Running counters: connections, slow-consumer drops and closes, handler errors."""
+        self.memory: MemoryBudget = MemoryBudget(memory_budget)
+        """Bytes the engine holds for all connections (``memory.used``) and the
+        ``memory_budget`` it holds them to (``memory.limit``)."""
         self.options: EngineOptions = EngineOptions(
             max_payload_length=max_payload_length,
             idle_timeout=idle_timeout,
             backpressure_limit=backpressure_limit,
             max_queued_messages=max_queued_messages,
+            max_queued_bytes=max_queued_bytes,
             close_timeout=close_timeout,
             slow_consumer_policy=slow_consumer_policy,
             max_topics_per_connection=max_topics_per_connection,
@@ -470,6 +491,7 @@ class WebSocketServer:
                 context=new_context(uuid.uuid4().hex, admitted.user, request),
                 broker=self.broker,
                 stats=self.stats,
+                budget=self.memory,
                 subprotocol=admitted.subprotocol,
                 since=admitted.positions,
                 on_gone=self.registry.discard,
