@@ -34,9 +34,12 @@ from typing import Any
 import harness
 
 SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "bun")
+EXTRA_SYSTEMS = ("native-history",)
+"""Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses them)."""
 LABELS = {
     "asgi": "trio_wsroutes, ASGI on hypercorn-trio",
     "native": "trio_wsroutes, native transport",
+    "native-history": "trio_wsroutes, native transport, history on the topic (1 000 kept)",
     "hypercorn": "plain ASGI app on hypercorn-trio (floor)",
     "fastapi": "FastAPI + pydantic on uvicorn",
     "bun": "Bun.serve + Zod (ceiling)",
@@ -513,7 +516,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--mode", choices=sorted(MODES), default="short")
-    parser.add_argument("--systems", help="comma-separated, of " + ",".join(SYSTEMS))
+    parser.add_argument(
+        "--systems", help="comma-separated, of " + ",".join((*SYSTEMS, *EXTRA_SYSTEMS))
+    )
     parser.add_argument("--scenarios", help="comma-separated, of " + ",".join(SCENARIOS))
     parser.add_argument("--reps", type=int, help="repetitions (default per mode)")
     parser.add_argument("--seconds", type=float, help="measured window (default per mode)")
@@ -537,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"unknown scenario {name}")
     notes = []
     for name in list(systems):
-        if name not in SYSTEMS:
+        if name not in SYSTEMS and name not in EXTRA_SYSTEMS:
             parser.error(f"unknown system {name}")
         if name == "bun" and not harness.BUN.exists():
             systems.remove(name)

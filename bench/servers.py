@@ -17,6 +17,10 @@ Systems:
 * ``asgi``: trio_wsroutes as an ASGI app under hypercorn's trio worker
   (``server.serve``), attrs schemas, the reply returned from the handler.
 * ``native``: the same routes on the native transport (``server.serve_native``).
+* ``native-history``: ``native`` with history on the topic (``history={"feed":
+  History(size=1000)}``): every delivery carries ``topic``, ``offset`` and ``epoch``, and
+  the last 1 000 publications are kept. Not in the default suite; ``bench/history_live.py``
+  compares it with ``native``.
 * ``hypercorn``: the floor under ``asgi``: a plain ASGI app on hypercorn's trio worker
   that echoes and forwards the text as it came, no validation, a loop over the
   subscribers' ``send`` for the broadcast.
@@ -42,9 +46,16 @@ from attrs.validators import max_len, min_len
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trio_wsroutes import Connection, Context, WebSocketServer, create_websocket_route, message
+from trio_wsroutes import (
+    Connection,
+    Context,
+    History,
+    WebSocketServer,
+    create_websocket_route,
+    message,
+)
 
-SYSTEMS = ("asgi", "native", "hypercorn", "fastapi")
+SYSTEMS = ("asgi", "native", "native-history", "hypercorn", "fastapi")
 
 # -- trio_wsroutes -----------------------------------------------------------------------
 
@@ -75,8 +86,9 @@ class Tick:
     text: str
 
 
-def wsroutes_server() -> WebSocketServer:
-    """The routes, as a user of this project writes them (default server options)."""
+def wsroutes_server(*, history: bool = False) -> WebSocketServer:
+    """The routes, as a user of this project writes them (default server options; with
+    ``history``, the topic keeps its last 1 000 publications)."""
     echo = create_websocket_route("/echo").server_messages(EchoOut)
 
     @echo.on("echo", Echo)
@@ -95,6 +107,8 @@ def wsroutes_server() -> WebSocketServer:
     async def on_publish(ws: Connection[Tick], data: Publish, ctx: Context[None]) -> None:
         await ws.publish("feed", Tick(data.n, data.user, data.text))
 
+    if history:
+        return WebSocketServer([echo, sub, pub], history={"feed": History(size=1000)})
     return WebSocketServer([echo, sub, pub])
 
 
@@ -147,6 +161,8 @@ def run(system: str, port: int) -> None:
         trio.run(wsroutes_server().serve, "127.0.0.1", port)
     elif system == "native":
         trio.run(wsroutes_server().serve_native, "127.0.0.1", port)
+    elif system == "native-history":
+        trio.run(wsroutes_server(history=True).serve_native, "127.0.0.1", port)
     elif system == "hypercorn":
         from hypercorn.config import Config
         from hypercorn.trio import serve

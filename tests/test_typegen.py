@@ -45,6 +45,7 @@ from trio_wsroutes import (
     no_auth,
 )
 from trio_wsroutes._errors import ErrorDetail
+from trio_wsroutes._history import Position, with_position
 from trio_wsroutes._messages import encode_error, encode_message
 from trio_wsroutes._validation import _make_converter  # pyright: ignore[reportPrivateUsage]
 
@@ -584,7 +585,7 @@ def test_envelopes_and_the_error_envelope() -> None:
     chat = text[text.index("export namespace ChatWebSocket") :]
     assert (
         "export type ServerMessage =\n"
-        '    | { type: "said"; data: Said; id?: MessageId }\n'
+        '    | ({ type: "said"; data: Said; id?: MessageId } & WebSocketTopicPosition)\n'
         "    | WebSocketErrorMessage\n"
         "    | WebSocketAckMessage;"
     ) in chat
@@ -596,6 +597,59 @@ def test_envelopes_and_the_error_envelope() -> None:
     # A wire type that is no identifier is quoted; a class without fields is an empty object.
     assert '    "thread:join": Join;' in chat
     assert "export type Join = Record<string, never>;" in text
+
+
+def test_server_messages_may_carry_a_history_position_all_three_fields_or_none() -> None:
+    text = generate_websocket_types(app.server)
+    position = text[text.index("export type WebSocketTopicPosition =") :]
+    position = position[: position.index(";\n\n") + 2]
+    assert "topic: string;" in position
+    assert "offset: number;" in position
+    assert "epoch: string;" in position
+    assert "| { topic?: never; offset?: never; epoch?: never };" in position
+    doc = text[: text.index("export type WebSocketTopicPosition")].rsplit("/**", 1)[1]
+    assert "A publication on a topic with\n * history" in doc
+    assert "since=TOPIC@EPOCH:OFFSET" in doc
+    # Server messages only: the position is never part of what a client sends.
+    for namespace in ("ChatWebSocket", "ShapesWebSocket"):
+        body = text[text.index(f"export namespace {namespace}") :]
+        client = body[
+            body.index("export type ClientMessage") : body.index("export type ServerMessage")
+        ]
+        server = body[
+            body.index("export type ServerMessage") : body.index("export interface ClientData")
+        ]
+        assert "WebSocketTopicPosition" not in client
+        assert server.count("& WebSocketTopicPosition)") == server.count("data: ")
+
+
+@attrs.frozen
+class WebSocketTopicPosition:
+    place: str
+
+
+@attrs.frozen
+class WebSocketOffset:
+    seconds: float
+
+
+@message("where")
+@attrs.frozen
+class Where:
+    position: WebSocketTopicPosition
+    offset: WebSocketOffset
+
+
+def test_classes_named_like_the_position_types_are_prefixed() -> None:
+    route = create_websocket_route("/where").server_messages(Where)
+    text = generate_websocket_types(route)
+    assert "position: TestTypegenWebSocketTopicPosition;" in text
+    assert "offset: TestTypegenWebSocketOffset;" in text
+    assert "export interface WebSocketTopicPosition " not in text
+    assert text.count("export type WebSocketTopicPosition =") == 1
+    defs = json.loads(generate_json_schema(route))["$defs"]
+    assert defs["WebSocketOffset"]["type"] == "integer"
+    assert defs["TestTypegenWebSocketOffset"]["properties"] == {"seconds": {"type": "number"}}
 
 
 def test_the_ack_envelope_is_sent_where_a_handler_may_return_nothing() -> None:
@@ -644,6 +698,28 @@ def test_json_schema_accepts_what_the_server_sends() -> None:
     ]
     for frame in sent:
         assert list(validator.iter_errors(frame)) == [], frame
+    # Publications on topics with history carry their position, exactly as the broker
+    # splices it in; all three fields or none.
+    positioned = with_position(
+        encode_message(app.Pong(timestamp=1.0, server_time=2.0)).payload,
+        "room:a",
+        Position("Xk3-_9", 7),
+    )
+    assert positioned is not None
+    assert list(validator.iter_errors(orjson.loads(positioned))) == []
+    base = wire_of(app.Pong(timestamp=1.0, server_time=2.0))
+    full = {"topic": "room:a", "offset": 7, "epoch": "Xk3-_9"}
+    for partial in ({"offset": 7}, {"topic": "t", "epoch": "e"}, {"epoch": "e"}):
+        assert not validator.is_valid({**base, **partial}), partial
+    for bad in ({"offset": 0}, {"offset": "7"}, {"offset": 2**53}, {"epoch": "no spaces"}):
+        assert not validator.is_valid({**base, **full, **bad}), bad
+    client = schema_validator("ShapesWebSocketClientMessage")
+    ping = {"type": "ping", "data": {"timestamp": 1}}
+    assert client.is_valid(ping)
+    # Not described on client messages (unknown keys are allowed, as the server ignores them).
+    assert "offset" not in json.dumps(
+        json.loads(generate_json_schema(app.server))["$defs"]["ShapesWebSocketClientMessage"]
+    )
     # And refuses what it does not send.
     broken = wire_of(app.Pong(timestamp=1.0, server_time=2.0))
     del broken["data"]["server_time"]
@@ -723,6 +799,32 @@ def test_asyncapi_validates_against_the_official_3_0_schema(
     operation = document["operations"]["ShapesWebSocket.receive.draw"]
     operation["action"] = "publish"
     assert not asyncapi_validator.is_valid(document)
+
+
+def test_asyncapi_server_payloads_describe_the_history_position() -> None:
+    document = json.loads(generate_asyncapi(app.server, format="json"))
+    messages = document["channels"]["ShapesWebSocket"]["messages"]
+    pong = messages["server.pong"]["payload"]
+    assert {k: pong["properties"][k] for k in ("topic", "offset", "epoch")} == {
+        "topic": {"$ref": "#/components/schemas/WebSocketTopic"},
+        "offset": {"$ref": "#/components/schemas/WebSocketOffset"},
+        "epoch": {"$ref": "#/components/schemas/WebSocketEpoch"},
+    }
+    assert pong["required"] == ["type", "data"]
+    assert pong["dependencies"]["offset"] == ["topic", "epoch"]  # draft-07's spelling
+    assert "offset" not in messages["client.ping"]["payload"]["properties"]
+    schemas = document["components"]["schemas"]
+    assert schemas["WebSocketOffset"]["maximum"] == 2**53 - 1
+    assert "since=TOPIC@EPOCH:OFFSET" in document["info"]["description"]
+    # The payload schema, resolved, accepts a positioned publication and refuses half a
+    # position.
+    validator = jsonschema.Draft7Validator(
+        {**pong, "components": {"schemas": schemas}},
+    )
+    wire = wire_of(app.Pong(timestamp=1.0, server_time=2.0))
+    assert validator.is_valid({**wire, "topic": "room:a", "offset": 3, "epoch": "e1"})
+    assert validator.is_valid(wire)
+    assert not validator.is_valid({**wire, "offset": 3})
 
 
 def test_asyncapi_channels_operations_messages_and_security() -> None:

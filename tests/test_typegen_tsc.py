@@ -21,6 +21,7 @@ from tests.test_typegen import DRAW_CASES, everything
 from tests.typegen import app
 from trio_wsroutes import generate_websocket_types
 from trio_wsroutes._errors import ErrorDetail
+from trio_wsroutes._history import Position, with_position
 from trio_wsroutes._messages import encode_error, encode_message
 
 STRICT = [
@@ -62,7 +63,16 @@ def server_wire() -> list[Any]:
             [ErrorDetail("$.data.shape", "required field missing")],
         ),
     ]
-    return [orjson.loads(frame.payload) for frame in frames]
+    wire = [orjson.loads(frame.payload) for frame in frames]
+    # Publications on topics with history, with the position the broker splices in.
+    for frame, topic, offset in (
+        (encode_message(app.Pong(timestamp=1.0, server_time=2.5)), "room:a", 7),
+        (encode_message(everything()), "room:a@b:c", 2**53 - 1),
+    ):
+        positioned = with_position(frame.payload, topic, Position("Xk3-_9", offset))
+        assert positioned is not None
+        wire.append(orjson.loads(positioned))
+    return wire
 
 
 def client_wire() -> list[Any]:
@@ -124,6 +134,24 @@ export function describe(msg: ShapesWebSocket.ServerMessage): string {{
     }}
   }}
 }}
+
+// A publication on a topic with history carries topic, offset and epoch, all three.
+export function since(msg: ShapesWebSocket.ServerMessage): string | undefined {{
+  if (msg.type === "error" || msg.offset === undefined) {{
+    return undefined;
+  }}
+  const topic: string = msg.topic;
+  const epoch: string = msg.epoch;
+  const offset: number = msg.offset;
+  return `since=${{encodeURIComponent(`${{topic}}@${{epoch}}:${{offset}}`)}}`;
+}}
+export const live: ShapesWebSocket.ServerMessage = {{
+  type: "settings",
+  data: {{ theme: "dark", volume: 3 }},
+  topic: "room:a",
+  offset: 1,
+  epoch: "e1",
+}};
 
 // Fields with defaults may be left out; nullable ones without a default may not.
 const draw: Draw = {{ shape: {{ center: {{ x: 0, y: 0 }}, radius: 1 }}, color: "red", note: "" }};
@@ -223,6 +251,42 @@ BAD_SAMPLES: dict[str, tuple[str, str, str]] = {
         bad("export const n: number = d.priority;", "declare const d: Draw;\n"),
         "TS2322",
         "'undefined' is not assignable to type 'number'",
+    ),
+}
+
+PONG = "{ timestamp: 1, server_time: 2 }"
+BAD_SAMPLES |= {
+    "position_fields_come_together": (
+        bad(
+            "export const m: ShapesWebSocket.ServerMessage = "
+            f'{{ type: "pong", data: {PONG}, offset: 3 }};'
+        ),
+        "TS2322",
+        "missing the following properties",
+    ),
+    "offset_is_a_number": (
+        bad(
+            "export const m: ShapesWebSocket.ServerMessage = "
+            f'{{ type: "pong", data: {PONG}, topic: "t", offset: "3", epoch: "e" }};'
+        ),
+        "TS2322",
+        "not assignable to type 'number'",
+    ),
+    "client_messages_carry_no_position": (
+        bad(
+            f"export const m: {SHAPES} = "
+            '{ type: "ping", data: { timestamp: 1 }, topic: "t", offset: 1, epoch: "e" };'
+        ),
+        "TS2353",
+        "'topic' does not exist in type",
+    ),
+    "topic_is_undefined_until_narrowed": (
+        bad(
+            "export const t: string = m.topic;",
+            'declare const m: Extract<ShapesWebSocket.ServerMessage, { type: "pong" }>;\n',
+        ),
+        "TS2322",
+        "'string | undefined' is not assignable to type 'string'",
     ),
 }
 

@@ -331,8 +331,9 @@ class Connection(Generic[ServerT_contra]):
         position: ``Recovery(False, 0)``.
 
         A recovery goes through the backpressure limit like any publish, except that it
-        never drops a message: one that does not fit closes the connection with 1013
-        (the client may reconnect and recover from where it got to).
+        never drops a message: one that does not fit closes the connection with 1013,
+        once those that fitted are sent (the client reconnects and recovers from where
+        it got to).
 
         Raises :class:`MessageError` (``INVALID_TOPIC``, ``TOO_MANY_TOPICS``) past the
         server's ``max_topic_length`` and ``max_topics_per_connection``; raised in a
@@ -407,7 +408,9 @@ class Connection(Generic[ServerT_contra]):
                 self._stats.messages_dropped += 1
                 return True
             self._stats.slow_consumer_closes += 1
-            self._evict()
+            # A recovery closes after what fitted, so the client resumes from further on
+            # (a transport that writes nothing meanwhile would otherwise never progress).
+            self._evict(flush=self._recovering)
             return False
         outbox.put_nowait(frame)
         return True
@@ -472,9 +475,14 @@ class Connection(Generic[ServerT_contra]):
             self._flush_queued = True
             self._outbox.put_nowait(_FLUSH)
 
-    def _evict(self) -> None:
+    def _evict(self, *, flush: bool = False) -> None:
+        """Close with 1013 and leave the topics and the registry at once; the queued
+        frames are dropped, or with ``flush`` sent first (within ``close_timeout``)."""
         logger.warning("evicting slow consumer %s: %d bytes queued", self.id, self.buffered_amount)
-        self._close_now(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+        if flush:
+            self._begin_close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+        else:
+            self._close_now(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         self._topics.clear()
         self._on_gone(self)
 

@@ -43,6 +43,23 @@ export interface WebSocketAckMessage {
 }
 
 /**
+ * Where a publication stands in its topic's history. A publication on a topic with
+ * history (the server's `history` option) carries all three fields; every other message
+ * carries none. Keep the last `epoch` and `offset` of each `topic` and send them back
+ * when reconnecting (`since=TOPIC@EPOCH:OFFSET`, URL-encoded) to get what was missed.
+ */
+export type WebSocketTopicPosition =
+  | {
+      /** The topic it was published on. */
+      topic: string;
+      /** Its number in the topic's stream: 1, 2, 3... within one epoch. */
+      offset: number;
+      /** One unbroken run of offsets; a new epoch means the topic's history was lost. */
+      epoch: string;
+    }
+  | { topic?: never; offset?: never; epoch?: never };
+
+/**
  * Say something in the room (or in `room`, if given).
  *
  * Python: `examples.chat.app.Chat` (as a client sends it).
@@ -133,10 +150,10 @@ export namespace ChatWebSocket {
 
   /** Messages the server sends: this route's messages, error envelopes and acks. */
   export type ServerMessage =
-    | { type: "joined"; data: Joined; id?: MessageId }
-    | { type: "left"; data: Left; id?: MessageId }
-    | { type: "message"; data: ChatOut; id?: MessageId }
-    | { type: "pong"; data: Pong; id?: MessageId }
+    | ({ type: "joined"; data: Joined; id?: MessageId } & WebSocketTopicPosition)
+    | ({ type: "left"; data: Left; id?: MessageId } & WebSocketTopicPosition)
+    | ({ type: "message"; data: ChatOut; id?: MessageId } & WebSocketTopicPosition)
+    | ({ type: "pong"; data: Pong; id?: MessageId } & WebSocketTopicPosition)
     | WebSocketErrorMessage
     | WebSocketAckMessage;
 

@@ -71,7 +71,9 @@ def generate_websocket_types(
     ``/chat/{room}``). Each route becomes a namespace (``/api/chat`` ->
     ``ChatWebSocket``; ``create_websocket_route(path, name=...)`` overrides) holding
     ``ClientMessage`` and ``ServerMessage``, discriminated unions over the envelope
-    (``{ type; data; id? }``, plus the error envelope in ``ServerMessage``), and
+    (``{ type; data; id? }``, plus the error envelope in ``ServerMessage``, whose
+    messages may also carry a ``WebSocketTopicPosition``: ``topic``, ``offset`` and
+    ``epoch`` on a publication on a topic with history), and
     ``ClientData`` / ``ServerData``, the ``data`` of each message by type. Message data
     classes become shared interfaces. The output passes ``tsc --strict`` and is the same,
     byte for byte, for the same routes.
@@ -137,8 +139,9 @@ def generate_json_schema(
     """A JSON Schema (2020-12) document describing every message of the routes.
 
     ``$defs`` holds ``<Namespace>ClientMessage`` and ``<Namespace>ServerMessage`` (whole
-    envelopes, one ``oneOf`` per route), the data classes and enums by the same names as
-    the TypeScript output, and the error envelope. Arguments as for
+    envelopes, one ``oneOf`` per route; a server message may carry ``topic``,
+    ``offset`` and ``epoch``, all three or none), the data classes and enums by the same
+    names as the TypeScript output, and the error envelope. Arguments as for
     :func:`generate_websocket_types`.
     """
     text = render_json_schema(build_model(routes_or_server, routes))

@@ -101,6 +101,11 @@ FRAMEWORK_NAMES: Final = frozenset(
         "WebSocketErrorDetail",
         "WebSocketAckMessage",
         "WebSocketErrorCode",
+        "WebSocketTopicPosition",
+        # The JSON Schema definitions of its fields.
+        "WebSocketTopic",
+        "WebSocketOffset",
+        "WebSocketEpoch",
         # Members of every route namespace, which would hide a top-level name.
         "Params",
         "ClientMessage",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final, Literal
 
+from .._history import MAX_OFFSET
 from ._model import (
     ERROR_CODES,
     AnyJson,
@@ -33,6 +34,13 @@ Dialect = Literal["2020-12", "draft-07"]
 Schema = dict[str, Any]
 
 DRAFT_2020_12: Final = "https://json-schema.org/draft/2020-12/schema"
+
+_POSITION_FIELDS: Final = {
+    "topic": "WebSocketTopic",
+    "offset": "WebSocketOffset",
+    "epoch": "WebSocketEpoch",
+}
+"""The fields a publication on a topic with history carries, and their definitions."""
 
 
 class SchemaBuilder:
@@ -116,17 +124,32 @@ class SchemaBuilder:
             schema["required"] = required
         return schema
 
-    def envelope(self, message: MessageDef) -> Schema:
-        """A whole message: ``{"type": ..., "data": ..., "id"?: ...}``."""
+    def envelope(
+        self, message: MessageDef, direction: Literal["client", "server"] = "client"
+    ) -> Schema:
+        """A whole message: ``{"type": ..., "data": ..., "id"?: ...}``; a server message
+        also ``"topic"``, ``"offset"`` and ``"epoch"``, all three or none (present on
+        publications on topics with history)."""
         schema: Schema = {"title": message.type, "type": "object"}
         if message.description:
             schema["description"] = message.description
-        schema["properties"] = {
+        properties: Schema = {
             "type": {"const": message.type},
             "data": self.ref(message.data.name),
             "id": self.ref("MessageId"),
         }
+        schema["properties"] = properties
         schema["required"] = ["type", "data"]
+        if direction == "server":
+            properties.update(
+                (name, self.ref(definition)) for name, definition in _POSITION_FIELDS.items()
+            )
+            together = {
+                name: [o for o in _POSITION_FIELDS if o != name] for name in _POSITION_FIELDS
+            }
+            # 2020-12 names it dependentRequired; draft-07 (AsyncAPI) dependencies.
+            key = "dependentRequired" if self.dialect == "2020-12" else "dependencies"
+            schema[key] = together
         return schema
 
     def framework_definitions(self) -> dict[str, Schema]:
@@ -164,6 +187,28 @@ class SchemaBuilder:
                 },
                 "required": ["type", "error", "code"],
             },
+            "WebSocketTopic": {
+                "description": "On a publication on a topic with history (with offset and "
+                "epoch): the topic it was published on.",
+                "type": "string",
+                "minLength": 1,
+            },
+            "WebSocketOffset": {
+                "description": "On a publication on a topic with history (with topic and "
+                "epoch): its number in the topic's stream, 1, 2, 3... within one epoch. A "
+                "client keeps the last one per topic and sends it back when reconnecting "
+                "(since=TOPIC@EPOCH:OFFSET) to get what it missed.",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_OFFSET,
+            },
+            "WebSocketEpoch": {
+                "description": "On a publication on a topic with history (with topic and "
+                "offset): one unbroken run of offsets; a new epoch means the topic's "
+                "history was lost.",
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_-]{1,64}$",
+            },
             "WebSocketAckMessage": {
                 "description": "The answer to a message with an id whose handler returned "
                 "nothing.",
@@ -180,7 +225,7 @@ class SchemaBuilder:
             options = [self.envelope(m) for m in route.client_messages]
             text = f"A message a client may send on {route.path}."
         else:
-            options = [self.envelope(m) for m in route.server_messages]
+            options = [self.envelope(m, "server") for m in route.server_messages]
             options.append(self.ref("WebSocketErrorMessage"))
             if route.acks:
                 options.append(self.ref("WebSocketAckMessage"))

@@ -73,6 +73,23 @@ export interface WebSocketAckMessage {{
   /** The `id` of the message it answers. */
   id: MessageId;
 }}
+
+/**
+ * Where a publication stands in its topic's history. A publication on a topic with
+ * history (the server's `history` option) carries all three fields; every other message
+ * carries none. Keep the last `epoch` and `offset` of each `topic` and send them back
+ * when reconnecting (`since=TOPIC@EPOCH:OFFSET`, URL-encoded) to get what was missed.
+ */
+export type WebSocketTopicPosition =
+  | {{
+      /** The topic it was published on. */
+      topic: string;
+      /** Its number in the topic's stream: 1, 2, 3... within one epoch. */
+      offset: number;
+      /** One unbroken run of offsets; a new epoch means the topic's history was lost. */
+      epoch: string;
+    }}
+  | {{ topic?: never; offset?: never; epoch?: never }};
 """
 
 _JSON_VALUE: Final = """
@@ -222,6 +239,12 @@ def _envelope(message: MessageDef) -> str:
     return f"{{ type: {json.dumps(message.type)}; data: {message.data.name}; id?: MessageId }}"
 
 
+def _server_envelope(message: MessageDef) -> str:
+    """A server message: the envelope, and a position when published on a topic with
+    history."""
+    return f"({_envelope(message)} & WebSocketTopicPosition)"
+
+
 def _union(messages: list[str], indent: str) -> str:
     if not messages:
         return " never;\n"
@@ -263,7 +286,7 @@ def _namespace(route: RouteModel) -> str:
         what = "this route's messages and error envelopes"
     out.append(f"\n  /** Messages the server sends: {what}. */\n")
     out.append("  export type ServerMessage =")
-    server = [_envelope(m) for m in route.server_messages]
+    server = [_server_envelope(m) for m in route.server_messages]
     out.append(_union([*server, *framework], "  "))
     out.append("\n  /** The `data` of each client message, by `type`. */\n")
     out.append("  export interface ClientData ")

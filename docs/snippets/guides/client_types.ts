@@ -42,6 +42,23 @@ export interface WebSocketAckMessage {
   id: MessageId;
 }
 
+/**
+ * Where a publication stands in its topic's history. A publication on a topic with
+ * history (the server's `history` option) carries all three fields; every other message
+ * carries none. Keep the last `epoch` and `offset` of each `topic` and send them back
+ * when reconnecting (`since=TOPIC@EPOCH:OFFSET`, URL-encoded) to get what was missed.
+ */
+export type WebSocketTopicPosition =
+  | {
+      /** The topic it was published on. */
+      topic: string;
+      /** Its number in the topic's stream: 1, 2, 3... within one epoch. */
+      offset: number;
+      /** One unbroken run of offsets; a new epoch means the topic's history was lost. */
+      epoch: string;
+    }
+  | { topic?: never; offset?: never; epoch?: never };
+
 /** Python: `test_client_types.Author` (as the server sends it). */
 export interface Author {
   name: string;
@@ -93,7 +110,7 @@ export namespace BoardsWebSocket {
 
   /** Messages the server sends: this route's messages and error envelopes. */
   export type ServerMessage =
-    | { type: "posted"; data: Posted; id?: MessageId }
+    | ({ type: "posted"; data: Posted; id?: MessageId } & WebSocketTopicPosition)
     | WebSocketErrorMessage;
 
   /** The `data` of each client message, by `type`. */
