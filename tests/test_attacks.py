@@ -13,6 +13,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,9 +22,11 @@ import attrs
 import orjson
 import pytest
 import trio
+import trio.lowlevel
+import trio.testing
 
 from tests._http import http_request
-from tests._rawws import TEXT, deflate, handshake, inflate, raw_connect
+from tests._rawws import CONT, TEXT, deflate, encode_frame, handshake, inflate, raw_connect
 from tests._redis import RedisServer, require_redis
 from tests.conftest import ServeLive
 from trio_wsroutes import (
@@ -42,8 +45,10 @@ from trio_wsroutes import (
 from trio_wsroutes._request import MAX_COOKIE_BYTES, parse_cookies
 from trio_wsroutes._transports import _hypercorn
 from trio_wsroutes._transports.asgi import ASGITransport
+from trio_wsroutes.testing import TestClient, TransportName
 
 TIMEOUT = 10
+MiB = 1024 * 1024
 
 
 @attrs.frozen
@@ -443,3 +448,315 @@ async def test_messages_forged_in_redis_cannot_cut_delivery_or_pass_the_limits(
         assert inbox.payloads == real
         assert stats.unauthenticated == 1
         assert stats.sequence_resets == 0
+
+
+# -- the engine and the native transport ---------------------------------------------------
+
+
+@attrs.frozen
+class Echo:
+    n: int
+
+
+@message("echoed")
+@attrs.frozen
+class Echoed:
+    n: int
+
+
+def echo_route(path: str = "/e") -> Any:
+    route = create_websocket_route(path).server_messages(Echoed)
+
+    @route.on("echo", Echo)
+    async def echo(ws: Connection[Echoed], data: Echo, ctx: Context[None]) -> Echoed:
+        return Echoed(data.n)
+
+    return route
+
+
+async def echo_once(address: Any, n: int) -> None:
+    """A bystander's request/reply, over a fresh connection."""
+    async with raw_connect(address, "/e") as client:
+        await client.send(TEXT, orjson.dumps({"type": "echo", "data": {"n": n}}))
+        reply = await client.receive_data()
+        assert orjson.loads(reply.payload) == {"type": "echoed", "data": {"n": n}}
+
+
+@contextmanager
+def python_heap() -> Iterator[list[int]]:
+    """Trace the Python heap while the block runs: the list holds the size at the start,
+    then (after the block) the peak growth, in bytes."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        sizes: list[int] = [base]
+        yield sizes
+        sizes.append(tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.transports("native")
+async def test_a_ping_flood_from_a_client_that_never_reads_is_bounded(
+    serve_live: ServeLive,
+) -> None:
+    # 20 MiB of pings with 125-byte payloads, and the client never reads its pongs:
+    # they used to pile up in the connection's write buffer (and the reader never let
+    # the others run). Now one pong is owed at a time.
+    ping = bytes([0x89, 0x80 | 125]) + b"\x00\x00\x00\x00" + b"p" * 125
+    chunk = ping * 8192  # about 1 MiB
+    server = WebSocketServer([echo_route()])
+    async with serve_live(server) as address:
+        stream, status, _, _ = await handshake(address, "/e")
+        assert status == 101
+        with python_heap() as peak, trio.fail_after(60):
+            async with stream, trio.open_nursery() as nursery:
+
+                async def flood() -> None:
+                    for _ in range(20):
+                        await stream.send_all(chunk)
+
+                nursery.start_soon(flood)
+                await trio.sleep(0.2)
+                await echo_once(address, 1)  # a bystander is served during the flood
+        assert peak[1] < 8 * MiB
+
+
+@pytest.mark.transports("native")
+@pytest.mark.parametrize("payload", [b"", b"ab"], ids=["empty", "two-byte"])
+async def test_a_fragment_flood_is_refused_with_1009(
+    serve_live: ServeLive, payload: bytes
+) -> None:
+    # Endless continuation frames: empty ones were never counted, and tiny ones cost far
+    # more memory than their payload. Each fragment now counts its overhead too.
+    limit = 64 * 1024
+    server = WebSocketServer([echo_route()], max_payload_length=limit)
+    async with serve_live(server) as address, raw_connect(address, "/e") as client:
+        with trio.fail_after(TIMEOUT):
+            await client.send(TEXT, b"{", fin=False)
+            sent = 0
+            frame = encode_frame(CONT, payload, fin=False)
+            while sent < 20_000:
+                try:
+                    await client.send_raw(frame * 100)
+                except trio.BrokenResourceError:
+                    break
+                sent += 100
+                if sent % 2000 == 0:
+                    await trio.lowlevel.checkpoint()
+            close = await client.close_frame()
+        assert close is not None and close.close_code == 1009
+        # Refused after about limit / 64 fragments, not limit / len(payload) (or never).
+        assert sent <= 20_000
+        await echo_once(address, 2)
+
+
+async def test_a_cookie_route_refuses_a_foreign_origin_by_default(
+    serve_live: ServeLive, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Cross-site WebSocket hijacking: a page on another site opens a socket with the
+    # user's cookies. Without allowed_origins, a route authenticated by cookie accepts
+    # only its own origin.
+    route = create_websocket_route("/e").authenticate(
+        create_token_auth(lambda token: token if token == "user-1" else None, cookie_name="token")
+    )
+    with caplog.at_level(logging.WARNING, logger="trio_wsroutes"):
+        server = WebSocketServer([route])
+        async with serve_live(server) as address:
+            host = f"{address.host}:{address.port}"
+            cookie = {"Cookie": "token=user-1"}
+            evil = await handshake(address, "/e", {**cookie, "Origin": "https://evil.example"})
+            same = await handshake(address, "/e", {**cookie, "Origin": f"http://{host}"})
+            native_app = await handshake(address, "/e", cookie)  # no Origin: not a browser
+            for stream, *_ in (evil, same, native_app):
+                await stream.aclose()
+    assert evil[1] == 403
+    assert (same[1], native_app[1]) == (101, 101)
+    assert "authenticates with a cookie and has no allowed_origins" in caplog.text
+
+
+async def test_a_cookie_route_with_an_origin_policy_follows_it(serve_live: ServeLive) -> None:
+    route = (
+        create_websocket_route("/e")
+        .authenticate(create_token_auth(lambda token: token, cookie_name="token"))
+        .allowed_origins(["https://partner.example"])
+    )
+    async with serve_live(WebSocketServer([route])) as address:
+        cookie = {"Cookie": "token=user-1"}
+        partner = await handshake(address, "/e", {**cookie, "Origin": "https://partner.example"})
+        await partner[0].aclose()
+    assert partner[1] == 101
+
+
+@pytest.mark.transports("native")
+async def test_large_requests_from_a_client_that_never_reads_are_bounded(
+    serve_live: ServeLive,
+) -> None:
+    # 4 MiB messages to a handler that is slow, from a client that never reads: the
+    # inbound queue used to hold 16 messages (64 MiB here; 256 MiB at the size limit).
+    # It now holds 1 MiB, or one message.
+    release = trio.Event()
+    route = create_websocket_route("/slow").server_messages(Echoed)
+
+    @route.on_text
+    async def slow(ws: Connection[Echoed], text: str, ctx: Context[None]) -> None:
+        await release.wait()
+
+    frame = encode_frame(TEXT, b"x" * (4 * MiB))  # built once, before measuring
+    async with serve_live(WebSocketServer([route])) as address:
+        stream, status, _, _ = await handshake(address, "/slow")
+        assert status == 101
+        with python_heap() as base, trio.fail_after(60):
+            async with stream, trio.open_nursery() as nursery:
+
+                async def send() -> None:
+                    for _ in range(20):
+                        await stream.send_all(frame)
+
+                nursery.start_soon(send)
+                await trio.sleep(1.5)  # the client sends what the server takes
+                held = tracemalloc.get_traced_memory()[0] - base[0]
+                release.set()
+                nursery.cancel_scope.cancel()
+        # Held while the client keeps sending: one message being handled, one queued,
+        # one waiting in the reader, and the parser's frame (was 16 queued and more).
+        assert held < 32 * MiB
+
+
+async def test_the_memory_budget_bounds_all_connections_together(
+    memory_transport: TransportName,
+) -> None:
+    # Five subscribers that stop reading, each far under its own backpressure limit:
+    # together they used to hold everything published. The server's budget bounds them.
+    route = create_websocket_route("/f").server_messages(Echoed)
+
+    @route.on_connect
+    async def join(ws: Connection[Echoed], ctx: Context[None]) -> None:
+        await ws.subscribe("feed")
+
+    budget = 1 * MiB
+    server = WebSocketServer([route], memory_budget=budget)
+    async with (
+        TestClient(server, transport=memory_transport) as client,
+        AsyncExitStack() as stack,
+    ):
+        clients = [await stack.enter_async_context(client.connect("/f")) for _ in range(5)]
+        await trio.testing.wait_all_tasks_blocked()
+        for ws in clients:
+            ws.pause_reading()
+        held = 0
+        for _ in range(60):
+            await server.publish_binary("feed", b"x" * 100_000)
+            held = max(held, server.memory.used)
+        assert held <= budget + 100_000
+        assert server.stats.slow_consumer_closes > 0
+        for ws in clients:
+            ws.resume_reading()
+
+
+class Custom(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit, Custom])
+async def test_a_base_exception_from_a_handler_ends_only_its_connection(
+    serve_live: ServeLive, raised: type[BaseException]
+) -> None:
+    route = echo_route()
+    closes: list[int] = []
+
+    @route.on("boom", Echo)
+    async def boom(ws: Connection[Echoed], data: Echo, ctx: Context[None]) -> None:
+        raise raised
+
+    @route.on_close
+    async def closed(ws: Connection[Echoed], code: int, reason: str, ctx: Context[None]) -> None:
+        closes.append(code)
+        raise raised  # and on_close too
+
+    async with serve_live(WebSocketServer([route])) as address:
+        async with raw_connect(address, "/e") as client:
+            await client.send(TEXT, orjson.dumps({"type": "boom", "data": {"n": 1}}))
+            with trio.fail_after(TIMEOUT):
+                close = await client.close_frame()
+            assert close is not None and close.close_code == 1011
+        with trio.fail_after(TIMEOUT):
+            await echo_once(address, 3)  # the server is still there
+        await wait_until(lambda: bool(closes))
+    assert 1011 in closes
+
+
+async def test_the_idle_deadline_never_loses_a_queued_message(serve_live: ServeLive) -> None:
+    # Handlers slower than the idle timeout, a client that sends a burst then waits:
+    # the reader waiting to queue a message used to be cancelled by the idle deadline,
+    # losing the message and closing a busy connection as idle.
+    route = create_websocket_route("/e").server_messages(Echoed)
+
+    @route.on("echo", Echo)
+    async def slow(ws: Connection[Echoed], data: Echo, ctx: Context[None]) -> Echoed:
+        await trio.sleep(0.15)
+        return Echoed(data.n)
+
+    server = WebSocketServer(
+        [route], idle_timeout=0.5, max_queued_messages=1, heartbeat_interval=None
+    )
+    async with serve_live(server) as address, raw_connect(address, "/e") as client:
+        with trio.fail_after(TIMEOUT):
+            for n in range(10):
+                await client.send(TEXT, orjson.dumps({"type": "echo", "data": {"n": n}}))
+            replies = [orjson.loads((await client.receive_data()).payload) for _ in range(10)]
+        assert [reply["data"]["n"] for reply in replies] == list(range(10))
+
+
+@pytest.mark.transports("native")
+async def test_a_client_gone_while_its_handlers_are_stuck_leaves_the_registry(
+    serve_live: ServeLive,
+) -> None:
+    # The reader waits for a handler that never returns, so nothing read the socket:
+    # a client that left stayed in the registry for ever. The connection is now watched.
+    route = create_websocket_route("/stuck")
+    closes: list[int] = []
+
+    @route.on_text
+    async def stuck(ws: Connection[Any], text: str, ctx: Context[None]) -> None:
+        await trio.sleep_forever()
+
+    @route.on_close
+    async def closed(ws: Connection[Any], code: int, reason: str, ctx: Context[None]) -> None:
+        closes.append(code)
+
+    server = WebSocketServer([route], max_queued_messages=1, heartbeat_interval=0.2)
+    async with serve_live(server) as address:
+        stream, status, _, _ = await handshake(address, "/stuck")
+        assert status == 101
+        async with stream:
+            for n in range(5):  # one handled (stuck), one queued, the reader waits
+                await stream.send_all(encode_frame(TEXT, b"x%d" % n))
+            await wait_until(lambda: len(server.registry) == 1)
+        # The client has gone (TCP closed) with its messages unread.
+        await wait_until(lambda: not len(server.registry))
+        assert closes == [1006]
+
+
+@pytest.mark.transports("native")
+async def test_a_closing_connection_keeps_its_place_in_the_limits(serve_live: ServeLive) -> None:
+    # The server closes, and the client never answers the closing handshake: the
+    # connection lingers until close_timeout. Its place in max_connections_per_ip used
+    # to be given back before that, so abandoned sockets could pile up past the limit.
+    route = create_websocket_route("/bye")
+
+    @route.on_connect
+    async def bye(ws: Connection[Any], ctx: Context[None]) -> None:
+        await ws.close(4000, "bye")
+
+    server = WebSocketServer([route], max_connections_per_ip=2, close_timeout=3)
+    async with serve_live(server) as address:
+        lingering = [await handshake(address, "/bye") for _ in range(2)]
+        assert [status for _, status, _, _ in lingering] == [101, 101]
+        # Both closed by the server, neither answered.
+        await wait_until(lambda: not len(server.registry))
+        _, status, _, _ = await handshake(address, "/bye")
+        assert status == 429  # still counted while their sockets are open
+        for stream, *_ in lingering:
+            await stream.aclose()

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ._auth import Reject
+from ._auth import Reject, escape_controls
 from ._codes import (
     AUTH_ERROR,
     BAD_REQUEST,
@@ -35,13 +35,14 @@ from ._codes import (
 )
 from ._containment import must_propagate
 from ._history import Position, parse_since
+from ._origins import same_origin
 from ._paths import Router
 from ._request import Request, TrustedProxies
 from ._spec import RouteSpec
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
 
-__all__ = ["Admission", "Admitted"]
+__all__ = ["Admission", "Admitted", "cookie_routes_without_policy"]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -57,6 +58,28 @@ class Admitted:
     subprotocol: str | None
     positions: dict[str, Position] = attrs.field(factory=dict[str, Position])
     """The client's last positions (its ``since`` query parameters), per topic."""
+
+
+def _cross_site_with_cookies(spec: RouteSpec, request: Request) -> bool:
+    origin = request.origin
+    return (
+        spec.origin_policy is None
+        and request.cookies_read
+        and bool(request.cookies)
+        and origin is not None
+        and not same_origin(origin, request.headers.get("host"))
+    )
+
+
+def cookie_routes_without_policy(specs: list[RouteSpec]) -> list[str]:
+    """Paths of routes whose ``authenticate`` reads a cookie (``create_token_auth`` with
+    ``cookie_name``) and that have no origin policy: the server warns about them."""
+    return [
+        spec.path
+        for spec in specs
+        if spec.origin_policy is None
+        and getattr(spec.authenticate, "__trio_wsroutes_cookie__", None) is not None
+    ]
 
 
 class Admission:
@@ -170,6 +193,22 @@ class Admission:
                 return None
             if user is None:
                 await self.deny(transport, 401, "Unauthorized", UNAUTHORIZED)
+                return None
+            if _cross_site_with_cookies(spec, request):
+                # A browser sends its cookies with any page's WebSocket: without an origin
+                # policy, a route that authenticated by cookie accepts only its own origin.
+                logger.warning(
+                    "refused a cross-site upgrade of %s authenticated by cookie (Origin %s); "
+                    "set allowed_origins to accept it",
+                    spec.path,
+                    escape_controls(request.origin or ""),
+                )
+                await self.deny(
+                    transport,
+                    403,
+                    "Cross-site upgrade refused: this route authenticates with cookies",
+                    FORBIDDEN_ORIGIN,
+                )
                 return None
         return Admitted(spec, user, subprotocol, positions)
 

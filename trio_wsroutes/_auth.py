@@ -182,7 +182,9 @@ def create_token_auth(
     """An ``authenticate`` function from a token verifier.
 
     ``verify(token)`` (sync or async) returns the user or ``None``. No token found means
-    ``None`` (HTTP 401).
+    ``None`` (HTTP 401). With ``cookie_name``, a browser's cookie authenticates too, and
+    the route then refuses upgrades from other origins unless it (or the server) has an
+    origin policy (``allowed_origins``): see the authentication guide.
     """
 
     async def authenticate(request: Request) -> Any:
@@ -200,6 +202,10 @@ def create_token_auth(
             result = await result
         return result
 
+    if cookie_name is not None:
+        # Known before any request: the server warns at startup about such a route
+        # without an origin policy.
+        authenticate.__trio_wsroutes_cookie__ = cookie_name  # type: ignore[attr-defined]
     return authenticate
 
 

@@ -128,7 +128,8 @@ _Marker = _Closing | _Signal
 
 _ENVELOPE_PING: Final = b'{"type":"ping"}'
 _BLOCKED_CHECK: Final = 5.0
-"""Seconds between looks at the connection while the reader waits for the handlers."""
+"""Seconds between looks at the connection while the reader waits for the handlers (at
+most; less with a shorter heartbeat interval or idle timeout)."""
 _GOODBYE_TIMEOUT: Final = 1.0
 """Seconds a connection cancelled from outside may take to send its 1001."""
 
@@ -164,6 +165,7 @@ class Connection(Generic[ServerT_contra]):
     """
 
     __slots__ = (
+        "_blocked_check",
         "_broker",
         "_budget",
         "_cancel_scope",
@@ -243,6 +245,12 @@ class Connection(Generic[ServerT_contra]):
         self._last_received = self._last_sent = trio.current_time()
         self._sent = self._sent_seen = 0  # messages to the peer, for the idle timer
         self._since: dict[str, Position] = since if since is not None else {}
+        # How often to look at a connection whose reader waits for slow handlers.
+        self._blocked_check = min(
+            _BLOCKED_CHECK,
+            heartbeat.interval if heartbeat is not None else math.inf,
+            spec.options.idle_timeout or math.inf,
+        )
         self._recovering = False
 
     def __repr__(self) -> str:
@@ -597,7 +605,7 @@ class Connection(Generic[ServerT_contra]):
                 deadline = self._timer_deadline()
                 if blocked is not None:
                     # Look at the connection now and then while the handlers are behind.
-                    deadline = min(deadline, trio.current_time() + _BLOCKED_CHECK)
+                    deadline = min(deadline, trio.current_time() + self._blocked_check)
                 with trio.CancelScope(deadline=deadline) as timer:
                     if blocked is not None:
                         # The dispatcher is behind: wait for room, in messages and in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["OriginPolicy"]
+__all__ = ["OriginPolicy", "same_origin"]
 
 
 class OriginPolicy:
@@ -57,3 +57,30 @@ class OriginPolicy:
     def __repr__(self) -> str:
         shown = ["*"] if self.any else sorted(self._exact) + [p.pattern for p in self._patterns]
         return f"OriginPolicy({shown!r}, require={self.require})"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether ``origin`` (a browser's ``Origin`` header) names the server the request
+    was sent to (its ``Host`` header): the same host and port, a missing port being the
+    default one of the origin's scheme."""
+    scheme, sep, rest = origin.strip().lower().partition("://")
+    if not sep or not host:
+        return False
+    origin_host, origin_port = _split_host(rest.rstrip("/"), _DEFAULT_PORTS.get(scheme))
+    request_host, request_port = _split_host(host.strip().lower(), None)
+    if origin_host != request_host:
+        return False
+    return request_port is None or request_port == origin_port
+
+
+def _split_host(netloc: str, default_port: int | None) -> tuple[str, int | None]:
+    if netloc.startswith("["):  # [::1]:8000
+        end = netloc.find("]")
+        name, rest = netloc[: end + 1], netloc[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port = netloc.partition(":")
+    return name, int(port) if port.isdigit() else default_port

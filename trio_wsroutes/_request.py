@@ -315,6 +315,7 @@ class Request:
     __slots__ = (
         "_cookies",
         "client",
+        "cookies_read",
         "headers",
         "path",
         "path_params",
@@ -357,6 +358,9 @@ class Request:
         self.subprotocols: tuple[str, ...] = tuple(subprotocols)
         """Subprotocols the client offered, in its order of preference."""
         self._cookies: dict[str, str] | None = None
+        self.cookies_read: bool = False
+        """Whether anything has read :attr:`cookies` (the ``authenticate`` function, say):
+        the server then refuses a foreign ``Origin`` unless an origin policy is set."""
 
     @classmethod
     def from_scope(
@@ -394,6 +398,7 @@ class Request:
         """Cookies sent with the upgrade, parsed by :func:`parse_cookies` (the first of
         two with one name wins; a malformed pair is skipped). ``Cookie`` headers over
         :data:`MAX_COOKIE_BYTES` together give none."""
+        self.cookies_read = True
         if self._cookies is None:
             jar: dict[str, str] = {}
             headers = self.headers.get_all("cookie")

@@ -20,7 +20,7 @@ import attrs
 import orjson
 import trio
 
-from ._admission import Admission
+from ._admission import Admission, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
 from ._codes import NOT_FOUND, UPGRADE_REQUIRED, CloseCode
 from ._connection import Connection, close_now, new_context, run_connection
@@ -316,6 +316,13 @@ class WebSocketServer:
             specs: Router[RouteSpec] = Router(
                 resolve_route(route, defaults) for route in self.router.routes
             )
+            for path in cookie_routes_without_policy(specs.routes):
+                logger.warning(
+                    "route %s authenticates with a cookie and has no allowed_origins: it "
+                    "accepts upgrades from its own origin only (set allowed_origins to "
+                    "accept others)",
+                    path,
+                )
             admission = self._admission = Admission(
                 specs,
                 stats=self.stats,

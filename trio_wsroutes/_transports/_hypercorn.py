@@ -312,7 +312,11 @@ async def serve(
     from hypercorn.trio import serve as _hypercorn_serve  # pyright: ignore[reportUnknownVariableType]
 
     hypercorn_serve = cast("Callable[..., Awaitable[None]]", _hypercorn_serve)
-    config = config if config is not None else Config()
+    if config is None:
+        config = Config()
+        # hypercorn queues up to this many received messages per connection before the
+        # app reads them (10 by default), outside the engine's own bounds: keep it small.
+        config.max_app_queue_size = 2
     if ssl_context is not None:
         config = _with_ssl_context(config, ssl_context)
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
