@@ -43,9 +43,17 @@ def provoking_server() -> WebSocketServer:
     route = (
         create_websocket_route("/r")
         .server_messages(Ok)
-        .rate_limit(1 / 3600, burst=8)
+        .rate_limit(1 / 3600, burst=9)
         .handler_timeout(0.05)
     )
+
+    @route.authorize_subscribe
+    def allowed(ws: Connection[Ok], topic: str, ctx: Context[None]) -> bool:
+        return topic != "secret"
+
+    @route.on("secret", Item)
+    async def secret(ws: Connection[Ok], data: Item, ctx: Context[None]) -> None:
+        await ws.subscribe("secret")
 
     @route.on("item", Item)
     async def item(ws: Connection[Ok], data: Item, ctx: Context[None]) -> Ok:
@@ -80,8 +88,9 @@ async def test_every_envelope_code_is_sent_and_listed(memory_transport: Transpor
         {"type": "item", "data": {"n": "x"}},
         {"type": "slow", "data": {"n": 1}},
         {"type": "topic", "data": {"n": 11}},
+        {"type": "secret", "data": {"n": 1}},
         {"type": "topics", "data": {"n": 3}},
-        {"type": "item", "data": {"n": 1}},  # the 8th message: the last the bucket holds
+        {"type": "item", "data": {"n": 1}},  # the 9th message: the last the bucket holds
         {"type": "item", "data": {"n": 2}},  # RATE_LIMITED
     ]
     async with (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 import trio
@@ -22,6 +24,11 @@ from trio_wsroutes.testing import TestClient, TestConnection
 @attrs.frozen
 class Topic:
     name: str
+
+
+@attrs.frozen
+class Join:
+    topic: str
 
 
 @message("item")
@@ -211,3 +218,50 @@ def test_publish_from_thread_before_startup_is_a_clear_error() -> None:
     server = WebSocketServer([])
     with pytest.raises(RuntimeError, match="not running"):
         server.publish_from_thread("t", Item(1))
+
+
+async def test_authorize_subscribe_decides_every_subscription() -> None:
+    # A handler that subscribes to a topic the client names cannot be talked into one
+    # the user may not read: the route's check runs on every ws.subscribe.
+    route = create_websocket_route("/t").authenticate(lambda request: request.query["user"])
+
+    @route.authorize_subscribe
+    async def own_rooms_only(ws: Connection[Any], topic: str, ctx: Context[str]) -> bool:
+        await trio.lowlevel.checkpoint()
+        return topic == f"user:{ctx.user}"
+
+    @route.on("join", Join)
+    async def join(ws: Connection[Any], data: Join, ctx: Context[str]) -> None:
+        await ws.subscribe(data.topic)
+
+    server = WebSocketServer([route])
+    async with TestClient(server) as client, client.connect("/t?user=ann") as ws:
+        assert (await ws.request("join", {"topic": "user:ann"}))["type"] == "ack"
+        refused = await ws.request("join", {"topic": "user:bob"})
+        assert (refused["type"], refused["code"]) == ("error", "FORBIDDEN_TOPIC")
+        assert server.subscriber_count("user:ann") == 1
+        assert server.subscriber_count("user:bob") == 0
+
+
+async def test_a_server_wide_authorize_subscribe_applies_to_routes_without_their_own() -> None:
+    route = create_websocket_route("/t")
+
+    @route.on("join", Join)
+    async def join(ws: Connection[Any], data: Join, ctx: Context[None]) -> None:
+        await ws.subscribe(data.topic)
+
+    def public_only(ws: Connection[Any], topic: str, ctx: Context[Any]) -> bool:
+        return topic.startswith("public:")
+
+    server = WebSocketServer([route], authorize_subscribe=public_only)
+    async with TestClient(server) as client, client.connect("/t") as ws:
+        assert (await ws.request("join", {"topic": "public:news"}))["type"] == "ack"
+        assert (await ws.request("join", {"topic": "admin"}))["code"] == "FORBIDDEN_TOPIC"
+
+
+def test_authorize_subscribe_needs_a_function_of_ws_topic_and_ctx() -> None:
+    def wrong(ws: Any) -> bool:
+        return True
+
+    with pytest.raises(TypeError, match=r"fn\(ws, topic, ctx\)"):
+        create_websocket_route("/t").authorize_subscribe(wrong)  # type: ignore[arg-type]

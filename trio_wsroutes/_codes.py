@@ -18,6 +18,7 @@ __all__ = [
     "DENIAL_CODES",
     "ENVELOPE_ERROR_CODES",
     "FORBIDDEN_ORIGIN",
+    "FORBIDDEN_TOPIC",
     "HANDLER_TIMEOUT",
     "INTERNAL_ERROR",
     "INVALID_JSON",
@@ -99,6 +100,8 @@ INVALID_TOPIC: Final = "INVALID_TOPIC"
 """``ws.subscribe`` with an empty topic or one longer than ``max_topic_length``."""
 TOO_MANY_TOPICS: Final = "TOO_MANY_TOPICS"
 """``ws.subscribe`` past ``max_topics_per_connection``."""
+FORBIDDEN_TOPIC: Final = "FORBIDDEN_TOPIC"
+"""``ws.subscribe`` to a topic the route's ``authorize_subscribe`` refused."""
 
 ENVELOPE_ERROR_CODES: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -111,6 +114,7 @@ ENVELOPE_ERROR_CODES: Final[Mapping[str, str]] = MappingProxyType(
         INTERNAL_ERROR: "the handler crashed (no exception text is sent); closes with 1011",
         INVALID_TOPIC: "`subscribe` with an empty topic or one over `max_topic_length`",
         TOO_MANY_TOPICS: "`subscribe` past `max_topics_per_connection`",
+        FORBIDDEN_TOPIC: "`subscribe` to a topic `authorize_subscribe` refused",
     }
 )
 """Every code the framework itself puts in an error envelope, with what it means.

@@ -36,6 +36,7 @@ and reads its settings only from a frozen :class:`~trio_wsroutes._spec.RouteSpec
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import sys
@@ -47,6 +48,7 @@ import orjson
 import trio
 
 from ._codes import (
+    FORBIDDEN_TOPIC,
     HANDLER_TIMEOUT,
     INTERNAL_ERROR,
     INVALID_TOPIC,
@@ -343,9 +345,10 @@ class Connection(Generic[ServerT_contra]):
         once those that fitted are sent (the client reconnects and recovers from where
         it got to).
 
-        Raises :class:`MessageError` (``INVALID_TOPIC``, ``TOO_MANY_TOPICS``) past the
-        server's ``max_topic_length`` and ``max_topics_per_connection``; raised in a
-        handler, it reaches the client as an error envelope.
+        Raises :class:`MessageError` (``INVALID_TOPIC``, ``TOO_MANY_TOPICS``,
+        ``FORBIDDEN_TOPIC``) past the server's ``max_topic_length`` and
+        ``max_topics_per_connection``, or when the route's ``authorize_subscribe`` says
+        no; raised in a handler, it reaches the client as an error envelope.
         """
         if not isinstance(topic, str):
             raise TypeError("topic must be a string")
@@ -361,6 +364,13 @@ class Connection(Generic[ServerT_contra]):
                 f"At most {options.max_topics_per_connection} subscriptions per connection",
                 TOO_MANY_TOPICS,
             )
+        check = self._spec.authorize_subscribe
+        if check is not None and topic not in self._topics:
+            allowed = check(self, topic, self.context)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                raise MessageError("Not allowed to subscribe to this topic", FORBIDDEN_TOPIC)
         # A position named in the upgrade request is used once: a later subscribe to the
         # same topic on this connection starts live.
         position = self._since.pop(topic, None) if since is None else since

@@ -49,6 +49,7 @@ __all__ = [
     "ErrorHandler",
     "MessageHandler",
     "ServerDefaults",
+    "SubscribeCheck",
     "TextHandler",
     "WebSocketRoute",
     "create_websocket_route",
@@ -80,6 +81,9 @@ ErrorHandler = Callable[["Connection[ServerT]", Exception, "Context[UserT]"], Aw
 BinaryHandler = Callable[["Connection[ServerT]", bytes, "Context[UserT]"], Awaitable[None]]
 """``async def on_binary(ws, data, ctx) -> None``."""
 TextHandler = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[None]]
+SubscribeCheck = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[bool] | bool]
+"""``fn(ws, topic, ctx) -> bool`` (sync or async): may this connection subscribe to
+``topic``?"""
 """``async def on_text(ws, text, ctx) -> None``: a text frame that is not an envelope."""
 AuthenticateFn = Callable[[Request], Awaitable[U | None]] | Callable[[Request], U | None]
 """``fn(request) -> user | None``, sync or async."""
@@ -92,6 +96,7 @@ class ServerDefaults:
     that a route's own settings override."""
 
     __slots__ = (
+        "authorize_subscribe",
         "forbid_unknown_keys",
         "handler_timeout",
         "heartbeat",
@@ -109,7 +114,9 @@ class ServerDefaults:
         handler_timeout: float | None = None,
         heartbeat: Heartbeat | None = None,
         forbid_unknown_keys: bool = False,
+        authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
     ) -> None:
+        self.authorize_subscribe = authorize_subscribe
         self.forbid_unknown_keys = forbid_unknown_keys
         self.options = options
         self.origin_policy = origin_policy
@@ -185,6 +192,8 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.subprotocol_choices: tuple[str, ...] = ()
         """Subprotocols the route speaks, in its order of preference."""
         self.subprotocol_required: bool = False
+        self.subscribe_check: SubscribeCheck[Any, Any] | None = None
+        """The route's own :meth:`authorize_subscribe` check (else the server's)."""
         self.forbid_unknown_keys_setting: bool | None = None
         """The route's own unknown-keys rule (else the server's ``forbid_unknown_keys``)."""
         self.built: bool = False
@@ -487,6 +496,32 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.subprotocol_required = required
         return self
 
+    def authorize_subscribe(
+        self, fn: SubscribeCheck[ServerT, UserT]
+    ) -> SubscribeCheck[ServerT, UserT]:
+        """Decorator: decide with ``fn(ws, topic, ctx)`` (sync or async, returning a
+        ``bool``) whether a connection of this route may subscribe to ``topic``.
+
+        Every ``ws.subscribe`` is checked, whoever calls it: a handler that subscribes to
+        a topic named by the client cannot be talked into one the user may not read. A
+        refusal raises :class:`MessageError` (``FORBIDDEN_TOPIC``), which reaches the
+        client as an error envelope when raised in a handler. Overrides the server's
+        ``authorize_subscribe``.
+        """
+        self._check_open()
+        if not callable(fn):
+            raise TypeError(f"authorize_subscribe needs a callable, got {fn!r}")
+        try:
+            inspect.signature(fn).bind("ws", "topic", "ctx")
+        except TypeError as exc:
+            raise TypeError(
+                f"authorize_subscribe {fn!r} cannot be called as fn(ws, topic, ctx): {exc}"
+            ) from None
+        except ValueError:
+            pass  # no signature to check
+        self.subscribe_check = fn
+        return fn
+
     def forbid_unknown_keys(self, forbid: bool = True) -> WebSocketRoute[UserT, ServerT]:
         """Refuse keys that are not fields in this route's client messages (overrides the
         server's ``forbid_unknown_keys``).
@@ -545,6 +580,7 @@ def resolve_route(route: WebSocketRoute[Any, Any], defaults: ServerDefaults) -> 
         on_binary=route.binary_handler,
         on_text=route.text_handler,
         authenticate=route.authenticate_fn,
+        authorize_subscribe=route.subscribe_check or defaults.authorize_subscribe,
         server_message_types=frozenset(route.server_message_types),
         origin_policy=route.origin_policy or defaults.origin_policy,
         subprotocols=route.subprotocol_choices,

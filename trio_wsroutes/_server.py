@@ -32,7 +32,7 @@ from ._origins import OriginPolicy
 from ._paths import Router
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
-from ._routes import ServerDefaults, WebSocketRoute, resolve_route
+from ._routes import ServerDefaults, SubscribeCheck, WebSocketRoute, resolve_route
 from ._signals import handles_signals, shutdown_on_signals
 from ._spec import EngineOptions, Heartbeat, RateLimit, RouteSpec, SlowConsumerPolicy
 from ._stats import ServerStats
@@ -172,6 +172,10 @@ class WebSocketServer:
     * ``forbid_unknown_keys``: refuse keys that are not fields of a client message, each
       a ``VALIDATION_ERROR`` detail on its own path (``False``: ignored, as Zod does);
       routes may set their own with :meth:`WebSocketRoute.forbid_unknown_keys`.
+    * ``authorize_subscribe``: ``fn(ws, topic, ctx) -> bool`` (sync or async) deciding
+      every ``ws.subscribe`` of routes without their own
+      :meth:`WebSocketRoute.authorize_subscribe`; a refusal raises ``MessageError``
+      (``FORBIDDEN_TOPIC``). None by default: any topic a handler subscribes to.
     * ``history``: topic patterns (``fnmatch``) mapped to :class:`History` (``{"room:*":
       History(size=100, ttl=300)}``), or a :class:`HistoryPolicy`: publications on those
       topics carry ``topic``, ``offset`` and ``epoch``, are kept, and a reconnecting
@@ -209,6 +213,7 @@ class WebSocketServer:
         handshake_timeout: float = 10.0,
         history: Mapping[str, History] | HistoryPolicy | None = None,
         forbid_unknown_keys: bool = False,
+        authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -281,6 +286,7 @@ class WebSocketServer:
         """The per-connection limits."""
         self.rate_limit: RateLimit | None = rate_limit
         self.forbid_unknown_keys: bool = forbid_unknown_keys
+        self.authorize_subscribe: SubscribeCheck[Any, Any] | None = authorize_subscribe
         self.handler_timeout: float | None = handler_timeout
         self.handshake_timeout: float = handshake_timeout
         self.max_connections: int | None = max_connections
@@ -312,6 +318,7 @@ class WebSocketServer:
                 handler_timeout=self.handler_timeout,
                 heartbeat=heartbeat,
                 forbid_unknown_keys=self.forbid_unknown_keys,
+                authorize_subscribe=self.authorize_subscribe,
             )
             specs: Router[RouteSpec] = Router(
                 resolve_route(route, defaults) for route in self.router.routes

@@ -134,6 +134,7 @@ class RouteSpec:
     on_binary: Hook | None
     on_text: Hook | None
     authenticate: Callable[[Request], Any] | None
+    authorize_subscribe: Callable[..., Any] | None
     server_message_types: frozenset[builtins.type[Any]]
     origin_policy: OriginPolicy | None
     subprotocols: tuple[str, ...]

@@ -15,6 +15,7 @@ export type WebSocketErrorCode =
   | "INTERNAL_ERROR"
   | "INVALID_TOPIC"
   | "TOO_MANY_TOPICS"
+  | "FORBIDDEN_TOPIC"
   | (string & {});
 
 /** One problem with a message: where (`$.data.text`) and what was expected there. */
