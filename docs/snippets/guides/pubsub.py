@@ -36,6 +36,19 @@ async def unwatch(ws: Connection[Price], data: Watch, ctx: Context[None]) -> Non
 
 # [/subscribe]
 
+
+# [authorize]
+LISTED = {"ACME", "INITECH"}
+
+
+@prices.authorize_subscribe
+def listed_symbols_only(ws: Connection[Price], topic: str, ctx: Context[None]) -> bool:
+    # Runs for every ws.subscribe of this route, whoever calls it.
+    return topic.removeprefix("price:") in LISTED
+
+
+# [/authorize]
+
 server = WebSocketServer([prices])
 
 
