@@ -2,15 +2,16 @@
 
 ::
 
-    transport.receive() -> [reader] -> inbound channel -> [dispatcher] -> handlers
+    transport.receive() -> [reader] -> inbox ----------> [dispatcher] -> handlers
                                                            |
     transport.send()    <- [writer] <- outbox <------------+-- ws.send / publish / replies
 
 * The **reader** is the only task that receives. It applies the size limit (where the
   transport cannot refuse a message before reading it), the rate limit, the heartbeat and
-  the idle timeout, and hands messages on through a bounded memory channel, so a slow
-  handler stops the reader and the peer's TCP window closes. Refusals (too big, rate
-  limited) travel through the same channel, so what came before them is answered first.
+  the idle timeout, and hands messages on through the inbox, a queue bounded in messages
+  and bytes, so a slow handler stops the reader and the peer's TCP window closes.
+  Refusals (too big, rate limited) travel through the same queue, so what came before
+  them is answered first.
 * The **dispatcher** (the connection's own task) decodes, validates and calls handlers
   one message at a time, in arrival order.
 * The **writer** is the only task that waits on the network. ``buffered_amount`` is the
@@ -60,7 +61,7 @@ from ._codes import (
 from ._containment import must_propagate
 from ._context import Context
 from ._errors import MessageError, ProtocolError, ValidationError
-from ._flow import MemoryBudget, Outbox, TokenBucket
+from ._flow import Inbox, MemoryBudget, Outbox, TokenBucket
 from ._history import NOT_RECOVERED, Position, Recovery
 from ._messages import Envelope, encode_ack, encode_error, encode_message, parse_envelope
 from ._spec import EngineOptions, Heartbeat, RouteSpec
@@ -545,16 +546,13 @@ class Connection(Generic[ServerT_contra]):
     async def _run(self) -> None:
         """Run the connection until it closes; ``on_close`` runs exactly once."""
         spec = self._spec
-        receive_channel: trio.MemoryReceiveChannel[_Inbound]
-        send_channel, receive_channel = trio.open_memory_channel[_Inbound](
-            self._options.max_queued_messages
-        )
+        inbox: Inbox[_Inbound] = Inbox()
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
-                nursery.start_soon(self._reader, send_channel)
-                await self._dispatcher(receive_channel)
+                nursery.start_soon(self._reader, inbox)
+                await self._dispatcher(inbox)
         except trio.Cancelled:
             # Cancelled from outside (the connection ends its own nursery itself): the
             # server is going away without having closed it. Say so, briefly.
@@ -591,7 +589,7 @@ class Connection(Generic[ServerT_contra]):
 
     # -- the reader: receiving, limits, heartbeat, idle timer -----------------------------
 
-    async def _reader(self, channel: trio.MemorySendChannel[_Inbound]) -> None:
+    async def _reader(self, inbox: Inbox[_Inbound]) -> None:
         transport = self._transport
         spec = self._spec
         max_len = spec.options.max_payload_length
@@ -607,10 +605,11 @@ class Connection(Generic[ServerT_contra]):
             close_on_limit = limit.action == "close"
         accepts_binary = spec.on_binary is not None
         max_bytes = spec.options.max_queued_bytes
+        max_messages = spec.options.max_queued_messages
         budget = self._budget
         blocked: _Inbound | None = None  # an item the dispatcher had no room for yet
         blocked_size = 0
-        async with channel:
+        try:
             while True:
                 deadline = self._timer_deadline()
                 if blocked is not None:
@@ -619,13 +618,14 @@ class Connection(Generic[ServerT_contra]):
                 with trio.CancelScope(deadline=deadline) as timer:
                     if blocked is not None:
                         # The dispatcher is behind: wait for room, in messages and in
-                        # bytes (one message always fits). Waiting is cancel-safe, and so
-                        # is a memory channel's send: a timer firing here loses nothing.
-                        while self._inbound_bytes and (
-                            self._inbound_bytes + blocked_size > max_bytes or budget.exceeded
+                        # bytes (one message always fits). Waiting is cancel-safe: a timer
+                        # firing here loses nothing, the item is queued afterwards.
+                        while len(inbox) >= max_messages or (
+                            self._inbound_bytes
+                            and (self._inbound_bytes + blocked_size > max_bytes or budget.exceeded)
                         ):
                             await self._inbound_space.park()
-                        await channel.send(blocked)
+                        inbox.put(blocked)
                         self._inbound_bytes += blocked_size
                         budget.take(blocked_size)
                         if type(blocked) is _Closing:
@@ -675,22 +675,21 @@ class Connection(Generic[ServerT_contra]):
                             else:
                                 item = _RateLimited(_request_id_of(message))  # type: ignore[arg-type]
                         size = _held(item)
-                        if self._inbound_bytes and (
-                            self._inbound_bytes + size > max_bytes or budget.exceeded
+                        if len(inbox) >= max_messages or (
+                            self._inbound_bytes
+                            and (self._inbound_bytes + size > max_bytes or budget.exceeded)
                         ):
                             blocked, blocked_size = item, size
                             break
-                        try:
-                            channel.send_nowait(item)
-                        except trio.WouldBlock:
-                            blocked, blocked_size = item, size
-                            break
+                        inbox.put(item)
                         self._inbound_bytes += size
                         budget.take(size)
                         if type(item) is _Closing:
                             return
-                if timer.cancelled_caught and not self._on_timer(channel, blocked is not None):
+                if timer.cancelled_caught and not self._on_timer(inbox, blocked is not None):
                     return
+        finally:
+            inbox.close()
 
     def _last_received_any(self) -> float:
         # Frames the engine does not see (pongs) count too, where the transport can tell.
@@ -729,7 +728,7 @@ class Connection(Generic[ServerT_contra]):
             deadline = min(deadline, due)
         return deadline
 
-    def _on_timer(self, channel: trio.MemorySendChannel[_Inbound], blocked: bool) -> bool:
+    def _on_timer(self, inbox: Inbox[_Inbound], blocked: bool) -> bool:
         """Heartbeat and idle work; ``False`` when the connection is closing.
 
         The heartbeat looks only at what the peer sent (a frame proves it is there); the
@@ -763,11 +762,10 @@ class Connection(Generic[ServerT_contra]):
                     self._outbox.put_nowait(_PING)
         idle = self._options.idle_timeout
         if idle is not None and not blocked and now >= self._last_active() + idle:
-            try:
-                # Through the inbound queue: what came before is answered first.
-                channel.send_nowait(_Closing(CloseCode.NORMAL, "idle timeout"))
-            except trio.WouldBlock:
+            if len(inbox) >= self._options.max_queued_messages:
                 return True  # handlers are busy with this client's messages: not idle
+            # Through the inbound queue: what came before is answered first.
+            inbox.put(_Closing(CloseCode.NORMAL, "idle timeout"))
             return False
         return True
 
@@ -809,46 +807,39 @@ class Connection(Generic[ServerT_contra]):
 
     # -- the dispatcher: decode, validate, call handlers in order ------------------------
 
-    async def _dispatcher(self, channel: trio.MemoryReceiveChannel[_Inbound]) -> None:
+    async def _dispatcher(self, inbox: Inbox[_Inbound]) -> None:
         spec = self._spec
         context = self.context
         if spec.on_connect is not None and not await self._guard(
             spec.on_connect(self, context), None
         ):
             return
-        async with channel:
-            while True:
-                try:
-                    message = channel.receive_nowait()
-                except trio.WouldBlock:
-                    try:
-                        message = await channel.receive()
-                    except trio.EndOfChannel:
-                        break
-                except trio.EndOfChannel:
-                    break
-                size = _held(message)
-                if size:
-                    self._inbound_bytes -= size
-                    self._budget.release(size)
-                    if self._inbound_space:
-                        self._inbound_space.unpark_all()
-                if self._closing:
-                    break
-                if type(message) is str:
-                    await self._dispatch_text(message)
-                elif type(message) is bytes:
-                    assert spec.on_binary is not None
-                    await self._guard(spec.on_binary(self, message, context), None)
-                elif type(message) is _RateLimited:
-                    await self._reply(
-                        encode_error(RATE_LIMITED, "Too many messages; slow down", message.id)
-                    )
-                else:
-                    assert type(message) is _Closing
-                    self._begin_close(message.code, message.reason)
-                if self._closing:
-                    break
+        while True:
+            message = await inbox.get()
+            if message is None:
+                break
+            size = _held(message)
+            if size:
+                self._inbound_bytes -= size
+                self._budget.release(size)
+            if self._inbound_space:
+                self._inbound_space.unpark_all()
+            if self._closing:
+                break
+            if type(message) is str:
+                await self._dispatch_text(message)
+            elif type(message) is bytes:
+                assert spec.on_binary is not None
+                await self._guard(spec.on_binary(self, message, context), None)
+            elif type(message) is _RateLimited:
+                await self._reply(
+                    encode_error(RATE_LIMITED, "Too many messages; slow down", message.id)
+                )
+            else:
+                assert type(message) is _Closing
+                self._begin_close(message.code, message.reason)
+            if self._closing:
+                break
 
     async def _dispatch_text(self, text: str) -> None:
         spec = self._spec

@@ -14,9 +14,62 @@ import trio
 
 from ._transports._frames import Frame
 
-__all__ = ["MemoryBudget", "Outbox", "TokenBucket"]
+__all__ = ["Inbox", "MemoryBudget", "Outbox", "TokenBucket"]
 
 _Marker = TypeVar("_Marker")
+_Item = TypeVar("_Item")
+
+
+class Inbox(Generic[_Item]):
+    """The queue from a connection's reader to its dispatcher, in arrival order.
+
+    The engine bounds it (in messages and bytes) and has the reader wait for room; the
+    dispatcher is its only consumer. Lighter than a memory channel, which matters on
+    every message and on every idle connection.
+    """
+
+    __slots__ = ("_has_items", "_head", "_items", "closed")
+
+    def __init__(self) -> None:
+        self._items: list[_Item | None] = []
+        self._head = 0
+        self._has_items = trio.lowlevel.ParkingLot()
+        self.closed = False
+        """Set by the reader when it stops: the dispatcher ends once the queue is empty."""
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def put(self, item: _Item) -> None:
+        """Queue ``item`` at the end."""
+        self._items.append(item)
+        if self._has_items:
+            self._has_items.unpark()
+
+    async def get(self) -> _Item | None:
+        """The next item (waiting for one), or ``None`` once closed and empty."""
+        items = self._items
+        while self._head == len(items):
+            if self.closed:
+                return None
+            await self._has_items.park()
+        head = self._head
+        item = items[head]
+        items[head] = None
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head > 32 and head * 2 > len(items):
+            del items[:head]
+            head = 0
+        self._head = head
+        return item
+
+    def close(self) -> None:
+        """No more items will come."""
+        self.closed = True
+        self._has_items.unpark_all()
 
 
 class MemoryBudget:

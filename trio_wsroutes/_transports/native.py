@@ -47,7 +47,6 @@ import http
 import logging
 import os
 import socket
-from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, Final, Literal
 from urllib.parse import unquote
@@ -68,6 +67,12 @@ from websockets.http11 import Response as WSResponse
 from websockets.protocol import CLOSED, CONNECTING, OPEN, Protocol
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
+from websockets.utils import apply_mask
+
+try:  # the C version, as the protocol itself uses
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - a build without its C extension
+    pass
 
 from .._codes import CloseCode
 from .._containment import must_propagate
@@ -222,14 +227,17 @@ class NativeTransport:
         self.pending: int = 0
         """Bytes taken and not yet written: the rest of a frame, control frames."""
         self._rest: memoryview | None = None  # what the stream did not take of a frame
-        self._control: deque[bytes] = deque()  # close frames, HTTP responses
+        self._control: list[bytes] | None = None  # close frames, HTTP responses (rare)
         self._pong: bytes | None = None  # only the latest pong is owed (RFC 6455 5.5.3)
         self._eof_pending = False
         self._eof_sent = False
         self._broken = False
         self._closed = False
         self._flush_requested = False
-        self._events: deque[Any] = deque()
+        # What reading produced and receive() has not returned yet: frames the protocol
+        # parsed (control frames, fragments...) and messages the fast path parsed itself.
+        self._items: list[WSFrame | WSRequest | str | bytes] = []
+        self._next_item = 0
         self._eof_received = False
         self._fragments: list[Any] | None = None
         self._fragment_cost = 0
@@ -300,12 +308,20 @@ class NativeTransport:
     async def receive(self) -> str | bytes | Violation | Disconnect | NeedsFlush:
         """The next message; fragments are joined, text is checked as UTF-8."""
         protocol = self.protocol
-        events = self._events
         while True:
-            while events:
-                result = self._on_event(events.popleft())
+            items = self._items
+            while self._next_item < len(items):
+                item = items[self._next_item]
+                self._next_item += 1
+                if type(item) is str or type(item) is bytes:
+                    return item  # parsed by the fast path
+                assert isinstance(item, WSFrame)
+                result = self._on_event(item)
                 if result is not None:
                     return result
+            if items:
+                self._items = []
+                self._next_item = 0
             if self._has_output() and not self._flush_nowait() and not self._flush_requested:
                 self._flush_requested = True
                 return NEEDS_FLUSH
@@ -320,7 +336,6 @@ class NativeTransport:
             if self._has_output():
                 # Pongs and the echo of a close go out at once where they can.
                 self._flush_nowait()
-            events.extend(protocol.events_received())
 
     async def send(self, frame: Frame) -> None:
         """Write ``frame`` (after anything still pending)."""
@@ -436,7 +451,8 @@ class NativeTransport:
         error response, if the protocol wrote one, is sent)."""
         protocol = self.protocol
         while True:
-            for event in protocol.events_received():
+            items, self._items = self._items, []
+            for event in items:
                 if isinstance(event, WSRequest):
                     return event
             if protocol.handshake_exc is not None or self._eof_received:
@@ -526,13 +542,64 @@ class NativeTransport:
     def _feed(self, data: bytes) -> None:
         if self._eof_received:
             return
+        protocol = self.protocol
         if data:
             self._last_activity = trio.current_time()
-            self.protocol.receive_data(data)
+            if (
+                protocol.state is OPEN
+                and self._fragments is None
+                and not protocol.reader.buffer
+                and not protocol.extensions
+                and protocol.refused is None
+            ):
+                taken = self._parse_simple_frames(data)
+                if taken == len(data):
+                    return
+                data = data[taken:]
+            protocol.receive_data(data)
         else:
             self._eof_received = True
-            self.protocol.receive_eof()
+            protocol.receive_eof()
         self._take_output()
+        self._items.extend(protocol.events_received())  # type: ignore[arg-type]
+
+    def _parse_simple_frames(self, data: bytes) -> int:
+        """The fast path of reading: whole, unfragmented, masked text or binary frames
+        with a short header, at the start of ``data``, become messages here without the
+        protocol's general parser. Returns how many bytes it took; anything else (control
+        frames, fragments, long or oversized frames, a frame cut short, invalid UTF-8) is
+        left, from there on, to the protocol, which parses it exactly as it would have."""
+        items = self._items
+        limit = self.protocol.max_message_size
+        size = len(data)
+        taken = 0
+        while size - taken >= 6:
+            first = data[taken]
+            second = data[taken + 1]
+            if (first != 0x81 and first != 0x82) or not second & 0x80:
+                break  # not FIN + text/binary without RSV bits, or not masked
+            length = second & 0x7F
+            start = taken + 6
+            if length == 126:
+                if size - taken < 8:
+                    break
+                length = (data[taken + 2] << 8) | data[taken + 3]
+                start = taken + 8
+            elif length == 127:
+                break
+            end = start + length
+            if end > size or (limit is not None and length > limit):
+                break
+            payload = apply_mask(data[start:end], data[start - 4 : start])
+            if first == 0x81:
+                try:
+                    items.append(str(payload, "utf-8"))
+                except UnicodeDecodeError:
+                    break  # the protocol's path fails it with 1007
+            else:
+                items.append(payload)
+            taken = end
+        return taken
 
     def _on_event(self, event: WSFrame) -> str | bytes | Disconnect | None:
         opcode = event.opcode
@@ -603,7 +670,8 @@ class NativeTransport:
         return text
 
     def _fail(self, code: int, reason: str) -> Disconnect:
-        self._events.clear()
+        self._items = []
+        self._next_item = 0
         self.protocol.fail_now(code, reason)
         self._take_output()
         return Disconnect(code, reason)
@@ -645,6 +713,8 @@ class NativeTransport:
                 self._pong = data
                 self.pending += len(data)
             else:
+                if self._control is None:
+                    self._control = []
                 self._control.append(data)
                 self.pending += len(data)
 
@@ -658,7 +728,7 @@ class NativeTransport:
 
     def _next_control(self) -> bytes | None:
         if self._control:
-            data = self._control.popleft()
+            data = self._control.pop(0)
         elif self._pong is not None:
             data, self._pong = self._pong, None
         else:
@@ -756,7 +826,7 @@ class NativeTransport:
     def _break(self) -> None:
         self._broken = True
         self._rest = self._pong = None
-        self._control.clear()
+        self._control = None
         self.pending = 0
 
     # -- the closing handshake -----------------------------------------------------------
@@ -788,8 +858,8 @@ class NativeTransport:
                     continue
                 break
             self._feed(await self._read())
-            self._events.clear()
-            protocol.events_received()
+            self._items = []
+            self._next_item = 0
             await self.flush()
         await self.flush()
 
