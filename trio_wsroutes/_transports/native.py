@@ -291,6 +291,12 @@ class NativeTransport:
         for name, value in headers:
             response.headers[name] = value
         self.protocol.send_response(response)
+        if not self.protocol.reader.buffer:
+            # The handshake parser keeps the request it parsed alive for the connection's
+            # lifetime; nothing has been read past it, so a fresh frame parser is the
+            # same one without it (a kilobyte and more per idle connection).
+            self.protocol.parser = Protocol.parse(self.protocol)
+            next(self.protocol.parser)
         self._take_output()
         await self.flush()
         for extension in self.protocol.extensions:
@@ -894,7 +900,11 @@ async def serve_stream(
         if response.status_code != 101:
             await transport.send_response(response)
             return
-        await serve_websocket(transport, transport.make_request(request))
+        upgrade = transport.make_request(request)
+        # Held for the whole connection otherwise: the protocol's own copies of the
+        # request and response (the server keeps its Request).
+        del request, response
+        await serve_websocket(transport, upgrade)
     except (trio.BrokenResourceError, trio.ClosedResourceError, TransportClosed):
         pass  # the peer left (or its TLS was broken)
     except BaseException as exc:
