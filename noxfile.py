@@ -12,9 +12,9 @@ PACKAGE_AND_EXAMPLES = ["trio_wsroutes", "examples"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite (with tsc and the AsyncAPI schemas from npm, as CI has them)."""
+    """The whole test suite (the tests install tsc and the AsyncAPI schemas themselves,
+    with the Node.js the test extra brings)."""
     session.install("-e", ".[test]")
-    session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", "tests/ts", external=True)
     session.run("python", "-m", "pytest", *session.posargs)
 
 
