@@ -40,17 +40,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("memory_transport", MEMORY_TRANSPORTS)
 
 
+async def wait_until(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll ``predicate`` (state other tasks own) until it is true; fail after ``timeout``."""
+    with trio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls state owned by other tasks
+            await trio.sleep(0.005)
+
+
 @asynccontextmanager
 async def live_server(
-    server: WebSocketServer, transport: str = "hypercorn"
+    server: WebSocketServer, transport: str = "hypercorn", port: int = 0
 ) -> AsyncIterator[BoundAddress]:
-    """Serve ``server`` on 127.0.0.1:0 under hypercorn's trio worker or natively."""
+    """Serve ``server`` on 127.0.0.1:``port`` under hypercorn's trio worker or natively;
+    on exit, stop it and wait until it has stopped (so the port is free again)."""
     stop = trio.Event()
     serve = server.serve if transport == "hypercorn" else server.serve_native
     async with trio.open_nursery() as nursery:
 
         async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            await serve("127.0.0.1", 0, shutdown_trigger=stop.wait, task_status=task_status)
+            await serve("127.0.0.1", port, shutdown_trigger=stop.wait, task_status=task_status)
 
         addresses: list[BoundAddress] = await nursery.start(run)
         try:

@@ -14,7 +14,7 @@ import inspect
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +27,7 @@ import trustme
 
 import trio_wsroutes
 import trio_wsroutes.client
-from tests.conftest import ServeLive
+from tests.conftest import ServeLive, live_server, wait_until
 from trio_wsroutes import (
     BoundAddress,
     Connection,
@@ -466,31 +466,6 @@ async def test_headers_subprotocols_and_compression_are_offered(serve_live: Serv
 # -- reconnection ---------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def server_on(
-    server: WebSocketServer, transport: str, port: int = 0
-) -> AsyncIterator[BoundAddress]:
-    """Serve on ``port``; on exit, stop and wait until the port is free again."""
-    serve = server.serve if transport == "hypercorn" else server.serve_native
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-
-        async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            await serve("127.0.0.1", port, shutdown_trigger=stop.wait, task_status=task_status)
-
-        addresses: list[BoundAddress] = await nursery.start(run)
-        try:
-            yield addresses[0]
-        finally:
-            stop.set()
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    with trio.fail_after(TIMEOUT):
-        while not predicate():  # noqa: ASYNC110 - polls state owned by other tasks
-            await trio.sleep(0.01)
-
-
 async def connections(server: WebSocketServer, count: int) -> None:
     await wait_until(lambda: len(server.registry) >= count)
 
@@ -508,7 +483,7 @@ async def test_reconnects_after_a_server_restart_on_the_same_port(transport: str
 
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            async with server_on(WebSocketServer([route]), transport) as address:
+            async with live_server(WebSocketServer([route]), transport) as address:
                 url = f"{address.ws_url}/t"
                 client = client_for(url, route, reconnect=FAST, on_reconnect=on_reconnect)
                 await nursery.start(hold_client, client, restarted)
@@ -525,7 +500,7 @@ async def test_reconnects_after_a_server_restart_on_the_same_port(transport: str
 
             await nursery.start(request_while_away)
             second = WebSocketServer([make_route(second_hooks)])
-            async with server_on(second, transport, address.port):
+            async with live_server(second, transport, address.port):
                 seen: list[Out] = []
                 async for msg in client:  # the same iteration goes on
                     seen.append(msg)
@@ -605,11 +580,11 @@ async def test_a_denied_reconnection_ends_the_client(transport: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             done = trio.Event()
-            async with server_on(WebSocketServer([route]), transport) as address:
+            async with live_server(WebSocketServer([route]), transport) as address:
                 client = client_for(f"{address.ws_url}/t", route, reconnect=FAST)
                 await nursery.start(hold_client, client, done)
             # The next server on this port refuses everyone: no more attempts after that.
-            async with server_on(WebSocketServer([refusing]), transport, address.port):
+            async with live_server(WebSocketServer([refusing]), transport, address.port):
                 with pytest.raises(ConnectionDenied) as denied:
                     await client.receive()
                 assert (denied.value.status, denied.value.code) == (401, "UNAUTHORIZED")
@@ -659,7 +634,7 @@ async def test_reconnection_gives_up_after_max_attempts(transport: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             done = trio.Event()
-            async with server_on(WebSocketServer([route]), transport) as address:
+            async with live_server(WebSocketServer([route]), transport) as address:
                 backoff = Backoff(initial=0.01, maximum=0.02, max_attempts=3)
                 client = client_for(f"{address.ws_url}/t", route, reconnect=backoff)
                 await nursery.start(hold_client, client, done)

@@ -14,7 +14,7 @@ of ``tests/test_redis_broker.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from trio_websocket import (
 )
 
 from tests._redis import RedisServer, require_redis
-from tests.conftest import ServeLive
+from tests.conftest import ServeLive, live_server, wait_until
 from trio_wsroutes import (
     BoundAddress,
     Connection,
@@ -230,12 +230,6 @@ async def subscriber(
         sub = Sub(ws)
         await sub.until_joined()
         yield sub
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - polls state owned by other tasks
-            await trio.sleep(0.005)
 
 
 def said(n: int, topic: str, offset: int, epoch: str, text: str = "") -> dict[str, Any]:
@@ -707,30 +701,14 @@ def redis_app(url: str, **options: Any) -> App:
     return make_app(broker=broker, **options)
 
 
-@asynccontextmanager
-async def serving(
-    server: WebSocketServer, transport: str, port: int = 0
-) -> AsyncGenerator[BoundAddress]:
-    """Serve ``server`` on 127.0.0.1:``port`` until the block ends."""
-    serve = server.serve if transport == "hypercorn" else server.serve_native
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-
-        async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            await serve("127.0.0.1", port, shutdown_trigger=stop.wait, task_status=task_status)
-
-        addresses: list[BoundAddress] = await nursery.start(run)
-        try:
-            yield addresses[0]
-        finally:
-            stop.set()
-
-
 async def test_two_servers_on_one_redis_a_client_recovers_on_the_other_one(
     redis: RedisServer, transport: str
 ) -> None:
     one, two = redis_app(redis.url), redis_app(redis.url)
-    async with serving(one.server, transport) as first, serving(two.server, transport) as second:
+    async with (
+        live_server(one.server, transport) as first,
+        live_server(two.server, transport) as second,
+    ):
         with trio.fail_after(TIMEOUT):
             async with subscriber(first, "room:a") as client, subscriber(second, "room:a") as far:
                 for n in range(1, 4):
@@ -758,7 +736,10 @@ async def test_two_servers_on_one_redis_hammered_during_the_reconnect(
     redis: RedisServer, transport: str
 ) -> None:
     one, two = redis_app(redis.url), redis_app(redis.url)
-    async with serving(one.server, transport) as first, serving(two.server, transport) as second:
+    async with (
+        live_server(one.server, transport) as first,
+        live_server(two.server, transport) as second,
+    ):
         with trio.fail_after(90):
             since, final, recovery = await check_hammered_reconnect(
                 one.server, first, second, "busy:r"
@@ -780,7 +761,7 @@ async def test_a_redis_restart_changes_the_epoch_and_old_positions_do_not_recove
     app = redis_app(redis.url)
     broker = app.server.broker
     assert isinstance(broker, RedisBroker)
-    async with serving(app.server, transport) as address:
+    async with live_server(app.server, transport) as address:
         with trio.fail_after(TIMEOUT):
             async with subscriber(address, "room:r") as client:
                 for n in range(1, 4):
@@ -827,7 +808,7 @@ async def test_the_python_client_misses_nothing_across_a_server_restart_with_red
     done = trio.Event()
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            async with serving(first_app.server, transport) as address:
+            async with live_server(first_app.server, transport) as address:
                 url = f"{address.ws_url}/topic/room:p"
                 client = connect(url, first_app.route, reconnect=FAST, proxy=False)
                 await nursery.start(hold, client, done)
@@ -839,7 +820,7 @@ async def test_the_python_client_misses_nothing_across_a_server_restart_with_red
             # The server has shut down (1001); the client keeps trying to reconnect.
             for n in range(4, 8):
                 await outside.publish("room:p", Said(n))
-            async with serving(second_app.server, transport, address.port):
+            async with live_server(second_app.server, transport, address.port):
                 # What it missed, then the app's joined (it recovered), then live ones.
                 received += [await client.receive() for _ in range(5)]
                 await second_app.server.publish("room:p", Said(8))
@@ -873,7 +854,7 @@ async def test_the_python_client_learns_that_an_in_memory_history_was_lost(
     done = trio.Event()
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            async with serving(first_app.server, transport) as address:
+            async with live_server(first_app.server, transport) as address:
                 url = f"{address.ws_url}/topic/room:m"
                 client = connect(url, first_app.route, reconnect=FAST, proxy=False)
                 await nursery.start(hold, client, done)
@@ -881,7 +862,7 @@ async def test_the_python_client_learns_that_an_in_memory_history_was_lost(
                 await first_app.server.publish("room:m", Said(1))
                 assert await client.receive() == Said(1)
                 before = client.positions["room:m"]
-            async with serving(second_app.server, transport, address.port):
+            async with live_server(second_app.server, transport, address.port):
                 assert await client.receive() == Joined("room:m", False, 0)
                 assert second_app.recoveries == [("room:m", Recovery(False, 0))]
                 await second_app.server.publish("room:m", Said(2))

@@ -24,7 +24,7 @@ from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_u
 
 import trio_wsroutes._broker.redis as redis_module
 from tests._redis import RedisServer, free_port, require_coredis, require_redis
-from tests.conftest import live_server
+from tests.conftest import live_server, wait_until
 from tests.test_history import Recorder as Positions
 from trio_wsroutes import (
     Connection,
@@ -116,12 +116,6 @@ def stopped_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - polls state owned by other tasks
-            await trio.sleep(0.01)
 
 
 def channels(redis: RedisServer) -> set[bytes]:

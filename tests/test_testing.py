@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 import trio_wsroutes.testing
-from tests.conftest import live_server
+from tests.conftest import live_server, wait_until
 from trio_wsroutes import (
     Connection,
     Context,
@@ -185,12 +185,6 @@ def clients_for(request: pytest.FixtureRequest) -> ClientsFor:
     if where == "memory":
         return functools.partial(in_memory, transport=transport)
     return functools.partial(live, transport=transport)
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    with trio.fail_after(TIMEOUT):
-        while not predicate():  # noqa: ASYNC110 - polls state owned by other tasks
-            await trio.sleep(0.005)
 
 
 async def test_requests_replies_and_queued_messages(clients_for: ClientsFor) -> None:

@@ -290,6 +290,16 @@ class HistoryPolicy:
         return found
 
 
+def adopt_policy(current: HistoryPolicy | None, policy: object) -> HistoryPolicy:
+    """The policy a broker keeps after ``configure_history(policy)``: brokers are
+    configured once; the same policy again is a no-op, another one an error."""
+    if not isinstance(policy, HistoryPolicy):
+        raise TypeError(f"expected a HistoryPolicy, not {type(policy).__name__}")
+    if current is not None and current != policy:
+        raise RuntimeError("this broker's history is already configured with another policy")
+    return policy
+
+
 # -- since ------------------------------------------------------------------------------------
 
 

@@ -916,7 +916,7 @@ def check_server_message(cls: type[Any], where: str | None = None) -> None:
     send. ``where`` defaults to ``server message`` and the class's name.
     """
     if where is None:
-        where = f"server message {_qualified(cls)}" if isinstance(cls, type) else ""
+        where = f"server message {qualified_name(cls)}" if isinstance(cls, type) else ""
     _SchemaCheck("server", where).check(cls)
 
 
@@ -933,14 +933,14 @@ class _SchemaCheck:
 
     def check(self, cls: type[Any]) -> None:
         if not (isinstance(cls, type) and attrs.has(cls)):
-            raise TypeError(self.prefix() + f"{_type_repr(cls)} is not an attrs class")
+            raise TypeError(self.prefix() + f"{type_repr(cls)} is not an attrs class")
         self.walk_class(cls)
         if self.direction == "client":
             try:
                 converter.get_structure_hook(cls)
             except Exception as exc:
                 raise TypeError(
-                    self.prefix() + f"the converter cannot read {_qualified(cls)} from JSON "
+                    self.prefix() + f"the converter cannot read {qualified_name(cls)} from JSON "
                     f"({exc}); register a structure hook on trio_wsroutes.converter"
                 ) from None
 
@@ -955,7 +955,7 @@ class _SchemaCheck:
             attrs.resolve_types(cls)
         except Exception as exc:
             raise TypeError(
-                self.prefix() + f"cannot resolve the field annotations of {_qualified(cls)}"
+                self.prefix() + f"cannot resolve the field annotations of {qualified_name(cls)}"
                 f"{self.reached()}: {type(exc).__name__}: {exc}"
             ) from None
         for field in attrs.fields(cls):
@@ -985,7 +985,7 @@ class _SchemaCheck:
                 try:
                     converter.get_structure_hook(tp)
                 except Exception as exc:
-                    self.fail(tp, f"the converter cannot read {_type_repr(tp)} from JSON ({exc})")
+                    self.fail(tp, f"the converter cannot read {type_repr(tp)} from JSON ({exc})")
             return
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             if self.direction == "server":
@@ -1025,35 +1025,37 @@ class _SchemaCheck:
             except Exception:
                 self.fail(
                     tp,
-                    f"the converter cannot read {_type_repr(tp)} from JSON",
+                    f"the converter cannot read {type_repr(tp)} from JSON",
                     f"register a structure hook on trio_wsroutes.converter "
-                    f"(converter.register_structure_hook({_type_repr(tp)}, fn)) or use a "
+                    f"(converter.register_structure_hook({type_repr(tp)}, fn)) or use a "
                     f"supported type ({_SUPPORTED})",
                 )
         elif tp not in _WRITABLE_LEAVES and converter.get_unstructure_hook(tp) is _identity:
             # No hook: the object itself would reach orjson, which cannot write it.
             self.fail(
                 tp,
-                f"the converter cannot write {_type_repr(tp)} as JSON",
+                f"the converter cannot write {type_repr(tp)} as JSON",
                 f"register an unstructure hook on trio_wsroutes.converter "
-                f"(converter.register_unstructure_hook({_type_repr(tp)}, fn)) or use a "
+                f"(converter.register_unstructure_hook({type_repr(tp)}, fn)) or use a "
                 f"supported type ({_SUPPORTED})",
             )
 
     def field(self) -> str:
         cls, name = self.chain[-1]
-        return f"field {name!r} of {_qualified(cls)}{self.reached()}"
+        return f"field {name!r} of {qualified_name(cls)}{self.reached()}"
 
     def reached(self) -> str:
         outer = self.chain[:-1] if self.chain else []
         if not outer:
             return ""
-        path = ", ".join(f"field {name!r} of {_qualified(cls)}" for cls, name in reversed(outer))
+        path = ", ".join(
+            f"field {name!r} of {qualified_name(cls)}" for cls, name in reversed(outer)
+        )
         return f" (reached through {path})"
 
     def fail(self, tp: Any, problem: str, hint: str | None = None) -> typing.NoReturn:
         del tp  # named in ``problem``
-        text = f"{self.field()} has type {_type_repr(self.field_type)}: {problem}"
+        text = f"{self.field()} has type {type_repr(self.field_type)}: {problem}"
         if hint is not None:
             text += f"; {hint}"
         raise TypeError(self.prefix() + text)
@@ -1077,11 +1079,13 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
-def _qualified(cls: type[Any]) -> str:
+def qualified_name(cls: type[Any]) -> str:
+    """``module.QualName`` of a class, as error messages name it."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _type_repr(tp: Any) -> str:
+def type_repr(tp: Any) -> str:
+    """A type as error messages show it: builtins bare, classes qualified."""
     if isinstance(tp, type):
-        return tp.__name__ if tp.__module__ == "builtins" else _qualified(tp)
+        return tp.__name__ if tp.__module__ == "builtins" else qualified_name(tp)
     return repr(tp).replace("typing.", "")

@@ -17,6 +17,7 @@ from .._history import (
     Position,
     Publication,
     Recovery,
+    adopt_policy,
     envelope_head,
     new_epoch,
     position_tail,
@@ -112,13 +113,7 @@ class MemoryBroker:
     def configure_history(self, policy: HistoryPolicy) -> None:
         """Keep history for the topics ``policy`` matches (once; an equal policy again
         is a no-op, another one a :class:`RuntimeError`)."""
-        if not isinstance(policy, HistoryPolicy):
-            raise TypeError(f"expected a HistoryPolicy, not {type(policy).__name__}")
-        if self._policy is not None:
-            if self._policy == policy:
-                return
-            raise RuntimeError("this broker's history is already configured with another policy")
-        self._policy = policy
+        self._policy = adopt_policy(self._policy, policy)
 
     async def subscribe(
         self, topic: str, subscriber: Subscriber, *, since: Position | None = None

@@ -73,6 +73,7 @@ from .._history import (
     Position,
     Publication,
     Recovery,
+    adopt_policy,
     envelope_head,
     is_epoch,
     new_epoch,
@@ -722,13 +723,7 @@ class RedisBroker:
     def configure_history(self, policy: HistoryPolicy) -> None:
         """Keep history in Redis for the topics ``policy`` matches (once; an equal
         policy again is a no-op, another one a :class:`RuntimeError`)."""
-        if not isinstance(policy, HistoryPolicy):
-            raise TypeError(f"expected a HistoryPolicy, not {type(policy).__name__}")
-        if self._policy is not None:
-            if self._policy == policy:
-                return
-            raise RuntimeError("this broker's history is already configured with another policy")
-        self._policy = policy
+        self._policy = adopt_policy(self._policy, policy)
 
     async def subscribe(
         self, topic: str, subscriber: Subscriber, *, since: Position | None = None

@@ -58,6 +58,8 @@ from .._messages import message_type
 from .._paths import PathPattern
 from .._routes import WebSocketRoute
 from .._validation import converter, is_any_set, is_mapping, is_sequence
+from .._validation import qualified_name as _qualified
+from .._validation import type_repr as _type_repr
 
 __all__ = [
     "AnyJson",
@@ -796,16 +798,6 @@ def _wire_value(member: enum.Enum, cls: type[enum.Enum], where: str) -> object:
             f"{where} has type {_qualified(cls)}, whose member {member.name} the converter "
             f"cannot serialise ({exc})"
         ) from None
-
-
-def _qualified(cls: type[Any]) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _type_repr(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__ if tp.__module__ == "builtins" else _qualified(tp)
-    return repr(tp).replace("typing.", "")
 
 
 def _doc(cls: type[Any]) -> str | None:
