@@ -345,7 +345,7 @@ def measure(
         cpu = f" (client {run.client_cpu:.0%}, server {run.server_cpu or 0:.0%}"
         cpu += f", {run.per_cpu:,.0f}/CPU-s)" if run.per_cpu else ")"
     print(
-        f"  {scenario.name:<20} {system:<10} {value:>12} {scenario.unit:<15}"
+        f"  {scenario.name:<20} {system:<13} {value:>12} {scenario.unit:<15}"
         f" p50 {run.p50_ms or 0:7.2f} ms  p99 {run.p99_ms or 0:7.2f} ms{cpu}{flags}"
         f"  [{time.monotonic() - started:.0f} s]",
         flush=True,
@@ -644,7 +644,8 @@ def targets(
             if key and cell and cell["client_limited"]:
                 system = key[0]
                 if target.metric != "median":
-                    caveat.append(f"{system} client-limited (its server was not saturated)")
+                    busy = cell["server_cpu"] or 0
+                    caveat.append(f"{system} client-limited (its server {busy:.0%} busy)")
                 elif cell is a:
                     caveat.append(f"{system} client-limited, so a lower bound")
                 else:
@@ -754,7 +755,7 @@ def print_summary(summary: list[dict[str, Any]], goals: list[dict[str, Any]]) ->
         limited = (
             f" client-limited in {s['client_limited']}/{s['runs']}" if s["client_limited"] else ""
         )
-        name = f"{s['scenario']:<20} {s['system']:<10}"
+        name = f"{s['scenario']:<20} {s['system']:<13}"
         print(f"  {name} {median:>12} {s['unit']:<15} {spread}{latency}{cpu}{limited}")
     print("\ntargets")
     for t in goals:
