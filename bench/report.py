@@ -238,6 +238,21 @@ def render_include(results: Results, source: Path) -> str:
         f"* **Versions**: {versions}.",
         "",
     ]
+    cells = list(results.summary.values())
+    calm = sum(c["runs"] - c.get("disturbed", 0) - c.get("failed", 0) for c in cells)
+    total = sum(c["runs"] for c in cells)
+    if meta["mode"] != "full" or calm < total * 0.75:
+        out += [
+            ".. warning::",
+            "",
+            f"   These figures come from a ``{meta['mode']}`` run "
+            f"({params['reps']} repetition{'s' if params['reps'] != 1 else ''}, "
+            f"{params['seconds']:g} s windows) in which {total - calm} of {total} runs were "
+            "disturbed by other processes on the measured cores (see *Noise* below). "
+            "Ratios within the run compare like with like; absolute figures may be low and "
+            "the spread wide. ``nox -s bench -- full`` on a quiet machine replaces them.",
+            "",
+        ]
     headline = (
         ("echo", "echo msgs/s", throughput_cell),
         ("fanout-200", "fan-out 200, deliveries/s", throughput_cell),
@@ -320,11 +335,14 @@ def render_include(results: Results, source: Path) -> str:
         f"(other processes took 25% of a core or more during the window): they are kept in "
         f"the results file and left out of the medians. {failed} failed.",
         "",
-        ".. [#client] The load generator's core was at least 90% busy in most repetitions: "
-        "the figure is what one client core could take, a lower bound for the server. "
-        f"Here: {', '.join(limited) if limited else 'none'}.",
-        "",
     ]
+    if limited:  # a footnote nothing refers to is a Sphinx warning
+        out += [
+            ".. [#client] The load generator's core was at least 90% busy in most "
+            "repetitions: the figure is what one client core could take, a lower bound for "
+            f"the server. Here: {', '.join(limited)}.",
+            "",
+        ]
     return "\n".join(out)
 
 
