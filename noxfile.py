@@ -49,10 +49,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against peers (bench/run.py): ``nox -s bench`` is the short check (about
-    2 minutes); ``nox -s bench -- full`` measures the docs' figures (about 15 minutes) and
-    rewrites docs/benchmarks-results.inc and docs/_static/benchmarks.png. Arguments after
-    the mode go to bench/run.py (``nox -s bench -- short --systems native,fastapi``)."""
+    """Benchmarks against peers (bench/run.py), every system in one command: ``nox -s
+    bench`` is the short check (about 3 minutes); ``nox -s bench -- full`` measures the
+    docs' figures (about 45 minutes) and rewrites docs/benchmarks-results.inc and
+    docs/_static/benchmarks.png. Arguments after the mode go to bench/run.py (``nox -s
+    bench -- short --systems native,fastapi``)."""
     session.install("-e", ".[bench]")
     try:
         session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", "bench/bun", external=True)

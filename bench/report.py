@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,26 @@ import harness
 DOCS = harness.ROOT / "docs"
 INCLUDE = DOCS / "benchmarks-results.inc"
 CHART = DOCS / "_static" / "benchmarks.png"
-ORDER = ("native", "asgi", "hypercorn", "fastapi", "bun")
+ORDER = ("native", "asgi", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
 SHORT = {
     "asgi": "trio_wsroutes ASGI (hypercorn-trio)",
     "native": "trio_wsroutes native",
     "hypercorn": "plain ASGI on hypercorn-trio",
     "fastapi": "FastAPI + pydantic, uvicorn",
+    "websockets": "websockets on uvloop, raw",
     "bun": "Bun + Zod",
+    "floor": "floor: a bare sock.send loop",
+    "floor-batched": "floor, batched per recv",
+}
+COLORS = {
+    "native": "#2a6fdb",
+    "asgi": "#7fa7ea",
+    "hypercorn": "#9e9e9e",
+    "fastapi": "#e39a2d",
+    "websockets": "#b5487a",
+    "bun": "#3c9d5d",
+    "floor": "#555555",
+    "floor-batched": "#888888",
 }
 THROUGHPUT = (
     ("echo", "echo msgs/s"),
@@ -36,6 +50,7 @@ THROUGHPUT = (
     ("fanout-1000-deflate", "fan-out 1 000, deflate"),
     ("connect", "handshakes/s"),
 )
+FANOUT = THROUGHPUT[1:5]
 MEMORY = (("idle", "compression off"), ("idle-deflate", "permessage-deflate"))
 
 
@@ -50,7 +65,8 @@ class Results:
         self.scenarios = {s["scenario"] for s in data["summary"]}
 
     def get(self, system: str, scenario: str) -> dict[str, Any] | None:
-        return self.summary.get((system, scenario))
+        cell = self.summary.get((system, scenario))
+        return cell if cell is not None and cell["median"] is not None else None
 
     def limited(self, cell: dict[str, Any]) -> bool:
         """Client-limited in most of its runs: the figure is a lower bound."""
@@ -66,24 +82,60 @@ def number(value: float | None, digits: int = 0) -> str:
 def table(
     title: str, header: Sequence[str], rows: Sequence[Sequence[str]], widths: str = ""
 ) -> str:
+    """A list-table; a cell with newlines becomes a line block (one line each)."""
     lines = [f".. list-table:: {title}", "   :header-rows: 1", "   :stub-columns: 1"]
     if widths:
         lines.append(f"   :widths: {widths}")
     lines.append("")
     for row in [header, *rows]:
-        lines.append(f"   * - {row[0]}")
-        lines.extend(f"     - {cell}" for cell in row[1:])
+        for index, cell in enumerate(row):
+            lead = "   * - " if index == 0 else "     - "
+            parts = cell.split("\n")
+            if len(parts) == 1:
+                lines.append(lead + cell)
+            else:
+                lines.append(lead + "| " + parts[0])
+                lines.extend("       | " + part for part in parts[1:])
     return "\n".join(lines) + "\n"
+
+
+def latency(cell: dict[str, Any], prefix: str = "") -> str:
+    if cell.get("p50_ms") is None:
+        return ""
+    digits = 1 if cell["p99_ms"] >= 100 else 2
+    return (
+        f"{prefix}p50 {number(cell['p50_ms'], digits)} · p99 {number(cell['p99_ms'], digits)} ms"
+    )
 
 
 def throughput_cell(results: Results, system: str, scenario: str) -> str:
     cell = results.get(system, scenario)
-    if cell is None or cell["median"] is None:
+    if cell is None:
         return "n/a"
     text = number(cell["median"])
     if results.limited(cell):
         text = f"≥ {text} [#client]_"
+    return f"{text}\n{latency(cell)}"
+
+
+def per_cpu_cell(results: Results, system: str, scenario: str, *, floor: bool = True) -> str:
+    """Deliveries per server CPU-second, then microseconds per delivery and, where the
+    floor ran, how many times the floor's."""
+    cell = results.get(system, scenario)
+    if cell is None or not cell.get("per_cpu"):
+        return "n/a"
+    text = f"{number(cell['per_cpu'])}\n{number(cell['us_per_delivery'], 2)} µs"
+    base = results.get("floor", scenario)
+    if floor and base and base.get("us_per_delivery") and system != "floor":
+        text += f", {cell['us_per_delivery'] / base['us_per_delivery']:.2f}x the floor"
     return text
+
+
+def memory_cell(results: Results, system: str, scenario: str) -> str:
+    cell = results.get(system, scenario)
+    if cell is None:
+        return "n/a"
+    return f"{number(cell['median'], 1)}\n{latency(cell, 'opening: ')}"
 
 
 def shown(path: Path) -> str:
@@ -93,12 +145,75 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def target_rows(results: Results) -> list[list[str]]:
+    rows = []
+    for t in results.targets:
+        name = f"{t['number']}. {t['target']}"
+        if t["value"] is None:
+            rows.append([name, "not measured", "", t.get("caveat") or ""])
+            continue
+        unit = t.get("unit", "x")
+        measured = f"{t['value']:.2f}{unit}"
+        if len(t.get("per_rep") or ()) > 1:
+            measured += f"\nrepetitions {min(t['per_rep']):.2f}-{max(t['per_rep']):.2f}"
+        if t["bound"] is None:
+            bound, verdict = "(reported)", "reported"
+        else:
+            bound = ("≥ " if t["kind"] == "min" else "≤ ") + f"{t['bound']:g}{unit}"
+            verdict = "met" if t["met"] else "**missed**"
+        notes = [t["caveat"]] if t.get("caveat") else []
+        for cell in t.get("cells", ()):
+            notes.append(
+                f"{cell['scenario']}: throughput {cell['throughput_ratio']:.2f}x, p99 "
+                f"{number(cell['p99_ms'], 2)} vs {number(cell['baseline_p99_ms'], 2)} ms"
+                + ("" if cell["judged"] else " (not judged)")
+            )
+        rows.append([name, measured, bound, "\n".join([verdict, *notes])])
+    return rows
+
+
+def floor_paragraph(results: Results) -> str:
+    parts = []
+    for scenario, label in FANOUT[:2]:
+        floor = results.get("floor", scenario)
+        if floor is None or not floor.get("us_per_delivery"):
+            continue
+        text = (
+            f"at {label.replace('fan-out ', '')} subscribers the floor spends "
+            f"{number(floor['us_per_delivery'], 2)} µs of server CPU per delivery "
+            f"({number(floor['median'])} deliveries/s, its server "
+            f"{floor['server_cpu']:.0%} busy)"
+        )
+        others = []
+        for system in ("floor-batched", "native", "asgi", "fastapi", "websockets", "bun"):
+            cell = results.get(system, scenario)
+            if cell and cell.get("us_per_delivery"):
+                ratio = cell["us_per_delivery"] / floor["us_per_delivery"]
+                others.append(
+                    f"{SHORT[system]} {number(cell['us_per_delivery'], 2)} µs ({ratio:.2f}x)"
+                )
+        if others:
+            text += "; " + ", ".join(others)
+        parts.append(text)
+    if not parts:
+        return ""
+    return (
+        "**The floor.** Server CPU per delivery against a bare Python loop that hands one "
+        "pre-framed message to every subscriber's socket (``bench/floor.py``): "
+        + "; ".join(parts)
+        + ".\n"
+    )
+
+
 def render_include(results: Results, source: Path) -> str:
     meta = results.meta
     m = meta["machine"]
     params = meta["params"]
     date = datetime.datetime.fromisoformat(meta["date"]).strftime("%Y-%m-%d")
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    load = f"load average {m['loadavg_at_start']:.2f} at the start"
+    if meta.get("loadavg_at_end") is not None:
+        load += f", {meta['loadavg_at_end']:.2f} at the end"
     out = [
         f".. Generated by ``python bench/report.py {shown(source)}``;"
         " edit bench/report.py, not this file.",
@@ -111,8 +226,9 @@ def render_include(results: Results, source: Path) -> str:
         "",
         f"* **Machine**: {m['cores']} cores ({m['cpu'] or 'unknown CPU'}), "
         f"{m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
-        f"{meta['pinning']}; {meta['client_processes']} load-generator process(es).",
-        f"* **Runs**: {params['reps']} repetitions of every system and scenario, each on a "
+        f"{meta['pinning']}; {meta['client_processes']} load-generator process(es); {load}.",
+        f"* **Runs**: {params['reps']} repetition{'s' if params['reps'] != 1 else ''} of "
+        "every system and scenario (the floors: fan-out without compression only), each on a "
         f"fresh server process, {params['warmup']:g} s warm-up then a {params['seconds']:g} s "
         f"window; medians. Echo: {params['echo_connections']} connections; fan-out: at most "
         f"{params['inflight']} messages in flight; handshakes: "
@@ -122,77 +238,82 @@ def render_include(results: Results, source: Path) -> str:
         f"* **Versions**: {versions}.",
         "",
     ]
+    cells = list(results.summary.values())
+    calm = sum(c["runs"] - c.get("disturbed", 0) - c.get("failed", 0) for c in cells)
+    total = sum(c["runs"] for c in cells)
+    if meta["mode"] != "full" or calm < total * 0.75:
+        out += [
+            ".. warning::",
+            "",
+            f"   These figures come from a ``{meta['mode']}`` run "
+            f"({params['reps']} repetition{'s' if params['reps'] != 1 else ''}, "
+            f"{params['seconds']:g} s windows) in which {total - calm} of {total} runs were "
+            "disturbed by other processes on the measured cores (see *Noise* below). "
+            "Ratios within the run compare like with like; absolute figures may be low and "
+            "the spread wide. ``nox -s bench -- full`` on a quiet machine replaces them.",
+            "",
+        ]
+    headline = (
+        ("echo", "echo msgs/s", throughput_cell),
+        ("fanout-200", "fan-out 200, deliveries/s", throughput_cell),
+        ("fanout-200", "fan-out 200, deliveries per server CPU-second", per_cpu_cell),
+        ("connect", "handshakes/s", throughput_cell),
+        ("idle", "idle KiB/connection", memory_cell),
+        ("idle-deflate", "idle KiB/connection, permessage-deflate", memory_cell),
+    )
     rows = [
-        [SHORT[system], *(throughput_cell(results, system, sc) for sc, _ in THROUGHPUT)]
+        [SHORT[system], *(render(results, system, sc) for sc, _, render in headline)]
         for system in results.systems
     ]
     out.append(
         table(
-            "Throughput (median; higher is better; fan-out columns are deliveries/s)",
-            ["system", *(label for _, label in THROUGHPUT)],
+            "The figures of the targets (medians; each throughput cell with its p50 · p99 "
+            "latency: echo round trip, fan-out publish to delivery, handshake TCP connect to "
+            "101; idle cells with the handshake latency while the connections opened)",
+            ["system", *(label for _, label, _ in headline)],
             rows,
         )
     )
-    rows = []
-    for system in results.systems:
-        row = [SHORT[system]]
-        for scenario, _ in THROUGHPUT:
-            cell = results.get(system, scenario)
-            if cell is None or cell["p50_ms"] is None:
-                row.append("n/a")
-            else:
-                row.append(f"{number(cell['p50_ms'], 2)} / {number(cell['p99_ms'], 2)}")
-        rows.append(row)
+    rows = [
+        [SHORT[system], *(throughput_cell(results, system, sc) for sc, _ in FANOUT[1:])]
+        for system in results.systems
+    ]
     out.append(
         table(
-            "Latency, p50 / p99 in milliseconds (echo: round trip; fan-out: publish to "
-            "delivery; handshakes: TCP connect to 101)",
-            [
-                "system",
-                *(label.replace(" msgs/s", "").replace("/s", "") for _, label in THROUGHPUT),
-            ],
+            "More fan-out: deliveries/s (median) and p50 · p99 latency, publish to delivery",
+            ["system", *(label for _, label in FANOUT[1:])],
             rows,
         )
     )
-    rows = []
-    for system in results.systems:
-        row = [SHORT[system]]
-        for scenario, _ in MEMORY:
-            cell = results.get(system, scenario)
-            row.append("n/a" if cell is None else number(cell["median"], 1))
-        cell = results.get(system, "idle")
-        row.append(
-            "n/a"
-            if cell is None or cell["p50_ms"] is None
-            else f"{number(cell['p50_ms'], 1)} / {number(cell['p99_ms'], 1)}"
-        )
-        rows.append(row)
+    rows = [
+        [SHORT[system], *(per_cpu_cell(results, system, sc) for sc, _ in FANOUT)]
+        for system in results.systems
+    ]
     out.append(
         table(
-            f"Idle memory: server RSS growth per connection, KiB, at "
-            f"{number(params['idle_connections'])} connections (lower is better)",
-            ["system", *(label for _, label in MEMORY), "handshake p50 / p99 ms while opening"],
+            "Fan-out per server CPU-second: deliveries per second of the server's CPU time, "
+            "then server CPU µs per delivery and that against the floor (medians)",
+            ["system", *(label for _, label in FANOUT)],
             rows,
         )
     )
-    rows = []
-    for target in results.targets:
-        if target["value"] is None:
-            rows.append([target["target"], "not measured", "", ""])
-            continue
-        bound = ("≥ " if target["kind"] == "min" else "≤ ") + f"{target['bound']:g}"
-        unit = "" if "KiB" in target["target"] else "x"
-        verdict = "met" if target["met"] else "**missed**"
-        if target.get("caveat"):
-            verdict += f"; {target['caveat']}"
-        rows.append([target["target"], f"{target['value']:.2f}{unit}", bound, verdict])
-    out.append(table("Targets (medians)", ["target", "measured", "target", "verdict"], rows))
+    paragraph = floor_paragraph(results)
+    if paragraph:
+        out.append(paragraph)
+    out.append(
+        table(
+            "Targets (issue 19): ratios of this run's medians",
+            ["target", "measured", "target", "verdict"],
+            target_rows(results),
+            widths="40 14 10 36",
+        )
+    )
     noise = []
     for scenario, label in (*THROUGHPUT, *MEMORY):
         spreads = [
-            results.get(s, scenario)["spread"]  # type: ignore[index]
+            cell["spread"]
             for s in results.systems
-            if results.get(s, scenario) and results.get(s, scenario)["spread"] is not None  # type: ignore[index]
+            if (cell := results.get(s, scenario)) is not None and cell["spread"] is not None
         ]
         if spreads:
             noise.append(f"{label.replace(' msgs/s', '')} {min(spreads):.0%}-{max(spreads):.0%}")
@@ -200,7 +321,7 @@ def render_include(results: Results, source: Path) -> str:
     limited = sorted(
         f"{SHORT[c['system']]} ({c['scenario']})"
         for c in results.summary.values()
-        if results.limited(c)
+        if c["median"] is not None and results.limited(c)
     )
     disturbed = sum(c.get("disturbed", 0) for c in results.summary.values())
     failed = sum(c.get("failed", 0) for c in results.summary.values())
@@ -208,17 +329,96 @@ def render_include(results: Results, source: Path) -> str:
     out += [
         f"**Noise.** Spread of the repetitions used, (max - min) / median, per scenario "
         f"across systems: {'; '.join(noise)}. CPU used by other processes on the two "
-        f"measured cores during the windows: median {harness.median(others):.0%}, at most "
+        f"measured cores during the windows: median "
+        f"{harness.median(others) if others else 0:.0%}, at most "
         f"{max(others, default=0):.0%} of a core. {disturbed} of {runs} runs were disturbed "
         f"(other processes took 25% of a core or more during the window): they are kept in "
         f"the results file and left out of the medians. {failed} failed.",
         "",
-        ".. [#client] The load generator's core was at least 90% busy in most repetitions: "
-        "the figure is what one client core could take, a lower bound for the server. "
-        f"Here: {', '.join(limited) if limited else 'none'}.",
-        "",
     ]
+    if limited:  # a footnote nothing refers to is a Sphinx warning
+        out += [
+            ".. [#client] The load generator's core was at least 90% busy in most "
+            "repetitions: the figure is what one client core could take, a lower bound for "
+            f"the server. Here: {', '.join(limited)}.",
+            "",
+        ]
     return "\n".join(out)
+
+
+def bars(
+    ax: Any,
+    results: Results,
+    groups: Sequence[tuple[str, str]],
+    field: str,
+    *,
+    log: bool,
+    digits: int = 0,
+) -> None:
+    """Horizontal bars, one row per system that has a figure, one bar per scenario."""
+    groups = [g for g in groups if g[0] in results.scenarios]
+    systems = [
+        system
+        for system in results.systems[::-1]
+        if any((results.get(system, g[0]) or {}).get(field) for g in groups)
+    ]
+    height = 0.8 / max(1, len(groups))
+    for g, (scenario, label) in enumerate(groups):
+        for i, system in enumerate(systems):
+            cell = results.get(system, scenario)
+            value = cell.get(field) if cell else None
+            if not value:
+                continue
+            y = i + (g - (len(groups) - 1) / 2) * height
+            limited = field == "median" and results.limited(cell)  # type: ignore[arg-type]
+            ax.barh(
+                y,
+                value,
+                height=height * 0.9,
+                color=COLORS[system],
+                alpha=1.0 - 0.18 * g,
+                hatch="//" if limited else None,
+                edgecolor="white" if limited else None,
+            )
+            text = f"{'≥' if limited else ''}{number(value, digits)}"
+            if label:
+                text += f"  {label}"
+            ax.text(value, y, " " + text, va="center", fontsize=7)
+    ax.set_yticks(range(len(systems)))
+    ax.set_yticklabels([SHORT[s] for s in systems], fontsize=8)
+    if log:
+        log_axis(ax)
+    ax.margins(x=0.4)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def log_axis(ax: Any) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def target_bars(ax: Any, results: Results) -> None:
+    """Each bounded target as measured / bound (bound / measured for an upper bound), so
+    that 1 is the target and more is better; the latency target only once it was judged."""
+    rows = []
+    for t in results.targets:
+        if t["bound"] is None or t["value"] is None or not t["value"]:
+            continue
+        score = t["value"] / t["bound"] if t["kind"] == "min" else t["bound"] / t["value"]
+        rows.append((f"{t['number']}. {t['target']}", score, t))
+    rows = rows[::-1]
+    for i, (_, score, t) in enumerate(rows):
+        ax.barh(i, score, height=0.7, color="#3c9d5d" if t["met"] else "#c8553d")
+        text = f" {t['value']:.2f}{t.get('unit', 'x')} (target {t['bound']:g})"
+        ax.text(score, i, text, va="center", fontsize=7)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([textwrap.fill(r[0], 48) for r in rows], fontsize=7)
+    ax.set_xlim(0, max([2.0, *(r[1] * 1.35 for r in rows)]))
+    ax.margins(x=0.6)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def render_chart(results: Results, path: Path) -> None:
@@ -227,69 +427,46 @@ def render_chart(results: Results, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {
-        "native": "#2a6fdb",
-        "asgi": "#7fa7ea",
-        "hypercorn": "#9e9e9e",
-        "fastapi": "#e39a2d",
-        "bun": "#3c9d5d",
-    }
-    panels: list[tuple[str, Sequence[tuple[str, str]], bool]] = [
-        ("Echo, msgs/s", (("echo", ""),), True),
+    fig, axes = plt.subplots(3, 2, figsize=(14, 13))
+    short = tuple((s, label.replace("fan-out ", "")) for s, label in FANOUT)
+    panels = (
+        ("Echo, msgs/s", lambda ax: bars(ax, results, (("echo", ""),), "median", log=True)),
+        ("Handshakes/s", lambda ax: bars(ax, results, (("connect", ""),), "median", log=True)),
+        ("Fan-out, deliveries/s", lambda ax: bars(ax, results, short, "median", log=True)),
         (
-            "Fan-out, deliveries/s",
-            tuple((s, label.replace("fan-out ", "")) for s, label in THROUGHPUT[1:5]),
-            True,
+            "Fan-out, deliveries per server CPU-second",
+            lambda ax: bars(ax, results, short, "per_cpu", log=True),
         ),
-        ("Handshakes/s", (("connect", ""),), True),
         (
             "Idle memory, KiB/connection (lower is better)",
-            (("idle", "off"), ("idle-deflate", "deflate")),
-            False,
+            lambda ax: bars(
+                ax,
+                results,
+                (("idle", "off"), ("idle-deflate", "deflate")),
+                "median",
+                log=False,
+                digits=1,
+            ),
         ),
-    ]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
-    systems = results.systems[::-1]
-    for ax, (title, groups, log) in zip(axes.flat, panels, strict=True):
-        groups = [g for g in groups if g[0] in results.scenarios]
-        height = 0.8 / max(1, len(groups))
-        for g, (scenario, label) in enumerate(groups):
-            for i, system in enumerate(systems):
-                cell = results.get(system, scenario)
-                if cell is None or cell["median"] is None:
-                    continue
-                y = i + (g - (len(groups) - 1) / 2) * height
-                limited = results.limited(cell)
-                ax.barh(
-                    y,
-                    cell["median"],
-                    height=height * 0.9,
-                    color=colors[system],
-                    alpha=1.0 - 0.18 * g,
-                    hatch="//" if limited else None,
-                    edgecolor="white" if limited else None,
-                )
-                text = f"{'≥' if limited else ''}{number(cell['median'], 1 if not log else 0)}"
-                if label:
-                    text += f"  {label}"
-                ax.text(cell["median"], y, " " + text, va="center", fontsize=7.5)
-        ax.set_yticks(range(len(systems)))
-        ax.set_yticklabels([SHORT[s] for s in systems], fontsize=8.5)
+        ("Targets: figure / target (1: just met; right is better)", None),
+    )
+    for ax, (title, draw) in zip(axes.flat, panels, strict=True):
+        if draw is None:
+            target_bars(ax, results)
+        else:
+            draw(ax)
         ax.set_title(title, fontsize=10)
-        if log:
-            ax.set_xscale("log")
-        ax.margins(x=0.35)
-        ax.grid(axis="x", alpha=0.3)
     meta = results.meta
     date = datetime.datetime.fromisoformat(meta["date"]).strftime("%Y-%m-%d")
     fig.suptitle(
         f"trio_wsroutes and peers, {meta['machine']['cores']} cores, {date} "
-        f"(medians of {meta['params']['reps']}; hatched: load generator was the limit)",
+        f"({meta['mode']} run, medians of {meta['params']['reps']}; "
+        "hatched: the load generator was the limit)",
         fontsize=11,
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

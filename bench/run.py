@@ -1,17 +1,24 @@
 """The benchmark suite: this project (ASGI under hypercorn-trio, and native) against the
-plain hypercorn-trio app (the floor), FastAPI + pydantic on uvicorn (what a Python user
-would write instead) and Bun (the ceiling), on one machine in one run.
+plain hypercorn-trio app (the floor of the ASGI mode), FastAPI + pydantic on uvicorn (what
+a Python user would write instead), the ``websockets`` asyncio server on uvloop echoing and
+broadcasting raw frames (the protocol library under the native transport, with nothing on
+top), Bun (the ceiling) and the fan-out floor (``floor.py``: a bare Python loop handing one
+pre-framed message to every subscriber's socket), on one machine in one run.
 
-    python bench/run.py --mode short     # a quick check, about 2 minutes
-    python bench/run.py --mode full      # the documentation's figures, about 15 minutes
+    python bench/run.py --mode short     # a quick check, about 3 minutes
+    python bench/run.py --mode full      # the documentation's figures, about 45 minutes
     python bench/run.py --mode full --systems native,fastapi --scenarios echo,fanout-200
 
-Each run starts a fresh server process (``servers.py``, or ``bun/server.ts``) pinned to
-core 0 and picows load generators (``loadgen.py``) pinned to the other core(s); the
-repetitions go round the systems in a different order each time; results (every
-repetition, medians, p50/p99 latencies, CPU of client and server, how busy the cores
-were) go to ``bench/results/MODE.json`` after every run. ``report.py`` turns a results
-file into the docs' table and chart. 127.0.0.1 only; every run is bounded in time.
+Each run starts a fresh server process (``servers.py``, ``floor.py`` or
+``bun/server.ts``) pinned to core 0 and picows load generators (``loadgen.py``) pinned to
+the other core(s); the repetitions go round the systems in a different order each time;
+results (every repetition, medians, p50/p99 latencies, CPU of client and server,
+deliveries per server CPU-second, how busy the cores were, the targets) go to
+``bench/results/MODE.json`` after every run. ``report.py`` turns a results file into the
+docs' table and chart. The p99 target compares the native transport with a baseline
+results file (``--baseline``, by default the committed ``bench/results/full.json``, read
+before anything is written). The full run takes about 45 minutes.
+127.0.0.1 only; every run is bounded in time.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 
 import harness
 
-SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "bun")
+SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
 EXTRA_SYSTEMS = ("native-history",)
 """Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses them)."""
 LABELS = {
@@ -42,8 +49,13 @@ LABELS = {
     "native-history": "trio_wsroutes, native transport, history on the topic (1 000 kept)",
     "hypercorn": "plain ASGI app on hypercorn-trio (floor)",
     "fastapi": "FastAPI + pydantic on uvicorn",
+    "websockets": "websockets asyncio server on uvloop, raw echo / broadcast() (no validation)",
     "bun": "Bun.serve + Zod (ceiling)",
+    "floor": "fan-out floor: one pre-framed message, sock.send to each subscriber (floor.py)",
+    "floor-batched": "fan-out floor, batched: the messages of one recv in one sock.send each",
 }
+ONLY = {"floor": ("fanout-200", "fanout-1000"), "floor-batched": ("fanout-200", "fanout-1000")}
+"""Systems that serve only some scenarios (the floor: fan-out without compression)."""
 CLIENT_LIMIT = 0.9  # a load-generator core this busy means the client may be the limit
 SERVER_LIMIT = 0.9
 DISTURBED = 0.25  # other processes used this much of the measured cores: left out
@@ -77,6 +89,10 @@ SCENARIOS = {
 }
 
 
+def serves(system: str, scenario: str) -> bool:
+    return scenario in ONLY.get(system, (scenario,))
+
+
 @dataclass
 class Mode:
     reps: int
@@ -95,9 +111,9 @@ MODES = {
         warmup=0.5,
         seconds=1.5,
         idle_connections=1000,
-        scenarios=("echo", "fanout-200", "fanout-200-deflate", "connect", "idle"),
+        scenarios=("echo", "fanout-200", "fanout-200-deflate", "connect", "idle", "idle-deflate"),
     ),
-    "full": Mode(reps=5, warmup=2.0, seconds=5.0, idle_connections=5000),
+    "full": Mode(reps=5, warmup=2.0, seconds=5.0, idle_connections=3000),
 }
 
 
@@ -111,6 +127,7 @@ class Run:
     p99_ms: float | None = None
     client_cpu: float | None = None
     server_cpu: float | None = None
+    per_cpu: float | None = None  # throughput per server CPU-second
     client_limited: bool = False
     server_saturated: bool = False
     other_load: float | None = None
@@ -125,6 +142,10 @@ class Run:
 def server_command(system: str, port: int) -> list[str]:
     if system == "bun":
         return [str(harness.BUN), str(harness.BENCH / "bun" / "server.ts"), str(port)]
+    if system == "floor":
+        return harness.python_command("floor.py", str(port))
+    if system == "floor-batched":
+        return harness.python_command("floor.py", str(port), "--batch")
     return harness.python_command("servers.py", system, str(port))
 
 
@@ -194,6 +215,9 @@ def throughput(
         per_core[core] = per_core.get(core, 0.0) + result["client_cpu"]
     run.client_cpu = max(per_core.values())
     run.server_cpu = results[0]["server_cpu"]
+    # Deliveries (messages, handshakes) per second of the server's CPU time: what its
+    # work costs, whichever side was the limit.
+    run.per_cpu = run.value / run.server_cpu if run.server_cpu else None
     run.client_limited = run.client_cpu >= CLIENT_LIMIT
     run.server_saturated = (run.server_cpu or 0) >= SERVER_LIMIT
     busy = results[0]["core_busy"]
@@ -207,9 +231,6 @@ def throughput(
     keep += ("mismatched_replies", "closed_by_server", "connect_failures", "published")
     keep += ("disconnected",)
     run.details = {
-        # What the server would do with a whole core, if it scales: the estimate to use
-        # when the client, not the server, was the limit.
-        "per_server_core": run.value / run.server_cpu if run.server_cpu else None,
         "client_processes": clients,
         "client_cpu_per_process": [round(r["client_cpu"], 3) for r in results],
         "core_busy": busy,
@@ -321,9 +342,10 @@ def measure(
     flags += f" ERROR {run.error}" if run.error else ""
     cpu = ""
     if run.client_cpu is not None:
-        cpu = f" (client {run.client_cpu:.0%}, server {run.server_cpu or 0:.0%})"
+        cpu = f" (client {run.client_cpu:.0%}, server {run.server_cpu or 0:.0%}"
+        cpu += f", {run.per_cpu:,.0f}/CPU-s)" if run.per_cpu else ")"
     print(
-        f"  {scenario.name:<20} {system:<10} {value:>12} {scenario.unit:<15}"
+        f"  {scenario.name:<20} {system:<13} {value:>12} {scenario.unit:<15}"
         f" p50 {run.p50_ms or 0:7.2f} ms  p99 {run.p99_ms or 0:7.2f} ms{cpu}{flags}"
         f"  [{time.monotonic() - started:.0f} s]",
         flush=True,
@@ -334,6 +356,17 @@ def measure(
 # -- summary -----------------------------------------------------------------------------
 
 
+def usable(runs: Sequence[Run]) -> list[Run]:
+    """The runs that count: no error, and, unless all were, not disturbed."""
+    good = [r for r in runs if r.value is not None and r.error is None]
+    return [r for r in good if not r.disturbed] or good
+
+
+def median_of(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return harness.median(present) if present else None
+
+
 def summarize(
     runs: list[Run], systems: Sequence[str], scenarios: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -341,15 +374,16 @@ def summarize(
     for scenario in scenarios:
         for system in systems:
             mine = [r for r in runs if r.system == system and r.scenario == scenario]
-            good = [r for r in mine if r.value is not None and r.error is None]
             if not mine:
                 continue
+            good = [r for r in mine if r.value is not None and r.error is None]
             # Runs during which other processes took a good share of the measured cores
             # are kept in the results but left out of the medians (unless all were).
             calm = [r for r in good if not r.disturbed]
             disturbed = len(good) - len(calm)
             good = calm or good
             values = [r.value for r in good if r.value is not None]
+            per_cpu = median_of([r.per_cpu for r in good])
             summary.append(
                 {
                     "scenario": scenario,
@@ -358,103 +392,304 @@ def summarize(
                     "runs": len(mine),
                     "failed": len(mine) - len(good) - (disturbed if calm else 0),
                     "disturbed": disturbed,
+                    # Every usable run was disturbed: the medians come from those.
+                    "all_disturbed": bool(good) and not calm,
                     "median": harness.median(values) if values else None,
                     "min": min(values) if values else None,
                     "max": max(values) if values else None,
                     "spread": harness.spread(values) if values else None,
-                    "p50_ms": harness.median([r.p50_ms for r in good if r.p50_ms is not None])
-                    if good
-                    else None,
-                    "p99_ms": harness.median([r.p99_ms for r in good if r.p99_ms is not None])
-                    if good
-                    else None,
-                    "client_cpu": harness.median(
-                        [r.client_cpu for r in good if r.client_cpu is not None]
-                    )
-                    if any(r.client_cpu is not None for r in good)
-                    else None,
-                    "server_cpu": harness.median(
-                        [r.server_cpu for r in good if r.server_cpu is not None]
-                    )
-                    if any(r.server_cpu is not None for r in good)
-                    else None,
+                    "p50_ms": median_of([r.p50_ms for r in good]),
+                    "p99_ms": median_of([r.p99_ms for r in good]),
+                    "client_cpu": median_of([r.client_cpu for r in good]),
+                    "server_cpu": median_of([r.server_cpu for r in good]),
+                    # Throughput per server CPU-second (median of the runs' own ratios)
+                    # and, its inverse, server CPU microseconds per message or delivery.
+                    "per_cpu": per_cpu,
+                    "us_per_delivery": 1e6 / per_cpu if per_cpu else None,
                     "client_limited": sum(r.client_limited for r in good),
-                    "other_load": harness.median(
-                        [r.other_load for r in good if r.other_load is not None]
-                    )
-                    if any(r.other_load is not None for r in good)
-                    else None,
+                    "server_saturated": sum(r.server_saturated for r in good),
+                    "other_load": median_of([r.other_load for r in good]),
                     "errors": sorted({r.error for r in mine if r.error}),
                 }
             )
     return summary
 
 
+@dataclass(frozen=True)
+class Target:
+    """One of the project's targets (issue 19), each a figure of one run.
+
+    ``metric`` says what is compared: ``median`` (the scenario's own unit), ``per_cpu``
+    (deliveries per server CPU-second) or ``us_per_delivery`` (server CPU microseconds per
+    delivery). A ratio is the numerator's median over the denominator's; the ratio of
+    each repetition (the two systems' runs of the same repetition) is reported too, and a
+    ``steady`` target must hold in every repetition, not only in the medians. ``kind`` is
+    ``min`` (at least ``bound``), ``max`` (at most) or ``report`` (no bound: a figure to
+    show). ``p99`` is the latency target: see :func:`latency_target`."""
+
+    number: int
+    name: str
+    numerator: tuple[str, str]
+    denominator: tuple[str, str] | None
+    bound: float | None
+    kind: str
+    metric: str = "median"
+    steady: bool = False
+    unit: str = "x"
+
+
 TARGETS = (
-    # name, numerator, denominator (or None: an absolute bound), bound, "min" or "max"
-    (
-        "ASGI mode echo vs plain hypercorn-trio",
-        ("asgi", "echo"),
-        ("hypercorn", "echo"),
+    Target(
+        1,
+        "native echo vs the websockets asyncio server on uvloop (raw echo)",
+        ("native", "echo"),
+        ("websockets", "echo"),
         0.8,
         "min",
     ),
-    ("native echo vs FastAPI/uvicorn", ("native", "echo"), ("fastapi", "echo"), 1.0, "min"),
-    (
-        "native fan-out 200 vs plain hypercorn-trio",
+    Target(
+        2,
+        "native fan-out 200 vs Bun, deliveries per server CPU-second",
         ("native", "fanout-200"),
-        ("hypercorn", "fanout-200"),
-        5.0,
+        ("bun", "fanout-200"),
+        0.5,
         "min",
+        metric="per_cpu",
     ),
-    (
-        "native fan-out 200 vs FastAPI/uvicorn",
+    Target(
+        2,
+        "native fan-out 200 vs FastAPI/uvicorn, deliveries/s",
         ("native", "fanout-200"),
         ("fastapi", "fanout-200"),
         1.5,
         "min",
     ),
-    (
-        "native idle memory, compression off (KiB/connection)",
+    Target(
+        2,
+        "native fan-out 200, server CPU per delivery vs the floor (times the floor's)",
+        ("native", "fanout-200"),
+        ("floor", "fanout-200"),
+        None,
+        "report",
+        metric="us_per_delivery",
+    ),
+    Target(
+        3,
+        "ASGI mode echo vs plain hypercorn-trio, in every repetition",
+        ("asgi", "echo"),
+        ("hypercorn", "echo"),
+        0.8,
+        "min",
+        steady=True,
+    ),
+    Target(
+        3,
+        "ASGI mode fan-out 200 vs plain hypercorn-trio, in every repetition",
+        ("asgi", "fanout-200"),
+        ("hypercorn", "fanout-200"),
+        0.8,
+        "min",
+        steady=True,
+    ),
+    Target(
+        4,
+        "native idle memory, compression off",
         ("native", "idle"),
         None,
-        30.0,
+        24.0,
         "max",
+        unit=" KiB/conn",
+    ),
+    Target(
+        4,
+        "native idle memory, permessage-deflate",
+        ("native", "idle-deflate"),
+        None,
+        None,
+        "report",
+        unit=" KiB/conn",
+    ),
+    Target(
+        5,
+        "native handshakes/s vs FastAPI/uvicorn",
+        ("native", "connect"),
+        ("fastapi", "connect"),
+        1.0,
+        "min",
+    ),
+    Target(
+        6,
+        "native p99 latency vs the baseline, in the cells whose throughput rose (worst)",
+        ("native", "*"),
+        None,
+        1.0,
+        "max",
+        metric="p99",
     ),
 )
 
 
-def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    medians = {(s["system"], s["scenario"]): s for s in summary}
-    out = []
-    for name, top, bottom, bound, kind in TARGETS:
-        a = medians.get(top)
-        b = medians.get(bottom) if bottom else None
-        if a is None or a["median"] is None or (bottom and (b is None or b["median"] is None)):
-            out.append({"target": name, "value": None, "bound": bound, "met": None})
+def metric_of(cell: dict[str, Any] | Run, metric: str) -> float | None:
+    """A target's figure of a summary cell (medians) or of one run."""
+    if isinstance(cell, Run):
+        value, per_cpu = cell.value, cell.per_cpu
+    else:
+        value, per_cpu = cell["median"], cell["per_cpu"]
+    if metric == "median":
+        return value
+    if metric == "per_cpu":
+        return per_cpu
+    return 1e6 / per_cpu if per_cpu else None  # us_per_delivery
+
+
+def latency_target(
+    target: Target, summary: list[dict[str, Any]], baseline: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Target 6: native p99 must not grow while throughput rises. Against the baseline
+    (another results file, by default the committed full run), in every throughput cell
+    of the native transport whose median rose (or held): p99 now / p99 then, the worst of
+    them. Cells whose throughput fell are listed, not judged."""
+    out: dict[str, Any] = {
+        "target": target.name,
+        "number": target.number,
+        "kind": target.kind,
+        "bound": target.bound,
+        "unit": target.unit,
+        "value": None,
+        "met": None,
+    }
+    if not baseline:
+        out["caveat"] = "no baseline results file"
+        return out
+    then = baseline.get("native", {})
+    cells = []
+    for s in summary:
+        if s["system"] != "native" or not SCENARIOS[s["scenario"]].higher_is_better:
             continue
-        value = a["median"] / b["median"] if b else a["median"]
-        met = value >= bound if kind == "min" else value <= bound
-        caveat = []
-        if a["client_limited"]:
-            caveat.append(f"{top[0]} client-limited, so a lower bound")
-        if b and b["client_limited"]:
-            caveat.append(
-                f"{bottom[0] if bottom else ''} client-limited, so the ratio may be high"
-            )
-        out.append(
+        old = then.get(s["scenario"])
+        if not old or not old.get("p99_ms") or s["median"] is None or s["p99_ms"] is None:
+            continue
+        cells.append(
             {
-                "target": name,
+                "scenario": s["scenario"],
+                "throughput_ratio": s["median"] / old["median"],
+                "p99_ms": s["p99_ms"],
+                "baseline_p99_ms": old["p99_ms"],
+                "p99_ratio": s["p99_ms"] / old["p99_ms"],
+                "judged": s["median"] >= old["median"],
+            }
+        )
+    out["cells"] = cells
+    out["baseline"] = f"{baseline.get('file', '?')} ({baseline.get('date', '?')})"
+    judged = [c for c in cells if c["judged"]]
+    if not judged:
+        out["caveat"] = "throughput rose in no cell against the baseline"
+        return out
+    worst = max(judged, key=lambda c: c["p99_ratio"])
+    out["value"] = worst["p99_ratio"]
+    out["met"] = out["value"] <= (target.bound or 1.0)
+    out["caveat"] = f"worst: {worst['scenario']}; baseline {out['baseline']}"
+    return out
+
+
+def targets(
+    summary: list[dict[str, Any]],
+    runs: Sequence[Run] = (),
+    baseline: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    cells = {(s["system"], s["scenario"]): s for s in summary}
+    out = []
+    for target in TARGETS:
+        if target.metric == "p99":
+            out.append(latency_target(target, summary, baseline))
+            continue
+        top, bottom = target.numerator, target.denominator
+        a = cells.get(top)
+        b = cells.get(bottom) if bottom else None
+        result: dict[str, Any] = {
+            "target": target.name,
+            "number": target.number,
+            "kind": target.kind,
+            "bound": target.bound,
+            "unit": target.unit,
+            "metric": target.metric,
+            "steady": target.steady,
+            "value": None,
+            "met": None,
+        }
+        top_value = metric_of(a, target.metric) if a else None
+        bottom_value = metric_of(b, target.metric) if b else None
+        if top_value is None or (bottom and not bottom_value):
+            out.append(result)
+            continue
+        value = top_value / bottom_value if bottom_value else top_value
+        per_rep: list[float] = []
+        if bottom:
+            for rep in sorted({r.rep for r in runs}):
+                mine = usable([r for r in runs if (r.system, r.scenario, r.rep) == (*top, rep)])
+                theirs = usable(
+                    [r for r in runs if (r.system, r.scenario, r.rep) == (*bottom, rep)]
+                )
+                if mine and theirs:
+                    x, y = metric_of(mine[0], target.metric), metric_of(theirs[0], target.metric)
+                    if x is not None and y:
+                        per_rep.append(x / y)
+        met = None
+        if target.bound is not None:
+            met = value >= target.bound if target.kind == "min" else value <= target.bound
+            if target.steady and per_rep:
+                met = met and all(r >= target.bound for r in per_rep)
+        caveat = []
+        for key, cell in ((top, a), (bottom, b)):
+            if key and cell and cell["client_limited"]:
+                system = key[0]
+                if target.metric != "median":
+                    busy = cell["server_cpu"] or 0
+                    caveat.append(f"{system} client-limited (its server {busy:.0%} busy)")
+                elif cell is a:
+                    caveat.append(f"{system} client-limited, so a lower bound")
+                else:
+                    caveat.append(f"{system} client-limited, so the ratio may be high")
+        for key, cell in ((top, a), (bottom, b)):
+            if key and cell and cell.get("all_disturbed"):
+                caveat.append(f"{key[0]} disturbed by other processes in every run")
+        result.update(
+            {
                 "value": value,
-                "bound": bound,
-                "kind": kind,
                 "met": met,
-                "numerator": a["median"],
-                "denominator": b["median"] if b else None,
+                "numerator": top_value,
+                "denominator": bottom_value,
+                "per_rep": per_rep,
                 "caveat": "; ".join(caveat),
             }
         )
+        out.append(result)
     return out
+
+
+def read_baseline(path: Path | None) -> dict[str, Any] | None:
+    """The native transport's cells of another results file, for the latency target."""
+    if path is None or not path.exists():
+        return None
+    try:
+        data = harness.read_json(path)
+    except (OSError, ValueError):
+        return None
+    native = {
+        s["scenario"]: {k: s.get(k) for k in ("median", "p50_ms", "p99_ms")}
+        for s in data.get("summary", [])
+        if s["system"] == "native" and s.get("median") is not None
+    }
+    try:
+        shown = str(path.resolve().relative_to(harness.ROOT))
+    except ValueError:
+        shown = str(path)
+    return {
+        "file": shown,
+        "date": data.get("meta", {}).get("date", "?")[:10],
+        "mode": data.get("meta", {}).get("mode"),
+        "native": native,
+    }
 
 
 def versions() -> dict[str, str]:
@@ -487,25 +722,50 @@ def versions() -> dict[str, str]:
     return found
 
 
+def describe_target(t: dict[str, Any]) -> str:
+    """One line: the figure, the bound, the verdict, the repetitions, the caveats."""
+    if t["value"] is None:
+        return f"[{t['number']}] {t['target']}: not measured" + (
+            f" ({t['caveat']})" if t.get("caveat") else ""
+        )
+    text = f"[{t['number']}] {t['target']}: {t['value']:,.2f}{t['unit']}"
+    if t["bound"] is not None:
+        text += f" (target {'>=' if t['kind'] == 'min' else '<='} {t['bound']:g})"
+        text += " met" if t["met"] else " MISSED"
+    else:
+        text += " (reported)"
+    if len(t.get("per_rep") or ()) > 1:
+        text += f"; repetitions {min(t['per_rep']):.2f}-{max(t['per_rep']):.2f}"
+    if t.get("caveat"):
+        text += f"; {t['caveat']}"
+    return text
+
+
 def print_summary(summary: list[dict[str, Any]], goals: list[dict[str, Any]]) -> None:
     print("\nmedians")
     for s in summary:
         median = "-" if s["median"] is None else f"{s['median']:,.1f}"
         spread = "" if s["spread"] is None else f"spread {s['spread']:.0%}"
+        latency = ""
+        if s["p50_ms"] is not None and SCENARIOS[s["scenario"]].higher_is_better:
+            latency = f" p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} ms"
+        cpu = ""
+        if s["per_cpu"]:
+            cpu = f" {s['per_cpu']:,.0f}/CPU-s ({s['us_per_delivery']:.2f} us each)"
         limited = (
             f" client-limited in {s['client_limited']}/{s['runs']}" if s["client_limited"] else ""
         )
-        name = f"{s['scenario']:<20} {s['system']:<10}"
-        print(f"  {name} {median:>12} {s['unit']:<15} {spread}{limited}")
+        name = f"{s['scenario']:<20} {s['system']:<13}"
+        print(f"  {name} {median:>12} {s['unit']:<15} {spread}{latency}{cpu}{limited}")
     print("\ntargets")
     for t in goals:
-        if t["value"] is None:
-            print(f"  {t['target']}: not measured")
-            continue
-        verdict = "met" if t["met"] else "MISSED"
-        caveat = f" ({t['caveat']})" if t.get("caveat") else ""
-        bound = f"{'>=' if t['kind'] == 'min' else '<='} {t['bound']}"
-        print(f"  {t['target']}: {t['value']:.2f} (target {bound}) {verdict}{caveat}")
+        print("  " + describe_target(t))
+        for cell in t.get("cells", ()):
+            print(
+                f"      {cell['scenario']:<20} throughput x{cell['throughput_ratio']:.2f}, "
+                f"p99 {cell['p99_ms']:.2f} ms vs {cell['baseline_p99_ms']:.2f} ms"
+                f" (x{cell['p99_ratio']:.2f}){'' if cell['judged'] else ', not judged'}"
+            )
 
 
 # -- main --------------------------------------------------------------------------------
@@ -528,6 +788,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="load-generator processes (default: one per client core)",
     )
     parser.add_argument("--out", type=Path, help="results file (default bench/results/MODE.json)")
+    parser.add_argument(
+        "--baseline",
+        default=str(harness.RESULTS / "full.json"),
+        help="results file the native p99 target compares with ('' for none; default the "
+        "committed bench/results/full.json, read before this run writes anything)",
+    )
     args = parser.parse_args(argv)
 
     mode = MODES[args.mode]
@@ -555,6 +821,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if pinning.enabled:
         os.sched_setaffinity(0, set(pinning.clients))  # this process mostly waits
     out = args.out or harness.RESULTS / f"{args.mode}.json"
+    baseline = read_baseline(Path(args.baseline) if args.baseline else None)
     command = "python " + " ".join(
         shlex.quote(a) for a in ["bench/run.py", *(argv if argv is not None else sys.argv[1:])]
     )
@@ -570,10 +837,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "versions": versions(),
         "labels": LABELS,
         "notes": notes,
+        "baseline": baseline,
     }
     for note in notes:
         print(note)
+    count = sum(serves(a, b) for a in systems for b in scenarios) * mode.reps
     size = f"{len(systems)} systems x {len(scenarios)} scenarios x {mode.reps} repetitions"
+    size += f" ({count} runs)"
     print(f"{args.mode}: {size}; {meta['pinning']}; results in {out}")
     runs: list[Run] = []
     started = time.monotonic()
@@ -584,6 +854,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             # does not always fall on the same system.
             shift = rep % len(systems)
             for system in systems[shift:] + systems[:shift]:
+                if not serves(system, scenario):
+                    continue
                 runs.append(measure(system, SCENARIOS[scenario], rep, mode, pinning, clients))
                 summary = summarize(runs, systems, scenarios)
                 meta["elapsed_seconds"] = round(time.monotonic() - started)
@@ -593,12 +865,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     {
                         "meta": meta,
                         "summary": summary,
-                        "targets": targets(summary),
+                        "targets": targets(summary, runs, baseline),
                         "runs": [asdict(r) for r in runs],
                     },
                 )
     summary = summarize(runs, systems, scenarios)
-    print_summary(summary, targets(summary))
+    print_summary(summary, targets(summary, runs, baseline))
     print(f"\n{len(runs)} runs in {time.monotonic() - started:.0f} s; results in {out}")
 
 

@@ -27,9 +27,15 @@ Systems:
 * ``fastapi``: FastAPI with pydantic (strict models, the same limits) on uvicorn
   (``websockets-sansio``, uvloop, httptools), loop-based broadcast: what a Python user
   would write instead (``bench/fastapi_peer.py``).
+* ``websockets``: the ``websockets`` asyncio server on uvloop, raw: ``/echo`` sends each
+  frame back as it came and ``/pub`` hands it to ``websockets.broadcast()``, no parsing
+  and no validation (``bench/websockets_peer.py``): the protocol library under the native
+  transport, with its own asyncio server and nothing on top.
 
-The Bun peer is ``bench/bun/server.ts``. Every server accepts permessage-deflate when a
-client offers it (each one's default, except Bun, whose default is off).
+The Bun peer is ``bench/bun/server.ts``; the fan-out floor (a bare Python loop of
+``sock.send``) is ``bench/floor.py``. Every server accepts permessage-deflate when a
+client offers it (each one's default, except Bun, whose default is off; the floor never
+does).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from trio_wsroutes import (
     message,
 )
 
-SYSTEMS = ("asgi", "native", "native-history", "hypercorn", "fastapi")
+SYSTEMS = ("asgi", "native", "native-history", "hypercorn", "fastapi", "websockets")
 
 # -- trio_wsroutes -----------------------------------------------------------------------
 
@@ -176,6 +182,10 @@ def run(system: str, port: int) -> None:
         from fastapi_peer import app
 
         uvicorn.run(app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning")
+    elif system == "websockets":
+        import websockets_peer
+
+        websockets_peer.run(port)
     else:
         raise SystemExit(f"unknown system {system!r}; one of {', '.join(SYSTEMS)}")
 
