@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as websockets_connect
@@ -212,7 +213,9 @@ async def test_shared_compression_sends_one_compressed_frame_to_every_recipient(
         with trio.fail_after(TIMEOUT):
             await subscribed(server, 2)
         assert await server.publish("feed", Note(text)) == 2
-        # The fast path wrote to both sockets: nothing waits in either outbox.
+        # Once the publisher yields, the fast path writes to both sockets: nothing waits
+        # in either outbox for the writer.
+        await trio.testing.wait_all_tasks_blocked()
         assert [c.buffered_amount for c in server.registry] == [0, 0]
         with trio.fail_after(TIMEOUT):
             frames = [await alice.receive_data(), await bob.receive_data()]

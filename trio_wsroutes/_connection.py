@@ -19,12 +19,17 @@
   it is over ``backpressure_limit``, a publish never waits, and a subscriber over the
   limit is evicted with 1013 (or the message dropped for it, by policy).
 
-When nothing is queued, ``send`` and ``deliver`` first offer the frame to the transport's
-``try_send_nowait``: over plain TCP the native transport writes it to the socket at once
-(a publish to many connections then costs one non-blocking write each, of bytes framed
-once), and whatever the socket did not take is finished by the writer before anything
-else. An urgent close (eviction, server shutdown, heartbeat timeout) drops what is queued
-and cancels the send in progress, so the close frame goes out next.
+When nothing is queued, ``send`` first offers the frame to the transport's
+``try_send_nowait``: over plain TCP the native transport writes it to the socket at once,
+and whatever the socket did not take is finished by the writer before anything else.
+``deliver`` (a publish) holds the frame instead, when the transport can write without
+waiting, and writes everything published to the connection before the publisher yields
+in one call (see :class:`~trio_wsroutes._flow.Coalescer`): a publish to many connections
+costs one non-blocking write each, of bytes framed once, and several publishes in a row
+cost no more writes than one. Anything else sent to the connection first releases what
+it holds, so the order is kept. An urgent close (eviction, server shutdown, heartbeat
+timeout) drops what is queued and cancels the send in progress, so the close frame goes
+out next.
 
 The heartbeat and the idle timer run in the reader, on one cancel scope whose deadline
 is the next thing due: a ping after ``interval`` without a frame from the peer (pongs
@@ -61,7 +66,7 @@ from ._codes import (
 from ._containment import must_propagate
 from ._context import Context
 from ._errors import MessageError, ProtocolError, ValidationError
-from ._flow import Inbox, MemoryBudget, Outbox, TokenBucket
+from ._flow import Coalescer, Inbox, MemoryBudget, Outbox, TokenBucket, current_coalescer
 from ._history import NOT_RECOVERED, Position, Recovery
 from ._messages import Envelope, encode_ack, encode_error, encode_message, parse_envelope
 from ._spec import EngineOptions, Heartbeat, RouteSpec
@@ -131,6 +136,10 @@ _Marker = _Closing | _Signal
 
 _ENVELOPE_PING: Final = b'{"type":"ping"}'
 _BLOCKED_CHECK: Final = 5.0
+# Held published bytes past which a connection writes at once instead of waiting for
+# the publisher to yield (the held frames are not counted against backpressure_limit
+# until they are written, so this bounds them).
+_COALESCE_BYTES: Final = 64 * 1024
 """Seconds between looks at the connection while the reader waits for the handlers (at
 most; less with a shorter heartbeat interval or idle timeout)."""
 _GOODBYE_TIMEOUT: Final = 1.0
@@ -175,6 +184,9 @@ class Connection(Generic[ServerT_contra]):
         "_close_code",
         "_close_reason",
         "_closing",
+        "_coalesced",
+        "_coalesced_bytes",
+        "_coalescer",
         "_flush_queued",
         "_heartbeat",
         "_inbound_bytes",
@@ -195,6 +207,7 @@ class Connection(Generic[ServerT_contra]):
         "_stats",
         "_topics",
         "_transport",
+        "_writes_nowait",
         "context",
         "dropped_messages",
         "id",
@@ -231,6 +244,11 @@ class Connection(Generic[ServerT_contra]):
         """Published messages dropped for this connection (slow-consumer policy ``"drop"``)."""
         self._budget = budget if budget is not None else MemoryBudget()
         self._outbox: Outbox[_Marker] = Outbox(self._budget)
+        # Published frames held until the publishing task yields (see deliver).
+        self._writes_nowait = transport.writes_nowait
+        self._coalesced: list[Frame] | None = None
+        self._coalesced_bytes = 0
+        self._coalescer: Coalescer | None = None
         self._inbound_bytes = 0  # held in the inbound queue, for max_queued_bytes
         self._inbound_space = trio.lowlevel.ParkingLot()
         self._flush_queued = False
@@ -277,7 +295,7 @@ class Connection(Generic[ServerT_contra]):
         """Bytes accepted for this client and not yet written to the network: the
         engine's queue plus what the transport holds. ``backpressure_limit`` applies to
         this number."""
-        return self._outbox.size + self._transport.pending
+        return self._outbox.size + self._transport.pending + self._coalesced_bytes
 
     @property
     def topics(self) -> frozenset[str]:
@@ -318,6 +336,8 @@ class Connection(Generic[ServerT_contra]):
     ) -> int:
         """Publish to every subscriber of ``topic``, skipping this connection unless
         ``include_self``. The message is encoded once. Returns the local recipient count.
+        Subscribers get what is published before this task yields in one write (see
+        :meth:`WebSocketServer.publish <trio_wsroutes.WebSocketServer.publish>`).
         """
         return await self._broker.publish(
             topic, self._encode(message), exclude=None if include_self else self
@@ -413,10 +433,28 @@ class Connection(Generic[ServerT_contra]):
         self._sent += 1
         outbox = self._outbox
         transport = self._transport
-        if not outbox.items and transport.try_send_nowait(frame):
-            if transport.pending:
-                self._request_flush()
+        coalesced = self._coalesced
+        if coalesced is not None:
+            coalesced.append(frame)
+            self._coalesced_bytes += frame.size
+            if self._coalesced_bytes >= _COALESCE_BYTES:
+                self._release_coalesced()
             return True
+        if not outbox.items and not transport.pending:
+            if self._writes_nowait:
+                # Hold it: what is published to this connection before the publisher
+                # yields goes out in one write (see Coalescer).
+                self._coalesced = [frame]
+                self._coalesced_bytes = frame.size
+                coalescer = self._coalescer
+                if coalescer is None:
+                    coalescer = self._coalescer = current_coalescer()
+                coalescer.add(self._release_coalesced)
+                return True
+            if transport.try_send_nowait(frame):
+                if transport.pending:
+                    self._request_flush()
+                return True
         used = outbox.size + transport.pending
         if used > 0 and (used + frame.size > self._limit or self._budget.exceeded):
             # Over this connection's limit, or the server's memory budget with this
@@ -442,6 +480,8 @@ class Connection(Generic[ServerT_contra]):
         outbox = self._outbox
         transport = self._transport
         budget = self._budget
+        if self._coalesced is not None:
+            self._release_coalesced()  # what was published to it goes first
         if outbox.size + transport.pending >= self._limit or (budget.exceeded and outbox.size):
             while True:
                 if outbox.size + transport.pending >= self._limit:
@@ -478,6 +518,8 @@ class Connection(Generic[ServerT_contra]):
 
     def _enqueue(self, frame: Frame) -> None:
         """Queue ``frame`` (or write it at once), whatever the limit says."""
+        if self._coalesced is not None:
+            self._release_coalesced()  # what was published to it goes first
         outbox = self._outbox
         if not outbox.items:
             transport = self._transport
@@ -486,6 +528,26 @@ class Connection(Generic[ServerT_contra]):
                     self._request_flush()
                 return
         outbox.put_nowait(frame)
+
+    def _release_coalesced(self) -> None:
+        """Write the held frames in one call, or queue them for the writer."""
+        frames = self._coalesced
+        if frames is None:
+            return  # released already (something was sent after them), or dropped
+        self._coalesced = None
+        self._coalesced_bytes = 0
+        outbox = self._outbox
+        transport = self._transport
+        if not outbox.items and (
+            transport.try_send_nowait(frames[0])
+            if len(frames) == 1
+            else transport.try_send_many_nowait(frames)
+        ):
+            if transport.pending:
+                self._request_flush()
+            return
+        for frame in frames:
+            outbox.put_nowait(frame)
 
     def _request_flush(self) -> None:
         # The transport holds bytes (the rest of a frame, a pong): have the writer
@@ -509,6 +571,8 @@ class Connection(Generic[ServerT_contra]):
         """Close without waiting for what is queued: drop it, cancel the send in
         progress, and have the close frame (``code``, or the one of a close already
         begun) go out next."""
+        self._coalesced = None
+        self._coalesced_bytes = 0
         if self._closing:
             if self._send_scope is None:
                 return  # the close frame is on its way, or the writer has finished
@@ -525,6 +589,8 @@ class Connection(Generic[ServerT_contra]):
     def _begin_close(self, code: int, reason: str) -> None:
         if self._closing:
             return
+        if self._coalesced is not None:
+            self._release_coalesced()  # sent before the close frame
         self._closing = True
         self._close_code = code
         self._close_reason = reason
@@ -571,6 +637,8 @@ class Connection(Generic[ServerT_contra]):
             if self._close_code is None:
                 self._close_code = CloseCode.ABNORMAL
             self._outbox.clear()
+            self._coalesced = None
+            self._coalesced_bytes = 0
             self._budget.release(self._inbound_bytes)  # what the inbound queue still held
             self._inbound_bytes = 0
             self._on_gone(self)
@@ -945,9 +1013,7 @@ class Connection(Generic[ServerT_contra]):
         if self._spec.on_error is not None and isinstance(exc, Exception):
             await self._call_hook(self._spec.on_error, self, exc, self.context)
         if not self._closing:
-            self._outbox.put_nowait(
-                encode_error(INTERNAL_ERROR, "Internal server error", request_id)
-            )
+            self._enqueue(encode_error(INTERNAL_ERROR, "Internal server error", request_id))
         self._begin_close(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _call_hook(self, hook: Callable[..., Awaitable[Any]], *args: Any) -> None:

@@ -1,20 +1,24 @@
-"""Flow control for one connection: the outbound queue and the rate limiter's bucket.
+"""Flow control: a connection's queues and rate limiter's bucket, the server's memory
+budget, and the write coalescer that publishes share.
 
-Both are plain data structures with no I/O; the engine (``_connection.py``) owns one of
-each per connection.
+All are plain data structures with no I/O; the engine (``_connection.py``) owns them.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import trio
 
 from ._transports._frames import Frame
 
-__all__ = ["Inbox", "MemoryBudget", "Outbox", "TokenBucket"]
+__all__ = ["Coalescer", "Inbox", "MemoryBudget", "Outbox", "TokenBucket", "current_coalescer"]
+
+logger = logging.getLogger("trio_wsroutes")
 
 _Marker = TypeVar("_Marker")
 _Item = TypeVar("_Item")
@@ -197,3 +201,55 @@ class TokenBucket:
             self.tokens -= cost
             return True
         return False
+
+
+class Coalescer:
+    """Writes held until the task that made them yields, then released together.
+
+    A publish to many connections costs a system call per connection; publishes made
+    back to back (a dispatcher working through several queued messages, a loop of
+    ``server.publish``) would each pay it again. Instead, a connection that takes a
+    published frame with nothing queued holds it and registers here; more frames for it
+    join the held ones; once the publishing task yields, this one task (a Trio system
+    task, one per run) releases every holder, and each connection writes all it holds
+    in one call. The delay is bounded by how long a task runs without yielding, which
+    Trio code keeps short anyway.
+    """
+
+    __slots__ = ("_holders", "_lot")
+
+    def __init__(self) -> None:
+        self._holders: list[Callable[[], None]] = []
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def add(self, release: Callable[[], None]) -> None:
+        """Call ``release`` once the current task yields (once per registration)."""
+        if not self._holders:
+            self._lot.unpark()
+        self._holders.append(release)
+
+    async def run(self) -> None:
+        """Release the holders as they come (runs for the rest of the Trio run)."""
+        while True:
+            while not self._holders:
+                await self._lot.park()
+            holders, self._holders = self._holders, []
+            for release in holders:
+                try:
+                    release()
+                except Exception:  # a bug must not take the whole run down
+                    logger.exception("releasing coalesced writes failed")
+
+
+_COALESCER: trio.lowlevel.RunVar[Coalescer] = trio.lowlevel.RunVar("trio_wsroutes.coalescer")
+
+
+def current_coalescer() -> Coalescer:
+    """This Trio run's :class:`Coalescer` (started on first use)."""
+    try:
+        return _COALESCER.get()
+    except LookupError:
+        coalescer = Coalescer()
+        _COALESCER.set(coalescer)
+        trio.lowlevel.spawn_system_task(coalescer.run, name="trio_wsroutes write coalescer")
+        return coalescer

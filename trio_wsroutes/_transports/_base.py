@@ -81,6 +81,13 @@ class Transport(Protocol):
         ...
 
     @property
+    def writes_nowait(self) -> bool:
+        """Whether :meth:`try_send_nowait` can take frames at all (the native transport
+        over plain TCP). The engine then holds published frames briefly, to write
+        several in one call with :meth:`try_send_many_nowait`."""
+        ...
+
+    @property
     def last_activity(self) -> float | None:
         """``trio.current_time()`` of the last frame received from the peer, control
         frames (pongs) included, or ``None`` if the transport cannot see them."""
@@ -125,6 +132,10 @@ class Transport(Protocol):
         :meth:`flush`. ``False`` means the engine queues the frame for :meth:`send`.
         Transports that cannot write without waiting (ASGI) always return ``False``.
         """
+        ...
+
+    def try_send_many_nowait(self, frames: Sequence[Frame]) -> bool:
+        """:meth:`try_send_nowait` for several frames at once, in one write."""
         ...
 
     async def flush(self) -> None:

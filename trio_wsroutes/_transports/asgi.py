@@ -172,7 +172,16 @@ class ASGITransport:
         finally:
             self.pending = 0
 
+    @property
+    def writes_nowait(self) -> bool:
+        """ASGI sends always await the server: ``False``."""
+        return False
+
     def try_send_nowait(self, frame: Frame) -> bool:
+        """ASGI sends always await the server: never."""
+        return False
+
+    def try_send_many_nowait(self, frames: Sequence[Frame]) -> bool:
         """ASGI sends always await the server: never."""
         return False
 

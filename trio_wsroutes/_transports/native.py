@@ -355,18 +355,27 @@ class NativeTransport:
             return
         await self._write(self._encode(frame))
 
+    @property
+    def writes_nowait(self) -> bool:
+        """Over plain TCP: ``True``."""
+        return self._nb is not None
+
     def try_send_nowait(self, frame: Frame) -> bool:
         """Write ``frame`` now (plain TCP) if nothing is waiting to be written."""
-        nb = self._nb
-        if (
-            nb is None
-            or self.pending
-            or self._pong is not None
-            or self._broken
-            or self.protocol.state is not OPEN
-        ):
+        if self._nb is None or self.pending or self._broken or self.protocol.state is not OPEN:
             return False
-        data = self._encode(frame)
+        return self._write_nowait(self._encode(frame))
+
+    def try_send_many_nowait(self, frames: Sequence[Frame]) -> bool:
+        """Write ``frames`` now, in one call (plain TCP), if nothing is waiting."""
+        if self._nb is None or self.pending or self._broken or self.protocol.state is not OPEN:
+            return False
+        encode = self._encode
+        return self._write_nowait(b"".join([encode(frame) for frame in frames]))
+
+    def _write_nowait(self, data: bytes) -> bool:
+        nb = self._nb
+        assert nb is not None
         try:
             sent = nb.send_nowait(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
