@@ -357,9 +357,9 @@ class WebSocketServer:
 
         Encoded once; never waits on a slow subscriber. Returns the local recipient count.
         A cancellation point; with the in-memory broker it yields to the scheduler only
-        every 16th publish, so that publishes made together are written together (see
-        "Trade-offs" in the architecture guide). Pass ``route=`` to have type checkers
-        (and a runtime check) hold ``message`` to that route's
+        every 16th publish (or 4096th delivery), so that publishes made together are
+        written together (see "Trade-offs" in the architecture guide). Pass ``route=`` to
+        have type checkers (and a runtime check) hold ``message`` to that route's
         :meth:`~WebSocketRoute.server_messages`.
         """
         if route is not None:

@@ -79,7 +79,11 @@ class _TopicHistory:
         return Position(self.epoch, self.offset)
 
 
+# A publish yields to the scheduler once this many publishes, or deliveries, have been
+# made since the last yield: publishes made together are written together (Coalescer),
+# and what is held for the first subscribers waits for a bounded amount of work.
 _YIELD_EVERY: Final = 16
+_YIELD_EVERY_DELIVERIES: Final = 4096
 
 
 class MemoryBroker:
@@ -104,6 +108,7 @@ class MemoryBroker:
         self._by_subscriber: dict[Subscriber, set[str]] = {}
         self._policy: HistoryPolicy | None = None
         self._unyielded = 0  # publishes since the last one that yielded
+        self._unyielded_deliveries = 0  # and deliveries
         # Least recently published first: the eviction order.
         self._histories: OrderedDict[str, _TopicHistory] = OrderedDict()
         policy = HistoryPolicy.coerce(history)
@@ -142,18 +147,22 @@ class MemoryBroker:
         """Queue ``frame`` for the subscribers of ``topic`` but ``exclude``; returns how
         many it was queued for. On a topic with history, a text frame is first given
         its position and kept."""
-        # A cancellation point every time, a scheduling point every 16th publish only:
-        # publishes made back to back then reach each connection in one write (see
-        # Coalescer), and a loop of publishes still lets other tasks run.
+        # A cancellation point every time, a scheduling point only every 16th publish
+        # (or 4096th delivery): see _YIELD_EVERY.
         self._unyielded += 1
-        if self._unyielded >= _YIELD_EVERY:
-            self._unyielded = 0
+        if (
+            self._unyielded >= _YIELD_EVERY
+            or self._unyielded_deliveries >= _YIELD_EVERY_DELIVERIES
+        ):
+            self._unyielded = self._unyielded_deliveries = 0
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
         if self._policy is not None and not frame.binary:
             frame = self.record(topic, frame)
-        return self.fan_out(topic, frame, exclude=exclude)
+        delivered = self.fan_out(topic, frame, exclude=exclude)
+        self._unyielded_deliveries += delivered
+        return delivered
 
     async def history(
         self, topic: str, *, since: Position | None = None, limit: int | None = None
