@@ -136,6 +136,9 @@ _Marker = _Closing | _Signal
 
 _ENVELOPE_PING: Final = b'{"type":"ping"}'
 _BLOCKED_CHECK: Final = 5.0
+# Task names shared by every connection (Trio would otherwise build a string per task).
+_WRITER_TASK: Final = "trio_wsroutes connection writer"
+_READER_TASK: Final = "trio_wsroutes connection reader"
 # Held published bytes past which a connection writes at once instead of waiting for
 # the publisher to yield (the held frames are not counted against backpressure_limit
 # until they are written, so this bounds them).
@@ -183,6 +186,7 @@ class Connection(Generic[ServerT_contra]):
         "_cancel_scope",
         "_close_code",
         "_close_reason",
+        "_close_taken",
         "_closing",
         "_coalesced",
         "_coalesced_bytes",
@@ -250,14 +254,15 @@ class Connection(Generic[ServerT_contra]):
         self._coalesced_bytes = 0
         self._coalescer: Coalescer | None = None
         self._inbound_bytes = 0  # held in the inbound queue, for max_queued_bytes
-        self._inbound_space = trio.lowlevel.ParkingLot()
+        self._inbound_space: trio.lowlevel.ParkingLot | None = None  # made when needed
         self._flush_queued = False
         self._topics: set[str] = set()
         self._closing = False
         self._close_code: int | None = None
         self._close_reason = ""
         self._cancel_scope: trio.CancelScope | None = None
-        self._send_scope: trio.CancelScope | None = None
+        self._send_scope: trio.CancelScope | None = None  # while the writer sends
+        self._close_taken = False  # the writer has taken the close (or stopped)
         heartbeat = spec.heartbeat
         if heartbeat is not None and not heartbeat.envelope and not transport.can_ping:
             heartbeat = None  # e.g. under hypercorn, which pings by itself
@@ -440,7 +445,7 @@ class Connection(Generic[ServerT_contra]):
             if self._coalesced_bytes >= _COALESCE_BYTES:
                 self._release_coalesced()
             return True
-        if not outbox.items and not transport.pending:
+        if not outbox and not transport.pending:
             if self._writes_nowait:
                 # Hold it: what is published to this connection before the publisher
                 # yields goes out in one write (see Coalescer).
@@ -521,7 +526,7 @@ class Connection(Generic[ServerT_contra]):
         if self._coalesced is not None:
             self._release_coalesced()  # what was published to it goes first
         outbox = self._outbox
-        if not outbox.items:
+        if not outbox:
             transport = self._transport
             if transport.try_send_nowait(frame):
                 if transport.pending:
@@ -538,7 +543,7 @@ class Connection(Generic[ServerT_contra]):
         self._coalesced_bytes = 0
         outbox = self._outbox
         transport = self._transport
-        if not outbox.items and (
+        if not outbox and (
             transport.try_send_nowait(frames[0])
             if len(frames) == 1
             else transport.try_send_many_nowait(frames)
@@ -574,7 +579,7 @@ class Connection(Generic[ServerT_contra]):
         self._coalesced = None
         self._coalesced_bytes = 0
         if self._closing:
-            if self._send_scope is None:
+            if self._close_taken:
                 return  # the close frame is on its way, or the writer has finished
             code, reason = self._close_code or code, self._close_reason
             self._outbox.clear()
@@ -616,8 +621,8 @@ class Connection(Generic[ServerT_contra]):
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
-                nursery.start_soon(self._writer)
-                nursery.start_soon(self._reader, inbox)
+                nursery.start_soon(self._writer, name=_WRITER_TASK)
+                nursery.start_soon(self._reader, inbox, name=_READER_TASK)
                 await self._dispatcher(inbox)
         except trio.Cancelled:
             # Cancelled from outside (the connection ends its own nursery itself): the
@@ -692,6 +697,8 @@ class Connection(Generic[ServerT_contra]):
                             self._inbound_bytes
                             and (self._inbound_bytes + blocked_size > max_bytes or budget.exceeded)
                         ):
+                            if self._inbound_space is None:
+                                self._inbound_space = trio.lowlevel.ParkingLot()
                             await self._inbound_space.park()
                         inbox.put(blocked)
                         self._inbound_bytes += blocked_size
@@ -843,31 +850,31 @@ class Connection(Generic[ServerT_contra]):
         outbox = self._outbox
         transport = self._transport
         limit = self._limit
-        closing: _Closing | None = None
         try:
-            while closing is None:
-                # _close_now cancels this scope to interrupt a send to a client that
-                # does not read; the outbox then holds only the close.
+            while True:
+                item = await outbox.get()
+                if type(item) is _Closing:
+                    break
+                # _close_now cancels this scope to interrupt a send to a client that does
+                # not read; the outbox then holds only the close. (A scope per send, not
+                # one for the writer's life: idle connections are the many.)
                 with trio.CancelScope() as self._send_scope:
-                    while True:
-                        item = await outbox.get()
-                        if type(item) is Frame:
-                            await transport.send(item)
-                        elif item is _FLUSH:
-                            self._flush_queued = False
-                            await transport.flush()
-                        elif item is _PING:
-                            await transport.ping()
-                        else:
-                            assert isinstance(item, _Closing)
-                            closing = item
-                            break
-                        if outbox.senders_waiting and outbox.size + transport.pending < limit:
-                            outbox.wake_senders()
-            self._send_scope = None
-            await transport.close(closing.code, closing.reason)
+                    if type(item) is Frame:
+                        await transport.send(item)
+                    elif item is _FLUSH:
+                        self._flush_queued = False
+                        await transport.flush()
+                    else:
+                        assert item is _PING
+                        await transport.ping()
+                self._send_scope = None
+                if outbox.senders_waiting and outbox.size + transport.pending < limit:
+                    outbox.wake_senders()
+            self._close_taken = True
+            await transport.close(item.code, item.reason)
         except TransportClosed:
             self._send_scope = None
+            self._close_taken = True
             self._peer_gone(CloseCode.ABNORMAL, "")
             return
         assert self._cancel_scope is not None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -116,21 +115,27 @@ class Outbox(Generic[_Marker]):
 
     ``size`` counts the payload bytes of the frames queued (markers count nothing). The
     limit itself is checked by the engine against ``size`` plus what the transport still
-    holds, so that one number bounds every byte waiting for the peer.
+    holds, so that one number bounds every byte waiting for the peer. A list and a head
+    index rather than a deque, and a parking lot for senders made only when one waits:
+    every idle connection has an outbox.
     """
 
-    __slots__ = ("_budget", "_has_items", "_has_space", "items", "size")
+    __slots__ = ("_budget", "_has_items", "_has_space", "_head", "_items", "size")
 
     def __init__(self, budget: MemoryBudget) -> None:
-        self.items: deque[Frame | _Marker] = deque()
+        self._items: list[Frame | _Marker | None] = []
+        self._head = 0
         self.size = 0
         self._budget = budget
         self._has_items = trio.lowlevel.ParkingLot()
-        self._has_space = trio.lowlevel.ParkingLot()
+        self._has_space: trio.lowlevel.ParkingLot | None = None
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
 
     def put_nowait(self, item: Frame | _Marker) -> None:
         """Queue ``item`` at the end."""
-        self.items.append(item)
+        self._items.append(item)
         if type(item) is Frame:
             self.size += item.size
             self._budget.used += item.size
@@ -139,10 +144,21 @@ class Outbox(Generic[_Marker]):
 
     async def get(self) -> Frame | _Marker:
         """The next item, waiting for one."""
-        items = self.items
-        while not items:
+        items = self._items
+        while self._head == len(items):
             await self._has_items.park()
-        item = items.popleft()
+        head = self._head
+        item = items[head]
+        assert item is not None
+        items[head] = None
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head > 32 and head * 2 > len(items):
+            del items[:head]
+            head = 0
+        self._head = head
         if type(item) is Frame:
             self.size -= item.size
             self._budget.release(item.size)
@@ -150,6 +166,8 @@ class Outbox(Generic[_Marker]):
 
     async def wait_for_space(self) -> None:
         """Wait until :meth:`wake_senders` is called (the engine re-checks its limit)."""
+        if self._has_space is None:
+            self._has_space = trio.lowlevel.ParkingLot()
         await self._has_space.park()
 
     @property
@@ -159,14 +177,16 @@ class Outbox(Generic[_Marker]):
 
     def wake_senders(self) -> None:
         """Let every waiting sender re-check the limit."""
-        self._has_space.unpark_all()
+        if self._has_space:
+            self._has_space.unpark_all()
 
     def clear(self) -> None:
         """Drop everything queued (an urgent close), and wake waiting senders."""
-        self.items.clear()
+        self._items.clear()
+        self._head = 0
         self._budget.release(self.size)
         self.size = 0
-        self._has_space.unpark_all()
+        self.wake_senders()
 
 
 class TokenBucket:
