@@ -136,6 +136,8 @@ _Marker = _Closing | _Signal
 
 _ENVELOPE_PING: Final = b'{"type":"ping"}'
 _BLOCKED_CHECK: Final = 5.0
+"""Seconds between looks at the connection while the reader waits for the handlers (at
+most; less with a shorter heartbeat interval or idle timeout)."""
 # Task names shared by every connection (Trio would otherwise build a string per task).
 _WRITER_TASK: Final = "trio_wsroutes connection writer"
 _READER_TASK: Final = "trio_wsroutes connection reader"
@@ -143,8 +145,6 @@ _READER_TASK: Final = "trio_wsroutes connection reader"
 # the publisher to yield (the held frames are not counted against backpressure_limit
 # until they are written, so this bounds them).
 _COALESCE_BYTES: Final = 64 * 1024
-"""Seconds between looks at the connection while the reader waits for the handlers (at
-most; less with a shorter heartbeat interval or idle timeout)."""
 _GOODBYE_TIMEOUT: Final = 1.0
 """Seconds a connection cancelled from outside may take to send its 1001."""
 
