@@ -4,14 +4,16 @@ change, only how many writes it takes. Over real sockets, on both transports."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import attrs
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from tests.conftest import ServeLive, wait_until
@@ -153,6 +155,43 @@ async def test_a_subscriber_that_does_not_read_is_still_evicted(serve_live: Serv
             for _ in range(20):  # 25 MiB: more than any socket buffer takes
                 await publisher.send_message(json.dumps(burst))
             await wait_until(lambda: server.stats.slow_consumer_closes >= 1)
+
+
+@pytest.mark.transports("native")
+async def test_holding_publishes_allocates_nothing_the_garbage_collector_tracks(
+    serve_live: ServeLive,
+) -> None:
+    # Objects made per delivery that live until the publisher yields survive the young
+    # generations and, with thousands of subscribers, trigger full collections often
+    # (each tens of milliseconds then: the fan-out's tail latency). Holding a frame must
+    # only append to lists that already exist.
+    subscribers = 20
+    async with app(serve_live) as (server, url), AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(trio_websocket.open_websocket_url(url))
+            for _ in range(subscribers)
+        ]
+        await wait_until(lambda: server.subscriber_count("feed") == subscribers)
+        connections = list(server.registry)
+        frames = [
+            Frame(json.dumps({"type": "note", "data": {"n": n}}).encode()) for n in (1, 2, 3)
+        ]
+        for connection in connections:  # each connection's first hold makes its list
+            assert connection.deliver(frames[0])
+        await trio.testing.wait_all_tasks_blocked()
+        gc.disable()
+        try:
+            before = gc.get_count()[0]
+            for connection in connections:
+                assert connection.deliver(frames[1])
+                assert connection.deliver(frames[2])
+            allocated = gc.get_count()[0] - before
+        finally:
+            gc.enable()
+        # A few objects to wake the coalescer, none per connection.
+        assert allocated < subscribers // 2, allocated
+        for client in clients:
+            assert await receive_notes(client, 3) == [1, 2, 3]
 
 
 class Recorder:

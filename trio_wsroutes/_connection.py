@@ -439,7 +439,7 @@ class Connection(Generic[ServerT_contra]):
         outbox = self._outbox
         transport = self._transport
         coalesced = self._coalesced
-        if coalesced is not None:
+        if coalesced:
             coalesced.append(frame)
             self._coalesced_bytes += frame.size
             if self._coalesced_bytes >= _COALESCE_BYTES:
@@ -449,12 +449,14 @@ class Connection(Generic[ServerT_contra]):
             if self._writes_nowait:
                 # Hold it: what is published to this connection before the publisher
                 # yields goes out in one write (see Coalescer).
-                self._coalesced = [frame]
+                if coalesced is None:
+                    coalesced = self._coalesced = []  # kept: one list per connection
+                coalesced.append(frame)
                 self._coalesced_bytes = frame.size
                 coalescer = self._coalescer
                 if coalescer is None:
                     coalescer = self._coalescer = current_coalescer()
-                coalescer.add(self._release_coalesced)
+                coalescer.add(self)
                 return True
             if transport.try_send_nowait(frame):
                 if transport.pending:
@@ -485,7 +487,7 @@ class Connection(Generic[ServerT_contra]):
         outbox = self._outbox
         transport = self._transport
         budget = self._budget
-        if self._coalesced is not None:
+        if self._coalesced:
             self._release_coalesced()  # what was published to it goes first
         if outbox.size + transport.pending >= self._limit or (budget.exceeded and outbox.size):
             while True:
@@ -523,7 +525,7 @@ class Connection(Generic[ServerT_contra]):
 
     def _enqueue(self, frame: Frame) -> None:
         """Queue ``frame`` (or write it at once), whatever the limit says."""
-        if self._coalesced is not None:
+        if self._coalesced:
             self._release_coalesced()  # what was published to it goes first
         outbox = self._outbox
         if not outbox:
@@ -537,9 +539,8 @@ class Connection(Generic[ServerT_contra]):
     def _release_coalesced(self) -> None:
         """Write the held frames in one call, or queue them for the writer."""
         frames = self._coalesced
-        if frames is None:
+        if not frames:
             return  # released already (something was sent after them), or dropped
-        self._coalesced = None
         self._coalesced_bytes = 0
         outbox = self._outbox
         transport = self._transport
@@ -550,9 +551,10 @@ class Connection(Generic[ServerT_contra]):
         ):
             if transport.pending:
                 self._request_flush()
-            return
-        for frame in frames:
-            outbox.put_nowait(frame)
+        else:
+            for frame in frames:
+                outbox.put_nowait(frame)
+        frames.clear()
 
     def _request_flush(self) -> None:
         # The transport holds bytes (the rest of a frame, a pong): have the writer
@@ -594,7 +596,7 @@ class Connection(Generic[ServerT_contra]):
     def _begin_close(self, code: int, reason: str) -> None:
         if self._closing:
             return
-        if self._coalesced is not None:
+        if self._coalesced:
             self._release_coalesced()  # sent before the close frame
         self._closing = True
         self._close_code = code
