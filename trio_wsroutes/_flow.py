@@ -30,7 +30,38 @@ _Marker = TypeVar("_Marker")
 _Item = TypeVar("_Item")
 
 
-class Inbox(Generic[_Item]):
+class _HeadQueue(Generic[_Item]):
+    """A FIFO as a list and a head index: lighter than a deque for the short queues of
+    a connection, which every idle connection has. Taken items are set to ``None`` and
+    the list is compacted once half of it has been taken."""
+
+    __slots__ = ("_head", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[_Item | None] = []
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def _take_first(self) -> _Item:
+        items = self._items
+        head = self._head
+        item = items[head]
+        assert item is not None
+        items[head] = None
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head > 32 and head * 2 > len(items):
+            del items[:head]
+            head = 0
+        self._head = head
+        return item
+
+
+class Inbox(_HeadQueue[_Item]):
     """The queue from a connection's reader to its dispatcher, in arrival order.
 
     The engine bounds it (in messages and bytes) and has the reader wait for room; the
@@ -38,17 +69,13 @@ class Inbox(Generic[_Item]):
     every message and on every idle connection.
     """
 
-    __slots__ = ("_has_items", "_head", "_items", "closed")
+    __slots__ = ("_has_items", "closed")
 
     def __init__(self) -> None:
-        self._items: list[_Item | None] = []
-        self._head = 0
+        super().__init__()
         self._has_items = trio.lowlevel.ParkingLot()
         self.closed = False
         """Set by the reader when it stops: the dispatcher ends once the queue is empty."""
-
-    def __len__(self) -> int:
-        return len(self._items) - self._head
 
     def put(self, item: _Item) -> None:
         """Queue ``item`` at the end."""
@@ -63,18 +90,7 @@ class Inbox(Generic[_Item]):
             if self.closed:
                 return None
             await self._has_items.park()
-        head = self._head
-        item = items[head]
-        items[head] = None
-        head += 1
-        if head == len(items):
-            items.clear()
-            head = 0
-        elif head > 32 and head * 2 > len(items):
-            del items[:head]
-            head = 0
-        self._head = head
-        return item
+        return self._take_first()
 
     def close(self) -> None:
         """No more items will come."""
@@ -116,7 +132,7 @@ class MemoryBudget:
         await self._space.park()
 
 
-class Outbox(Generic[_Marker]):
+class Outbox(_HeadQueue["Frame | _Marker"]):
     """A FIFO of frames and markers, bounded in bytes by the engine; the writer task is
     its only consumer.
 
@@ -127,18 +143,14 @@ class Outbox(Generic[_Marker]):
     every idle connection has an outbox.
     """
 
-    __slots__ = ("_budget", "_has_items", "_has_space", "_head", "_items", "size")
+    __slots__ = ("_budget", "_has_items", "_has_space", "size")
 
     def __init__(self, budget: MemoryBudget) -> None:
-        self._items: list[Frame | _Marker | None] = []
-        self._head = 0
+        super().__init__()
         self.size = 0
         self._budget = budget
         self._has_items = trio.lowlevel.ParkingLot()
         self._has_space: trio.lowlevel.ParkingLot | None = None
-
-    def __len__(self) -> int:
-        return len(self._items) - self._head
 
     def put_nowait(self, item: Frame | _Marker) -> None:
         """Queue ``item`` at the end."""
@@ -154,18 +166,7 @@ class Outbox(Generic[_Marker]):
         items = self._items
         while self._head == len(items):
             await self._has_items.park()
-        head = self._head
-        item = items[head]
-        assert item is not None
-        items[head] = None
-        head += 1
-        if head == len(items):
-            items.clear()
-            head = 0
-        elif head > 32 and head * 2 > len(items):
-            del items[:head]
-            head = 0
-        self._head = head
+        item = self._take_first()
         if type(item) is Frame:
             self.size -= item.size
             self._budget.release(item.size)
