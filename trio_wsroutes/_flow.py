@@ -60,6 +60,10 @@ class _HeadQueue(Generic[_Item]):
         self._head = head
         return item
 
+    def _drop_all(self) -> None:
+        self._items.clear()
+        self._head = 0
+
 
 class Inbox(_HeadQueue[_Item]):
     """The queue from a connection's reader to its dispatcher, in arrival order.
@@ -190,8 +194,7 @@ class Outbox(_HeadQueue["Frame | _Marker"]):
 
     def clear(self) -> None:
         """Drop everything queued (an urgent close), and wake waiting senders."""
-        self._items.clear()
-        self._head = 0
+        self._drop_all()
         self._budget.release(self.size)
         self.size = 0
         self.wake_senders()
