@@ -133,6 +133,10 @@ def make_app(**options: Any) -> App:
     recoveries: list[tuple[str, Recovery]] = []
     route = topic_route(recoveries)
     options.setdefault("history", HISTORY)
+    # Correctness of large recoveries here; their bounds (max_recovery, recovery_rate)
+    # are tested with the attacks they stop (tests/test_attacks_history.py).
+    options.setdefault("max_recovery", 100_000)
+    options.setdefault("recovery_rate", None)
     return App(WebSocketServer([route], **options), route, recoveries)
 
 

@@ -66,7 +66,15 @@ from ._codes import (
 from ._containment import must_propagate
 from ._context import Context
 from ._errors import MessageError, ProtocolError, ValidationError
-from ._flow import Coalescer, Inbox, MemoryBudget, Outbox, TokenBucket, current_coalescer
+from ._flow import (
+    Coalescer,
+    Inbox,
+    MemoryBudget,
+    Outbox,
+    RecoveryLimiter,
+    TokenBucket,
+    current_coalescer,
+)
 from ._history import NOT_RECOVERED, Position, Recovery
 from ._messages import Envelope, encode_ack, encode_error, encode_message, parse_envelope
 from ._spec import EngineOptions, Heartbeat, RouteSpec
@@ -147,6 +155,9 @@ _READER_TASK: Final = "trio_wsroutes connection reader"
 _COALESCE_BYTES: Final = 64 * 1024
 _GOODBYE_TIMEOUT: Final = 1.0
 """Seconds a connection cancelled from outside may take to send its 1001."""
+_SUBSCRIPTION_COST: Final = 700
+"""Bytes a subscription holds besides its topic name (the connection's set, the broker's
+tables), counted in the memory budget; measured with tracemalloc."""
 
 
 def _request_id_of(message: str | bytes) -> str | int | None:
@@ -202,6 +213,8 @@ class Connection(Generic[ServerT_contra]):
         "_options",
         "_outbox",
         "_ping_sent",
+        "_recovered_bytes",
+        "_recoveries",
         "_recovering",
         "_send_scope",
         "_sent",
@@ -209,6 +222,7 @@ class Connection(Generic[ServerT_contra]):
         "_since",
         "_spec",
         "_stats",
+        "_subscribed_bytes",
         "_topics",
         "_transport",
         "_writes_nowait",
@@ -227,6 +241,7 @@ class Connection(Generic[ServerT_contra]):
         broker: Broker,
         stats: ServerStats | None = None,
         budget: MemoryBudget | None = None,
+        recoveries: RecoveryLimiter | None = None,
         subprotocol: str | None = None,
         since: dict[str, Position] | None = None,
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
@@ -278,6 +293,9 @@ class Connection(Generic[ServerT_contra]):
             spec.options.idle_timeout or math.inf,
         )
         self._recovering = False
+        self._recovered_bytes = 0  # delivered by the recovery under way
+        self._recoveries = recoveries
+        self._subscribed_bytes = 0  # held by subscriptions, in the memory budget
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -371,10 +389,15 @@ class Connection(Generic[ServerT_contra]):
         once those that fitted are sent (the client reconnects and recovers from where
         it got to).
 
+        A recovery sends at most the server's ``max_recovery`` publications (a client
+        that missed more is not recovered), and what recoveries send to one client
+        address is limited by ``recovery_rate``: past it, ``Recovery(False, 0)``.
+
         Raises :class:`MessageError` (``INVALID_TOPIC``, ``TOO_MANY_TOPICS``,
         ``FORBIDDEN_TOPIC``) past the server's ``max_topic_length`` and
-        ``max_topics_per_connection``, or when the route's ``authorize_subscribe`` says
-        no; raised in a handler, it reaches the client as an error envelope.
+        ``max_topics_per_connection`` (or its ``memory_budget``), or when the route's
+        ``authorize_subscribe`` says no; raised in a handler, it reaches the client as an
+        error envelope.
         """
         if not isinstance(topic, str):
             raise TypeError("topic must be a string")
@@ -385,34 +408,59 @@ class Connection(Generic[ServerT_contra]):
             raise MessageError(
                 f"Topic names are 1 to {options.max_topic_length} characters", INVALID_TOPIC
             )
-        if topic not in self._topics and len(self._topics) >= options.max_topics_per_connection:
+        new = topic not in self._topics
+        if new and len(self._topics) >= options.max_topics_per_connection:
             raise MessageError(
                 f"At most {options.max_topics_per_connection} subscriptions per connection",
                 TOO_MANY_TOPICS,
             )
+        if new and self._budget.exceeded:
+            raise MessageError("The server cannot take more subscriptions now", TOO_MANY_TOPICS)
         check = self._spec.authorize_subscribe
-        if check is not None and topic not in self._topics:
+        if check is not None and new:
             allowed = check(self, topic, self.context)
             if inspect.isawaitable(allowed):
                 allowed = await allowed
             if not allowed:
                 raise MessageError("Not allowed to subscribe to this topic", FORBIDDEN_TOPIC)
+            if self._closing:
+                raise ConnectionClosed(self._close_code or CloseCode.NORMAL, self._close_reason)
         # A position named in the upgrade request is used once: a later subscribe to the
         # same topic on this connection starts live.
         position = self._since.pop(topic, None) if since is None else since
-        self._topics.add(topic)
+        if topic not in self._topics:
+            self._topics.add(topic)
+            cost = _SUBSCRIPTION_COST + len(topic)
+            self._subscribed_bytes += cost
+            self._budget.take(cost)
+        limiter = self._recoveries
+        address = self._address()
+        if position is not None and limiter is not None and not limiter.allows(address):
+            position = None  # this address has had its share of recoveries for now
         if position is None:
             await self._broker.subscribe(topic, self)
             return NOT_RECOVERED
         self._recovering = True
+        self._recovered_bytes = 0
         try:
-            return await self._broker.subscribe(topic, self, since=position)
+            recovery = await self._broker.subscribe(topic, self, since=position)
         finally:
             self._recovering = False
+        if limiter is not None:
+            limiter.charge(address, recovery.missed, self._recovered_bytes)
+        return recovery
+
+    def _address(self) -> str:
+        client = self.context.request.client
+        return client[0] if client is not None else ""
 
     async def unsubscribe(self, topic: str) -> None:
         """Unsubscribe from ``topic`` (no error if not subscribed)."""
-        self._topics.discard(topic)
+        if topic in self._topics:
+            self._topics.discard(topic)
+            cost = _SUBSCRIPTION_COST + len(topic)
+            self._subscribed_bytes -= cost
+            self._budget.release(cost)
         await self._broker.unsubscribe(topic, self)
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
@@ -436,6 +484,8 @@ class Connection(Generic[ServerT_contra]):
         if self._closing:
             return False
         self._sent += 1
+        if self._recovering:
+            self._recovered_bytes += frame.size
         outbox = self._outbox
         transport = self._transport
         coalesced = self._coalesced
@@ -571,8 +621,14 @@ class Connection(Generic[ServerT_contra]):
             self._begin_close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         else:
             self._close_now(CloseCode.TRY_AGAIN_LATER, "slow consumer")
-        self._topics.clear()
+        self._forget_topics()
         self._on_gone(self)
+
+    def _forget_topics(self) -> None:
+        """The connection is leaving its topics: give their memory back."""
+        self._topics.clear()
+        self._budget.release(self._subscribed_bytes)
+        self._subscribed_bytes = 0
 
     def _close_now(self, code: int, reason: str) -> None:
         """Close without waiting for what is queued: drop it, cancel the send in
@@ -650,7 +706,7 @@ class Connection(Generic[ServerT_contra]):
             self._inbound_bytes = 0
             self._on_gone(self)
             with trio.CancelScope(shield=True):
-                self._topics.clear()
+                self._forget_topics()
                 await self._broker.unsubscribe_all(self)
                 if spec.on_close is not None:
                     with trio.move_on_after(self._options.close_timeout):

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Generic, Protocol, TypeVar
+from collections import OrderedDict
+from typing import Final, Generic, Protocol, TypeVar
 
 import trio
 
+from ._spec import RateLimit
 from ._transports._frames import Frame
 
 __all__ = [
+    "DEFAULT_RECOVERY_RATE",
     "Coalescer",
     "CoalescingHolder",
     "Inbox",
     "MemoryBudget",
     "Outbox",
+    "RecoveryLimiter",
     "TokenBucket",
     "current_coalescer",
 ]
@@ -103,9 +107,14 @@ class Inbox(_HeadQueue[_Item]):
 
 
 class MemoryBudget:
-    """The bytes a server's engine holds for all its connections (inbound queues and
-    outboxes), against a limit: over it, the engine holds back (see ``_connection``).
-    ``limit`` ``None`` counts without limiting."""
+    """The bytes a server holds for all its connections (inbound queues, outboxes,
+    subscriptions) and for the history its broker keeps in memory, against a limit: over
+    it, the engine holds back (see ``_connection``). ``limit`` ``None`` counts without
+    limiting.
+
+    A frame is counted once however many outboxes (and histories) hold it: a publish to
+    ten thousand subscribers holds its bytes once, not ten thousand times.
+    """
 
     __slots__ = ("_space", "limit", "used")
 
@@ -130,6 +139,18 @@ class MemoryBudget:
         self.used -= size
         if self._space and self.used <= self.limit:
             self._space.unpark_all()
+
+    def hold(self, frame: Frame) -> None:
+        """One more queue holds ``frame``: its bytes count from the first holder on."""
+        if not frame.holders:
+            self.used += frame.size
+        frame.holders += 1
+
+    def let_go(self, frame: Frame) -> None:
+        """One queue less holds ``frame``: its bytes are given back with the last."""
+        frame.holders -= 1
+        if not frame.holders:
+            self.release(frame.size)
 
     async def wait(self) -> None:
         """Wait until the budget is back under its limit (callers check again)."""
@@ -161,7 +182,9 @@ class Outbox(_HeadQueue["Frame | _Marker"]):
         self._items.append(item)
         if type(item) is Frame:
             self.size += item.size
-            self._budget.used += item.size
+            if not item.holders:  # MemoryBudget.hold, inlined: once per message
+                self._budget.used += item.size
+            item.holders += 1
         if self._has_items:
             self._has_items.unpark()
 
@@ -173,7 +196,7 @@ class Outbox(_HeadQueue["Frame | _Marker"]):
         item = self._take_first()
         if type(item) is Frame:
             self.size -= item.size
-            self._budget.release(item.size)
+            self._budget.let_go(item)
         return item
 
     async def wait_for_space(self) -> None:
@@ -194,8 +217,11 @@ class Outbox(_HeadQueue["Frame | _Marker"]):
 
     def clear(self) -> None:
         """Drop everything queued (an urgent close), and wake waiting senders."""
+        budget = self._budget
+        for item in self._items[self._head :]:
+            if type(item) is Frame:
+                budget.let_go(item)
         self._drop_all()
-        self._budget.release(self.size)
         self.size = 0
         self.wake_senders()
 
@@ -232,6 +258,62 @@ class TokenBucket:
             self.tokens -= cost
             return True
         return False
+
+
+DEFAULT_RECOVERY_RATE: Final = RateLimit(2000, burst=4000, bytes_per_second=8 * 1024 * 1024)
+"""What recoveries may send to one client address by default: 2000 publications a second
+(4000 at once) and 8 MiB a second."""
+_MAX_ADDRESSES: Final = 10_000
+"""Client addresses whose recovery allowance is remembered; the least recently seen is
+forgotten first (it starts again with a full allowance)."""
+
+
+class RecoveryLimiter:
+    """What recoveries may send to each client address: a token bucket of publications
+    and one of bytes per address (the server's ``recovery_rate``).
+
+    A recovery asks :meth:`allows` first and, once done, is charged what it sent with
+    :meth:`charge`; the buckets may go into debt (a recovery is never cut short), so a
+    client that reconnects and recovers in a loop gets ``recovered=False`` until its
+    allowance has refilled."""
+
+    __slots__ = ("_buckets", "rate")
+
+    def __init__(self, rate: RateLimit | None) -> None:
+        self.rate: RateLimit | None = rate
+        self._buckets: OrderedDict[str, tuple[TokenBucket, TokenBucket | None]] = OrderedDict()
+
+    def allows(self, address: str) -> bool:
+        """Whether a recovery for ``address`` may start now."""
+        if self.rate is None:
+            return True
+        buckets = self._buckets.get(address)
+        if buckets is None:
+            return True
+        self._buckets.move_to_end(address)
+        publications, size = buckets
+        return publications.spend(0) and (size is None or size.spend(0))
+
+    def charge(self, address: str, publications: int, size: int) -> None:
+        """Count a recovery for ``address`` that sent ``publications`` of ``size`` bytes."""
+        rate = self.rate
+        if rate is None or not publications:
+            return
+        buckets = self._buckets.get(address)
+        if buckets is None:
+            while len(self._buckets) >= _MAX_ADDRESSES:
+                self._buckets.popitem(last=False)
+            byte_rate = rate.bytes_per_second
+            buckets = self._buckets[address] = (
+                TokenBucket(rate.messages_per_second, rate.capacity),
+                None if byte_rate is None else TokenBucket(byte_rate, byte_rate),
+            )
+        else:
+            self._buckets.move_to_end(address)
+        publication_bucket, byte_bucket = buckets
+        publication_bucket.spend(publications)
+        if byte_bucket is not None:
+            byte_bucket.spend(size)
 
 
 class CoalescingHolder(Protocol):

@@ -24,7 +24,7 @@ import fnmatch
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import attrs
 import orjson
@@ -32,7 +32,10 @@ import orjson
 from ._messages import Frame
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_RECOVERY",
     "DEFAULT_MAX_TOPICS",
+    "DEFAULT_TOPIC_MAX_BYTES",
     "MAX_OFFSET",
     "MAX_SINCE_LENGTH",
     "MAX_SINCE_VALUES",
@@ -62,6 +65,13 @@ MAX_SINCE_LENGTH: Final = 512
 """Default bound on the length of one ``since`` value (topic, epoch and offset)."""
 DEFAULT_MAX_TOPICS: Final = 10_000
 """Default bound on the topics with history kept by one in-process broker."""
+DEFAULT_TOPIC_MAX_BYTES: Final = 4 * 1024 * 1024
+"""Default bound on the bytes of history one topic keeps (:attr:`History.max_bytes`)."""
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+"""Default bound on the bytes of history one in-process broker keeps, all topics
+together (:attr:`HistoryPolicy.max_bytes`)."""
+DEFAULT_MAX_RECOVERY: Final = 300
+"""Default bound on the publications one recovery sends (:attr:`HistoryPolicy.max_recovery`)."""
 
 _EPOCH: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -101,23 +111,37 @@ def _check_ttl(
         raise ValueError("History ttl must be finite; use None for no age limit")
 
 
+def _check_max_bytes(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"{attribute.name} must be an integer >= 1 or None, not {value!r}")
+
+
 @attrs.frozen
 class History:
-    """How much history a topic keeps: the last ``size`` publications, each for at most
-    ``ttl`` seconds (``None``: no age limit).
+    """How much history a topic keeps: the last ``size`` publications, at most
+    ``max_bytes`` of them together, each for at most ``ttl`` seconds (``None``: no age
+    limit).
 
     ::
 
         WebSocketServer([chat], history={"room:*": History(size=100, ttl=300.0)})
 
-    A client that missed more than ``size`` publications, or one older than ``ttl``,
-    cannot recover and gets ``Recovery(recovered=False, missed=0)``.
+    A client that missed more than the history holds (more than ``size`` publications,
+    or publications dropped to stay under ``max_bytes``, or older than ``ttl``) cannot
+    recover and gets ``Recovery(recovered=False, missed=0)``. A publication larger than
+    ``max_bytes`` is delivered but not kept, so a client that missed it cannot recover
+    past it either.
     """
 
     size: int = attrs.field(validator=_check_size)
     """Publications kept per topic (at least 1)."""
     ttl: float | None = attrs.field(default=None, validator=_check_ttl)
     """Seconds a publication stays in the history, or ``None``."""
+    max_bytes: int | None = attrs.field(
+        default=DEFAULT_TOPIC_MAX_BYTES, validator=_check_max_bytes, kw_only=True
+    )
+    """Bytes of publications (their envelopes as sent) kept per topic, 4 MiB by
+    default; the oldest go first. ``None``: only ``size`` and the broker's bound."""
 
 
 def _check_epoch(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -224,7 +248,7 @@ def _rules(
 
 def _check_max_topics(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if type(value) is not int or value < 1:
-        raise ValueError(f"max_topics must be an integer >= 1, not {value!r}")
+        raise ValueError(f"{attribute.name} must be an integer >= 1, not {value!r}")
 
 
 _MATCH_CACHE_SIZE: Final = 4096
@@ -236,11 +260,24 @@ class HistoryPolicy:
     ``*`` matches any characters, ``:`` included) mapped to :class:`History`, in order;
     the first pattern that matches a topic wins.
 
-    ``max_topics`` bounds the topics with history one :class:`~trio_wsroutes.MemoryBroker`
-    keeps. Past it, the history of the topic least recently published to is dropped:
-    its next publication starts a new epoch, so its clients get ``recovered=False``.
-    (:class:`~trio_wsroutes.RedisBroker` keeps history in Redis, bounded by ``size`` and
-    key expiry, not by this.)
+    Bounds of the whole history:
+
+    * ``max_topics`` bounds the topics with history one
+      :class:`~trio_wsroutes.MemoryBroker` keeps. Past it, the history of the topic least
+      recently published to is dropped: its next publication starts a new epoch, so its
+      clients get ``recovered=False``.
+    * ``max_bytes`` bounds the bytes of publications one :class:`~trio_wsroutes.MemoryBroker`
+      keeps, all topics together (64 MiB). Past it, the oldest publications of the topics
+      least recently published to are dropped first. These bytes count against the
+      server's ``memory_budget``.
+    * ``max_recovery`` bounds the publications one recovery sends (300, as Centrifugo's
+      default): a client that missed more gets ``Recovery(recovered=False, missed=0)``
+      and nothing old, so the app sends it a snapshot instead. The server's
+      ``max_recovery`` option sets it.
+
+    (:class:`~trio_wsroutes.RedisBroker` keeps history in Redis, bounded per topic by
+    ``size``, ``max_bytes`` and key expiry; ``max_topics`` and ``max_bytes`` of the policy
+    do not apply there: Redis' ``maxmemory`` does.)
     """
 
     rules: tuple[tuple[str, History], ...] = attrs.field(converter=_rules)
@@ -248,6 +285,11 @@ class HistoryPolicy:
     max_topics: int = attrs.field(default=DEFAULT_MAX_TOPICS, validator=_check_max_topics)
     """Topics with history in one process (memory broker); least recently published
     evicted first."""
+    max_bytes: int = attrs.field(default=DEFAULT_MAX_BYTES, validator=_check_max_topics)
+    """Bytes of history in one process (memory broker), all topics together; the
+    oldest publications of the least recently published topics are dropped first."""
+    max_recovery: int = attrs.field(default=DEFAULT_MAX_RECOVERY, validator=_check_max_topics)
+    """Publications one recovery may send; a client that missed more is not recovered."""
     _compiled: tuple[tuple[re.Pattern[str], History], ...] = attrs.field(
         init=False, eq=False, repr=False
     )
@@ -260,17 +302,31 @@ class HistoryPolicy:
         object.__setattr__(self, "_compiled", compiled)  # frozen: set once, here
 
     @classmethod
-    def coerce(cls, value: HistoryPolicy | Mapping[str, History] | None) -> HistoryPolicy | None:
+    def coerce(
+        cls,
+        value: HistoryPolicy | Mapping[str, History] | None,
+        *,
+        max_recovery: int | None = None,
+    ) -> HistoryPolicy | None:
         """The policy for a server's ``history`` option: a :class:`HistoryPolicy` as it
         is, a mapping of patterns to :class:`History` made into one, ``None`` (or an
-        empty mapping) for no history."""
-        if value is None or isinstance(value, HistoryPolicy):
-            return value
-        if not isinstance(value, Mapping):
+        empty mapping) for no history. ``max_recovery``, when given, replaces the
+        policy's."""
+        if value is None:
+            return None
+        if isinstance(value, HistoryPolicy):
+            policy = value
+        elif not isinstance(value, Mapping):
             raise TypeError(
                 f"history must map topic patterns to History, not {type(value).__name__}"
             )
-        return cls(value) if value else None
+        elif not value:
+            return None
+        else:
+            policy = cls(value)
+        if max_recovery is not None and max_recovery != policy.max_recovery:
+            policy = attrs.evolve(policy, max_recovery=max_recovery)
+        return policy
 
     def match(self, topic: str) -> History | None:
         """The :class:`History` of ``topic``, or ``None`` when it keeps none."""

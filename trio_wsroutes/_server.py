@@ -24,7 +24,7 @@ from ._admission import Admission, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
 from ._codes import NOT_FOUND, UPGRADE_REQUIRED, CloseCode
 from ._connection import Connection, close_now, new_context, run_connection
-from ._flow import MemoryBudget
+from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._history import History, HistoryPage, HistoryPolicy, Position
 from ._lifespan import LifespanDriver, ShutdownHook, StartupHook, run_lifespan
 from ._messages import encode_message
@@ -146,11 +146,13 @@ class WebSocketServer:
     * ``max_queued_messages`` (16) and ``max_queued_bytes`` (1 MiB): inbound messages,
       and bytes, queued per connection for its handlers before the server stops
       reading from it (one message always fits, up to ``max_payload_length``).
-    * ``memory_budget``: bytes the engine may hold for all connections together in
-      inbound queues and outboxes (256 MiB; ``None`` for no limit). Over it, a
-      publish applies the slow-consumer policy to subscribers that are behind,
-      ``ws.send`` waits on connections with something queued, and readers of
-      connections with queued input wait. One connection's worst case by default is
+    * ``memory_budget``: bytes the server may hold for all connections together in
+      inbound queues, outboxes and subscriptions, and for the history the broker keeps
+      in memory (256 MiB; ``None`` for no limit). A frame queued for many connections
+      counts once. Over it, a publish applies the slow-consumer policy to subscribers
+      that are behind, ``ws.send`` waits on connections with something queued, readers
+      of connections with queued input wait, and new subscriptions are refused
+      (``TOO_MANY_TOPICS``). One connection's worst case by default is
       about ``max_payload_length`` being read, plus ``max_queued_bytes`` (or one
       message) queued, plus ``backpressure_limit`` waiting to go out.
     * ``max_query_params``: query parameters accepted on an upgrade (100); more is
@@ -180,7 +182,19 @@ class WebSocketServer:
       History(size=100, ttl=300)}``), or a :class:`HistoryPolicy`: publications on those
       topics carry ``topic``, ``offset`` and ``epoch``, are kept, and a reconnecting
       client recovers what it missed (see :meth:`Connection.subscribe`). The broker
-      keeps the history (:class:`RedisBroker`: in Redis, for every worker).
+      keeps the history (:class:`RedisBroker`: in Redis, for every worker), bounded per
+      topic (:class:`History`) and, in memory, for all topics together
+      (:class:`HistoryPolicy`: 64 MiB by default, counted in ``memory_budget``).
+    * ``max_recovery``: publications one recovery sends at most (300, the history
+      policy's default); a client that missed more gets ``recovered=False`` and nothing
+      old, so the app sends it a snapshot.
+    * ``recovery_rate``: a :class:`RateLimit` on what recoveries send to one client
+      address (``request.client``, proxy-aware): publications per second (with its
+      ``burst``) and bytes per second. A recovery that finds the allowance spent
+      recovers nothing (``recovered=False``), so a client that reconnects in a loop
+      cannot multiply the server's output. Default: 2000 publications a second (burst
+      4000) and 8 MiB a second per address; ``None`` for no limit. Behind a proxy, set
+      ``trusted_proxies`` so that clients are told apart.
     """
 
     def __init__(
@@ -212,6 +226,8 @@ class WebSocketServer:
         max_topic_length: int = 256,
         handshake_timeout: float = 10.0,
         history: Mapping[str, History] | HistoryPolicy | None = None,
+        max_recovery: int | None = None,
+        recovery_rate: RateLimit | None = DEFAULT_RECOVERY_RATE,
         forbid_unknown_keys: bool = False,
         authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
     ) -> None:
@@ -238,6 +254,10 @@ class WebSocketServer:
             raise ValueError("heartbeat_timeout must be positive")
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise TypeError("rate_limit takes a RateLimit(messages_per_second, ...)")
+        if recovery_rate is not None and not isinstance(recovery_rate, RateLimit):
+            raise TypeError("recovery_rate takes a RateLimit(messages_per_second, ...)")
+        if max_recovery is not None and (type(max_recovery) is not int or max_recovery < 1):
+            raise ValueError("max_recovery must be an integer >= 1 (or None)")
         self.router: Router[WebSocketRoute[Any, Any]] = Router(routes)
         """The routes by path (``router.match("/chat/general")``)."""
         self.http_app: ASGIApp | None = http_app
@@ -258,20 +278,27 @@ class WebSocketServer:
         if configure_limit is not None:
             # What a broker carries between processes is bounded like what clients send.
             configure_limit(max_payload_length)
-        self.history_policy: HistoryPolicy | None = HistoryPolicy.coerce(history)
+        self.memory: MemoryBudget = MemoryBudget(memory_budget)
+        """Bytes the server holds for all connections and the history it keeps in memory
+        (``memory.used``), and the ``memory_budget`` it holds them to (``memory.limit``)."""
+        configure_memory = getattr(self.broker, "configure_memory", None)
+        if configure_memory is not None:
+            configure_memory(self.memory)  # history kept in memory counts in the budget
+        self.history_policy: HistoryPolicy | None = HistoryPolicy.coerce(
+            history, max_recovery=max_recovery
+        )
         """Which topics keep history (the ``history`` option), or ``None``."""
         if self.history_policy is not None:
             configure = getattr(self.broker, "configure_history", None)
             if configure is None:
                 raise TypeError(f"{type(self.broker).__name__} cannot keep history")
             configure(self.history_policy)
+        self.recoveries: RecoveryLimiter = RecoveryLimiter(recovery_rate)
+        """The per-address allowance of recovered publications (``recovery_rate``)."""
         self.registry: ConnectionRegistry = ConnectionRegistry()
         """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
         self.stats: ServerStats = ServerStats()
         """Running counters: connections, slow-consumer drops and closes, handler errors."""
-        self.memory: MemoryBudget = MemoryBudget(memory_budget)
-        """Bytes the engine holds for all connections (``memory.used``) and the
-        ``memory_budget`` it holds them to (``memory.limit``)."""
         self.options: EngineOptions = EngineOptions(
             max_payload_length=max_payload_length,
             idle_timeout=idle_timeout,
@@ -509,6 +536,7 @@ class WebSocketServer:
                 broker=self.broker,
                 stats=self.stats,
                 budget=self.memory,
+                recoveries=self.recoveries,
                 subprotocol=admitted.subprotocol,
                 since=admitted.positions,
                 on_gone=self.registry.discard,

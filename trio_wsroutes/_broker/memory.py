@@ -2,81 +2,26 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
 from collections.abc import Mapping
-from itertools import islice
 from typing import Final
 
-import orjson
 import trio
 
+from .._flow import MemoryBudget
 from .._history import (
     NOT_RECOVERED,
     History,
     HistoryPage,
     HistoryPolicy,
     Position,
-    Publication,
     Recovery,
     adopt_policy,
-    envelope_head,
-    new_epoch,
-    position_tail,
-    topic_json,
 )
 from .._messages import Frame
 from ._base import Subscriber
+from ._history_store import SWEEP_INTERVAL, HistoryStore
 
 __all__ = ["MemoryBroker"]
-
-
-class _TopicHistory:
-    """One topic's history: its epoch, its last offset, and the kept publications
-    ``(offset, time, frame)``, contiguous offsets, oldest first."""
-
-    __slots__ = ("entries", "epoch", "epoch_json", "offset", "topic_json", "ttl")
-
-    def __init__(self, topic: str, history: History) -> None:
-        self.topic_json = topic_json(topic)
-        self.epoch = new_epoch()
-        self.epoch_json = orjson.dumps(self.epoch)
-        self.offset = 0
-        self.ttl = history.ttl
-        self.entries: deque[tuple[int, float, Frame]] = deque(maxlen=history.size)
-
-    def prune(self, now: float) -> None:
-        ttl = self.ttl
-        if ttl is not None:
-            entries = self.entries
-            oldest = now - ttl
-            while entries and entries[0][1] < oldest:
-                entries.popleft()
-
-    def append(self, payload: bytes, now: float) -> Frame | None:
-        head = envelope_head(payload, self.topic_json)
-        if head is None:
-            return None
-        self.offset += 1
-        frame = Frame(head + position_tail(self.offset, self.epoch_json))
-        self.prune(now)
-        self.entries.append((self.offset, now, frame))
-        return frame
-
-    def after(self, since: Position, now: float) -> list[tuple[int, float, Frame]] | None:
-        """Every kept entry after ``since``; ``None`` if the epoch differs or the history
-        does not reach back to it."""
-        if since.epoch != self.epoch or since.offset > self.offset:
-            return None
-        self.prune(now)
-        if since.offset == self.offset:
-            return []
-        entries = self.entries
-        if not entries or entries[0][0] > since.offset + 1:
-            return None
-        return list(islice(entries, since.offset + 1 - entries[0][0], None))
-
-    def position(self) -> Position:
-        return Position(self.epoch, self.offset)
 
 
 # A publish yields to the scheduler once this many publishes, or deliveries, have been
@@ -94,23 +39,25 @@ class MemoryBroker:
 
     **History** (``MemoryBroker(history={"room:*": History(100)})``, or the server's
     ``history`` option through :meth:`configure_history`): each topic that the policy
-    matches gets a random epoch when its history starts and keeps its last ``size`` text
-    publications in a deque, pruned of those older than ``ttl`` when the topic is
-    published to or read. Publishing, reading the history, delivering what a subscriber
-    missed and registering it happen with no checkpoint between them, so recovery has no
-    gap and no duplicate. At most ``policy.max_topics`` topics keep history; past it,
-    the history of the topic least recently published to is dropped (its next
-    publication starts a new epoch). The history lives and dies with the process.
+    matches gets a random epoch with its first publication and keeps its last text
+    publications, bounded by the topic's :class:`~trio_wsroutes.History` (``size``,
+    ``max_bytes``, ``ttl``) and by the policy's ``max_topics`` and ``max_bytes`` for all
+    topics together (see :class:`~trio_wsroutes.HistoryPolicy`). Expired publications
+    are dropped when the topic is published to or read, and by a sweep every second
+    while the broker runs (:meth:`run`, which the server starts). The kept bytes count
+    against the server's ``memory_budget``. Publishing, reading the history, delivering
+    what a subscriber missed and registering it happen with no checkpoint between them,
+    so recovery has no gap and no duplicate. Reading the history of a topic creates
+    nothing. The history lives and dies with the process.
     """
 
     def __init__(self, *, history: HistoryPolicy | Mapping[str, History] | None = None) -> None:
         self._topics: dict[str, dict[Subscriber, None]] = {}
         self._by_subscriber: dict[Subscriber, set[str]] = {}
-        self._policy: HistoryPolicy | None = None
+        self._store: HistoryStore | None = None
+        self._budget: MemoryBudget | None = None
         self._unyielded = 0  # publishes since the last one that yielded
         self._unyielded_deliveries = 0  # and deliveries
-        # Least recently published first: the eviction order.
-        self._histories: OrderedDict[str, _TopicHistory] = OrderedDict()
         policy = HistoryPolicy.coerce(history)
         if policy is not None:
             self.configure_history(policy)
@@ -118,12 +65,32 @@ class MemoryBroker:
     @property
     def history_policy(self) -> HistoryPolicy | None:
         """The history policy, or ``None`` when no topic keeps history."""
-        return self._policy
+        store = self._store
+        return None if store is None else store.policy
 
     def configure_history(self, policy: HistoryPolicy) -> None:
         """Keep history for the topics ``policy`` matches (once; an equal policy again
         is a no-op, another one a :class:`RuntimeError`)."""
-        self._policy = adopt_policy(self._policy, policy)
+        adopted = adopt_policy(self.history_policy, policy)
+        if self._store is None:
+            self._store = HistoryStore(adopted, self._budget)
+
+    def configure_memory(self, budget: MemoryBudget) -> None:
+        """Count the bytes of the kept history in ``budget`` (the server's
+        ``memory_budget``; the server calls it)."""
+        self._budget = budget
+        if self._store is not None:
+            self._store.use_budget(budget)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sweep expired history every second until cancelled (the server runs it during
+        its lifespan). Without it, expired history is dropped only when its topic is
+        published to or read."""
+        task_status.started()
+        while True:
+            await trio.sleep(SWEEP_INTERVAL)
+            if self._store is not None:
+                self._store.sweep(trio.current_time())
 
     async def subscribe(
         self, topic: str, subscriber: Subscriber, *, since: Position | None = None
@@ -158,7 +125,7 @@ class MemoryBroker:
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        if self._policy is not None and not frame.binary:
+        if self._store is not None and not frame.binary:
             frame = self.record(topic, frame)
         delivered = self.fan_out(topic, frame, exclude=exclude)
         self._unyielded_deliveries += delivered
@@ -180,16 +147,17 @@ class MemoryBroker:
     # Synchronous core, also used by brokers that carry publishes between processes.
 
     def add_since(self, topic: str, subscriber: Subscriber, since: Position | None) -> Recovery:
-        """Subscribe, first delivering what ``subscriber`` missed since ``since``."""
-        if since is None or self._policy is None or self.is_subscribed(topic, subscriber):
+        """Subscribe, first delivering what ``subscriber`` missed since ``since`` (at most
+        the policy's ``max_recovery`` publications: past it, nothing old)."""
+        store = self._store
+        if since is None or store is None or self.is_subscribed(topic, subscriber):
             self.add(topic, subscriber)
             return NOT_RECOVERED
-        state = self._histories.get(topic)
-        missed = state.after(since, trio.current_time()) if state is not None else None
-        if missed is None:
+        missed = store.missed(topic, since, trio.current_time())
+        if missed is None or len(missed) > store.policy.max_recovery:
             self.add(topic, subscriber)
             return NOT_RECOVERED
-        for _, _, frame in missed:
+        for frame in missed:
             if not subscriber.deliver(frame):
                 self.discard_all(subscriber)  # gone (e.g. evicted as a slow consumer)
                 return NOT_RECOVERED
@@ -199,13 +167,12 @@ class MemoryBroker:
     def record(self, topic: str, frame: Frame) -> Frame:
         """Number and keep a text publication on ``topic`` if it has history; returns the
         frame to send (with its position), or ``frame`` itself."""
-        policy = self._policy
-        history = policy.match(topic) if policy is not None else None
+        store = self._store
+        history = store.policy.match(topic) if store is not None else None
         if history is None:
             return frame
-        state = self._history_state(topic, history)
-        self._histories.move_to_end(topic)
-        positioned = state.append(frame.payload, trio.current_time())
+        assert store is not None
+        positioned = store.record(topic, history, frame.payload, trio.current_time())
         return frame if positioned is None else positioned
 
     def read_history(
@@ -214,41 +181,19 @@ class MemoryBroker:
         """The synchronous core of :meth:`history`."""
         if limit is not None and (type(limit) is not int or limit < 0):
             raise ValueError(f"limit must be None or an integer >= 0, not {limit!r}")
-        policy = self._policy
-        history = policy.match(topic) if policy is not None else None
-        if history is None:
+        store = self._store
+        if store is None or store.policy.match(topic) is None:
             raise ValueError(f"topic {topic!r} has no history")
-        state = self._history_state(topic, history)
-        now = trio.current_time()
-        state.prune(now)
-        if since is None:
-            entries = list(state.entries)
-            if limit is not None:
-                entries = entries[-limit:] if limit else []
-        else:
-            found = state.after(since, now)
-            if found is None:
-                return HistoryPage(topic, state.position(), (), recovered=False)
-            entries = found if limit is None else found[:limit]
-        epoch = state.epoch
-        publications = tuple(
-            Publication(Position(epoch, offset), frame.payload) for offset, _, frame in entries
-        )
-        return HistoryPage(topic, state.position(), publications, recovered=True)
+        return store.read(topic, since, limit, trio.current_time())
 
     def history_topics(self) -> int:
         """How many topics keep history now (at most ``policy.max_topics``)."""
-        return len(self._histories)
+        return 0 if self._store is None else len(self._store)
 
-    def _history_state(self, topic: str, history: History) -> _TopicHistory:
-        state = self._histories.get(topic)
-        if state is None:
-            state = _TopicHistory(topic, history)
-            assert self._policy is not None
-            while len(self._histories) >= self._policy.max_topics:
-                self._histories.popitem(last=False)  # least recently published
-            self._histories[topic] = state
-        return state
+    @property
+    def history_bytes(self) -> int:
+        """Bytes of publications kept in history now (at most ``policy.max_bytes``)."""
+        return 0 if self._store is None else self._store.bytes
 
     def add(self, topic: str, subscriber: Subscriber) -> bool:
         """Subscribe; return ``True`` if ``topic`` had no subscriber before."""

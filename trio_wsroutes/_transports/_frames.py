@@ -25,22 +25,37 @@ class Frame:
     compresses) the message once.
     """
 
-    __slots__ = ("_deflated", "_text", "_wire", "binary", "payload", "size")
+    __slots__ = ("_caches", "_deflated", "_text", "_wire", "binary", "holders", "payload", "size")
 
     def __init__(self, payload: bytes, *, binary: bool = False) -> None:
         self.payload: bytes = payload
         self.binary: bool = binary
         self.size: int = len(payload)
+        self.holders: int = 0
+        """How many queues (and histories) hold this frame: the memory budget counts its
+        bytes once, however many hold it."""
+        self._caches = True
         self._text: str | None = None
         self._wire: bytes | None = None
         self._deflated: tuple[int, bytes | None] | None = None
+
+    @classmethod
+    def kept(cls, payload: bytes) -> Frame:
+        """A text frame kept for long (in a topic's history): it never caches its text,
+        wire or compressed forms, so it costs its payload and nothing more while kept.
+        Each send builds what it needs."""
+        frame = cls(payload)
+        frame._caches = False
+        return frame
 
     @property
     def text(self) -> str:
         """The payload as ``str`` (text frames); decoded once, then cached."""
         text = self._text
         if text is None:
-            text = self._text = self.payload.decode()
+            text = self.payload.decode()
+            if self._caches:
+                self._text = text
         return text
 
     def wire(self) -> bytes:
@@ -51,7 +66,9 @@ class Frame:
         wire = self._wire
         if wire is None:
             first = 0x82 if self.binary else 0x81
-            wire = self._wire = frame_header(first, self.size) + self.payload
+            wire = frame_header(first, self.size) + self.payload
+            if self._caches:
+                self._wire = wire
         return wire
 
     def wire_deflated(self, window_bits: int) -> bytes | None:
@@ -72,7 +89,8 @@ class Frame:
             if len(data) < self.size:
                 first = 0xC2 if self.binary else 0xC1  # FIN, RSV1 (compressed), opcode
                 wire = frame_header(first, len(data)) + data
-        self._deflated = (window_bits, wire)
+        if self._caches:
+            self._deflated = (window_bits, wire)
         return wire
 
     def __repr__(self) -> str:
