@@ -155,7 +155,7 @@ _READER_TASK: Final = "trio_wsroutes connection reader"
 _COALESCE_BYTES: Final = 64 * 1024
 _GOODBYE_TIMEOUT: Final = 1.0
 """Seconds a connection cancelled from outside may take to send its 1001."""
-_SUBSCRIPTION_COST: Final = 700
+_SUBSCRIPTION_COST: Final = 400
 """Bytes a subscription holds besides its topic name (the connection's set, the broker's
 tables), counted in the memory budget; measured with tracemalloc."""
 

@@ -293,8 +293,7 @@ class WebSocketServer:
             if configure is None:
                 raise TypeError(f"{type(self.broker).__name__} cannot keep history")
             configure(self.history_policy)
-        self.recoveries: RecoveryLimiter = RecoveryLimiter(recovery_rate)
-        """The per-address allowance of recovered publications (``recovery_rate``)."""
+        self._recoveries = RecoveryLimiter(recovery_rate)
         self.registry: ConnectionRegistry = ConnectionRegistry()
         """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
         self.stats: ServerStats = ServerStats()
@@ -536,7 +535,7 @@ class WebSocketServer:
                 broker=self.broker,
                 stats=self.stats,
                 budget=self.memory,
-                recoveries=self.recoveries,
+                recoveries=self._recoveries,
                 subprotocol=admitted.subprotocol,
                 since=admitted.positions,
                 on_gone=self.registry.discard,

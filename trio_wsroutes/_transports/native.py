@@ -119,6 +119,8 @@ is closed (longer than a round trip on any sane network; the close frame is out)
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _CLOSE = Opcode.CLOSE
 _PONG_BYTE: Final = 0x8A  # FIN + pong opcode: the first byte of a pong the server sends
+_MAX_PONG_BYTES: Final = 4096
+"""Bytes of pongs a connection may owe (about 32 pongs to full-size pings)."""
 
 
 @attrs.frozen
@@ -228,7 +230,9 @@ class NativeTransport:
         """Bytes taken and not yet written: the rest of a frame, control frames."""
         self._rest: memoryview | None = None  # what the stream did not take of a frame
         self._control: list[bytes] | None = None  # close frames, HTTP responses (rare)
-        self._pong: bytes | None = None  # only the latest pong is owed (RFC 6455 5.5.3)
+        # Pongs owed, oldest first; bounded in bytes (see _take_output).
+        self._pongs: list[bytes] | None = None
+        self._pong_bytes = 0
         self._eof_pending = False
         self._eof_sent = False
         self._broken = False
@@ -723,9 +727,19 @@ class NativeTransport:
             if not data:
                 self._eof_pending = True
             elif data[0] == _PONG_BYTE:
-                if self._pong is not None:
-                    self.pending -= len(self._pong)
-                self._pong = data
+                # Every ping gets its pong while few are owed; past the bound, the last
+                # owed pong is replaced by the newest (RFC 6455 5.5.3 asks only that the
+                # most recent ping be answered), so a peer that pings without reading
+                # cannot grow them.
+                pongs = self._pongs
+                if pongs is None:
+                    pongs = self._pongs = []
+                elif self._pong_bytes + len(data) > _MAX_PONG_BYTES:
+                    replaced = pongs.pop()
+                    self._pong_bytes -= len(replaced)
+                    self.pending -= len(replaced)
+                pongs.append(data)
+                self._pong_bytes += len(data)
                 self.pending += len(data)
             else:
                 if self._control is None:
@@ -737,15 +751,16 @@ class NativeTransport:
         return bool(
             self._rest is not None
             or self._control
-            or self._pong is not None
+            or self._pongs
             or (self._eof_pending and not self._eof_sent)
         )
 
     def _next_control(self) -> bytes | None:
         if self._control:
             data = self._control.pop(0)
-        elif self._pong is not None:
-            data, self._pong = self._pong, None
+        elif self._pongs:
+            data = self._pongs.pop(0)
+            self._pong_bytes -= len(data)
         else:
             return None
         self.pending -= len(data)
@@ -840,7 +855,8 @@ class NativeTransport:
 
     def _break(self) -> None:
         self._broken = True
-        self._rest = self._pong = None
+        self._rest = self._pongs = None
+        self._pong_bytes = 0
         self._control = None
         self.pending = 0
 
