@@ -131,7 +131,7 @@ def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def test_the_engine_knows_no_concrete_transport_and_no_route_builder() -> None:
-    reached = _reach(import_graph(), "trio_wsroutes._connection")
+    reached = _reach(import_graph(), "trio_wsroutes._engine")
     forbidden = {
         "trio_wsroutes._routes",
         "trio_wsroutes._server",
@@ -159,7 +159,7 @@ def test_transports_know_nothing_of_routes_brokers_or_the_engine(module_name: st
                 "trio_wsroutes._routes",
                 "trio_wsroutes._spec",
                 "trio_wsroutes._broker",
-                "trio_wsroutes._connection",
+                "trio_wsroutes._engine",
                 "trio_wsroutes._server",
                 "trio_wsroutes._admission",
                 "trio_wsroutes._messages",

@@ -26,7 +26,7 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
-from trio_wsroutes._transports._frames import Frame
+from trio_wsroutes._frames import Frame
 
 TIMEOUT = 10
 

@@ -28,13 +28,14 @@ from ._broker import RedisBroker as RedisBroker
 from ._broker import RedisBrokerStats as RedisBrokerStats
 from ._broker import Subscriber as Subscriber
 from ._codes import CloseCode as CloseCode
-from ._connection import Connection as Connection
-from ._connection import ConnectionClosed as ConnectionClosed
 from ._context import Context as Context
+from ._engine import Connection as Connection
+from ._engine import ConnectionClosed as ConnectionClosed
 from ._errors import ErrorDetail as ErrorDetail
 from ._errors import MessageError as MessageError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import ValidationError as ValidationError
+from ._frames import Frame as Frame
 from ._history import History as History
 from ._history import HistoryPage as HistoryPage
 from ._history import HistoryPolicy as HistoryPolicy
@@ -54,7 +55,6 @@ from ._server import BoundAddress as BoundAddress
 from ._server import WebSocketServer as WebSocketServer
 from ._spec import RateLimit as RateLimit
 from ._stats import ServerStats as ServerStats
-from ._transports._frames import Frame as Frame
 from ._typegen import TypeGenerationError as TypeGenerationError
 from ._typegen import generate_asyncapi as generate_asyncapi
 from ._typegen import generate_json_schema as generate_json_schema

@@ -25,7 +25,7 @@ import orjson
 
 from ._codes import INVALID_JSON, INVALID_MESSAGE
 from ._errors import ErrorDetail, ProtocolError
-from ._transports._frames import Frame
+from ._frames import Frame
 from ._validation import converter
 
 __all__ = [

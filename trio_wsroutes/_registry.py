@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from ._connection import Connection
+from ._engine import Connection
 from ._messages import Frame, encode_message
 
 __all__ = ["ConnectionRegistry"]

@@ -38,8 +38,8 @@ from ._validation import (
 )
 
 if TYPE_CHECKING:
-    from ._connection import Connection
     from ._context import Context
+    from ._engine import Connection
 
 __all__ = [
     "AuthenticateFn",

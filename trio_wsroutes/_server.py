@@ -23,8 +23,9 @@ import trio
 from ._admission import Admission, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
 from ._codes import NOT_FOUND, UPGRADE_REQUIRED, CloseCode
-from ._connection import Connection, close_now, new_context, run_connection
+from ._engine import Connection, close_now, new_context, run_connection
 from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
+from ._frames import Frame
 from ._history import History, HistoryPage, HistoryPolicy, Position
 from ._lifespan import LifespanDriver, ShutdownHook, StartupHook, run_lifespan
 from ._messages import encode_message
@@ -37,7 +38,6 @@ from ._signals import handles_signals, shutdown_on_signals
 from ._spec import EngineOptions, Heartbeat, RateLimit, RouteSpec, SlowConsumerPolicy
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
-from ._transports._frames import Frame
 from ._types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from typing import Final, Protocol
 
 import attrs
 
-from ._frames import Frame
+from .._frames import Frame
 
 __all__ = ["NEEDS_FLUSH", "Disconnect", "NeedsFlush", "Transport", "TransportClosed", "Violation"]
 

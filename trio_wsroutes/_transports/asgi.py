@@ -18,10 +18,10 @@ from typing import Any
 
 import trio
 
+from .._frames import Frame
 from .._request import Request
 from . import _hypercorn
 from ._base import Disconnect, NeedsFlush, TransportClosed, Violation
-from ._frames import Frame
 
 __all__ = ["ASGITransport", "request_from_scope"]
 

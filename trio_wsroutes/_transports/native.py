@@ -76,9 +76,9 @@ except ImportError:  # pragma: no cover - a build without its C extension
 
 from .._codes import CloseCode
 from .._containment import must_propagate
+from .._frames import Frame, frame_header
 from .._request import Headers, Request
 from ._base import NEEDS_FLUSH, Disconnect, NeedsFlush, TransportClosed, Violation
-from ._frames import Frame, frame_header
 from ._streams import NonBlockingStream, SocketStream, socket_peer_closed
 
 __all__ = [

@@ -1,0 +1,172 @@
+"""The outbound flow alone, over a transport in memory: where a frame goes (written now,
+held for the coalescer, queued), whether it fits, and what the slow-consumer policy does."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from tests.engine._fake import FakeTransport
+from trio_wsroutes._engine.outbound import COALESCE_BYTES, Outbound
+from trio_wsroutes._flow import MemoryBudget
+from trio_wsroutes._frames import Frame
+from trio_wsroutes._stats import ServerStats
+from trio_wsroutes._transports import Transport
+
+
+def frame(size: int) -> Frame:
+    return Frame(b"x" * size)
+
+
+def outbound(
+    transport: FakeTransport, *, limit: int = 1000, budget: int | None = None, **kw: object
+) -> Outbound:
+    as_transport: Transport = transport  # the fake implements the whole interface
+    return Outbound(
+        as_transport,
+        limit=limit,
+        budget=MemoryBudget(budget),
+        stats=ServerStats(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_publish_is_held_until_the_publisher_yields_then_written_in_one_call() -> None:
+    transport = FakeTransport(writes_nowait=True)
+    out = outbound(transport)
+    for _ in range(3):
+        assert out.deliver(frame(10)) is None
+    assert transport.written == []  # held
+    assert out.buffered == 30
+    await trio.testing.wait_all_tasks_blocked()  # the publisher yields: the coalescer runs
+    assert [f.size for f in transport.written] == [10, 10, 10]
+    assert transport.writes == 1
+    assert out.buffered == 0
+
+
+async def test_held_frames_are_written_at_once_past_the_coalescing_bound() -> None:
+    transport = FakeTransport(writes_nowait=True)
+    out = outbound(transport, limit=10 * COALESCE_BYTES)
+    out.deliver(frame(COALESCE_BYTES // 2))
+    out.deliver(frame(COALESCE_BYTES // 2))
+    assert transport.writes == 1
+    await trio.lowlevel.checkpoint()
+
+
+async def test_a_transport_that_cannot_write_without_waiting_gets_frames_queued() -> None:
+    transport = FakeTransport(writes_nowait=False)
+    out = outbound(transport)
+    out.deliver(frame(100))
+    assert transport.written == []
+    assert out.buffered == 100
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(out.write)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [f.size for f in transport.written] == [100]
+        nursery.cancel_scope.cancel()
+
+
+def test_a_frame_fits_an_empty_queue_whatever_its_size() -> None:
+    out = outbound(FakeTransport(), limit=100)
+    assert not out.over_limit(10_000)
+
+
+async def test_over_the_limit_the_close_policy_evicts_and_the_drop_policy_drops() -> None:
+    for policy in ("close", "drop"):
+        transport = FakeTransport()
+        stats = ServerStats()
+        out = Outbound(transport, limit=250, budget=MemoryBudget(), policy=policy, stats=stats)  # type: ignore[arg-type]
+        assert out.deliver(frame(100)) is None
+        assert out.deliver(frame(100)) is None
+        verdict = out.deliver(frame(100))  # 300 > 250
+        if policy == "close":
+            assert verdict is not None and not verdict.flush
+            assert stats.slow_consumer_closes == 1
+        else:
+            assert verdict is None
+            assert out.dropped == stats.messages_dropped == 1
+        assert out.buffered == 200
+
+
+def test_a_recovery_is_never_dropped_and_closes_after_what_fitted() -> None:
+    transport = FakeTransport()
+    out = Outbound(transport, limit=150, budget=MemoryBudget(), policy="drop", stats=ServerStats())
+    out.recovering = True
+    assert out.deliver(frame(100)) is None
+    verdict = out.deliver(frame(100))
+    assert verdict is not None and verdict.flush
+    assert out.recovered_bytes == 200
+
+
+def test_the_servers_budget_makes_a_connection_that_is_behind_overflow() -> None:
+    budget = MemoryBudget(150)
+    transport = FakeTransport()
+    out = Outbound(transport, limit=10_000, budget=budget, stats=ServerStats())
+    other = Outbound(FakeTransport(), limit=10_000, budget=budget, stats=ServerStats())
+    assert other.deliver(frame(200)) is None  # the budget is now exceeded
+    assert out.deliver(frame(10)) is None  # nothing queued here: it fits
+    assert out.deliver(frame(10)) is not None  # behind, and the server is over budget
+
+
+async def test_send_waits_for_a_frame_that_would_pass_the_limit() -> None:
+    transport = FakeTransport()
+    transport.block()
+    out = outbound(transport, limit=250)
+    sent: list[int] = []
+
+    def still_open() -> None:
+        pass
+
+    async def sender() -> None:
+        for n in range(4):
+            await out.send(frame(100), still_open)
+            sent.append(n)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(out.write)
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        # One frame in the transport, one queued: a third would pass 250.
+        assert sent == [0, 1]
+        assert out.buffered == 200
+        transport.unblock()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == [0, 1, 2, 3]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_frame_is_counted_once_in_the_budget_however_many_queue_it() -> None:
+    budget = MemoryBudget()
+    shared = frame(1000)
+    outs = [
+        Outbound(FakeTransport(), limit=10_000, budget=budget, stats=ServerStats())
+        for _ in range(5)
+    ]
+    for out in outs:
+        out.enqueue(shared)
+    assert budget.used == 1000
+    for out in outs:
+        out.drop()
+    assert budget.used == 0
+    await trio.lowlevel.checkpoint()
+
+
+async def test_an_urgent_close_drops_what_is_queued_and_the_close_goes_out_next() -> None:
+    transport = FakeTransport()
+    transport.block()
+    out = outbound(transport)
+    out.enqueue(frame(10))
+    out.enqueue(frame(20))
+    async with trio.open_nursery() as nursery:
+        closing: list[object] = []
+
+        async def writer() -> None:
+            closing.append(await out.write())
+
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()  # the first frame is being sent
+        out.queue_close(1013, "slow consumer", drop_queued=True)
+        out.cancel_send()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [f.size for f in transport.written] == []
+        assert len(closing) == 1

@@ -1,0 +1,11 @@
+"""The connection engine, in parts: the connection and its close state, the outbound
+and inbound flows, and the dispatcher. It knows transports only through the
+``Transport`` interface and routes only through their resolved ``RouteSpec``."""
+
+from .closing import ConnectionClosed as ConnectionClosed
+from .connection import Connection as Connection
+from .connection import close_now as close_now
+from .connection import new_context as new_context
+from .connection import run_connection as run_connection
+
+__all__ = ["Connection", "ConnectionClosed", "close_now", "new_context", "run_connection"]

@@ -1,0 +1,479 @@
+"""``Connection``: one WebSocket connection as handlers see it, and what runs it.
+
+::
+
+    transport.receive() -> [reader] -> inbox ----------> [dispatcher] -> handlers
+                                                           |
+    transport.send()    <- [writer] <- outbox <------------+-- ws.send / publish / replies
+
+One Trio nursery per connection, three tasks: the reader (``inbound.py``), the writer
+(``outbound.py``) and the dispatcher (``dispatch.py``, the connection's own task). The
+connection itself keeps the handler-facing API, the topics it is subscribed to (it is
+the one owner of its membership) and its close state (``closing.py``), and carries out
+what each close event asks.
+
+The engine talks to the network only through :class:`~trio_wsroutes._transports.Transport`
+and reads its settings only from a frozen :class:`~trio_wsroutes._spec.RouteSpec`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+import trio
+
+from .._codes import FORBIDDEN_TOPIC, INVALID_TOPIC, TOO_MANY_TOPICS, CloseCode
+from .._context import Context
+from .._errors import MessageError
+from .._flow import Inbox, MemoryBudget, RecoveryLimiter
+from .._frames import Frame
+from .._history import NOT_RECOVERED, Position, Recovery
+from .._messages import encode_message
+from .._spec import Heartbeat, RouteSpec
+from .._stats import ServerStats
+from .._transports import Transport, TransportClosed
+from .closing import CloseEvent, CloseState, ConnectionClosed
+from .dispatch import Dispatcher
+from .inbound import Inbound, Reader
+from .outbound import Outbound
+
+if TYPE_CHECKING:
+    from .._broker import Broker
+    from .._request import Request
+
+__all__ = ["Connection", "ConnectionClosed", "close_now", "new_context", "run_connection"]
+
+logger = logging.getLogger("trio_wsroutes")
+
+ServerT_contra = TypeVar("ServerT_contra", contravariant=True)
+
+# Task names shared by every connection (Trio would otherwise build a string per task).
+_WRITER_TASK: Final = "trio_wsroutes connection writer"
+_READER_TASK: Final = "trio_wsroutes connection reader"
+_GOODBYE_TIMEOUT: Final = 1.0
+"""Seconds a connection cancelled from outside may take to send its 1001."""
+_SUBSCRIPTION_COST: Final = 400
+"""Bytes a subscription holds besides its topic name (the connection's set, the broker's
+tables), counted in the memory budget; measured with tracemalloc."""
+
+
+class Connection(Generic[ServerT_contra]):
+    """One WebSocket connection, as handlers see it.
+
+    ``Connection[ServerMessage]`` accepts only ``ServerMessage`` in :meth:`send` and
+    :meth:`publish`. Methods that may wait are async. The server creates connections;
+    handlers receive them.
+    """
+
+    __slots__ = (
+        "_broker",
+        "_budget",
+        "_cancel_scope",
+        "_close",
+        "_dispatcher",
+        "_on_gone",
+        "_out",
+        "_reader",
+        "_recoveries",
+        "_since",
+        "_spec",
+        "_stats",
+        "_subscribed_bytes",
+        "_topics",
+        "_transport",
+        "context",
+        "id",
+        "subprotocol",
+    )
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        spec: RouteSpec,
+        context: Context[Any],
+        broker: Broker,
+        stats: ServerStats | None = None,
+        budget: MemoryBudget | None = None,
+        recoveries: RecoveryLimiter | None = None,
+        subprotocol: str | None = None,
+        since: dict[str, Position] | None = None,
+        on_gone: Callable[[Connection[Any]], None] = lambda _: None,
+    ) -> None:
+        self.id: str = context.connection_id
+        """The connection's unique id (same as ``ctx.connection_id``)."""
+        self.context: Context[Any] = context
+        """The connection's :class:`~trio_wsroutes.Context` (user, params, data)."""
+        self.subprotocol: str | None = subprotocol
+        """The subprotocol selected at the upgrade, if the route declares any."""
+        self._transport = transport
+        self._spec = spec
+        self._broker = broker
+        self._on_gone = on_gone
+        self._stats = stats if stats is not None else ServerStats()
+        self._budget = budget if budget is not None else MemoryBudget()
+        self._recoveries = recoveries
+        self._since: dict[str, Position] = since if since is not None else {}
+        self._topics: set[str] = set()
+        self._subscribed_bytes = 0  # held by subscriptions, in the memory budget
+        self._close = CloseState()
+        self._cancel_scope: trio.CancelScope | None = None
+        heartbeat: Heartbeat | None = spec.heartbeat
+        if heartbeat is not None and not heartbeat.envelope and not transport.can_ping:
+            heartbeat = None  # e.g. under hypercorn, which pings by itself
+        self._out = Outbound(
+            transport,
+            limit=spec.options.backpressure_limit,
+            budget=self._budget,
+            policy=spec.options.slow_consumer_policy,
+            stats=self._stats,
+        )
+        self._reader = Reader(
+            transport,
+            spec,
+            heartbeat,
+            outbound=self._out,
+            budget=self._budget,
+            close=self._advance,
+            name=self.id,
+        )
+        self._dispatcher = Dispatcher(
+            self,
+            spec,
+            reader=self._reader,
+            heartbeat=heartbeat,
+            stats=self._stats,
+            send=self._send_frame,
+            enqueue=self._out.enqueue,
+            encode=self._encode,
+            close=self._advance,
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._close.closing else "open"
+        return f"<Connection {self.id} {self._spec.path!r} {state}>"
+
+    # -- public API --------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The route path this connection came in on (the pattern, e.g. ``/chat/:room``)."""
+        return self._spec.path
+
+    @property
+    def user(self) -> Any:
+        """Shortcut for ``ws.context.user``."""
+        return self.context.user
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes accepted for this client and not yet written to the network: the
+        engine's queue plus what the transport holds. ``backpressure_limit`` applies to
+        this number."""
+        return self._out.buffered
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this connection is subscribed to."""
+        return frozenset(self._topics)
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once the connection is closing or closed; sends then raise."""
+        return self._close.closing
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once the connection has closed."""
+        return self._close.code
+
+    @property
+    def dropped_messages(self) -> int:
+        """Published messages dropped for this connection (slow-consumer policy ``"drop"``)."""
+        return self._out.dropped
+
+    async def send(self, message: ServerT_contra) -> None:
+        """Send a server message to this client.
+
+        Waits while more than ``backpressure_limit`` bytes are queued for this client.
+        Raises :class:`ConnectionClosed` if the connection has closed.
+        """
+        await self._send_frame(self._encode(message))
+
+    async def send_binary(self, data: bytes) -> None:
+        """Send a binary frame; waits like :meth:`send`."""
+        await self._send_frame(Frame(bytes(data), binary=True))
+
+    async def send_text(self, text: str) -> None:
+        """Send a raw text frame, not an envelope (for clients that speak another
+        protocol; see ``on_text``); waits like :meth:`send`."""
+        if not isinstance(text, str):
+            raise TypeError("send_text takes a str")
+        await self._send_frame(Frame(text.encode()))
+
+    async def publish(
+        self, topic: str, message: ServerT_contra, *, include_self: bool = False
+    ) -> int:
+        """Publish to every subscriber of ``topic``, skipping this connection unless
+        ``include_self``. The message is encoded once. Returns the local recipient count.
+        Subscribers get what is published before this task yields in one write (see
+        :meth:`WebSocketServer.publish <trio_wsroutes.WebSocketServer.publish>`).
+        """
+        return await self._broker.publish(
+            topic, self._encode(message), exclude=None if include_self else self
+        )
+
+    async def publish_binary(self, topic: str, data: bytes, *, include_self: bool = False) -> int:
+        """Publish a binary frame to ``topic``; see :meth:`publish`."""
+        return await self._broker.publish(
+            topic, Frame(bytes(data), binary=True), exclude=None if include_self else self
+        )
+
+    async def subscribe(self, topic: str, *, since: Position | None = None) -> Recovery:
+        """Subscribe to ``topic``; subscriptions end when the connection closes.
+
+        On a topic with history (the server's ``history`` option), a position, either
+        ``since`` or the one the client named for ``topic`` in the upgrade request (its
+        ``since`` query parameter), makes the subscription recover: every kept
+        publication after that position is sent first, in order, then the live ones,
+        with no gap and no duplicate, and the result is ``Recovery(True, missed)``. If the
+        epoch differs or the history no longer reaches back, nothing old is sent and the
+        result is ``Recovery(False, 0)``: send the app's own snapshot then. Without a
+        position: ``Recovery(False, 0)``.
+
+        A recovery goes through the backpressure limit like any publish, except that it
+        never drops a message: one that does not fit closes the connection with 1013,
+        once those that fitted are sent (the client reconnects and recovers from where
+        it got to). A recovery sends at most the server's ``max_recovery`` publications
+        (a client that missed more is not recovered), and what recoveries send to one
+        client address is limited by ``recovery_rate``: past it, ``Recovery(False, 0)``.
+
+        Raises :class:`MessageError` (``INVALID_TOPIC``, ``TOO_MANY_TOPICS``,
+        ``FORBIDDEN_TOPIC``) past the server's ``max_topic_length`` and
+        ``max_topics_per_connection`` (or its ``memory_budget``), or when the route's
+        ``authorize_subscribe`` says no; raised in a handler, it reaches the client as an
+        error envelope.
+        """
+        if not isinstance(topic, str):
+            raise TypeError("topic must be a string")
+        self._check_open()
+        options = self._spec.options
+        if not 0 < len(topic) <= options.max_topic_length:
+            raise MessageError(
+                f"Topic names are 1 to {options.max_topic_length} characters", INVALID_TOPIC
+            )
+        new = topic not in self._topics
+        if new and len(self._topics) >= options.max_topics_per_connection:
+            raise MessageError(
+                f"At most {options.max_topics_per_connection} subscriptions per connection",
+                TOO_MANY_TOPICS,
+            )
+        if new and self._budget.exceeded:
+            raise MessageError("The server cannot take more subscriptions now", TOO_MANY_TOPICS)
+        check = self._spec.authorize_subscribe
+        if check is not None and new:
+            allowed = check(self, topic, self.context)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                raise MessageError("Not allowed to subscribe to this topic", FORBIDDEN_TOPIC)
+            self._check_open()
+        # A position named in the upgrade request is used once: a later subscribe to the
+        # same topic on this connection starts live.
+        position = self._since.pop(topic, None) if since is None else since
+        if topic not in self._topics:
+            self._topics.add(topic)
+            cost = _SUBSCRIPTION_COST + len(topic)
+            self._subscribed_bytes += cost
+            self._budget.take(cost)
+        limiter = self._recoveries
+        address = self._address()
+        if position is not None and limiter is not None and not limiter.allows(address):
+            position = None  # this address has had its share of recoveries for now
+        if position is None:
+            await self._broker.subscribe(topic, self)
+            return NOT_RECOVERED
+        out = self._out
+        out.recovering = True
+        out.recovered_bytes = 0
+        try:
+            recovery = await self._broker.subscribe(topic, self, since=position)
+        finally:
+            out.recovering = False
+        if limiter is not None:
+            limiter.charge(address, recovery.missed, out.recovered_bytes)
+        return recovery
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe from ``topic`` (no error if not subscribed)."""
+        if topic in self._topics:
+            self._topics.discard(topic)
+            cost = _SUBSCRIPTION_COST + len(topic)
+            self._subscribed_bytes -= cost
+            self._budget.release(cost)
+        await self._broker.unsubscribe(topic, self)
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close the connection after the frames already queued are sent.
+
+        Handlers of this connection are cancelled once the close frame is out.
+        """
+        self._advance(CloseEvent.CLOSE, code, reason)
+        await trio.lowlevel.checkpoint()
+
+    # -- used by brokers and the registry ----------------------------------------------
+
+    def deliver(self, frame: Frame) -> bool:
+        """Queue a published frame without waiting (the broker's entry point).
+
+        If the frame would take ``buffered_amount`` over ``backpressure_limit``, the
+        server's slow-consumer policy applies: ``"close"`` evicts the connection with
+        1013, ``"drop"`` drops this frame for it (counted in ``dropped_messages``).
+        Returns ``False`` when the connection no longer takes frames.
+        """
+        if self._close.code is not None:
+            return False
+        overflow = self._out.deliver(frame)
+        if overflow is None:
+            return True
+        self._evict(flush=overflow.flush)
+        return False
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        state = self._close
+        if state.code is not None:
+            raise ConnectionClosed(state.code, state.reason)
+
+    def _address(self) -> str:
+        client = self.context.request.client
+        return client[0] if client is not None else ""
+
+    async def _send_frame(self, frame: Frame) -> None:
+        self._check_open()
+        await self._out.send(frame, self._check_open)
+
+    def _encode(self, message: object, request_id: str | int | None = None) -> Frame:
+        """Encode a server message, refusing one the route did not declare: what the
+        route's types (and the generated client types) promise is what goes out."""
+        declared = self._spec.server_message_types
+        if declared and type(message) not in declared:
+            names = ", ".join(sorted(cls.__qualname__ for cls in declared))
+            raise TypeError(
+                f"{type(message).__qualname__} is not a server message of route "
+                f"{self._spec.path!r} (it declares {names}); add it to .server_messages()"
+            )
+        return encode_message(message, request_id)
+
+    def _evict(self, *, flush: bool = False) -> None:
+        """Close with 1013 and leave the topics and the registry at once; the queued
+        frames are dropped, or with ``flush`` sent first (within ``close_timeout``)."""
+        logger.warning("evicting slow consumer %s: %d bytes queued", self.id, self.buffered_amount)
+        event = CloseEvent.CLOSE if flush else CloseEvent.CLOSE_NOW
+        self._advance(event, CloseCode.TRY_AGAIN_LATER, "slow consumer")
+        self._forget_topics()
+        self._on_gone(self)
+
+    def _forget_topics(self) -> None:
+        """The connection is leaving its topics: give their memory back."""
+        self._topics.clear()
+        self._budget.release(self._subscribed_bytes)
+        self._subscribed_bytes = 0
+
+    def _advance(self, event: CloseEvent, code: int = 0, reason: str = "") -> None:
+        """Move the close state on and carry out what it asks."""
+        steps = self._close.advance(event, code, reason)
+        if steps.queue_close is not None:
+            code, reason = steps.queue_close
+            self._out.queue_close(code, reason, drop_queued=steps.drop_queued)
+        if steps.cancel_send:
+            self._out.cancel_send()
+        scope = self._cancel_scope
+        if scope is None:
+            return
+        if steps.started:
+            # A client that stops reading must not hold the connection open.
+            scope.deadline = min(
+                scope.deadline, trio.current_time() + self._spec.options.close_timeout
+            )
+        if steps.cancel_tasks:
+            scope.cancel()
+
+    async def _write(self) -> None:
+        """The writer task: write until the close frame is out, then end the tasks."""
+        try:
+            closing = await self._out.write()
+            self._advance(CloseEvent.FRAME_TAKEN)
+            await self._transport.close(closing.code, closing.reason)
+        except TransportClosed:
+            self._advance(CloseEvent.FRAME_TAKEN)
+            self._advance(CloseEvent.PEER_GONE, CloseCode.ABNORMAL, "")
+            return
+        assert self._cancel_scope is not None
+        self._cancel_scope.cancel()
+
+    async def _run(self) -> None:
+        """Run the connection until it closes; ``on_close`` runs exactly once."""
+        spec = self._spec
+        inbox: Inbox[Inbound] = Inbox()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel_scope = nursery.cancel_scope
+                nursery.start_soon(self._write, name=_WRITER_TASK)
+                nursery.start_soon(self._reader.run, inbox, name=_READER_TASK)
+                await self._dispatcher.run(inbox)
+        except trio.Cancelled:
+            # Cancelled from outside (the connection ends its own nursery itself): the
+            # server is going away without having closed it. Say so, briefly.
+            steps = self._close.advance(
+                CloseEvent.CANCELLED, CloseCode.GOING_AWAY, "server shutdown"
+            )
+            if steps.send_goodbye:
+                with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
+                    try:
+                        await self._transport.close(CloseCode.GOING_AWAY, "server shutdown")
+                    except TransportClosed:
+                        pass
+            raise
+        finally:
+            self._stats.connections_closed += 1
+            self._close.advance(CloseEvent.ENDED)
+            self._out.drop()
+            self._reader.release()  # what the inbox still held
+            self._on_gone(self)
+            with trio.CancelScope(shield=True):
+                self._forget_topics()
+                await self._broker.unsubscribe_all(self)
+                if spec.on_close is not None:
+                    with trio.move_on_after(spec.options.close_timeout):
+                        state = self._close
+                        assert state.code is not None
+                        await self._dispatcher.call(
+                            "on_close", spec.on_close(self, state.code, state.reason, self.context)
+                        )
+
+
+def new_context(connection_id: str, user: Any, request: Request) -> Context[Any]:
+    """A fresh context for an accepted connection."""
+    return Context(
+        connection_id=connection_id,
+        connected_at=datetime.now(UTC),
+        user=user,
+        request=request,
+    )
+
+
+async def run_connection(connection: Connection[Any]) -> None:
+    """Run an accepted connection until it ends (the server's entry into the engine)."""
+    await connection._run()  # pyright: ignore[reportPrivateUsage]
+
+
+def close_now(connection: Connection[Any], code: int, reason: str) -> None:
+    """Close ``connection`` at once: queued frames are dropped and a send in progress is
+    cancelled, so the close frame goes out next (server shutdown)."""
+    connection._advance(CloseEvent.CLOSE_NOW, code, reason)  # pyright: ignore[reportPrivateUsage]
