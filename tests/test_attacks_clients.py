@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import socket
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
@@ -74,8 +74,8 @@ class Follow:
 class Seen:
     """What the server saw: each admitted upgrade request."""
 
-    requests: list[Request] = attrs.field(factory=list)
-    topics: list[str] = attrs.field(factory=list)
+    requests: list[Request] = attrs.field(factory=list[Request])
+    topics: list[str] = attrs.field(factory=list[str])
 
     def since(self, index: int = -1) -> list[str]:
         return self.requests[index].query.get_all("since")
@@ -307,7 +307,7 @@ async def test_forget_stops_resuming_a_topic(serve_live: ServeLive) -> None:
 
 
 @asynccontextmanager
-async def handshake_breaker() -> AsyncIterator[int]:
+async def handshake_breaker() -> AsyncGenerator[int]:
     """A TCP server that reads the first bytes of each request, then resets the
     connection while the client is still writing it; yields its port."""
 

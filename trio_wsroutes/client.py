@@ -57,6 +57,8 @@ from ._routes import WebSocketRoute
 from ._validation import converter, validation_details
 
 __all__ = [
+    "MAX_RESUME_POSITIONS",
+    "MAX_RESUME_QUERY_BYTES",
     "Backoff",
     "Client",
     "ClientError",
