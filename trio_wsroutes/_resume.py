@@ -167,15 +167,15 @@ class ResumePlan:
     """The positions kept that did not fit in ``url`` (the least recently seen)."""
 
 
-def plan_resume(url: str, book: PositionBook, *, with_positions: bool = True) -> ResumePlan:
+def plan_resume(url: str, book: PositionBook) -> ResumePlan:
     """``url`` with a ``since`` parameter per position of ``book``, as many as fit.
 
     The most recently seen positions go first, while the request stays under
     :data:`SERVER_MAX_QUERY_PARAMS` parameters and :data:`MAX_REQUEST_TARGET_BYTES` of
     path and query; ``since`` parameters already in ``url`` are replaced.
     """
-    if not len(book) or not with_positions:
-        return ResumePlan(url, {}, book.snapshot())
+    if not len(book):
+        return ResumePlan(url, {}, {})
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "since"]
     count_room = min(MAX_RESUME_POSITIONS, MAX_SINCE_VALUES, SERVER_MAX_QUERY_PARAMS - len(query))
