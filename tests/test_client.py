@@ -42,6 +42,7 @@ from trio_wsroutes import (
     message,
 )
 from trio_wsroutes.client import (
+    _ITEM_OVERHEAD,  # pyright: ignore[reportPrivateUsage]
     Backoff,
     Client,
     ConnectionDenied,
@@ -737,11 +738,15 @@ async def queued(client: Client[Out], count: int) -> None:
     await wait_until(lambda: client.queued >= count)
 
 
-@pytest.mark.parametrize("limits", [{"max_queue": 5}, {"max_queue_bytes": 150}])
+# A queued note holds the memory of its 30 characters of JSON and of its queue entry.
+NOTE_BYTES = sys.getsizeof(wire(type="note", data={"n": 0})) + _ITEM_OVERHEAD
+
+
+@pytest.mark.parametrize("limits", [{"max_queue": 5}, {"max_queue_bytes": 5 * NOTE_BYTES}])
 async def test_a_full_queue_stops_reading_and_loses_nothing(
     serve_live: ServeLive, limits: dict[str, int]
 ) -> None:
-    # Each note is 30 characters of JSON: five fit either limit.
+    # Five notes fit either limit.
     async with serving(serve_live) as (url, route, _, _):
         async with client_for(url, route, **limits) as client:
             await client.send(Flood(50))

@@ -31,7 +31,7 @@ from trio_wsroutes._typegen import (
 )
 from trio_wsroutes._typegen._model import build_model
 
-ROUTES = [*app.server.routes, rpc_app.rpc, rpc_app.beat]
+ROUTES = [*app.server.routes, *rpc_app.server.routes]
 SCENARIOS = _typescript.TOOLS / "client_scenarios.ts"
 
 IMPORTS = """\
@@ -261,6 +261,10 @@ SCENARIO_NAMES = [
     "a_close_code_that_does_not_reconnect_ends_the_client",
     "answers_the_routes_heartbeat",
     "route_paths_are_encoded",
+    "wire_types_named_like_object_members_are_answered",
+    "positions_are_capped_and_the_newest_resumed",
+    "an_attempt_with_positions_that_fails_is_retried_without_them",
+    "a_server_that_accepts_and_closes_at_once_sees_the_delays_grow",
 ]
 
 

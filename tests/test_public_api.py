@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import trio_wsroutes
+import trio_wsroutes.client
 import trio_wsroutes.testing
 
 CONTRACT = {
@@ -108,3 +109,26 @@ def test_testing_module_surface() -> None:
         "WebSocketClosed",
         "live_clients",
     }
+
+
+def test_client_module_surface() -> None:
+    assert set(trio_wsroutes.client.__all__) == {
+        "MAX_RESUME_POSITIONS",
+        "MAX_RESUME_QUERY_BYTES",
+        "Backoff",
+        "Client",
+        "ClientError",
+        "ConnectionDenied",
+        "ConnectionLost",
+        "DecodeError",
+        "HandshakeFailed",
+        "Position",
+        "ReceiveQueueFull",
+        "RecoveryInfo",
+        "RequestTimeout",
+        "ServerError",
+        "WebSocketClosed",
+        "connect",
+    }
+    for name in trio_wsroutes.client.__all__:
+        assert hasattr(trio_wsroutes.client, name), name

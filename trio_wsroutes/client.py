@@ -28,12 +28,13 @@ import itertools
 import logging
 import random
 import ssl
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, cast, overload
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 import orjson
@@ -47,12 +48,17 @@ from websockets.typing import Origin, Subprotocol
 
 from ._errors import ErrorDetail
 from ._history import Position as Position
-from ._history import format_since
 from ._messages import MessageId, message_type
+from ._resume import MAX_RESUME_POSITIONS as MAX_RESUME_POSITIONS
+from ._resume import MAX_RESUME_QUERY_BYTES as MAX_RESUME_QUERY_BYTES
+from ._resume import PositionBook, plan_resume
+from ._resume import RecoveryInfo as RecoveryInfo
 from ._routes import WebSocketRoute
 from ._validation import converter, validation_details
 
 __all__ = [
+    "MAX_RESUME_POSITIONS",
+    "MAX_RESUME_QUERY_BYTES",
     "Backoff",
     "Client",
     "ClientError",
@@ -62,6 +68,7 @@ __all__ = [
     "HandshakeFailed",
     "Position",
     "ReceiveQueueFull",
+    "RecoveryInfo",
     "RequestTimeout",
     "ServerError",
     "WebSocketClosed",
@@ -81,10 +88,9 @@ RECONNECT_CLOSE_CODES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 """HTTP statuses of a denied upgrade that a reconnecting client retries (after the
 ``Retry-After`` the server gives, if longer than the backoff); any other denial ends it."""
-
-
-# -- positions ------------------------------------------------------------------------
-
+URL_STATUSES: Final = frozenset({400, 414, 431})
+"""HTTP statuses of a denied upgrade that the ``since`` parameters may have caused: an
+upgrade that named positions is tried again at once without them."""
 
 # -- errors ---------------------------------------------------------------------------
 
@@ -284,21 +290,33 @@ class Backoff:
 
     Attempt ``n`` after a loss waits a random time between 0 and
     ``min(maximum, initial * factor ** (n - 1))`` seconds (at least the server's
-    ``Retry-After``, when it sends one). After ``max_attempts`` failed attempts in a
-    row the client gives up (``None``: never). Pass it as ``connect(...,
-    reconnect=Backoff(...))``; ``reconnect=True`` is ``Backoff()``.
+    ``Retry-After``, when it sends one). The count starts again from 1 only after a
+    connection stayed open ``reset_after`` seconds: a connection that the server
+    accepts and closes at once counts as a failed attempt, so a server that keeps doing
+    that sees the waits grow instead of a reconnection storm. After ``max_attempts``
+    failed attempts in a row the client gives up (``None``: never). Pass it as
+    ``connect(..., reconnect=Backoff(...))``; ``reconnect=True`` is ``Backoff()``.
     """
 
     initial: float = 0.5
+    """Seconds: the ceiling of the first wait."""
     maximum: float = 30.0
+    """Seconds: the largest ceiling."""
     factor: float = 2.0
+    """How much the ceiling grows per failed attempt."""
     max_attempts: int | None = None
+    """Give up after this many failed attempts in a row (``None``: never)."""
+    reset_after: float = 10.0
+    """Seconds a connection must stay open for the next loss to start again from
+    attempt 1."""
 
     def __attrs_post_init__(self) -> None:
         if not (self.initial > 0 and self.maximum >= self.initial and self.factor >= 1):
             raise ValueError("Backoff needs initial > 0, maximum >= initial and factor >= 1")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError("Backoff max_attempts must be at least 1 (or None)")
+        if not self.reset_after >= 0:
+            raise ValueError("Backoff reset_after must be at least 0")
 
     def delay(self, attempt: int) -> float:
         """A random delay in seconds before attempt number ``attempt`` (from 1)."""
@@ -349,21 +367,30 @@ def _route_types(route: WebSocketRoute[Any, Any]) -> _RouteTypes:
 
 
 class _Item:
-    """One entry of the receive queue: a message, or an error to raise in its place."""
+    """One entry of the receive queue: a frame as it arrived (decoded by receive()), or
+    an error to raise in its place."""
 
-    __slots__ = ("error", "message", "position", "size")
+    __slots__ = ("error", "position", "raw", "size")
 
     def __init__(
         self,
-        size: int,
-        message: Any = None,
+        raw: str | bytes,
         error: ClientError | None = None,
         position: tuple[str, Position] | None = None,
     ) -> None:
-        self.size = size
-        self.message = message
+        self.raw = raw
         self.error = error
         self.position = position
+        self.size = sys.getsizeof(raw) + _ITEM_OVERHEAD
+
+
+_READ_AHEAD_FRAMES: Final = 4
+"""Frames the WebSocket layer reads ahead of the receive queue (``websockets``'
+``max_queue``) before it stops reading the socket: the queue does the buffering."""
+
+_ITEM_OVERHEAD: Final = 200
+"""Bytes an entry of the receive queue holds besides its frame: the entry, its slot in
+the queue, a position or an error."""
 
 
 class _Pending:
@@ -403,6 +430,7 @@ class _Options:
     ssl_context: ssl.SSLContext | None
     backoff: Backoff | None
     on_reconnect: Callable[[], Awaitable[None]] | None
+    on_recovery: Callable[[RecoveryInfo], Awaitable[None]] | None
     request_timeout: float
     open_timeout: float
     close_timeout: float
@@ -442,8 +470,12 @@ class Client(Generic[ServerT]):
         self._abandoned: dict[MessageId, None] = {}  # ids of requests that gave up
         self._ws: ClientConnection | None = None
         self._generation = 0
-        self._seen: dict[str, Position] = {}  # last position received, per topic
-        self._positions: dict[str, Position] = {}  # last position returned by receive()
+        self._seen = PositionBook()  # last position received, per topic: resumed from
+        self._positions = PositionBook()  # last position returned by receive(), per topic
+        self._resuming: dict[str, Position] = {}  # sent on this connection, no verdict yet
+        self._unresumed: dict[str, Position] = {}  # given to connect() but over the caps
+        self._opened_at = 0.0
+        self._attempt = 0  # reconnection attempts since a connection stayed up
         self._reconnects = 0
         self._closing = False
         self._end: _End | None = None
@@ -606,11 +638,12 @@ class Client(Generic[ServerT]):
                 self._queued_bytes -= item.size
                 self._room.unpark_all()
                 if item.position is not None:
-                    topic, position = item.position
-                    self._positions[topic] = position
+                    self._positions.see(*item.position)
                 if item.error is not None:
                     raise item.error
-                message: ServerT = item.message
+                # Decoded only now: queued, a message takes the memory of its JSON only.
+                body = cast("dict[str, Any]", orjson.loads(item.raw))
+                message: ServerT = self._decode_message(body, cast(str, item.raw))
                 return message
             if self._end is not None:
                 raise self._end.make()
@@ -634,11 +667,24 @@ class Client(Generic[ServerT]):
     @property
     def positions(self) -> Mapping[str, Position]:
         """The position of the last message :meth:`receive` returned, per topic with
-        history. Persist it and pass it as ``connect(..., since=...)`` to resume later.
+        history, least recently seen first. Persist it and pass it as ``connect(...,
+        since=...)`` to resume later.
 
-        (Reconnections resume from the last message *received*, queued or not.)
+        (Reconnections resume from the last message *received*, queued or not.) Like
+        what reconnections resume from, it holds at most :data:`MAX_RESUME_POSITIONS`
+        topics and :data:`MAX_RESUME_QUERY_BYTES` of ``since`` parameters: the most
+        recently seen ones.
         """
-        return dict(self._positions)
+        return self._positions.snapshot()
+
+    def forget(self, topic: str) -> None:
+        """Stop resuming ``topic``: drop its position (from :attr:`positions` too), so
+        that reconnections no longer name it. A later publication on it is kept again.
+        Call it when the app no longer follows the topic."""
+        self._seen.forget(topic)
+        self._positions.forget(topic)
+        self._resuming.pop(topic, None)
+        self._unresumed.pop(topic, None)
 
     @property
     def connected(self) -> bool:
@@ -735,62 +781,71 @@ class Client(Generic[ServerT]):
 
     def _classify(self, frame: str | bytes) -> tuple[dict[str, Any] | None, _Item | None]:
         """Parse one frame: the envelope, or an item holding the error to raise."""
-        size = len(frame)
         if isinstance(frame, bytes):
             error = DecodeError(
                 "the server sent a binary frame; this client reads JSON", raw=frame
             )
-            return None, _Item(size, error=error)
+            return None, _Item(frame, error=error)
         try:
             parsed: Any = orjson.loads(frame)
         except orjson.JSONDecodeError:
-            return None, _Item(size, error=DecodeError("the server sent invalid JSON", raw=frame))
+            return None, _Item(frame, error=DecodeError("the server sent invalid JSON", raw=frame))
         if type(parsed) is not dict:
             return None, _Item(
-                size, error=DecodeError("not an envelope: no JSON object", raw=frame)
+                frame, error=DecodeError("not an envelope: no JSON object", raw=frame)
             )
         body = cast("dict[str, Any]", parsed)
         wire: Any = body.get("type")
         msg_id: Any = body.get("id")
         if type(wire) is not str or (msg_id is not None and type(msg_id) not in (str, int)):
             error = DecodeError("not an envelope: no string 'type' or a bad 'id'", raw=frame)
-            return None, _Item(size, error=error)
+            return None, _Item(frame, error=error)
         return body, None
 
-    def _decode_message(self, body: dict[str, Any], raw: str) -> _Item:
-        """A server message (or error envelope) for the receive queue."""
-        size = len(raw)
+    def _entry(self, body: dict[str, Any], raw: str) -> _Item:
+        """The receive queue's entry for a server message (or error envelope) that
+        answers no request; its position, if it has one, is kept at once."""
         wire: str = body["type"]
-        msg_id: MessageId | None = body.get("id")
+        if wire not in self._types.server or not (
+            "topic" in body or "offset" in body or "epoch" in body
+        ):
+            return _Item(raw)
+        topic, offset, epoch = body.get("topic"), body.get("offset"), body.get("epoch")
+        seen = _position(topic, offset, epoch)
+        if seen is None or not isinstance(topic, str):
+            error = DecodeError(
+                "malformed position: expected string 'topic' and 'epoch', integer 'offset'",
+                type=wire,
+                raw=raw,
+            )
+            return _Item(raw, error=error)
+        self._seen.see(topic, seen)  # resumed from on reconnection, read or not
+        since = self._resuming.pop(topic, None)
+        if since is not None:
+            recovered = since.epoch == seen.epoch and seen.offset == since.offset + 1
+            self._report(RecoveryInfo(topic, recovered, since, seen))
+        return _Item(raw, position=(topic, seen))
+
+    def _decode_message(self, body: dict[str, Any], raw: str) -> Any:
+        """The server message a queued frame holds; raises what stands in its place."""
+        wire: str = body["type"]
         if wire == "error":
-            return _Item(size, error=_server_error(body, raw))
+            raise _server_error(body, raw)
         cls = self._types.server.get(wire)
         if cls is None:
-            error = DecodeError(
+            raise DecodeError(
                 f"unknown message type {wire!r} for route {self._types.path!r}",
                 type=wire,
                 raw=raw,
-                id=msg_id,
+                id=body.get("id"),
             )
-            return _Item(size, error=error)
-        position: tuple[str, Position] | None = None
-        if "topic" in body or "offset" in body or "epoch" in body:
-            topic, offset, epoch = body.get("topic"), body.get("offset"), body.get("epoch")
-            seen = _position(topic, offset, epoch)
-            if seen is None or not isinstance(topic, str):
-                error = DecodeError(
-                    "malformed position: expected string 'topic' and 'epoch', integer 'offset'",
-                    type=wire,
-                    raw=raw,
-                )
-                return _Item(size, error=error)
-            position = (topic, seen)
-            self._seen[topic] = seen  # resumed from on reconnection, read or not
-        try:
-            message = _structure(body, cls, raw)
-        except DecodeError as error:
-            return _Item(size, error=error, position=position)
-        return _Item(size, message=message, position=position)
+        return _structure(body, cls, raw)
+
+    def _report(self, info: RecoveryInfo) -> None:
+        """Hand a recovery verdict to ``on_recovery``, in a task of its own."""
+        hook = self._options.on_recovery
+        if hook is not None and self._nursery is not None:
+            self._nursery.start_soon(hook, info)
 
     # -- the connection's tasks ---------------------------------------------------------
 
@@ -798,7 +853,7 @@ class Client(Generic[ServerT]):
         """Hold a connection open, and reconnect after a loss when asked to."""
         try:
             with self._supervisor:
-                code, reason = await self._run_connection(task_status)
+                code, reason = await self._attempt_connection(task_status)
                 while True:
                     self._lose_pending(code, reason)
                     if self._closing:
@@ -807,6 +862,8 @@ class Client(Generic[ServerT]):
                     if backoff is None or code not in RECONNECT_CLOSE_CODES:
                         self._end_with(_closed(code, reason, normal=code in (1000, 1001)))
                         return
+                    if trio.current_time() - self._opened_at >= backoff.reset_after:
+                        self._attempt = 0  # it stayed up: this loss starts a new count
                     _logger.info("%s: connection closed (%d), reconnecting", self.url, code)
                     outcome = await self._reconnect(backoff, code, reason)
                     if outcome is None:
@@ -818,17 +875,24 @@ class Client(Generic[ServerT]):
             self._done.set()
 
     async def _reconnect(self, backoff: Backoff, code: int, reason: str) -> tuple[int, str] | None:
-        """Try to connect again until it works; the next connection's close, or ``None``."""
+        """Try to connect again until it works; the next connection's close, or ``None``.
+
+        Attempts are counted since the last connection that stayed up
+        ``backoff.reset_after`` seconds, so the waits go on growing for a server that
+        accepts and closes at once.
+        """
         last: BaseException | None = None
         retry_after = 0.0
-        for attempt in itertools.count(1):
+        while True:
+            self._attempt += 1
+            attempt = self._attempt
             if backoff.max_attempts is not None and attempt > backoff.max_attempts:
                 _logger.warning("%s: giving up after %d attempts", self.url, attempt - 1)
                 self._end_with(_closed(code, reason or "reconnection failed", cause=last))
                 return None
             await trio.sleep(max(backoff.delay(attempt), retry_after))
             try:
-                return await self._run_connection(None)
+                return await self._attempt_connection(None)
             except ConnectionDenied as denied:
                 if denied.status not in RETRY_STATUSES:
                     _logger.warning("%s: reconnection denied (%d)", self.url, denied.status)
@@ -845,19 +909,52 @@ class Client(Generic[ServerT]):
                 return None
             except (OSError, TimeoutError) as error:
                 last, retry_after = error, 0.0
+            except Exception as error:  # the client ends, and says why
+                _logger.exception("%s: reconnection attempt %d failed", self.url, attempt)
+                self._end_with(_closed(code, reason, cause=error))
+                return None
             _logger.info("%s: reconnection attempt %d failed: %s", self.url, attempt, last)
-        raise AssertionError("unreachable")
 
-    async def _run_connection(self, task_status: trio.TaskStatus[None] | None) -> tuple[int, str]:
-        """Open one connection and read it until it ends; its close code and reason.
+    async def _attempt_connection(
+        self, task_status: trio.TaskStatus[None] | None
+    ) -> tuple[int, str]:
+        """One connection attempt, naming the positions to resume from; if it fails in a
+        way the length of its URL may have caused, one more at once, without them.
+
+        The positions left out of a connection that opens are dropped, and reported
+        as not recovered."""
+        plan = plan_resume(self.url, self._seen)
+        try:
+            return await self._run_connection(task_status, plan.url, plan.sent, plan.left_out)
+        except (ConnectionDenied, HandshakeFailed, ConnectionResetError) as error:
+            if not plan.sent or not _may_be_the_url(error):
+                raise
+            _logger.info(
+                "%s: the upgrade naming %d positions failed (%s); trying without them",
+                self.url,
+                len(plan.sent),
+                error,
+            )
+        return await self._run_connection(task_status, self.url, {}, self._seen.snapshot())
+
+    async def _run_connection(
+        self,
+        task_status: trio.TaskStatus[None] | None,
+        url: str,
+        sent: Mapping[str, Position],
+        left_out: Mapping[str, Position],
+    ) -> tuple[int, str]:
+        """Open one connection to ``url`` (naming the positions ``sent``) and read it
+        until it ends; its close code and reason.
 
         Raises (before anything is read) when the connection cannot be opened.
         """
         options = self._options
         stream = None if self._open_stream is None else await self._open_stream()
+        opened = False
         try:
             async with _ws_connect(
-                self._resume_url(),
+                url,
                 stream=stream,
                 ssl=options.ssl_context,
                 origin=Origin(options.origin) if options.origin is not None else None,
@@ -870,9 +967,13 @@ class Client(Generic[ServerT]):
                 ping_timeout=options.ping_timeout,
                 close_timeout=options.close_timeout,
                 max_size=options.max_message_size,
+                max_queue=_READ_AHEAD_FRAMES,
             ) as ws:
+                opened = True
                 self._generation += 1
                 self._ws = ws
+                self._opened_at = trio.current_time()
+                self._resumed(sent, left_out)
                 self._state.unpark_all()
                 if task_status is not None:
                     # From now on only the client ends its connection (close(), or the
@@ -900,12 +1001,30 @@ class Client(Generic[ServerT]):
             # InvalidMessage: no HTTP response, or a garbled one (a server going down).
             retryable = isinstance(error, InvalidMessage)
             raise HandshakeFailed(f"WebSocket handshake failed: {error}", retryable) from error
+        except _WSConnectionClosed as error:
+            if opened:
+                raise
+            # The server dropped the connection while the request was being written.
+            raise HandshakeFailed("the connection broke during the handshake", True) from error
         except trio.BrokenResourceError as error:
             # Trio reports a failed TLS handshake this way; the ssl error says why
             # (SSLCertVerificationError, ...) and is an OSError like other network errors.
             if isinstance(error.__cause__, ssl.SSLError):
                 raise error.__cause__ from None
             raise ConnectionResetError(f"connection broken: {error!r}") from error
+
+    def _resumed(self, sent: Mapping[str, Position], left_out: Mapping[str, Position]) -> None:
+        """A connection opened naming the positions ``sent``: wait for their verdicts;
+        those ``left_out`` of it are dropped and did not recover."""
+        self._resuming = dict(sent)
+        unresumed = {**self._unresumed, **left_out}
+        self._unresumed = {}
+        for topic, since in unresumed.items():
+            # Resuming from there later would replay what came after the gap, now lost.
+            for book in (self._seen, self._positions):
+                if book.get(topic) == since:
+                    book.forget(topic)
+            self._report(RecoveryInfo(topic, False, since, None))
 
     async def _read(self, ws: ClientConnection, generation: int) -> tuple[int, str]:
         """Read frames: answers go to their requests, the rest to the receive queue."""
@@ -940,7 +1059,9 @@ class Client(Generic[ServerT]):
                         pong["id"] = msg_id
                     await ws.send(orjson.dumps(pong).decode())
                     continue
-                await self._enqueue(self._decode_message(body, text))
+                item = self._entry(body, text)
+                body = None  # while the queue is full, only the frame's text is kept
+                await self._enqueue(item)
         except _WSConnectionClosed as closed:
             return _close_of(closed)
 
@@ -1021,14 +1142,15 @@ class Client(Generic[ServerT]):
             headers.append(("Authorization", f"Bearer {self._options.token}"))
         return headers
 
-    def _resume_url(self) -> str:
-        """The URL, with ``since=TOPIC@EPOCH:OFFSET`` for each topic seen so far."""
-        if not self._seen:
-            return self.url
-        parts = urlsplit(self.url)
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "since"]
-        query += [("since", format_since(t, p)) for t, p in self._seen.items()]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+
+def _may_be_the_url(error: Exception) -> bool:
+    """Whether a failed upgrade may be the server refusing its URL (its ``since``
+    parameters): a 400, 414 or 431, or a connection dropped during the handshake."""
+    if isinstance(error, ConnectionDenied):
+        return error.status in URL_STATUSES
+    if isinstance(error, HandshakeFailed):
+        return error.retryable
+    return isinstance(error, ConnectionResetError)
 
 
 def _position(topic: object, offset: object, epoch: object) -> Position | None:
@@ -1107,6 +1229,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     reconnect: bool | Backoff = False,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    on_recovery: Callable[[RecoveryInfo], Awaitable[None]] | None = None,
     since: Mapping[str, Position] | None = None,
     request_timeout: float = 30.0,
     open_timeout: float = 10.0,
@@ -1123,8 +1246,9 @@ def connect(
     route) as client``.
 
     The upgrade happens on entering; a refusal raises :class:`ConnectionDenied` (HTTP
-    status and the body's ``code``), an unreachable server ``OSError``, a handshake
-    that takes over ``open_timeout`` seconds ``TimeoutError``. On exit the client
+    status and the body's ``code``), an answer that is no WebSocket handshake
+    :class:`HandshakeFailed`, an unreachable server ``OSError``, a handshake that takes
+    over ``open_timeout`` seconds ``TimeoutError``. On exit the client
     closes with 1000 (1011 if the body raised, 1001 if it was cancelled).
 
     * ``token`` is sent as ``Authorization: Bearer <token>``; ``headers`` are added to
@@ -1135,9 +1259,16 @@ def connect(
       close with 1001, 1011, 1012, 1013 or 1014 (never after :meth:`Client.close`, a
       close with another code, or a denial other than 429, 500, 502, 503, 504).
       ``on_reconnect()`` runs in a task after each reconnection. Topics with history
-      resume where the client was: each reconnection sends ``since=TOPIC@EPOCH:OFFSET``.
+      resume where the client was: each reconnection sends ``since=TOPIC@EPOCH:OFFSET``
+      for the most recently seen topics (at most :data:`MAX_RESUME_POSITIONS`, and
+      :data:`MAX_RESUME_QUERY_BYTES` of query). An upgrade naming positions that is
+      refused with 400, 414 or 431, or whose handshake breaks, is tried again at once
+      without them (those topics are then reported as not recovered).
+    * ``on_recovery(info)`` runs in a task for each resumed topic, with a
+      :class:`RecoveryInfo`: whether its first publication after the connection
+      follows the position resumed from (nothing lost), or not (reload the topic).
     * ``since``: positions to resume from on the first connection already (a saved
-      :attr:`Client.positions`).
+      :attr:`Client.positions`; the last ones count as the most recently seen).
     * ``request_timeout``: the default ``timeout`` of :meth:`Client.request`.
     * ``ping_interval`` / ``ping_timeout``: WebSocket keepalive pings from the client
       (a server that does not answer in time counts as lost); ``None`` disables them.
@@ -1146,11 +1277,14 @@ def connect(
     * ``max_message_size``: largest message accepted from the server (a bigger one
       fails the connection with 1009).
     * ``max_queue`` / ``max_queue_bytes``: the receive queue's limits (messages, and
-      characters of their JSON). When either is reached the client stops reading the
-      socket until :meth:`Client.receive` takes messages, so backpressure reaches the
-      server (which applies its slow-consumer policy); nothing is dropped. While a
-      :meth:`Client.request` waits for its reply, reading goes on up to twice the
-      limits; past that the request fails with :class:`ReceiveQueueFull`.
+      bytes of memory they hold). Queued messages are kept as the JSON text that
+      arrived and decoded by :meth:`Client.receive`, so ``max_queue_bytes`` bounds the
+      memory of the queue however large the decoded messages would be. When either
+      limit is reached the client stops reading the socket until :meth:`Client.receive`
+      takes messages, so backpressure reaches the server (which applies its
+      slow-consumer policy); nothing is dropped. While a :meth:`Client.request` waits
+      for its reply, reading goes on up to twice the limits; past that the request
+      fails with :class:`ReceiveQueueFull`.
     * ``proxy``: ``True`` uses the system's proxy settings, ``False`` none, or a URL.
     """
     scheme = urlsplit(url).scheme
@@ -1176,6 +1310,7 @@ def connect(
         ssl_context=ssl_context,
         backoff=Backoff() if reconnect is True else reconnect or None,
         on_reconnect=on_reconnect,
+        on_recovery=on_recovery,
         request_timeout=request_timeout,
         open_timeout=open_timeout,
         close_timeout=close_timeout,
@@ -1189,6 +1324,15 @@ def connect(
     )
     client = Client(url, route, options)
     if since:
-        for topic, position in since.items():
-            client._seen[topic] = client._positions[topic] = position  # pyright: ignore[reportPrivateUsage]
+        _resume_from(client, since)
     return client
+
+
+def _resume_from(client: Client[Any], since: Mapping[str, Position]) -> None:
+    """Start ``client`` from saved positions (the last ones taken as the most recent);
+    those over the caps are reported as not recovered when it connects."""
+    for topic, position in since.items():
+        if not isinstance(topic, str) or not isinstance(position, Position):
+            raise TypeError("since maps topics (str) to Position(epoch, offset)")
+        client._positions.see(topic, position)  # pyright: ignore[reportPrivateUsage]
+        client._unresumed.update(client._seen.see(topic, position))  # pyright: ignore[reportPrivateUsage]

@@ -68,7 +68,7 @@ from ._server import BoundAddress, WebSocketServer, native_endpoints
 from ._transports._streams import NonBlockingStream
 from ._transports.native import serve_stream
 from ._types import ASGIApp
-from .client import Backoff, Client, connect
+from .client import Backoff, Client, RecoveryInfo, connect
 
 __all__ = [
     "ClientFactory",
@@ -997,7 +997,7 @@ class ClientOptions(TypedDict, total=False):
     """The keyword options of :func:`trio_wsroutes.client.connect` that mean the same
     in memory and over a network, as a :class:`ClientFactory` takes them: ``token``,
     ``headers``, ``subprotocols``, ``origin``, ``reconnect``, ``on_reconnect``,
-    ``since``, ``request_timeout``, ``open_timeout``, ``close_timeout``,
+    ``on_recovery``, ``since``, ``request_timeout``, ``open_timeout``, ``close_timeout``,
     ``ping_interval``, ``ping_timeout``, ``compression``, ``max_message_size``,
     ``max_queue``, ``max_queue_bytes`` (all but ``ssl_context`` and ``proxy``), with
     ``connect``'s types and meanings."""
@@ -1008,6 +1008,7 @@ class ClientOptions(TypedDict, total=False):
     origin: str | None
     reconnect: bool | Backoff
     on_reconnect: Callable[[], Awaitable[None]] | None
+    on_recovery: Callable[[RecoveryInfo], Awaitable[None]] | None
     since: Mapping[str, Position] | None
     request_timeout: float
     open_timeout: float

@@ -11,6 +11,13 @@
 import type { RpcWebSocket } from "./websocket-types.js";
 import {
   connectBeatWebSocket,
+  connectFlapWebSocket,
+  connectManyWebSocket,
+  connectNosinceWebSocket,
+  connectProtoWebSocket,
+  manyWebSocketPath,
+  MAX_RESUME_POSITIONS,
+  MAX_RESUME_QUERY_BYTES,
   WebSocketClosedError,
   WebSocketProtocolError,
   WebSocketServerError,
@@ -291,7 +298,8 @@ const scenarios: Record<string, () => Promise<void>> = {
     await within(bob.request("shout", { text: "new" }), "the ack");
     const info = await recovery;
     check(info.topic === "room:stale" && !info.recovered, "not recovered: another epoch");
-    check(info.since.epoch === "gone" && info.position.epoch !== "gone", "both positions");
+    check(info.since.epoch === "gone" && info.position?.epoch !== "gone", "both positions");
+    check(info.position !== null, "the position of the publication");
     await Promise.all([ada.close(), bob.close()]);
   },
 
@@ -316,6 +324,107 @@ const scenarios: Record<string, () => Promise<void>> = {
 
   async route_paths_are_encoded() {
     check(rpcWebSocketPath({ room: "a b/c" }) === "/rpc/a%20b%2Fc", "encoded parameters");
+  },
+
+  async wire_types_named_like_object_members_are_answered() {
+    // Before: the reply's declared types were looked up in a plain object, and
+    // "toString" found Object.prototype.toString: the listener threw, the request hung.
+    const client = connectProtoWebSocket(new URL("/proto", base).href);
+    await within(client.opened, "the connection");
+    const a = await within(client.request("toString", { text: "a" }), "toString's answer");
+    check(a?.type === "answer" && a.data.text === "a", "toString is answered");
+    const b = await within(client.request("constructor", { text: "b" }), "constructor's");
+    check(b.type === "answer" && b.data.text === "b", "constructor is answered");
+    const c = await within(client.request("__proto__", { text: "c" }), "__proto__'s answer");
+    check(c.type === "answer" && c.data.text === "c", "__proto__ is answered");
+    const d = await within(client.request("hasOwnProperty", { text: "d" }), "the ack");
+    check(d === undefined, "hasOwnProperty is acknowledged");
+    await client.close();
+  },
+
+  async positions_are_capped_and_the_newest_resumed() {
+    // Before: every topic ever seen went into the URL of every reconnection: 101 topics
+    // were refused (400), and the client retried forever without getting back in.
+    const reconnect = { initial: 20, maximum: 100 };
+    const client = connectManyWebSocket(new URL(manyWebSocketPath({ key: "cap" }), base).href, {
+      reconnect,
+    });
+    const resumedSince = (): Promise<string[]> =>
+      next<{ since: string[] }>((f) => client.on("resumed", f), "resumed").then((d) => d.since);
+    const first = resumedSince();
+    await within(client.opened, "the connection");
+    check((await first).length === 0, "nothing to resume at first");
+    const topic = (n: number, length: number): string => `many:cap:${n}:`.padEnd(length, "x");
+    const keys = (): string[] => Object.keys(client.positions);
+
+    await within(client.request("spread", { count: 101, length: 8 }), "101 topics");
+    await until(() => client.positions[topic(100, 8)] !== undefined, "the last publication");
+    const resumed = resumedSince();
+    client.send("restart", {});
+    const named = (await resumed).map((value) => value.slice(0, value.lastIndexOf("@")));
+    check(client.reconnects === 1, "back in at once");
+    const newest = Array.from({ length: 101 }, (_, n) => topic(n, 8)).slice(-MAX_RESUME_POSITIONS);
+    check(named.join() === newest.join(), `resumed the newest: ${named.join()}`);
+    check(keys().join() === newest.join(), `kept the newest ${MAX_RESUME_POSITIONS}`);
+
+    await within(client.request("spread", { count: 60, length: 256 }), "60 long topics");
+    await until(() => client.positions[topic(59, 256)] !== undefined, "the last publication");
+    const kept = keys();
+    check(kept.length < 60 && kept.at(-1) === topic(59, 256), `the newest: ${kept.length}`);
+    const again = resumedSince();
+    client.send("restart", {});
+    const since = await again;
+    const bytes = since.reduce((sum, v) => sum + new URLSearchParams({ since: v }).toString().length + 1, 0);
+    check(since.length === kept.length && bytes <= MAX_RESUME_QUERY_BYTES, `${bytes} bytes`);
+    const reconnects: number = client.reconnects; // (tsc narrowed it to 1 above)
+    check(reconnects === 2, "back in again");
+    client.forget(topic(59, 256));
+    check(client.positions[topic(59, 256)] === undefined, "forgotten");
+    await client.close();
+  },
+
+  async an_attempt_with_positions_that_fails_is_retried_without_them() {
+    // The server refuses (400) any upgrade that names positions: a browser only sees a
+    // connection that never opened, so the client tries once more at once without them.
+    const since = { "many:gone": { epoch: "e1", offset: 3 } };
+    const url = new URL("/nosince", base).href;
+    const client = connectNosinceWebSocket(url, { since, reconnect: { initial: 20 } });
+    const verdicts: RecoveryInfo[] = [];
+    client.onRecovery((info) => verdicts.push(info));
+    await within(client.opened, "the connection without positions");
+    await until(() => verdicts.length === 1, "the verdict");
+    const [given] = verdicts;
+    check(given?.topic === "many:gone" && !given.recovered, "not recovered");
+    check(given.position === null && given.since.offset === 3, "never sent");
+    check(Object.keys(client.positions).length === 0, "dropped");
+
+    const tally = next<unknown>((f) => client.on("tally", f), "the publication");
+    client.send("shout", { text: "hi" });
+    await tally;
+    check(client.positions["many:nosince"] !== undefined, "a position to resume from");
+    const reconnected = next<ReconnectInfo>((f) => client.onReconnect(f), "the reconnection");
+    client.send("restart", {});
+    const info = await reconnected;
+    check(Object.keys(info.resumed).length === 0, "reconnected without positions");
+    await until(() => verdicts.length === 2, "the second verdict");
+    const lost = verdicts[1];
+    check(lost?.topic === "many:nosince" && !lost.recovered && lost.position === null, "lost");
+    await client.close();
+  },
+
+  async a_server_that_accepts_and_closes_at_once_sees_the_delays_grow() {
+    // Before: every upgrade reset the backoff: about 60 connections in 3 s here.
+    const client = connectFlapWebSocket(new URL("/flap", base).href, {
+      reconnect: { initial: 50, maximum: 400 },
+    });
+    let opens = 0;
+    client.onOpen(() => {
+      opens += 1;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await client.close();
+    // The waits grow to 400 ms ceilings (200 ms on average): about 17 connections.
+    check(opens >= 3 && opens <= 30, `${opens} connections in 3 s`);
   },
 };
 

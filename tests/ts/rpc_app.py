@@ -9,6 +9,12 @@ publications (``drop``). Tokens are read from the ``key`` query parameter.
 ``/beat`` has the envelope heartbeat: the server sends ``{"type": "ping"}`` and the
 client must answer ``{"type": "pong"}``; the route's own ``pong`` handler answers that
 with a ``beat``, so a test sees the client answer.
+
+The hostile and refusing servers (``tests/test_attacks_clients.py`` has the Python
+client's side): ``/proto`` names its client messages like ``Object.prototype``'s members;
+``/many/{key}`` subscribes a connection to many topics with history (again on each
+connection) and tells it which ``since`` values its upgrade named; ``/nosince`` refuses
+any upgrade that names positions; ``/flap`` accepts and closes at once with 1012.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from trio_wsroutes import (
     Context,
     History,
     MessageError,
+    Reject,
+    Request,
     WebSocketServer,
     create_token_auth,
     create_websocket_route,
@@ -186,4 +194,132 @@ async def on_heartbeat_pong(ws: Connection[Beat], data: HeartbeatPong, ctx: Cont
     await ws.send(Beat())
 
 
-server = WebSocketServer([rpc, beat], history={"room:*": History(size=100)})
+# -- hostile and refusing servers ------------------------------------------------------
+
+
+@message("answer")
+@attrs.frozen
+class Answer:
+    text: str
+
+
+@attrs.frozen
+class Text:
+    text: str
+
+
+proto = create_websocket_route("/proto").server_messages(Answer)
+
+
+@proto.on("toString", Text)
+async def on_to_string(ws: Connection[Answer], data: Text, ctx: Context[None]):  # type: ignore[no-untyped-def]
+    # No return annotation: the client has no declared replies for "toString".
+    return Answer(text=data.text)
+
+
+@proto.on("constructor", Text)
+async def on_constructor(ws: Connection[Answer], data: Text, ctx: Context[None]) -> Answer:
+    return Answer(text=data.text)
+
+
+@proto.on("__proto__", Text)
+async def on_proto(ws: Connection[Answer], data: Text, ctx: Context[None]) -> Answer:
+    return Answer(text=data.text)
+
+
+@proto.on("hasOwnProperty", Text)
+async def on_has_own_property(ws: Connection[Answer], data: Text, ctx: Context[None]) -> None:
+    return None
+
+
+@message("resumed")
+@attrs.frozen
+class Resumed:
+    """The ``since`` values the upgrade request named."""
+
+    since: list[str]
+
+
+@message("tally")
+@attrs.frozen
+class Tally:
+    n: int
+
+
+@attrs.frozen
+class Spread:
+    """Subscribe to ``count`` topics whose names are ``length`` characters long, then
+    publish one note on each, in order."""
+
+    count: int
+    length: int
+
+
+@attrs.frozen
+class Restart:
+    """Close with 1012."""
+
+
+many = create_websocket_route("/many/:key").server_messages(Resumed, Tally)
+_many_topics: dict[str, list[str]] = {}
+
+
+@many.on_connect
+async def many_connected(ws: Connection[Resumed | Tally], ctx: Context[None]) -> None:
+    await ws.send(Resumed(since=ctx.request.query.get_all("since")))
+    for topic in _many_topics.get(ctx.params["key"], []):
+        await ws.subscribe(topic)  # from the position the client named, if any
+
+
+@many.on("spread", Spread)
+async def on_spread(ws: Connection[Resumed | Tally], data: Spread, ctx: Context[None]) -> None:
+    key = ctx.params["key"]
+    topics = [f"many:{key}:{n}:".ljust(data.length, "x") for n in range(data.count)]
+    _many_topics[key] = topics
+    for topic in topics:
+        await ws.subscribe(topic)
+    for n, topic in enumerate(topics):
+        await server.publish(topic, Tally(n))
+
+
+@many.on("restart", Restart)
+async def on_restart(ws: Connection[Resumed | Tally], data: Restart, ctx: Context[None]) -> None:
+    await ws.close(1012, "restarting")
+
+
+def refuse_since(request: Request) -> str:
+    if request.query.get_all("since"):
+        raise Reject(400, "Resuming is not offered here", "NO_SINCE")
+    return "anyone"
+
+
+nosince = create_websocket_route("/nosince").server_messages(Tally).authenticate(refuse_since)
+
+
+@nosince.on_connect
+async def nosince_connected(ws: Connection[Tally], ctx: Context[str]) -> None:
+    await ws.subscribe("many:nosince")
+
+
+@nosince.on("shout", Shout)
+async def on_nosince_shout(ws: Connection[Tally], data: Shout, ctx: Context[str]) -> None:
+    await ws.publish("many:nosince", Tally(len(data.text)), include_self=True)
+
+
+@nosince.on("restart", Restart)
+async def on_nosince_restart(ws: Connection[Tally], data: Restart, ctx: Context[str]) -> None:
+    await ws.close(1012, "restarting")
+
+
+flap = create_websocket_route("/flap").server_messages(Tally)
+
+
+@flap.on_connect
+async def flap_connected(ws: Connection[Tally], ctx: Context[None]) -> None:
+    await ws.close(1012, "restarting")
+
+
+server = WebSocketServer(
+    [rpc, beat, proto, many, nosince, flap],
+    history={"room:*": History(size=100), "many:*": History(size=10)},
+)

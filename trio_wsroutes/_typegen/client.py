@@ -114,6 +114,11 @@ def _key(name: str) -> str:
     return name if _IDENTIFIER.match(name) else json.dumps(name)
 
 
+def _literal_key(name: str) -> str:
+    """A key in an object literal: ``__proto__: ...`` there would set its prototype."""
+    return '["__proto__"]' if name == "__proto__" else _key(name)
+
+
 def _answers(message: MessageDef) -> list[str] | None:
     """The wire types that answer ``message`` (``"ack"`` for none), or ``None``: any."""
     if message.acked is None:
@@ -148,7 +153,7 @@ def _route_info(route: RouteModel, step: str) -> str:
         if (answers := _answers(message)) is not None
     ]
     if replies:
-        entries = "".join(f"{step * 2}{_key(t)}: {_string_list(a)},\n" for t, a in replies)
+        entries = "".join(f"{step * 2}{_literal_key(t)}: {_string_list(a)},\n" for t, a in replies)
         out.append(f"{step}replies: {{\n{entries}{step}}},\n")
     else:
         out.append(f"{step}replies: {{}},\n")

@@ -72,6 +72,26 @@ export class WebSocketProtocolError extends WebSocketClientError {
         this.type = type;
     }
 }
+/**
+ * At most this many topics are resumed by one client: the most recently seen ones (a
+ * publication moves its topic to the front). Servers refuse upgrade requests with more
+ * than 100 query parameters or 100 `since` values by default; 64 leaves room for the
+ * URL's own parameters.
+ */
+export const MAX_RESUME_POSITIONS = 64;
+/**
+ * At most this many bytes of URL-encoded `&since=...` parameters in one upgrade request.
+ * Common servers refuse a request line over 8 KiB (414) and a request head over 16 KiB
+ * (431); 6 KiB of positions leaves 2 KiB for the rest of the URL. When the URL's own path
+ * and query (the token among them) are longer, fewer positions are sent.
+ */
+export const MAX_RESUME_QUERY_BYTES = 6144;
+/** The path and query a client with positions stays under (a request line under 8 KiB). */
+const MAX_REQUEST_TARGET_BYTES = 8000;
+/** The query parameters a server accepts on an upgrade by default (`max_query_params`). */
+const SERVER_MAX_QUERY_PARAMS = 100;
+/** The longest `since` value a server accepts. */
+const MAX_SINCE_LENGTH = 512;
 /** Close codes after which the client reconnects: going away, lost, internal error,
  * service restart, try again later, bad gateway. */
 const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
@@ -102,6 +122,66 @@ function listen(listeners, listener) {
     return () => {
         listeners.delete(listener);
     };
+}
+/** An object without a prototype: no key (`toString`, `__proto__`) means anything else. */
+function record(entries) {
+    const out = Object.create(null);
+    for (const [key, value] of entries)
+        out[key] = value;
+    return out;
+}
+function sinceValue(topic, position) {
+    return `${topic}@${position.epoch}:${position.offset}`;
+}
+/**
+ * Positions per topic, least recently seen first: seeing a topic's position moves it to
+ * the end, and past {@link MAX_RESUME_POSITIONS} positions or
+ * {@link MAX_RESUME_QUERY_BYTES} of `since` parameters the least recently seen are dropped.
+ */
+class PositionBook {
+    #entries = new Map();
+    #bytes = 0;
+    /** Keep `position` as `topic`'s; what was dropped for it (`topic` itself if too long). */
+    see(topic, position) {
+        this.forget(topic);
+        const dropped = new Map();
+        const value = sinceValue(topic, position);
+        if (topic === "" || value.length > MAX_SINCE_LENGTH) {
+            dropped.set(topic, position);
+            return dropped;
+        }
+        const size = new URLSearchParams([["since", value]]).toString().length + 1;
+        this.#entries.set(topic, { position, size });
+        this.#bytes += size;
+        for (const [old, entry] of this.#entries) {
+            if (this.#entries.size <= MAX_RESUME_POSITIONS && this.#bytes <= MAX_RESUME_QUERY_BYTES) {
+                break;
+            }
+            this.#entries.delete(old);
+            this.#bytes -= entry.size;
+            dropped.set(old, entry.position);
+        }
+        return dropped;
+    }
+    forget(topic) {
+        const entry = this.#entries.get(topic);
+        if (entry !== undefined) {
+            this.#entries.delete(topic);
+            this.#bytes -= entry.size;
+        }
+    }
+    get(topic) {
+        return this.#entries.get(topic)?.position;
+    }
+    /** `[topic, position]`, least recently seen first. */
+    *positions() {
+        for (const [topic, entry] of this.#entries)
+            yield [topic, entry.position];
+    }
+    /** `[topic, position, bytes of its since parameter]`, most recently seen first. */
+    newestFirst() {
+        return [...this.#entries].reverse().map(([topic, e]) => [topic, e.position, e.size]);
+    }
 }
 function resolveUrl(url) {
     const base = typeof location === "undefined" ? undefined : location.href;
@@ -155,14 +235,18 @@ export class WebSocketClient {
     #onRecovery = new Set();
     #pending = new Map();
     #abandoned = new Set();
-    #seen = new Map();
+    #seen = new PositionBook();
+    /** Positions named by the open connection whose first publication has not come yet. */
     #resuming = new Map();
+    /** Positions given as `since` but over the caps: reported when a connection opens. */
+    #unresumed = new Map();
     #queue = [];
     #ws = null;
     #generation = 0;
     #openGeneration = -1;
     #nextId = 1;
     #attempts = 0;
+    #openedAt = 0;
     #reconnects = 0;
     #everOpened = false;
     #closing = false;
@@ -187,12 +271,15 @@ export class WebSocketClient {
                     maximum: backoff.maximum ?? 30000,
                     factor: backoff.factor ?? 2,
                     maxAttempts: backoff.maxAttempts ?? Infinity,
+                    resetAfter: backoff.resetAfter ?? 10000,
                 };
         this.#refuse = options.whileDisconnected === "refuse";
         this.#maxQueued = options.maxQueued ?? 1024;
         this.#requestTimeout = options.requestTimeout ?? 30000;
         for (const [topic, position] of Object.entries(options.since ?? {})) {
-            this.#seen.set(topic, { epoch: position.epoch, offset: position.offset });
+            const copy = { epoch: position.epoch, offset: position.offset };
+            for (const [old, kept] of this.#seen.see(topic, copy))
+                this.#unresumed.set(old, kept);
         }
         let settleOpened = [() => { }, () => { }];
         this.opened = new Promise((resolve, reject) => {
@@ -220,12 +307,23 @@ export class WebSocketClient {
         return this.#queue.length;
     }
     /**
-     * The position of the last publication received, per topic with history. The client
-     * resumes from them when it reconnects; save them and pass them as `since` to resume
-     * in a later `connect`.
+     * The position of the last publication received, per topic with history, least
+     * recently seen first. The client resumes from them when it reconnects; save them and
+     * pass them as `since` to resume in a later `connect`. At most
+     * {@link MAX_RESUME_POSITIONS} topics, and {@link MAX_RESUME_QUERY_BYTES} of `since`
+     * parameters, are kept: the most recently seen.
      */
     get positions() {
-        return Object.fromEntries(this.#seen);
+        return record(this.#seen.positions());
+    }
+    /**
+     * Stop resuming `topic`: drop its position, so reconnections no longer name it. A later
+     * publication on it is kept again. Call it when the page no longer shows the topic.
+     */
+    forget(topic) {
+        this.#seen.forget(topic);
+        this.#resuming.delete(topic);
+        this.#unresumed.delete(topic);
     }
     /**
      * Send a message; nothing answers it (errors the server finds go to `onError`).
@@ -357,26 +455,51 @@ export class WebSocketClient {
             throw new TypeError(`route ${path} has no client message ${JSON.stringify(type)}`);
         }
     }
-    #connectUrl() {
+    /**
+     * The URL of the next attempt: with the token, and a `since` parameter for each kept
+     * position that fits (the most recently seen first) unless `withPositions` is false.
+     */
+    #plan(withPositions) {
         const url = new URL(this.#base.href);
         if (this.#token !== undefined)
             url.searchParams.set(this.#tokenParam, this.#token);
         url.searchParams.delete("since");
-        for (const [topic, position] of this.#seen) {
-            url.searchParams.append("since", `${topic}@${position.epoch}:${position.offset}`);
+        let params = 0;
+        url.searchParams.forEach(() => {
+            params += 1;
+        });
+        let count = withPositions
+            ? Math.min(MAX_RESUME_POSITIONS, SERVER_MAX_QUERY_PARAMS - params)
+            : 0;
+        let room = Math.min(MAX_RESUME_QUERY_BYTES, MAX_REQUEST_TARGET_BYTES - url.pathname.length - url.search.length - 1);
+        const newest = [];
+        const leftOut = new Map();
+        for (const [topic, position, size] of this.#seen.newestFirst()) {
+            if (leftOut.size === 0 && count > 0 && size <= room) {
+                newest.push([topic, position]);
+                count -= 1;
+                room -= size;
+            }
+            else {
+                leftOut.set(topic, position); // and every less recently seen one after it
+            }
         }
-        return url.href;
+        const sent = new Map(newest.reverse());
+        for (const [topic, position] of sent) {
+            url.searchParams.append("since", sinceValue(topic, position));
+        }
+        return { url: url.href, sent, leftOut };
     }
-    #open() {
+    #open(withPositions = true) {
         const generation = ++this.#generation;
+        const plan = this.#plan(withPositions);
         const ws = this.#protocols === undefined
-            ? new WebSocket(this.#connectUrl())
-            : new WebSocket(this.#connectUrl(), this.#protocols);
-        const resuming = new Map(this.#seen);
+            ? new WebSocket(plan.url)
+            : new WebSocket(plan.url, this.#protocols);
         this.#ws = ws;
         ws.addEventListener("open", () => {
             if (this.#generation === generation)
-                this.#opened(ws, generation, resuming);
+                this.#opened(ws, generation, plan);
         });
         ws.addEventListener("message", (event) => {
             if (this.#generation === generation)
@@ -384,15 +507,32 @@ export class WebSocketClient {
         });
         ws.addEventListener("close", (event) => {
             if (this.#generation === generation)
-                this.#lost(event.code, event.reason);
+                this.#lost(event.code, event.reason, plan);
         });
     }
-    #opened(ws, generation, resuming) {
+    /** Open a connection now; a URL the WebSocket constructor refuses ends the client. */
+    #reopen(withPositions) {
+        try {
+            this.#open(withPositions);
+        }
+        catch (error) {
+            this.#end(1006, String(error));
+        }
+    }
+    #opened(ws, generation, plan) {
         const reconnection = this.#everOpened;
         this.#everOpened = true;
         this.#openGeneration = generation;
-        this.#attempts = 0;
-        this.#resuming = resuming;
+        this.#openedAt = Date.now();
+        this.#resuming = new Map(plan.sent);
+        // Positions this connection did not name: what was published meanwhile is lost for
+        // good, and resuming from them later would replay what came after the gap.
+        const unresumed = new Map([...this.#unresumed, ...plan.leftOut]);
+        this.#unresumed.clear();
+        for (const [topic, since] of unresumed) {
+            if (this.#seen.get(topic) === since)
+                this.#seen.forget(topic);
+        }
         const queue = this.#queue;
         this.#queue = [];
         for (const item of queue) {
@@ -404,8 +544,11 @@ export class WebSocketClient {
         call(this.#onOpen);
         if (reconnection) {
             this.#reconnects += 1;
-            const resumed = Object.fromEntries(resuming);
+            const resumed = record(plan.sent);
             call(this.#onReconnect, { reconnects: this.#reconnects, resumed });
+        }
+        for (const [topic, since] of unresumed) {
+            call(this.#onRecovery, { topic, recovered: false, since, position: null });
         }
     }
     #transmit(item) {
@@ -537,7 +680,7 @@ export class WebSocketClient {
                 return;
             }
             const position = { epoch, offset };
-            this.#seen.set(topic, position);
+            this.#seen.see(topic, position);
             const since = this.#resuming.get(topic);
             if (since !== undefined) {
                 this.#resuming.delete(topic);
@@ -551,7 +694,9 @@ export class WebSocketClient {
     }
     #answer(pending, type, message, frame) {
         pending.done();
-        const allowed = this.#route.replies[pending.type];
+        // A wire type may be named like an Object.prototype member (toString, constructor).
+        const replies = this.#route.replies;
+        const allowed = Object.hasOwn(replies, pending.type) ? replies[pending.type] : undefined;
         if (allowed !== undefined && !allowed.includes(type)) {
             const expected = allowed.map((t) => JSON.stringify(t)).join(" or ");
             const request = `request ${pending.id} (${JSON.stringify(pending.type)})`;
@@ -587,10 +732,20 @@ export class WebSocketClient {
         }
         return new WebSocketServerError(code, error, entries, isMessageId(id) ? id : undefined);
     }
-    #lost(code, reason) {
+    #lost(code, reason, plan) {
         const wasOpen = this.#openGeneration === this.#generation;
         this.#ws = null;
+        if (!wasOpen && plan.sent.size > 0 && !this.#closing) {
+            // An attempt naming positions never opened. Browsers do not tell why: the server
+            // may have refused its URL (400, 414, 431). Once more at once, without them; the
+            // positions are dropped only if that one opens.
+            this.#reopen(false);
+            return;
+        }
         const backoff = this.#backoff;
+        if (backoff !== null && wasOpen && Date.now() - this.#openedAt >= backoff.resetAfter) {
+            this.#attempts = 0; // it stayed up: this loss starts a new count
+        }
         // The first connection must open (as with the Python client): a failure there is
         // more likely a wrong URL or a denial (which browsers report as 1006) than a loss.
         const retry = backoff !== null &&
@@ -617,12 +772,7 @@ export class WebSocketClient {
             this.#timer = undefined;
             if (this.#ended !== null || this.#closing)
                 return;
-            try {
-                this.#open();
-            }
-            catch (error) {
-                this.#end(1006, String(error));
-            }
+            this.#reopen(true);
         }, Math.random() * ceiling);
     }
     #end(code, reason) {

@@ -14,6 +14,7 @@ import trio
 from trio_wsroutes import (
     Connection,
     Context,
+    History,
     MessageError,
     WebSocketServer,
     create_token_auth,
@@ -25,6 +26,7 @@ from trio_wsroutes.client import (
     ConnectionDenied,
     ConnectionLost,
     Position,
+    RecoveryInfo,
     RequestTimeout,
     ServerError,
     connect,
@@ -84,7 +86,7 @@ async def on_ping(ws: Connection[ChatOut | Pong], data: Ping, ctx: Context[str])
     return Pong(timestamp=data.timestamp)
 
 
-server = WebSocketServer([chat])
+server = WebSocketServer([chat], history={"room:*": History(size=100)})
 # [/route]
 
 
@@ -140,6 +142,38 @@ async def follow(url: str, saved: dict[str, Position]) -> None:
 
 
 # [/reconnect]
+
+
+# [recovery]
+@attrs.define
+class RoomView:
+    """What the app shows of a room."""
+
+    messages: list[ChatOut] = attrs.field(factory=list)
+    reloads: int = 0
+
+
+async def fetch_snapshot(topic: str) -> list[ChatOut]:
+    """The room's latest messages from the app's own store (an HTTP API, a database)."""
+    return []
+
+
+async def show_room(url: str, view: RoomView, saved: dict[str, Position]) -> None:
+    async def on_recovery(info: RecoveryInfo) -> None:
+        if not info.recovered:  # something was lost while away: start from a snapshot
+            view.messages = await fetch_snapshot(info.topic)
+            view.reloads += 1
+
+    async with connect(
+        url, chat, token="ada", reconnect=True, since=saved, on_recovery=on_recovery
+    ) as client:
+        async for msg in client:
+            if isinstance(msg, ChatOut):
+                view.messages.append(msg)
+            saved.update(client.positions)
+
+
+# [/recovery]
 
 
 # [tls]

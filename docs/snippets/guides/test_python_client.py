@@ -7,17 +7,19 @@ import trio
 from python_client import (
     Chat,
     ChatOut,
+    RoomView,
     careful,
     chat,
     load_test,
     say_hello,
     server,
+    show_room,
     summary,
     time_bot,
 )
 
 from trio_wsroutes import BoundAddress, WebSocketServer
-from trio_wsroutes.client import connect
+from trio_wsroutes.client import Position, connect
 
 
 @pytest.fixture
@@ -54,3 +56,22 @@ async def test_load_test(ws_live_server: BoundAddress) -> None:
         latencies = await load_test(f"{ws_live_server.ws_url}/chat/load", 5, 10)
     assert len(latencies) == 50
     assert summary(latencies).startswith("50 requests, median ")
+
+
+async def test_a_room_whose_history_was_lost_is_reloaded(ws_live_server: BoundAddress) -> None:
+    url = f"{ws_live_server.ws_url}/chat/recovery"
+    view = RoomView()
+    saved = {"room:recovery": Position("gone", 5)}  # from a server that has restarted since
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(show_room, url, view, saved)
+            while server.subscriber_count("room:recovery") < 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            async with connect(url, chat, token="grace") as human:
+                await human.send(Chat(text="hello again"))
+                # The old position did not recover: the view was reloaded, and the
+                # position to save is the new one.
+                while view.reloads < 1 or saved["room:recovery"].epoch == "gone":  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            assert view.reloads == 1
+            nursery.cancel_scope.cancel()
