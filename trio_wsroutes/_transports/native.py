@@ -112,6 +112,10 @@ fragments cost memory and time too."""
 _CLIENT_WINDOW_BITS: Final = 12
 """Asked of clients that offer ``client_max_window_bits``: a 4 KiB window keeps the
 decompressor of each connection small."""
+MAX_REQUEST_HEAD: Final = 16 * 1024
+"""The most bytes a request line and its headers may take (as under hypercorn); past
+it the request is answered with 431 and the connection ends."""
+_HEAD_TOO_LARGE: Final = b'{"message":"Request Header Fields Too Large","code":"BAD_REQUEST"}'
 _FAILED_QUIET: Final = 0.2
 """After failing a connection, how long the peer may stay silent before the connection
 is closed (longer than a round trip on any sane network; the close frame is out)."""
@@ -463,17 +467,27 @@ class NativeTransport:
 
     async def read_request(self) -> WSRequest | None:
         """The HTTP request that opens the connection, or ``None`` if none came (an
-        error response, if the protocol wrote one, is sent)."""
+        error response, if the protocol wrote one, is sent). A request line and headers
+        over :data:`MAX_REQUEST_HEAD` get 431."""
         protocol = self.protocol
+        received = 0
         while True:
             items, self._items = self._items, []
-            for event in items:
-                if isinstance(event, WSRequest):
-                    return event
+            request = next((item for item in items if isinstance(item, WSRequest)), None)
+            # Once the request is parsed, what the protocol holds came after it.
+            head = received if request is None else received - len(protocol.reader.buffer)
+            if head > MAX_REQUEST_HEAD:
+                # The protocol alone would keep up to 128 lines of 8 KiB (a megabyte).
+                await self.respond(431, [("content-type", "application/json")], _HEAD_TOO_LARGE)
+                return None
+            if request is not None:
+                return request
             if protocol.handshake_exc is not None or self._eof_received:
                 await self.flush()
                 return None
-            self._feed(await self._read())
+            data = await self._read()
+            received += len(data)
+            self._feed(data)
 
     def prepare(self, request: WSRequest) -> WSResponse:
         """Check the upgrade and negotiate extensions; a 101 response is kept for
