@@ -168,7 +168,15 @@ class WebSocketServer:
       ``ws.subscribe`` raises ``MessageError`` (``TOO_MANY_TOPICS``, ``INVALID_TOPIC``).
     * ``handshake_timeout``: seconds a client has to send its whole upgrade request on
       the native transport (10; hypercorn drops incomplete requests after its own
-      ``keep_alive_timeout``, 5 s by default).
+      ``keep_alive_timeout``, 5 s by default), TLS handshake included.
+    * ``max_pending_handshakes``: connections that may be in their TLS or HTTP
+      handshake at once, not yet admitted (256; ``None`` for no limit). Native: past
+      it the server stops accepting (new connections wait in the kernel's backlog)
+      until one finishes, or drops the oldest once it has been pending for 2 s. Each
+      handshake costs at most about 75 KiB (TLS state and a 16 KiB request head):
+      about 20 MiB at the default, whatever ``max_connections`` is. A TLS client's
+      state is made only once its ClientHello has arrived whole. A request line and
+      headers over 16 KiB get 431.
     * ``forbid_unknown_keys``: refuse keys that are not fields of a client message, each
       a ``VALIDATION_ERROR`` detail on its own path (``False``: ignored, as Zod does);
       routes may set their own with :meth:`WebSocketRoute.forbid_unknown_keys`.
@@ -211,13 +219,19 @@ class WebSocketServer:
         max_topics_per_connection: int = 1000,
         max_topic_length: int = 256,
         handshake_timeout: float = 10.0,
+        max_pending_handshakes: int | None = 256,
         history: Mapping[str, History] | HistoryPolicy | None = None,
         forbid_unknown_keys: bool = False,
         authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
     ) -> None:
         if any(
             limit is not None and limit < 1
-            for limit in (max_connections, max_connections_per_ip, max_topics_per_connection)
+            for limit in (
+                max_connections,
+                max_connections_per_ip,
+                max_topics_per_connection,
+                max_pending_handshakes,
+            )
         ) or (handler_timeout is not None and not handler_timeout > 0):
             raise ValueError("connection limits and timeouts must be positive")
         if (
@@ -289,6 +303,7 @@ class WebSocketServer:
         self.authorize_subscribe: SubscribeCheck[Any, Any] | None = authorize_subscribe
         self.handler_timeout: float | None = handler_timeout
         self.handshake_timeout: float = handshake_timeout
+        self.max_pending_handshakes: int | None = max_pending_handshakes
         self.max_connections: int | None = max_connections
         self.max_connections_per_ip: int | None = max_connections_per_ip
         self._admission: Admission | None = None
@@ -691,6 +706,7 @@ def native_endpoints(
         ),
         close_timeout=server.options.close_timeout,
         handshake_timeout=server.handshake_timeout,
+        max_pending_handshakes=server.max_pending_handshakes,
     )
 
     def plain_http(path: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
