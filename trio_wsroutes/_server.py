@@ -168,15 +168,19 @@ class WebSocketServer:
       ``ws.subscribe`` raises ``MessageError`` (``TOO_MANY_TOPICS``, ``INVALID_TOPIC``).
     * ``handshake_timeout``: seconds a client has to send its whole upgrade request on
       the native transport (10; hypercorn drops incomplete requests after its own
-      ``keep_alive_timeout``, 5 s by default), TLS handshake included.
+      ``keep_alive_timeout``, 5 s by default), TLS handshake included (under
+      :meth:`serve` too: hypercorn's ``ssl_handshake_timeout``, unless
+      ``hypercorn_config`` sets it).
     * ``max_pending_handshakes``: connections that may be in their TLS or HTTP
       handshake at once, not yet admitted (256; ``None`` for no limit). Native: past
       it the server stops accepting (new connections wait in the kernel's backlog)
-      until one finishes, or drops the oldest once it has been pending for 2 s. Each
-      handshake costs at most about 75 KiB (TLS state and a 16 KiB request head):
-      about 20 MiB at the default, whatever ``max_connections`` is. A TLS client's
-      state is made only once its ClientHello has arrived whole. A request line and
-      headers over 16 KiB get 431.
+      until one finishes, or drops the oldest once it has been pending for 2 s. Under
+      hypercorn, it bounds the TLS handshakes in progress the same way, and four times
+      as many connections may wait for their ClientHello (the oldest is dropped past
+      that). Each handshake costs at most about 75 KiB (TLS state and a 16 KiB request
+      head): about 20 MiB at the default, whatever ``max_connections`` is. A TLS
+      client's state is made only once its ClientHello has arrived whole. A request
+      line and headers over 16 KiB get 431.
     * ``forbid_unknown_keys``: refuse keys that are not fields of a client message, each
       a ``VALIDATION_ERROR`` detail on its own path (``False``: ignored, as Zod does);
       routes may set their own with :meth:`WebSocketRoute.forbid_unknown_keys`.
@@ -310,6 +314,7 @@ class WebSocketServer:
         self._startup_hooks: list[StartupHook] = []
         self._shutdown_hooks: list[ShutdownHook] = []
         self._trio_token: trio.lowlevel.TrioToken | None = None
+        _contain_hypercorn_failures()
 
     @property
     def routes(self) -> list[WebSocketRoute[Any, Any]]:
@@ -482,6 +487,7 @@ class WebSocketServer:
             await self.serve_websocket(transport, request_from_scope(scope))
         elif kind == "lifespan":
             self._trio_token = trio.lowlevel.current_trio_token()
+            _contain_hypercorn_failures()  # before hypercorn accepts a connection
             self._admitter()
             await run_lifespan(
                 scope,
@@ -719,6 +725,14 @@ def native_endpoints(
         return 426, [_JSON, ("upgrade", "websocket"), ("connection", "Upgrade")], body
 
     return options, server.serve_websocket, plain_http
+
+
+def _contain_hypercorn_failures() -> None:
+    # Under hypercorn (its command line imports the app, then runs the lifespan, before
+    # it accepts): a failure inside hypercorn ends one connection, not the server.
+    from ._transports import _hypercorn
+
+    _hypercorn.install_containment_if_loaded()
 
 
 async def _not_found(send: Send) -> None:
