@@ -115,8 +115,9 @@ class WebSocketServer:
       ``False`` refuses it. Native: ``True`` is ``"shared"`` (``server_no_context_takeover``:
       each message is compressed once for all its recipients); ``"context_takeover"``
       keeps a compressor per connection (better ratio, a compression per recipient and
-      more memory). Under hypercorn, ``True`` is wsproto's per-connection deflate and
-      ``False`` works on hypercorn 0.17 and 0.18 (a checked patch; see the guide).
+      more memory). Under hypercorn, wsproto compresses each message on its own
+      (``server_no_context_takeover``, whatever the mode), and ``False`` works on
+      hypercorn 0.17 and 0.18 (a checked patch; see the guide).
     * ``heartbeat_interval``: seconds without a frame from the peer before the server
       pings it (20; ``None`` turns pings off); a peer that then sends nothing (no pong)
       for ``heartbeat_timeout`` seconds is closed (1011, ``"heartbeat timeout"``). On the

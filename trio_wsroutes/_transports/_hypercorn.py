@@ -41,6 +41,14 @@ does, explicitly and narrowly:
 On any other hypercorn the patch is not installed, a warning is logged once, and
 compression stays on.
 
+Compressing without context takeover: for this library's connections the bounded
+``PerMessageDeflate`` answers with ``server_no_context_takeover`` (RFC 7692 lets a server
+add it), so wsproto drops its compressor after each message instead of keeping a 15-bit
+window and its tables for the life of the connection, and asks a client that offers
+``client_max_window_bits`` for a 4 KiB window (as the native transport does). An idle
+connection that has exchanged compressed messages held about 100 KiB more than one that
+had not; it now holds a few KiB more.
+
 Containing a connection's failure, and bounding TLS handshakes (:func:`install_containment`):
 
 hypercorn (0.17, 0.18) lets an exception raised while it serves one connection leave
@@ -113,7 +121,14 @@ SUPPORTED_WSPROTO = ("1.2.", "1.3.")
 against."""
 
 _DEFLATE_STATE = ("_decompressor", "_inbound_compressed", "_inbound_is_compressible")
-_DEFLATE_METHODS = ("frame_inbound_header", "frame_inbound_payload_data", "frame_inbound_complete")
+_DEFLATE_METHODS = (
+    "frame_inbound_header",
+    "frame_inbound_payload_data",
+    "frame_inbound_complete",
+    "_parse_params",
+)
+CLIENT_WINDOW_BITS = 12
+"""The window asked of clients that offer ``client_max_window_bits`` (4 KiB)."""
 
 
 class InflateLimit:
@@ -255,9 +270,21 @@ def _bounded_deflate() -> type[Any]:
         __trio_wsroutes__ = True
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
+            limit = inflate_limit.get()
+            if limit is not None and not args and not kwargs:
+                # This library's connection: no compressor kept between messages.
+                kwargs = {"server_no_context_takeover": True}
             super().__init__(*args, **kwargs)
-            self._wsroutes_limit: InflateLimit | None = inflate_limit.get()
+            self._wsroutes_limit: InflateLimit | None = limit
             self._wsroutes_inflated = 0
+
+        def _parse_params(self, params: str) -> tuple[int | None, int | None]:
+            client_bits, server_bits = super()._parse_params(params)
+            if self._wsroutes_limit is not None and client_bits is not None:
+                # The client offered client_max_window_bits: the server may answer with
+                # a smaller window (without the offer, the client's window is 15 bits).
+                client_bits = min(client_bits, CLIENT_WINDOW_BITS)
+            return client_bits, server_bits
 
         def frame_inbound_header(
             self, proto: Any, opcode: Any, rsv: Any, payload_length: int
