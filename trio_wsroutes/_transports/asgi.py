@@ -13,6 +13,7 @@ done, is refused.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -205,6 +206,18 @@ class ASGITransport:
         except (OSError, RuntimeError) as exc:
             # Servers differ in what a send on a closed connection raises.
             raise TransportClosed(str(exc)) from exc
+        except Exception as exc:
+            if not _connection_failed(exc):
+                raise
+            raise TransportClosed("the server's HTTP connection failed") from exc
+
+
+def _connection_failed(exc: Exception) -> bool:
+    """Whether hypercorn's HTTP/1.1 layer refused a send because the connection had
+    already failed (h11's ``LocalProtocolError``, as after a request it answered 400)."""
+    h11: Any = sys.modules.get("h11")
+    error: Any = getattr(h11, "LocalProtocolError", None)
+    return isinstance(error, type) and isinstance(exc, error)
 
 
 def request_from_scope(scope: MutableMapping[str, Any]) -> Request:

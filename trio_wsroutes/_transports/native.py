@@ -79,6 +79,13 @@ from .._containment import must_propagate
 from .._frames import Frame, frame_header
 from .._request import Headers, Request
 from ._base import NEEDS_FLUSH, Disconnect, NeedsFlush, TransportClosed, Violation
+from ._handshakes import (
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    HandshakeSlots,
+    PendingHandshake,
+    client_hello_arrived,
+    serve_listeners,
+)
 from ._streams import NonBlockingStream, SocketStream, socket_peer_closed
 
 __all__ = [
@@ -112,6 +119,10 @@ fragments cost memory and time too."""
 _CLIENT_WINDOW_BITS: Final = 12
 """Asked of clients that offer ``client_max_window_bits``: a 4 KiB window keeps the
 decompressor of each connection small."""
+MAX_REQUEST_HEAD: Final = 16 * 1024
+"""The most bytes a request line and its headers may take (as under hypercorn); past
+it the request is answered with 431 and the connection ends."""
+_HEAD_TOO_LARGE: Final = b'{"message":"Request Header Fields Too Large","code":"BAD_REQUEST"}'
 _FAILED_QUIET: Final = 0.2
 """After failing a connection, how long the peer may stay silent before the connection
 is closed (longer than a round trip on any sane network; the close frame is out)."""
@@ -131,6 +142,7 @@ class NativeOptions:
     compression: CompressionMode | None = "shared"
     close_timeout: float = 5.0
     handshake_timeout: float = 10.0
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES
 
     def extension_factories(self) -> list[ServerExtensionFactory] | None:
         """What the handshake offers, per ``compression``."""
@@ -467,17 +479,27 @@ class NativeTransport:
 
     async def read_request(self) -> WSRequest | None:
         """The HTTP request that opens the connection, or ``None`` if none came (an
-        error response, if the protocol wrote one, is sent)."""
+        error response, if the protocol wrote one, is sent). A request line and headers
+        over :data:`MAX_REQUEST_HEAD` get 431."""
         protocol = self.protocol
+        received = 0
         while True:
             items, self._items = self._items, []
-            for event in items:
-                if isinstance(event, WSRequest):
-                    return event
+            request = next((item for item in items if isinstance(item, WSRequest)), None)
+            # Once the request is parsed, what the protocol holds came after it.
+            head = received if request is None else received - len(protocol.reader.buffer)
+            if head > MAX_REQUEST_HEAD:
+                # The protocol alone would keep up to 128 lines of 8 KiB (a megabyte).
+                await self.respond(431, [("content-type", "application/json")], _HEAD_TOO_LARGE)
+                return None
+            if request is not None:
+                return request
             if protocol.handshake_exc is not None or self._eof_received:
                 await self.flush()
                 return None
-            self._feed(await self._read())
+            data = await self._read()
+            received += len(data)
+            self._feed(data)
 
     def prepare(self, request: WSRequest) -> WSResponse:
         """Check the upgrade and negotiate extensions; a 101 response is kept for
@@ -903,18 +925,26 @@ async def serve_stream(
     *,
     scheme: str = "ws",
     peer: tuple[str, int] | None = None,
+    handshake: PendingHandshake | None = None,
 ) -> None:
     """Run one connection on ``stream``: the TLS and HTTP handshakes, the server's
     ``serve_websocket`` (admission, the engine), the closing handshake. A request that
     is not an upgrade gets ``plain_http(path)``. Never raises for network errors;
-    always closes ``stream``."""
+    always closes ``stream``.
+
+    ``handshake`` is the accept loop's record of the connection: its deadline bounds
+    the handshakes (else ``handshake_timeout`` from now), it may be dropped to make room,
+    and its slot is given back once the request is read."""
     transport = NativeTransport(stream, options, scheme=scheme, peer=peer)
+    if handshake is None:
+        handshake = PendingHandshake(None, trio.current_time() + options.handshake_timeout)
     try:
         request: WSRequest | None = None
-        with trio.move_on_after(options.handshake_timeout):
+        with handshake.guard():
             if isinstance(stream, trio.SSLStream):
                 await stream.do_handshake()
             request = await transport.read_request()
+        handshake.done()
         if request is None:
             return
         if not _upgrade_requested(request.headers):
@@ -956,6 +986,8 @@ class NativeServer:
         self._serve_websocket = serve_websocket
         self._plain_http = plain_http
         self._ssl_context = ssl_context
+        self.handshakes: HandshakeSlots = HandshakeSlots(options.max_pending_handshakes)
+        """The connections in their TLS or HTTP handshake."""
         self._active = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -973,10 +1005,17 @@ class NativeServer:
         self, listeners: list[trio.SocketListener], *, handler_nursery: trio.Nursery
     ) -> None:
         """Accept on ``listeners`` until cancelled; connections run in
-        ``handler_nursery``."""
-        await trio.serve_listeners(self._handle, listeners, handler_nursery=handler_nursery)
+        ``handler_nursery``. At most ``max_pending_handshakes`` connections are in
+        their TLS or HTTP handshake at once (see ``_handshakes.py``)."""
+        await serve_listeners(
+            self._handle,
+            listeners,
+            slots=self.handshakes,
+            handshake_seconds=self._options.handshake_timeout,
+            handler_nursery=handler_nursery,
+        )
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.SocketStream, handshake: PendingHandshake) -> None:
         self._active += 1
         if self._idle.is_set():
             self._idle = trio.Event()
@@ -984,6 +1023,12 @@ class NativeServer:
             scheme, peer = "ws", _peer_of(stream)
             served: trio.abc.Stream
             if self._ssl_context is not None:
+                # The TLS state (tens of KiB) is made once the ClientHello is all there.
+                arrived = False
+                with handshake.guard():
+                    arrived = await client_hello_arrived(stream.socket)
+                if not arrived or handshake.evicted:
+                    return
                 served = trio.SSLStream(stream, self._ssl_context, server_side=True)
                 scheme = "wss"
             else:
@@ -996,6 +1041,7 @@ class NativeServer:
                 self._plain_http,
                 scheme=scheme,
                 peer=peer,
+                handshake=handshake,
             )
         finally:
             self._active -= 1
