@@ -28,9 +28,7 @@ def reader(
             pass
 
     spec = spec_of(route, **spec_options)
-    return Inbound(
-        transport or FakeTransport(), spec, None, budget=MemoryBudget(), stats=ServerStats()
-    )
+    return Inbound(transport or FakeTransport(), spec, budget=MemoryBudget(), stats=ServerStats())
 
 
 async def test_messages_within_the_limits_pass_as_they_are() -> None:

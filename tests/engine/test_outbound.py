@@ -8,13 +8,13 @@ from typing import Any
 import trio
 import trio.testing
 
-from tests.engine._fake import FakeTransport
+from tests.engine._fake import FakeNonBlockingTransport, FakeTransport
 from trio_wsroutes._engine.closing import CloseEvent
 from trio_wsroutes._engine.outbound import COALESCE_BYTES, Outbound
 from trio_wsroutes._flow import MemoryBudget
 from trio_wsroutes._frames import Frame
 from trio_wsroutes._stats import ServerStats
-from trio_wsroutes._transports import Transport
+from trio_wsroutes._transports import FrameTransport, NonBlockingWriter, Transport
 
 
 def frame(size: int) -> Frame:
@@ -51,7 +51,7 @@ def outbound(
 
 
 async def test_a_publish_is_held_until_the_publisher_yields_then_written_in_one_call() -> None:
-    transport = FakeTransport(writes_nowait=True)
+    transport = FakeNonBlockingTransport()
     out = outbound(transport)
     for _ in range(3):
         assert out.deliver(frame(10))
@@ -64,7 +64,7 @@ async def test_a_publish_is_held_until_the_publisher_yields_then_written_in_one_
 
 
 async def test_held_frames_are_written_at_once_past_the_coalescing_bound() -> None:
-    transport = FakeTransport(writes_nowait=True)
+    transport = FakeNonBlockingTransport()
     out = outbound(transport, limit=10 * COALESCE_BYTES)
     out.deliver(frame(COALESCE_BYTES // 2))
     out.deliver(frame(COALESCE_BYTES // 2))
@@ -73,7 +73,7 @@ async def test_held_frames_are_written_at_once_past_the_coalescing_bound() -> No
 
 
 async def test_a_transport_that_cannot_write_without_waiting_gets_frames_queued() -> None:
-    transport = FakeTransport(writes_nowait=False)
+    transport = FakeTransport()
     out = outbound(transport)
     out.deliver(frame(100))
     assert transport.written == []
@@ -183,3 +183,9 @@ async def test_an_urgent_close_drops_what_is_queued_and_the_close_goes_out_next(
         await trio.testing.wait_all_tasks_blocked()
         assert transport.written == []  # neither the interrupted frame nor the queued one
         assert transport.closed_with == (1013, "slow consumer")
+
+
+def test_the_fakes_implement_what_they_say() -> None:
+    assert isinstance(FakeTransport(), FrameTransport)
+    assert not isinstance(FakeTransport(), NonBlockingWriter)
+    assert isinstance(FakeNonBlockingTransport(), NonBlockingWriter)

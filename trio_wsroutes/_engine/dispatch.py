@@ -65,7 +65,7 @@ FAILURE_POLICY: Final[Mapping[str, Failure]] = {
 class Dispatch(Inbound):
     """The dispatcher of a connection, on top of its inbound layer."""
 
-    __slots__ = ("_heartbeat", "_spec", "context")
+    __slots__ = ("_spec", "context")
 
     def __init__(
         self,
@@ -76,14 +76,8 @@ class Dispatch(Inbound):
         budget: MemoryBudget,
         stats: ServerStats,
     ) -> None:
-        heartbeat = spec.heartbeat
-        if heartbeat is not None and not heartbeat.envelope and not transport.can_ping:
-            heartbeat = None  # e.g. under hypercorn, which pings by itself
-        super().__init__(
-            transport, spec, heartbeat, budget=budget, stats=stats, id=context.connection_id
-        )
+        super().__init__(transport, spec, budget=budget, stats=stats, id=context.connection_id)
         self._spec = spec
-        self._heartbeat = heartbeat
         self.context: Context[Any] = context
         """The connection's :class:`~trio_wsroutes.Context` (user, params, data)."""
 
@@ -131,7 +125,7 @@ class Dispatch(Inbound):
             return
         handler = spec.handlers.get(envelope.type)
         if handler is None:
-            heartbeat = self._heartbeat
+            heartbeat = self._timers.heartbeat
             if heartbeat is not None and heartbeat.envelope and envelope.type in ("ping", "pong"):
                 if envelope.type == "ping":
                     body: dict[str, Any] = {"type": "pong"}

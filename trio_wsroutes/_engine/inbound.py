@@ -170,7 +170,6 @@ class Inbound(Outbound):
         self,
         transport: Transport,
         spec: RouteSpec,
-        heartbeat: Heartbeat | None,
         *,
         budget: MemoryBudget,
         stats: ServerStats,
@@ -185,6 +184,9 @@ class Inbound(Outbound):
             policy=options.slow_consumer_policy,
             close_timeout=options.close_timeout,
         )
+        heartbeat = spec.heartbeat
+        if heartbeat is not None and not heartbeat.envelope and self._frames is None:
+            heartbeat = None  # WebSocket pings need a transport that sees frames
         self.id: str = id
         """The connection's unique id (same as ``ctx.connection_id``)."""
         self._max_len = options.max_payload_length
@@ -272,7 +274,8 @@ class Inbound(Outbound):
         done."""
         transport = self._transport
         # The one size check: the transport refuses early where it can, else here.
-        self._check_size = not transport.limit_message_size(self._max_len)
+        frames = self._frames
+        self._check_size = frames is None or not frames.limit_message_size(self._max_len)
         timers = self._timers
         blocked: InboundItem | None = None  # an item the dispatcher had no room for yet
         blocked_size = 0
@@ -320,14 +323,16 @@ class Inbound(Outbound):
 
     def _last_received(self) -> float:
         # Frames the engine does not see (pongs) count too, where the transport can tell.
-        seen = self._transport.last_activity
+        frames = self._frames
+        seen = None if frames is None else frames.last_activity
         last = self._timers.last_received
         return last if seen is None or seen < last else seen
 
     def _on_timer(self, inbox: Inbox[InboundItem], blocked: bool) -> bool:
         """Heartbeat and idle work; ``False`` when the connection is closing."""
         now = trio.current_time()
-        if blocked and self._transport.peer_closed():
+        frames = self._frames
+        if blocked and frames is not None and frames.peer_closed():
             # The handlers are behind and the reader is not reading, yet the client has
             # gone: end the connection (and the handlers) rather than keep it forever.
             self._advance(CloseEvent.PEER_GONE, CloseCode.ABNORMAL, "")

@@ -36,7 +36,7 @@ from .._flow import Coalescer, MemoryBudget, Outbox, current_coalescer
 from .._frames import Frame
 from .._spec import SlowConsumerPolicy
 from .._stats import ServerStats
-from .._transports import Transport, TransportClosed
+from .._transports import FrameTransport, NonBlockingWriter, Transport, TransportClosed
 from .closing import CloseEvent, CloseState, ConnectionClosed
 
 __all__ = ["COALESCE_BYTES", "Closing", "Outbound", "Signal"]
@@ -88,7 +88,9 @@ class Outbound:
         "_coalesced_bytes",
         "_coalescer",
         "_flush_queued",
+        "_frames",
         "_limit",
+        "_nowait",
         "_outbox",
         "_policy",
         "_recovered_bytes",
@@ -97,7 +99,6 @@ class Outbound:
         "_sent",
         "_stats",
         "_transport",
-        "_writes_nowait",
         "dropped_messages",
     )
 
@@ -120,7 +121,9 @@ class Outbound:
         self._close = CloseState()
         self._cancel_scope: trio.CancelScope | None = None  # the connection's tasks
         self._outbox: Outbox[Closing | Signal] = Outbox(budget)
-        self._writes_nowait = transport.writes_nowait
+        # What this transport can do besides the core (decided once, here).
+        self._frames = transport if isinstance(transport, FrameTransport) else None
+        self._nowait = transport if isinstance(transport, NonBlockingWriter) else None
         self._coalesced: list[Frame] | None = None  # kept once made: one list per connection
         self._coalesced_bytes = 0
         self._coalescer: Coalescer | None = None
@@ -187,7 +190,7 @@ class Outbound:
                 self._release_coalesced()
             return True
         if not self._outbox and not self._transport.pending:
-            if self._writes_nowait:
+            if self._nowait is not None:
                 # Hold it: what is published to this connection before the publisher
                 # yields goes out in one write (see Coalescer).
                 if coalesced is None:
@@ -253,9 +256,9 @@ class Outbound:
     # -- the one decision: now or later ------------------------------------------------
 
     def _write_or_queue(self, frame: Frame) -> None:
-        transport = self._transport
-        if not self._outbox and transport.try_send_nowait(frame):
-            if transport.pending:
+        nowait = self._nowait
+        if nowait is not None and not self._outbox and nowait.try_send_nowait(frame):
+            if self._transport.pending:
                 self._request_flush()
             return
         self._outbox.put_nowait(frame)
@@ -270,9 +273,9 @@ class Outbound:
         if len(frames) == 1:
             self._write_or_queue(frames[0])
         else:
-            transport = self._transport
-            if not self._outbox and transport.try_send_many_nowait(frames):
-                if transport.pending:
+            nowait = self._nowait
+            if nowait is not None and not self._outbox and nowait.try_send_many_nowait(frames):
+                if self._transport.pending:
                     self._request_flush()
             else:
                 for frame in frames:
@@ -336,12 +339,16 @@ class Outbound:
                 with trio.CancelScope() as self._send_scope:
                     if type(item) is Frame:
                         await transport.send(item)
-                    elif item is FLUSH:
-                        self._flush_queued = False
-                        await transport.flush()
                     else:
-                        assert item is PING
-                        await transport.ping()
+                        # Only a transport that sees frames owes flushes and sends pings.
+                        frames = self._frames
+                        assert frames is not None
+                        if item is FLUSH:
+                            self._flush_queued = False
+                            await frames.flush()
+                        else:
+                            assert item is PING
+                            await frames.ping()
                 self._send_scope = None
                 if outbox.senders_waiting and outbox.size + transport.pending < self._limit:
                     outbox.wake_senders()
