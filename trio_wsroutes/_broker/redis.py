@@ -319,8 +319,9 @@ class RedisBroker:
       subscribers recover (below).
     * ``secret``: a key shared by every process of the deployment (``bytes`` or ``str``,
       at least 16 bytes; from the environment, never from code). Each message is signed
-      with HMAC-SHA256 over its kind, channel, origin, sequence number and payload (and so
-      is each history entry); a message or history entry without a valid signature is
+      with HMAC-SHA256 over its kind, channel, origin, sequence number and payload, and a
+      publication with a history position (and each history entry) over its epoch and
+      offset too; a message or history entry without a valid signature is
       dropped and counted (``stats.unauthenticated``), and plain messages from other
       Redis clients are no longer delivered. Without it, anyone who can ``PUBLISH`` on
       this Redis can send any frame to your clients: use it unless Redis is reachable by
@@ -337,18 +338,45 @@ class RedisBroker:
     one, a forged message could otherwise claim a huge number and make every later
     message of that origin look like a duplicate, so a number at most 16 behind the
     last is a duplicate and one further behind is believed, restarting the origin's
-    tracking (``stats.sequence_resets``). A secret does not hide messages (Redis sees
-    them) and does not stop the replay of a message whose origin this process no longer
-    tracks (after its topic lost every local subscriber, or 64 other origins since).
+    tracking (``stats.sequence_resets``). With a secret, a publication with a position
+    at or before the last one this process delivered on its topic is a replay, dropped
+    (``stats.duplicates``); that last position outlives the topic's local subscribers,
+    for the 100 000 topics most recently delivered on, as do the last three epochs a
+    topic left. What this cannot tell: a replay of a publication this process never
+    delivered (published while it had no subscriber on the topic, was disconnected, or
+    past those 100 000 topics) is delivered once, unchanged, at its real position,
+    which clients see as an offset at or before one they had. A secret does not hide
+    messages (Redis sees them) and does not stop the replay of a message without a
+    position whose origin this process no longer tracks (after its topic lost every
+    local subscriber, or 64 other origins since).
 
     **History.** A text publication on a topic with history goes to Redis only: one Lua
     script gives it the next offset, adds it to the topic's stream (at most ``size``
-    entries), and publishes it with its position on the topic's channel, from which
-    *every* process, this one too, delivers it to its subscribers. So all subscribers see
-    one order, and a publication reaches this process's subscribers after a round trip
-    to Redis (binary frames on such topics take the same way, unnumbered). While Redis is
-    unreachable, publications on such topics are delivered to this process's subscribers
-    at once without a position, and neither kept nor numbered.
+    entries and ``max_bytes`` bytes, the oldest dropped first; a larger one is published
+    but empties the stream), and publishes it with its position on the topic's channel,
+    from which *every* process, this one too, delivers it to its subscribers. So all
+    subscribers see one order, and a publication reaches this process's subscribers
+    after a round trip to Redis (binary frames on such topics take the same way,
+    unnumbered). While Redis is unreachable, publications on such topics are delivered
+    to this process's subscribers at once without a position, and neither kept nor
+    numbered. Only publications create a topic's keys: reading creates nothing.
+
+    With a ``secret`` the signature covers the position, so the publisher must know it
+    before Redis commits it: it *proposes* the next position after the last one it knows
+    on the topic (from its own publications, its refusals and the channel; a fresh epoch
+    at offset 1 for a topic it knows nothing of), signs it, and the script commits only
+    if the topic's last position is indeed the one before (a fresh epoch only if the
+    topic has none). Publications are pipelined, so each one also names the publication
+    it expects to be the last committed (its predecessor from this publisher): when one
+    is refused, every later one on that topic in the same pipeline is refused too, and
+    all are proposed again, in order, from the position the refusal reported. The
+    trade-off: a topic with one publishing process costs nothing more (one refusal when
+    a process first publishes on a topic that exists); several processes publishing on
+    one topic at once cost a round trip per refused batch (``stats.publish_conflicts``),
+    and a publication refused 32 times is counted lost. A frame without a position on
+    such a topic waits behind the topic's proposals in flight so as not to overtake
+    them; publications on different topics may be reordered by a refusal. Without a
+    secret, Redis assigns positions (nothing to sign) and none of this happens.
 
     A subscribe with a position (``since``) recovers from Redis, so a client recovers on
     any process or host: the subscriber first collects live publications in a buffer,
@@ -356,18 +384,24 @@ class RedisBroker:
     position; the subscriber gets what was read, then the buffered publications with a
     greater offset (dropping those read already), then goes live, with no await in
     between. Every publication is in the stream, on the channel after the confirmation,
-    or both; hence no gap and no duplicate. The buffers of all recoveries together hold
-    at most ``max_recovery_buffer`` publications (references to frames received once);
-    a buffer that overflows is emptied and the stream read again, at most three times,
+    or both; hence no gap and no duplicate. The read is checked: in Redis, no more than
+    the policy's ``max_recovery`` publications (else nothing is read:
+    ``stats.recoveries_capped``) and no entry over ``max_message_size``; here, every
+    offset from ``since`` to the last one exactly once (``stats.history_gaps``), each
+    entry's size, position and signature, and no more than the topic's ``max_bytes`` in
+    all. It comes in replies of at most 4 MiB of payloads (one larger entry alone). The
+    buffers of all recoveries together hold at most ``max_recovery_buffer``
+    publications (references to frames received once); a buffer that overflows is
+    emptied and the stream read on from where the last read ended, at most three times,
     after which the subscribe gives up: ``Recovery(False, 0)``, nothing old sent, live
     from then on. A Redis restart without persistence loses the epoch, so the next
     publication starts a new one and old positions no longer recover.
 
-    Redis memory: each topic with history holds at most ``size`` publications, and its
-    keys expire after ``ttl`` (publications) and ``history_meta_ttl`` (epoch and offset)
-    without publications. Under ``maxmemory`` with a ``volatile-*`` eviction policy Redis
-    may evict them sooner; a lost epoch key starts a new epoch, a lost stream makes
-    recovery fail, never deliver wrong data.
+    Redis memory: each topic with history holds at most ``size`` publications and
+    ``max_bytes`` bytes of them, and its keys expire after ``ttl`` (publications) and
+    ``history_meta_ttl`` (epoch and offset) without publications. Under ``maxmemory``
+    with a ``volatile-*`` eviction policy Redis may evict them sooner; a lost epoch key
+    starts a new epoch, a lost stream makes recovery fail, never deliver wrong data.
     """
 
     def __init__(
