@@ -11,7 +11,8 @@ times from the common start until every publisher's publications are acknowledge
 Redis. With a secret, publishers propose the position they sign and propose again when
 another took it (``publish_conflicts``). ``--before PATH`` also runs a checkout of other
 code (``git worktree add /tmp/before <commit>``), the runs interleaved. Prints the median
-publications per second of each case.
+publications per second of each case, and the mean time Redis spent in one publish
+script (``INFO commandstats``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +39,6 @@ PUBLISHER = """
 import json, sys, time, trio
 from trio_wsroutes import Frame, History, RedisBroker
 url, topic, count, secret = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-start_at = float(sys.argv[5])
 async def main():
     options = {"secret": secret} if secret else {}
     history = {"room:*": History(size=1000)}
@@ -44,7 +46,9 @@ async def main():
                          max_queued_bytes=2**40, **options)
     frame = Frame(b'{"type":"said","data":{"n":0,"text":"' + b"x" * 100 + b'"}}')
     async with broker:
-        await trio.sleep(max(0.0, start_at - time.time()))
+        print("ready", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.readline)  # every publisher is connected
+        start = time.time()
         for n in range(count):
             await broker.publish(topic, frame)
             if n % 500 == 499:
@@ -52,35 +56,65 @@ async def main():
         await broker.flush()
         end = time.time()
     stats = broker.stats
-    print(json.dumps({"end": end, "published": stats.published, "lost": stats.publish_lost,
+    print(json.dumps({"start": start, "end": end, "published": stats.published,
+                      "lost": stats.publish_lost,
                       "conflicts": getattr(stats, "publish_conflicts", 0)}), flush=True)
 trio.run(main)
 """
 
 
+def redis_command(port: int, *args: str) -> bytes:
+    """One command in plain RESP; the raw reply."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg.encode()), arg.encode()))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"".join(parts))
+        time.sleep(0.05)
+        return sock.recv(65536)
+
+
+def script_usec(port: int) -> float:
+    """Redis' mean microseconds per EVALSHA since the last CONFIG RESETSTAT."""
+    info = redis_command(port, "INFO", "commandstats").decode()
+    match = re.search(r"cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([0-9.]+)", info)
+    return float(match.group(1)) if match else 0.0
+
+
 def run_case(code: Path, url: str, topic: str, count: int, secret: str, publishers: int) -> dict:
-    start_at = time.time() + 1.5  # after every publisher has connected
     env = {**os.environ, "PYTHONPATH": str(code)}
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    redis_command(port, "CONFIG", "RESETSTAT")
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER, url, topic, str(count), secret, str(start_at)],
+            [sys.executable, "-c", PUBLISHER, url, topic, str(count), secret],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
             cwd=code,
         )
         for _ in range(publishers)
     ]
+    for child in children:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != b"ready":
+            raise SystemExit(f"a publisher failed to start ({code})")
+    for child in children:  # go
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
     results = []
     for child in children:
         out, _ = child.communicate(timeout=300)
         if child.returncode:
             raise SystemExit(f"a publisher failed ({code})")
         results.append(json.loads(out.decode().strip().splitlines()[-1]))
-    elapsed = max(r["end"] for r in results) - start_at
+    elapsed = max(r["end"] for r in results) - min(r["start"] for r in results)
     return {
         "rate": sum(r["published"] for r in results) / elapsed,
         "lost": sum(r["lost"] for r in results),
         "conflicts": sum(r["conflicts"] for r in results),
+        "script_usec": script_usec(port),
     }
 
 
@@ -128,7 +162,7 @@ def main() -> None:
                             )
                             key = (name, "secret" if secret else "no secret", publishers)
                             rates.setdefault(key, []).append(result)
-                            print(key, {k: round(v) for k, v in result.items()}, flush=True)
+                            print(key, {k: round(v, 1) for k, v in result.items()}, flush=True)
         finally:
             redis.kill()
             redis.wait()
@@ -136,10 +170,11 @@ def main() -> None:
     for (name, secret, publishers), results in sorted(rates.items(), key=lambda i: i[0][1:]):
         rate = statistics.median(r["rate"] for r in results)
         conflicts = statistics.median(r["conflicts"] for r in results)
+        usec = statistics.median(r["script_usec"] for r in results)
         lost = sum(r["lost"] for r in results)
         print(
             f"{name:6} {secret:9} {publishers} publisher(s): {rate:8.0f}/s"
-            f"  (conflicts {conflicts:.0f}, lost {lost})"
+            f"  (script {usec:.1f} µs in Redis, conflicts {conflicts:.0f}, lost {lost})"
         )
 
 

@@ -26,9 +26,9 @@ class Pending:
     held in order behind the topic's proposals."""
 
     __slots__ = (
-        "attempts",
         "channel",
         "command",
+        "first",
         "head",
         "history",
         "keys",
@@ -56,7 +56,8 @@ class Pending:
         self.seq = seq
         self.head = head
         self.command = command
-        self.attempts = 0
+        self.first: float | None = None
+        """When it was first proposed (Trio's clock)."""
 
 
 class Proposals:
@@ -69,8 +70,9 @@ class Proposals:
     epoch, which commits only if the topic has no history in Redis.
     """
 
-    def __init__(self, secret: bytes, max_topics: int = MAX_TOPICS) -> None:
+    def __init__(self, secret: bytes, turn_ms: int, max_topics: int = MAX_TOPICS) -> None:
         self._secret = secret
+        self._turn_ms = turn_ms
         self._max_topics = max_topics
         self._bases: OrderedDict[str, tuple[str, int, bytes]] = OrderedDict()
         self.busy: set[str] = set()
@@ -115,6 +117,7 @@ class Proposals:
             payload=payload,
             signed=b"%s %s" % (committer, signature),
             proposal=(epoch_bytes, offset, fresh, expected, committer),
+            turn_ms=self._turn_ms,
         )
         return (b"EVALSHA", PUBLISH_SHA, b"2", *pending.keys, *args)
 

@@ -48,24 +48,53 @@ READ_BUDGET: Final = 4 * 1024 * 1024
 # 12 'a': the wire header up to the offset; 'c': the whole header line
 # 13 'a': the payload up to the offset (envelope_head); 'c': the whole payload
 # 14 '<origin> <seq> <signature>' ('' without a secret)
+# 15 ms a refused publisher has the next turn for ('c')
 # Returns {1, number of processes the PUBLISH reached}, or for a refused proposal
-# {0, the epoch ('' if none), the last offset}.
+# {0, the epoch ('' if none), the last offset, 1 if it was another publisher's turn}.
+# A publisher refused for its position gets the topic's next turn (w: '<origin> <until,
+# ms>') unless another has it: until it commits (or the turn ends), only it commits, so
+# that a publisher whose proposals keep arriving late is not starved by one that keeps
+# its pipeline full.
 PUBLISH_SCRIPT: Final = b"""
-local meta = redis.call('HMGET', KEYS[1], 'e', 'o', 'c', 'b')
+local meta = redis.call('HMGET', KEYS[1], 'e', 'o', 'c', 'b', 'w')
 local epoch = meta[1]
 local last = tonumber(meta[2]) or 0
 local checked = ARGV[1] == 'c'
 if checked then
+  local origin = string.match(ARGV[6], '^[^ ]*')
+  local turn = nil
+  local now = nil
+  if meta[5] then
+    now = redis.call('TIME')
+    now = now[1] * 1000 + math.floor(now[2] / 1000)
+    local owner, expiry = string.match(meta[5], '^([^ ]*) (%d+)$')
+    if owner and tonumber(expiry) > now then
+      turn = owner
+    end
+  end
+  if turn and turn ~= origin then
+    return {0, epoch or '', last, 1}
+  end
   if not epoch then
     if ARGV[4] ~= '1' or ARGV[3] ~= '1' then
-      return {0, '', 0}
+      return {0, '', 0, 0}
     end
     epoch = ARGV[2]
     last = 0
     redis.call('DEL', KEYS[2])
   elseif epoch ~= ARGV[2] or tonumber(ARGV[3]) ~= last + 1
       or (ARGV[5] ~= '' and meta[3] ~= ARGV[5]) then
-    return {0, epoch, last}
+    if not now then
+      now = redis.call('TIME')
+      now = now[1] * 1000 + math.floor(now[2] / 1000)
+    end
+    if not turn then
+      redis.call('HSET', KEYS[1], 'w', origin .. ' ' .. string.format('%d', now + ARGV[15]))
+    end
+    return {0, epoch, last, 0}
+  end
+  if meta[5] then
+    redis.call('HDEL', KEYS[1], 'w')
   end
 elseif not epoch then
   epoch = ARGV[2]
@@ -282,11 +311,13 @@ def publish_args(
     payload: bytes,
     signed: bytes = b"",
     proposal: tuple[bytes, int, bool, bytes, bytes] | None = None,
+    turn_ms: int = 0,
 ) -> tuple[bytes, ...]:
     """The ``ARGV`` of :data:`PUBLISH_SCRIPT`. Without ``proposal`` Redis assigns the
     position (``header`` and ``payload`` stop before the offset); with one, ``(epoch,
     offset, new topic, expected committer, committer)``, the script commits that
-    position or refuses (``header`` and ``payload`` are whole)."""
+    position or refuses (``header`` and ``payload`` are whole) and gives the refused
+    publication the topic's next turn for ``turn_ms``."""
     if proposal is None:
         mode, epoch, offset, new, expected, committer = b"a", new_epoch().encode(), 0, 0, b"", b""
     else:
@@ -308,6 +339,7 @@ def publish_args(
         header,
         payload,
         signed,
+        b"%d" % turn_ms,
     )
 
 
@@ -390,7 +422,10 @@ class HistoryRead:
         first_reply = self.epoch is None
         self.epoch = epoch
         last, status = int(items[1]), int(items[2])
-        self.last = last
+        forward = self.since is not None
+        if forward or first_reply:
+            # Without since, the entries end at the first reply's last offset.
+            self.last = last
         if status == 0:
             return "unreachable"
         if status == 2:
@@ -398,7 +433,6 @@ class HistoryRead:
         if status == 3:
             return self._fail("oversized")
         epoch_json = epoch.encode()
-        forward = self.since is not None
         if not forward and first_reply:
             self._next = last + 1
         for i in range(3, len(items) - 2, 3):

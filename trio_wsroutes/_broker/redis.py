@@ -120,8 +120,10 @@ _FAN_OUT_SLICE: Final = 0.005
 _PUBLISH_BATCH: Final = 256
 _SUBSCRIBE_CHUNK: Final = 1000
 _MAX_TOPIC_COUNTERS: Final = MAX_TOPICS
-_MAX_PROPOSALS: Final = 32
-"""Times one publication is proposed (with a secret) before it is counted lost."""
+_TURN: Final = 1.0
+"""Seconds a refused proposal (with a secret) has its topic's next turn, at most."""
+_TURN_PAUSE: Final = 0.001
+"""Seconds the sender waits after a proposal was refused for another publisher's turn."""
 _MAX_ORIGINS_PER_TOPIC: Final = 64
 _RECOVERY_ROUNDS: Final = 3
 """Reads of a topic's history one recovery may take when its live buffer overflows."""
@@ -369,11 +371,15 @@ class RedisBroker:
     topic has none). Publications are pipelined, so each one also names the publication
     it expects to be the last committed (its predecessor from this publisher): when one
     is refused, every later one on that topic in the same pipeline is refused too, and
-    all are proposed again, in order, from the position the refusal reported. The
-    trade-off: a topic with one publishing process costs nothing more (one refusal when
-    a process first publishes on a topic that exists); several processes publishing on
-    one topic at once cost a round trip per refused batch (``stats.publish_conflicts``),
-    and a publication refused 32 times is counted lost. A frame without a position on
+    all are proposed again, in order, from the position the refusal reported. A
+    publisher refused for its position gets the topic's next turn (until it commits,
+    one second at most): meanwhile the others are refused, so that one publisher keeping
+    its pipeline full cannot starve another. The trade-off: a topic with one publishing
+    process costs nothing more (one refusal when a process first publishes on a topic
+    that exists); several processes publishing on one topic at once take turns, a round
+    trip or two per turn (``stats.publish_conflicts``; two processes hammering one topic
+    together publish about a third as fast as one alone), and a publication not
+    committed within ``timeout`` is counted lost. A frame without a position on
     such a topic waits behind the topic's proposals in flight so as not to overtake
     them; publications on different topics may be reordered by a refusal. Without a
     secret, Redis assigns positions (nothing to sign) and none of this happens.
@@ -470,7 +476,8 @@ class RedisBroker:
         # (command, size); with a secret, publications on topics with history wait as
         # Pending: their position is proposed when they are sent.
         self._outgoing: deque[tuple[tuple[bytes, ...] | Pending, int]] = deque()
-        self._proposals = None if secret is None else Proposals(secret)
+        turn_ms = round(min(_TURN, timeout) * 1000)
+        self._proposals = None if secret is None else Proposals(secret, turn_ms)
         self._outgoing_bytes = 0
         self._in_flight = 0
         self._outgoing_lot = trio.lowlevel.ParkingLot()
@@ -719,17 +726,20 @@ class RedisBroker:
         proposals = self._proposals
         assert proposals is not None
         try:
-            for _ in range(_MAX_PROPOSALS):
-                command = proposals.command(
-                    pending, self._log_ttl_ms(pending.history), self._meta_ttl_ms
-                )
-                reply = cast(
-                    "list[Any]", await client.eval(PUBLISH_SCRIPT, pending.keys, command[5:])
-                )
-                if int(reply[0]) == 1:
-                    return int(reply[1])
-                self.stats.publish_conflicts += 1
-                proposals.refused(pending.topic, _text(reply[1]), int(reply[2]))
+            with trio.move_on_after(self._timeout):
+                while True:
+                    command = proposals.command(
+                        pending, self._log_ttl_ms(pending.history), self._meta_ttl_ms
+                    )
+                    reply = cast(
+                        "list[Any]", await client.eval(PUBLISH_SCRIPT, pending.keys, command[5:])
+                    )
+                    if int(reply[0]) == 1:
+                        return int(reply[1])
+                    self.stats.publish_conflicts += 1
+                    proposals.refused(pending.topic, _text(reply[1]), int(reply[2]))
+                    if int(reply[3]) == 1:
+                        await trio.sleep(_TURN_PAUSE)
         finally:
             proposals.busy.discard(pending.topic)
         self.stats.publish_lost += 1
@@ -1489,6 +1499,7 @@ class RedisBroker:
                 for item, _ in batch
             ]
             reload = False
+            waiting = False
             again: list[tuple[tuple[bytes, ...] | Pending, int]] = []
             for (item, size), request in zip(batch, requests, strict=True):
                 try:
@@ -1507,12 +1518,14 @@ class RedisBroker:
                     assert proposals is not None
                     answer = cast("list[Any]", reply)
                     if int(answer[0]) == 0:
-                        # Its position was taken: so is every later one of this topic in
-                        # the batch (each expects the one before it); all go again, in order.
+                        # Its position was taken (or it is another's turn): so is every
+                        # later one of this topic in the batch (each expects the one
+                        # before it); all go again, in order.
                         self.stats.publish_conflicts += 1
                         proposals.refused(item.topic, _text(answer[1]), int(answer[2]))
-                        item.attempts += 1
-                        if item.attempts < _MAX_PROPOSALS:
+                        waiting = waiting or int(answer[3]) == 1
+                        assert item.first is not None
+                        if trio.current_time() - item.first < self._timeout:
                             again.append((item, size))
                         else:
                             self.stats.publish_lost += 1
@@ -1525,6 +1538,8 @@ class RedisBroker:
                 self._outgoing_bytes += size
             if reload:
                 await self._load_scripts(pub)
+            if waiting:
+                await trio.sleep(_TURN_PAUSE)  # the publisher whose turn it is goes first
 
     def _take_batch(self) -> list[tuple[tuple[bytes, ...] | Pending, int]]:
         """The next commands to pipeline. A frame without a position on a topic with a
@@ -1551,6 +1566,8 @@ class RedisBroker:
         if item.head is None:
             return item.command
         assert self._proposals is not None
+        if item.first is None:
+            item.first = trio.current_time()
         return self._proposals.command(item, self._log_ttl_ms(item.history), self._meta_ttl_ms)
 
     async def _once(
