@@ -515,3 +515,37 @@ async def test_a_binary_frame_keeps_its_place_behind_refused_proposals(
                 await wait_until(lambda: len(recorder.order) == 3)
                 assert recorder.order == [2, b"\x00between", 3]
                 assert publisher.stats.publish_conflicts >= 1
+
+
+def test_a_publisher_refused_for_its_position_gets_the_next_turn(redis: RedisServer) -> None:
+    # One publisher keeping its pipeline full must not starve another whose proposals
+    # arrive a round trip late: the one refused for its position has the topic's next
+    # turn, and the other's proposals are refused until it has committed.
+    from trio_wsroutes._broker._redis_positions import Pending, Proposals
+    from trio_wsroutes._broker._redis_scripts import PUBLISH_SCRIPT
+    from trio_wsroutes._history import envelope_head, topic_json
+
+    meta, log = keys_of("room:t")
+    keys = (meta.encode(), log.encode())
+    head = envelope_head(b'{"type":"said","data":{}}', topic_json("room:t"))
+    one, two = Proposals(SECRET, turn_ms=10_000), Proposals(SECRET, turn_ms=10_000)
+
+    def propose(proposals: Proposals, origin: bytes, seq: int) -> list[Any]:
+        assert head is not None
+        pending = Pending("room:t", b"wsroutes:room:t", keys, History(100), origin, seq, head)
+        command = proposals.command(pending, 60_000, 60_000)
+        reply: list[Any] = resp(redis, "EVAL", PUBLISH_SCRIPT, *command[2:])
+        proposals.busy.clear()
+        if reply[0] == 0:
+            proposals.refused("room:t", reply[1].decode(), reply[2])
+        return reply
+
+    assert propose(one, b"1-a", 1)[0] == 1  # a fresh epoch at offset 1
+    epoch = resp(redis, "HGET", meta, "e")
+    assert propose(two, b"2-b", 1) == [0, epoch, 1, 0]  # late: refused, its turn next
+    assert propose(one, b"1-a", 2) == [0, epoch, 1, 1]  # the right position, not its turn
+    assert propose(two, b"2-b", 1)[0] == 1  # its turn: committed at offset 2
+    assert propose(one, b"1-a", 2) == [0, epoch, 2, 0]  # now late itself
+    assert propose(one, b"1-a", 2)[0] == 1
+    committers = [fields[b"s"].split(b" ")[:2] for _, fields in entries(redis, "room:t")]
+    assert committers == [[b"1-a", b"1"], [b"2-b", b"1"], [b"1-a", b"2"]]

@@ -4,8 +4,9 @@ the checked, paged reading of their replies.
 Two keys per topic (one cluster slot, by the hash tag)::
 
     <prefix>h:{<topic>}:m   a hash: e (the epoch), o (the last offset), b (the bytes of the
-                            kept payloads), c (with a secret: ``<origin> <seq>`` of the
-                            publication at o)
+                            kept payloads); with a secret, c (``<origin> <seq>`` of the
+                            publication at o) and w (``<origin> <until, ms>``: the
+                            publisher whose turn it is, after a refusal)
     <prefix>h:{<topic>}:l   a stream of the kept publications, entry id <offset>-0, fields
                             t (Redis time, ms), p (the payload), s (``<origin> <seq>
                             <signature>``, with a secret)

@@ -36,8 +36,8 @@ a client or the sequence tracking.
 History (topics matched by the history policy) lives in Redis, two keys per topic::
 
     <channel_prefix>h:{<topic>}:m   a hash: e (the epoch), o (the last offset), b (the
-                                    bytes kept), c (with a secret: the ``<origin> <seq>``
-                                    of the publication at o)
+                                    bytes kept); with a secret, c (the ``<origin> <seq>``
+                                    of the publication at o) and w (whose turn it is)
     <channel_prefix>h:{<topic>}:l   a stream of the kept publications, entry id <offset>-0,
                                     fields t (Redis time, ms), p (the payload) and s
                                     (``<origin> <seq> <signature>``, with a secret)
