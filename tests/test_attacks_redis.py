@@ -519,8 +519,9 @@ async def test_a_binary_frame_keeps_its_place_behind_refused_proposals(
 
 def test_a_publisher_refused_for_its_position_gets_the_next_turn(redis: RedisServer) -> None:
     # One publisher keeping its pipeline full must not starve another whose proposals
-    # arrive a round trip late: the one refused for its position has the topic's next
-    # turn, and the other's proposals are refused until it has committed.
+    # arrive a round trip late: the one refused for its position has the topic to itself
+    # for a while (a run of publications), the other's proposals are refused meanwhile
+    # and told how long to wait, and after it the next refused publisher has its turn.
     from trio_wsroutes._broker._redis_positions import Pending, Proposals
     from trio_wsroutes._broker._redis_scripts import PUBLISH_SCRIPT
     from trio_wsroutes._history import envelope_head, topic_json
@@ -528,7 +529,7 @@ def test_a_publisher_refused_for_its_position_gets_the_next_turn(redis: RedisSer
     meta, log = keys_of("room:t")
     keys = (meta.encode(), log.encode())
     head = envelope_head(b'{"type":"said","data":{}}', topic_json("room:t"))
-    one, two = Proposals(SECRET, turn_ms=10_000), Proposals(SECRET, turn_ms=10_000)
+    one, two = Proposals(SECRET, turn_ms=300), Proposals(SECRET, turn_ms=300)
 
     def propose(proposals: Proposals, origin: bytes, seq: int) -> list[Any]:
         assert head is not None
@@ -543,9 +544,15 @@ def test_a_publisher_refused_for_its_position_gets_the_next_turn(redis: RedisSer
     assert propose(one, b"1-a", 1)[0] == 1  # a fresh epoch at offset 1
     epoch = resp(redis, "HGET", meta, "e")
     assert propose(two, b"2-b", 1) == [0, epoch, 1, 0]  # late: refused, its turn next
-    assert propose(one, b"1-a", 2) == [0, epoch, 1, 1]  # the right position, not its turn
-    assert propose(two, b"2-b", 1)[0] == 1  # its turn: committed at offset 2
-    assert propose(one, b"1-a", 2) == [0, epoch, 2, 0]  # now late itself
-    assert propose(one, b"1-a", 2)[0] == 1
+    refused = propose(one, b"1-a", 2)  # the right position, but not its turn
+    assert refused[:3] == [0, epoch, 1]
+    assert 0 < refused[3] <= 300  # ms to wait
+    assert propose(two, b"2-b", 1)[0] == 1  # its turn: committed at offset 2...
+    assert propose(two, b"2-b", 2)[0] == 1  # ...and the next one at 3
+    assert propose(one, b"1-a", 2)[:3] == [0, epoch, 3]  # still its turn
+    time.sleep(0.35)  # the turn is over
+    assert propose(one, b"1-a", 2)[0] == 1  # at offset 4
+    assert propose(two, b"2-b", 3) == [0, epoch, 4, 0]  # late now: its turn next
+    assert propose(one, b"1-a", 3)[3] > 0
     committers = [fields[b"s"].split(b" ")[:2] for _, fields in entries(redis, "room:t")]
-    assert committers == [[b"1-a", b"1"], [b"2-b", b"1"], [b"1-a", b"2"]]
+    assert committers == [[b"1-a", b"1"], [b"2-b", b"1"], [b"2-b", b"2"], [b"1-a", b"2"]]

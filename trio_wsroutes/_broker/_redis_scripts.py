@@ -49,13 +49,13 @@ READ_BUDGET: Final = 4 * 1024 * 1024
 # 12 'a': the wire header up to the offset; 'c': the whole header line
 # 13 'a': the payload up to the offset (envelope_head); 'c': the whole payload
 # 14 '<origin> <seq> <signature>' ('' without a secret)
-# 15 ms a refused publisher has the next turn for ('c')
+# 15 ms a publisher refused for its position has the topic to itself ('c')
 # Returns {1, number of processes the PUBLISH reached}, or for a refused proposal
-# {0, the epoch ('' if none), the last offset, 1 if it was another publisher's turn}.
-# A publisher refused for its position gets the topic's next turn (w: '<origin> <until,
-# ms>') unless another has it: until it commits (or the turn ends), only it commits, so
-# that a publisher whose proposals keep arriving late is not starved by one that keeps
-# its pipeline full.
+# {0, the epoch ('' if none), the last offset, ms left of another publisher's turn or 0}.
+# A publisher refused for its position gets the next turn on the topic (w: '<origin>
+# <until, ms>') unless another has it: until then only its proposals commit, so that a
+# publisher whose proposals keep arriving late is not starved by one that keeps its
+# pipeline full, and each turn commits a run of publications rather than one.
 PUBLISH_SCRIPT: Final = b"""
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o', 'c', 'b', 'w')
 local epoch = meta[1]
@@ -65,16 +65,18 @@ if checked then
   local origin = string.match(ARGV[6], '^[^ ]*')
   local turn = nil
   local now = nil
+  local expiry = 0
   if meta[5] then
     now = redis.call('TIME')
     now = now[1] * 1000 + math.floor(now[2] / 1000)
-    local owner, expiry = string.match(meta[5], '^([^ ]*) (%d+)$')
-    if owner and tonumber(expiry) > now then
+    local owner, ends = string.match(meta[5], '^([^ ]*) (%d+)$')
+    expiry = tonumber(ends) or 0
+    if owner and expiry > now then
       turn = owner
     end
   end
   if turn and turn ~= origin then
-    return {0, epoch or '', last, 1}
+    return {0, epoch or '', last, expiry - now}
   end
   if not epoch then
     if ARGV[4] ~= '1' or ARGV[3] ~= '1' then
@@ -93,9 +95,6 @@ if checked then
       redis.call('HSET', KEYS[1], 'w', origin .. ' ' .. string.format('%d', now + ARGV[15]))
     end
     return {0, epoch, last, 0}
-  end
-  if meta[5] then
-    redis.call('HDEL', KEYS[1], 'w')
   end
 elseif not epoch then
   epoch = ARGV[2]

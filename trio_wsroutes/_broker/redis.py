@@ -120,10 +120,10 @@ _FAN_OUT_SLICE: Final = 0.005
 _PUBLISH_BATCH: Final = 256
 _SUBSCRIBE_CHUNK: Final = 1000
 _MAX_TOPIC_COUNTERS: Final = MAX_TOPICS
-_TURN: Final = 1.0
-"""Seconds a refused proposal (with a secret) has its topic's next turn, at most."""
-_TURN_PAUSE: Final = 0.001
-"""Seconds the sender waits after a proposal was refused for another publisher's turn."""
+_TURN: Final = 0.1
+"""Seconds a publisher refused for its position (with a secret) has the topic to itself."""
+_MAX_SKIPPED: Final = 4 * _PUBLISH_BATCH
+"""Publications on held topics one batch looks past for others to send."""
 _MAX_ORIGINS_PER_TOPIC: Final = 64
 _RECOVERY_ROUNDS: Final = 3
 """Reads of a topic's history one recovery may take when its live buffer overflows."""
@@ -372,17 +372,18 @@ class RedisBroker:
     it expects to be the last committed (its predecessor from this publisher): when one
     is refused, every later one on that topic in the same pipeline is refused too, and
     all are proposed again, in order, from the position the refusal reported. A
-    publisher refused for its position gets the topic's next turn (until it commits,
-    one second at most): meanwhile the others are refused, so that one publisher keeping
-    its pipeline full cannot starve another. The trade-off: a topic with one publishing
+    publisher refused for its position gets the next turn on the topic: 0.1 s during
+    which only its proposals commit, while the others' are refused and held back for
+    the rest of it (their other topics go on), so that one publisher keeping its
+    pipeline full cannot starve another. The trade-off: a topic with one publishing
     process costs nothing more (one refusal when a process first publishes on a topic
-    that exists); several processes publishing on one topic at once take turns, a round
-    trip or two per turn (``stats.publish_conflicts``; two processes hammering one topic
-    together publish about a third as fast as one alone), and a publication not
-    committed within ``timeout`` is counted lost. A frame without a position on
-    such a topic waits behind the topic's proposals in flight so as not to overtake
-    them; publications on different topics may be reordered by a refusal. Without a
-    secret, Redis assigns positions (nothing to sign) and none of this happens.
+    that exists); several processes publishing on one topic at once take turns, which
+    costs retries (``stats.publish_conflicts``), throughput (two processes hammering one
+    topic together published about two thirds as fast as one alone) and up to 0.1 s of
+    latency; a publication not committed within ``timeout`` is counted lost. A frame
+    without a position on such a topic waits behind the topic's proposals in flight so
+    as not to overtake them; publications on different topics may be reordered by a
+    refusal. Without a secret, Redis assigns positions (nothing to sign) and none of this happens.
 
     A subscribe with a position (``since``) recovers from Redis, so a client recovers on
     any process or host: the subscriber first collects live publications in a buffer,
@@ -478,6 +479,9 @@ class RedisBroker:
         self._outgoing: deque[tuple[tuple[bytes, ...] | Pending, int]] = deque()
         turn_ms = round(min(_TURN, timeout) * 1000)
         self._proposals = None if secret is None else Proposals(secret, turn_ms)
+        # Topics another publisher has the turn on, until when (Trio's clock): their
+        # publications wait, the others go by.
+        self._held: dict[str, float] = {}
         self._outgoing_bytes = 0
         self._in_flight = 0
         self._outgoing_lot = trio.lowlevel.ParkingLot()
@@ -738,8 +742,8 @@ class RedisBroker:
                         return int(reply[1])
                     self.stats.publish_conflicts += 1
                     proposals.refused(pending.topic, _text(reply[1]), int(reply[2]))
-                    if int(reply[3]) == 1:
-                        await trio.sleep(_TURN_PAUSE)
+                    if int(reply[3]):
+                        await trio.sleep(min(int(reply[3]) / 1000, _TURN))
         finally:
             proposals.busy.discard(pending.topic)
         self.stats.publish_lost += 1
@@ -1227,6 +1231,7 @@ class RedisBroker:
         self._outgoing.clear()
         self._outgoing_bytes = 0
         self._in_flight = 0
+        self._held.clear()
         if self._proposals is not None:
             self._proposals.busy.clear()
         self._send_overflowing = False
@@ -1493,13 +1498,17 @@ class RedisBroker:
                 await self._outgoing_lot.park()
                 continue
             batch = self._take_batch()
+            if not batch:
+                # All that is queued is on topics another publisher has the turn on.
+                with trio.move_on_at(min(self._held.values(), default=0.0)):
+                    await self._outgoing_lot.park()
+                continue
             self._in_flight = len(batch)
             requests = [
                 pub.create_request(*self._command(item), timeout=self._timeout)
                 for item, _ in batch
             ]
             reload = False
-            waiting = False
             again: list[tuple[tuple[bytes, ...] | Pending, int]] = []
             for (item, size), request in zip(batch, requests, strict=True):
                 try:
@@ -1523,7 +1532,9 @@ class RedisBroker:
                         # before it); all go again, in order.
                         self.stats.publish_conflicts += 1
                         proposals.refused(item.topic, _text(answer[1]), int(answer[2]))
-                        waiting = waiting or int(answer[3]) == 1
+                        if int(answer[3]):  # ms left of another publisher's turn
+                            until = trio.current_time() + min(int(answer[3]) / 1000, _TURN)
+                            self._held[item.topic] = until
                         assert item.first is not None
                         if trio.current_time() - item.first < self._timeout:
                             again.append((item, size))
@@ -1538,19 +1549,27 @@ class RedisBroker:
                 self._outgoing_bytes += size
             if reload:
                 await self._load_scripts(pub)
-            if waiting:
-                await trio.sleep(_TURN_PAUSE)  # the publisher whose turn it is goes first
 
     def _take_batch(self) -> list[tuple[tuple[bytes, ...] | Pending, int]]:
         """The next commands to pipeline. A frame without a position on a topic with a
         proposal in the batch waits for the next one: a refused proposal goes again, and
-        the frame must not overtake it."""
+        the frame must not overtake it. Publications on a topic another publisher has
+        the turn on wait in order, and those behind them on other topics go by."""
         out = self._outgoing
+        held = self._held
+        if held:
+            now = trio.current_time()
+            for topic in [topic for topic, until in held.items() if until <= now]:
+                del held[topic]
         batch: list[tuple[tuple[bytes, ...] | Pending, int]] = []
+        skipped: list[tuple[tuple[bytes, ...] | Pending, int]] = []
         proposing: set[str] = set()
-        while out and len(batch) < _PUBLISH_BATCH:
+        while out and len(batch) < _PUBLISH_BATCH and len(skipped) < _MAX_SKIPPED:
             item, size = out[0]
             if isinstance(item, Pending):
+                if item.topic in held:
+                    skipped.append(out.popleft())
+                    continue
                 if item.head is not None:
                     proposing.add(item.topic)
                 elif item.topic in proposing:
@@ -1558,6 +1577,7 @@ class RedisBroker:
             out.popleft()
             batch.append((item, size))
             self._outgoing_bytes -= size
+        out.extendleft(reversed(skipped))
         return batch
 
     def _command(self, item: tuple[bytes, ...] | Pending) -> tuple[bytes, ...]:
