@@ -379,7 +379,7 @@ class RedisBroker:
     process costs nothing more (one refusal when a process first publishes on a topic
     that exists); several processes publishing on one topic at once take turns, which
     costs retries (``stats.publish_conflicts``), throughput (two processes hammering one
-    topic together published about two thirds as fast as one alone) and up to 0.1 s of
+    topic together published about 60 % as fast as one alone) and up to 0.1 s of
     latency; a publication not committed within ``timeout`` is counted lost. A frame
     without a position on such a topic waits behind the topic's proposals in flight so
     as not to overtake them; publications on different topics may be reordered by a
