@@ -58,30 +58,68 @@ class NonBlockingStream(trio.abc.HalfCloseableStream):
         """Without reading: whether the peer has closed its side or reset the stream."""
         return False
 
-    # trio.abc.Stream, on top of the above.
+    # trio.abc.Stream, on top of the above (with its rules: one sender and one receiver
+    # at a time, ``trio.testing.check_half_closeable_stream`` checks them).
+
+    _sending = False
+    _receiving = False
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether this end was closed (``aclose``): using it then raises
+        ``trio.ClosedResourceError``."""
+        return False
+
+    def _check_open(self) -> None:
+        if self.is_closed:
+            raise trio.ClosedResourceError("this stream is closed")
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while view:
-            sent = self.send_nowait(view)
-            view = view[sent:]
-            if view:
-                await self.wait_writable()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        self._check_open()
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            view = memoryview(data)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while view:
+                sent = self.send_nowait(view)
+                view = view[sent:]
+                if view:
+                    await self.wait_writable()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self.wait_writable()
+        self._check_open()
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            await self.wait_writable()
+        finally:
+            self._sending = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        size = 65536 if max_bytes is None else max_bytes
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            data = self.receive_nowait(size)
-            if data is not None:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
-            await self.wait_readable()
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        self._check_open()
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this stream")
+        self._receiving = True
+        try:
+            size = 65536 if max_bytes is None else max_bytes
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                data = self.receive_nowait(size)
+                if data is not None:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data
+                await self.wait_readable()
+                self._check_open()  # closed while this task waited
+        finally:
+            self._receiving = False
 
 
 class SocketStream(NonBlockingStream):
@@ -95,10 +133,15 @@ class SocketStream(NonBlockingStream):
         sock.setblocking(False)
         self.socket = sock
         self._closed = False
+        self._write_shut = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
 
     def send_nowait(self, data: bytes | memoryview) -> int:
-        if self._closed:
-            raise trio.ClosedResourceError("the socket is closed")
+        if self._closed or self._write_shut:
+            raise trio.ClosedResourceError("the socket is closed for sending")
         try:
             return self.socket.send(data)
         except BlockingIOError:
@@ -138,12 +181,15 @@ class SocketStream(NonBlockingStream):
         return str(address[0]), int(address[1])
 
     async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
         await trio.lowlevel.checkpoint()
         self.shutdown_write()
 
     def shutdown_write(self) -> None:
-        if self._closed:
+        if self._closed or self._write_shut:
             return
+        self._write_shut = True
         try:
             self.socket.shutdown(socket.SHUT_WR)
         except OSError:
