@@ -154,12 +154,16 @@ def test_cookies_over_the_cap_give_none() -> None:
 # -- HTTP tokens: one definition for header and cookie names -------------------------------------
 
 # RFC 9110, section 5.6.2, spelled out as the RFC does.
-TCHAR = set("!#$%&'*+-.^_`|~") | {chr(c) for c in range(0x30, 0x3A)} | {
-    chr(c) for c in [*range(0x41, 0x5B), *range(0x61, 0x7B)]
-}
+TCHAR = (
+    set("!#$%&'*+-.^_`|~")
+    | {chr(c) for c in range(0x30, 0x3A)}
+    | {chr(c) for c in [*range(0x41, 0x5B), *range(0x61, 0x7B)]}
+)
 
 
-@pytest.mark.parametrize("char", [chr(c) for c in range(0x100)] + ["\u0131", "\u212a", "\U0001d7d9"])
+@pytest.mark.parametrize(
+    "char", [chr(c) for c in range(0x100)] + ["\u0131", "\u212a", "\U0001d7d9"]
+)
 def test_a_token_is_made_of_rfc_9110_tchars(char: str) -> None:
     assert is_token(char) is (char in TCHAR)
     assert is_token(f"a{char}b") is (char in TCHAR)

@@ -17,7 +17,7 @@ envelope, or (when the handler returns ``None``) an ``ack``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import attrs
@@ -33,6 +33,7 @@ __all__ = [
     "Frame",
     "MessageId",
     "RESERVED_TYPES",
+    "check_declared",
     "encode_ack",
     "encode_error",
     "encode_message",
@@ -103,6 +104,18 @@ def _encoder_for(cls: type[Any]) -> _Encoder:
             )
         encoder = _encoders[cls] = (wire_type, converter.get_unstructure_hook(cls))
     return encoder
+
+
+def check_declared(message: object, declared: Collection[type[Any]], path: str) -> None:
+    """Refuse (``TypeError``) a message that route ``path`` does not declare in
+    ``.server_messages()`` (``declared``; empty: anything goes): what a route's types, and
+    the client types generated from them, promise is what goes out."""
+    if declared and type(message) not in declared:
+        names = ", ".join(sorted(cls.__qualname__ for cls in declared))
+        raise TypeError(
+            f"{type(message).__qualname__} is not a server message of route {path!r} "
+            f"(it declares {names}); add it to .server_messages()"
+        )
 
 
 def encode_message(msg: object, id: MessageId | None = None) -> Frame:

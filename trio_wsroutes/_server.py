@@ -28,14 +28,14 @@ from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._frames import Frame
 from ._history import History, HistoryPage, HistoryPolicy, Position
 from ._lifespan import LifespanDriver, ShutdownHook, StartupHook, run_lifespan
-from ._messages import encode_message
+from ._messages import check_declared, encode_message
 from ._origins import OriginPolicy
 from ._paths import Router
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
 from ._routes import ServerDefaults, SubscribeCheck, WebSocketRoute, resolve_route
 from ._signals import handles_signals, shutdown_on_signals
-from ._spec import EngineOptions, Heartbeat, RateLimit, RouteSpec, SlowConsumerPolicy
+from ._spec import EngineOptions, RateLimit, RouteSpec, SlowConsumerPolicy
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
 from ._types import ASGIApp, Receive, Scope, Send
@@ -332,17 +332,13 @@ class WebSocketServer:
         the first time the server serves anything."""
         admission = self._admission
         if admission is None:
-            heartbeat = (
-                None
-                if self.heartbeat_interval is None
-                else Heartbeat(self.heartbeat_interval, self.heartbeat_timeout)
-            )
             defaults = ServerDefaults(
                 options=self.options,
                 origin_policy=self.origin_policy,
                 rate_limit=self.rate_limit,
                 handler_timeout=self.handler_timeout,
-                heartbeat=heartbeat,
+                heartbeat_interval=self.heartbeat_interval,
+                heartbeat_timeout=self.heartbeat_timeout,
                 forbid_unknown_keys=self.forbid_unknown_keys,
                 authorize_subscribe=self.authorize_subscribe,
             )
@@ -389,13 +385,7 @@ class WebSocketServer:
         :meth:`~WebSocketRoute.server_messages`.
         """
         if route is not None:
-            allowed = route.server_message_types
-            if allowed and type(message) not in allowed:
-                names = ", ".join(cls.__qualname__ for cls in allowed)
-                raise TypeError(
-                    f"{type(message).__qualname__} is not a server message of route "
-                    f"{route.path!r} (expected one of {names})"
-                )
+            check_declared(message, route.server_message_types, route.path)
         return await self.broker.publish(topic, encode_message(message))
 
     async def publish_binary(self, topic: str, data: bytes) -> int:

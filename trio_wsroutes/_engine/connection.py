@@ -32,8 +32,8 @@ from .._errors import MessageError
 from .._flow import Inbox, MemoryBudget, RecoveryLimiter
 from .._frames import Frame
 from .._history import NOT_RECOVERED, Position, Recovery
-from .._messages import encode_message
-from .._spec import Heartbeat, RouteSpec
+from .._messages import check_declared, encode_message
+from .._spec import RouteSpec
 from .._stats import ServerStats
 from .._transports import Transport, TransportClosed
 from .closing import CloseEvent, CloseState, ConnectionClosed
@@ -122,9 +122,7 @@ class Connection(Generic[ServerT_contra]):
         self._subscribed_bytes = 0  # held by subscriptions, in the memory budget
         self._close = CloseState()
         self._cancel_scope: trio.CancelScope | None = None
-        heartbeat: Heartbeat | None = spec.heartbeat
-        if heartbeat is not None and not heartbeat.envelope and not transport.can_ping:
-            heartbeat = None  # e.g. under hypercorn, which pings by itself
+        heartbeat = spec.heartbeat_on(transport.can_ping)
         self._out = Outbound(
             transport,
             limit=spec.options.backpressure_limit,
@@ -361,13 +359,8 @@ class Connection(Generic[ServerT_contra]):
     def _encode(self, message: object, request_id: str | int | None = None) -> Frame:
         """Encode a server message, refusing one the route did not declare: what the
         route's types (and the generated client types) promise is what goes out."""
-        declared = self._spec.server_message_types
-        if declared and type(message) not in declared:
-            names = ", ".join(sorted(cls.__qualname__ for cls in declared))
-            raise TypeError(
-                f"{type(message).__qualname__} is not a server message of route "
-                f"{self._spec.path!r} (it declares {names}); add it to .server_messages()"
-            )
+        spec = self._spec
+        check_declared(message, spec.server_message_types, spec.path)
         return encode_message(message, request_id)
 
     def _evict(self, *, flush: bool = False) -> None:
