@@ -17,12 +17,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
-import orjson
 import trio
 
 from ._admission import Admission, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
-from ._codes import NOT_FOUND, UPGRADE_REQUIRED, CloseCode
+from ._codes import CloseCode
 from ._engine import Connection, close_now, new_context, run_connection
 from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._frames import Frame
@@ -35,7 +34,7 @@ from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
 from ._routes import ServerDefaults, SubscribeCheck, WebSocketRoute, resolve_route
 from ._signals import handles_signals, shutdown_on_signals
-from ._spec import EngineOptions, RateLimit, RouteSpec, SlowConsumerPolicy
+from ._spec import EngineOptions, RateLimit, SlowConsumerPolicy
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
 from ._types import ASGIApp, Receive, Scope, Send
@@ -50,7 +49,6 @@ logger = logging.getLogger("trio_wsroutes")
 ServerT = TypeVar("ServerT")
 
 MiB = 1024 * 1024
-_JSON = ("content-type", "application/json")
 
 
 @attrs.frozen
@@ -342,10 +340,8 @@ class WebSocketServer:
                 forbid_unknown_keys=self.forbid_unknown_keys,
                 authorize_subscribe=self.authorize_subscribe,
             )
-            specs: Router[RouteSpec] = Router(
-                resolve_route(route, defaults) for route in self.router.routes
-            )
-            for path in cookie_routes_without_policy(specs.routes):
+            specs = {route: resolve_route(route, defaults) for route in self.router.routes}
+            for path in cookie_routes_without_policy(list(specs.values())):
                 logger.warning(
                     "route %s authenticates with a cookie and has no allowed_origins: it "
                     "accepts upgrades from its own origin only (set allowed_origins to "
@@ -353,6 +349,7 @@ class WebSocketServer:
                     path,
                 )
             admission = self._admission = Admission(
+                self.router,
                 specs,
                 stats=self.stats,
                 trusted_proxies=self.trusted_proxies,
@@ -712,12 +709,7 @@ def native_endpoints(
 
     def plain_http(path: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
         # The native server answers plain HTTP only to say where the WebSockets are.
-        if server.router.match(path) is None:
-            return 404, [_JSON], orjson.dumps({"message": "Not Found", "code": NOT_FOUND})
-        body = orjson.dumps(
-            {"message": "This path speaks WebSocket only", "code": UPGRADE_REQUIRED}
-        )
-        return 426, [_JSON, ("upgrade", "websocket"), ("connection", "Upgrade")], body
+        return server._admitter().plain_http(path)  # pyright: ignore[reportPrivateUsage]
 
     return options, server.serve_websocket, plain_http
 
