@@ -169,7 +169,7 @@ class Admission:
             else:
                 del self._per_ip[ip]
 
-    def route(self, path: str) -> tuple[RouteSpec, dict[str, str]] | None:
+    def route(self, path: str) -> tuple[RouteSpec, Mapping[str, str]] | None:
         """The route that serves ``path``, with the path's parameters; ``None`` when no
         route does (an upgrade there is denied with 404)."""
         match = self._router.match(path)

@@ -46,9 +46,10 @@ from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as _ws_connect
 from websockets.typing import Origin, Subprotocol
 
+from ._envelope import MessageId, encode_envelope, encode_pong
 from ._errors import ErrorDetail
 from ._history import Position as Position
-from ._messages import MessageId, message_type
+from ._messages import message_type
 from ._resume import MAX_RESUME_POSITIONS as MAX_RESUME_POSITIONS
 from ._resume import MAX_RESUME_QUERY_BYTES as MAX_RESUME_QUERY_BYTES
 from ._resume import PositionBook, plan_resume
@@ -539,7 +540,7 @@ class Client(Generic[ServerT]):
         :class:`WebSocketClosed` after the end, :class:`ConnectionLost` if the connection
         ends while sending.
         """
-        text = orjson.dumps(self._envelope(msg, type)).decode()
+        text = encode_envelope(*self._envelope(msg, type)).decode()
         ws, _ = await self._connection()
         try:
             await ws.send(text)
@@ -593,9 +594,9 @@ class Client(Generic[ServerT]):
                 f"{reply_type!r} is not a server message of route {self._types.path!r} "
                 "(see its .server_messages())"
             )
-        envelope = self._envelope(msg, type)
-        request_id = envelope["id"] = next(self._ids)
-        text = orjson.dumps(envelope).decode()
+        wire_type, data = self._envelope(msg, type)
+        request_id = next(self._ids)
+        text = encode_envelope(wire_type, data, request_id).decode()
         seconds = self._options.request_timeout if timeout is None else timeout
         pending = self._pending[request_id] = _Pending(request_id)
         try:
@@ -728,9 +729,9 @@ class Client(Generic[ServerT]):
 
     # -- encoding and decoding ----------------------------------------------------------
 
-    def _envelope(self, msg: object, wire_type: str | None) -> dict[str, Any]:
-        """``{"type": ..., "data": ...}`` for ``msg``; a ``TypeError`` if the route does
-        not take it."""
+    def _envelope(self, msg: object, wire_type: str | None) -> tuple[str, Any]:
+        """The wire type and data of ``msg``'s envelope; a ``TypeError`` if the route
+        does not take it."""
         cls = builtins.type(msg)
         registered = self._types.client.get(cls, ())
         if wire_type is None:
@@ -756,7 +757,7 @@ class Client(Generic[ServerT]):
                 f"{cls.__qualname__} is not registered as {wire_type!r} on route "
                 f"{self._types.path!r}"
             )
-        return {"type": wire_type, "data": converter.unstructure(msg, cls)}
+        return wire_type, converter.unstructure(msg, cls)
 
     def _decode_reply(
         self,
@@ -1054,10 +1055,7 @@ class Client(Generic[ServerT]):
                     continue  # answers nothing that waits: nothing to tell anyone
                 if wire == "ping" and wire not in self._types.server:
                     # The route's envelope heartbeat (route.heartbeat()): answer at once.
-                    pong: dict[str, Any] = {"type": "pong"}
-                    if msg_id is not None:
-                        pong["id"] = msg_id
-                    await ws.send(orjson.dumps(pong).decode())
+                    await ws.send(encode_pong(msg_id).decode())
                     continue
                 item = self._entry(body, text)
                 body = None  # while the queue is full, only the frame's text is kept

@@ -60,9 +60,9 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from . import client as _client
+from ._envelope import MessageId, encode_envelope, request_id_of
 from ._history import Position
 from ._lifespan import LifespanDriver
-from ._messages import MessageId
 from ._routes import WebSocketRoute
 from ._server import BoundAddress, WebSocketServer, native_endpoints
 from ._transports._streams import NonBlockingStream
@@ -131,14 +131,7 @@ class _Held:
 
     @classmethod
     def of(cls, item: str | bytes | _Closed) -> _Held:
-        if not isinstance(item, str):
-            return cls(item, None)
-        try:
-            value: Any = orjson.loads(item)
-        except orjson.JSONDecodeError:
-            return cls(item, None)
-        found: Any = cast("dict[str, Any]", value).get("id") if type(value) is dict else None
-        return cls(item, found if type(found) in (str, int) else None)
+        return cls(item, request_id_of(item) if isinstance(item, str) else None)
 
     def parsed(self) -> dict[str, Any]:
         assert isinstance(self.item, str)
@@ -288,12 +281,7 @@ class TestConnection:
 
     async def send(self, type: str, data: Any = None, *, id: str | int | None = None) -> None:
         """Send an envelope ``{"type": type, "data": data, "id": id}`` (omitting ``None``)."""
-        envelope: dict[str, Any] = {"type": type}
-        if data is not None:
-            envelope["data"] = data
-        if id is not None:
-            envelope["id"] = id
-        await self.send_json(envelope)
+        await self.send_text(encode_envelope(type, data, id).decode())
 
     async def request(
         self, type: str, data: Any = None, *, timeout: float | None = None

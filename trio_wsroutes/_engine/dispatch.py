@@ -17,16 +17,15 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
-import orjson
 import trio
 
 from .._codes import HANDLER_TIMEOUT, INTERNAL_ERROR, RATE_LIMITED, UNKNOWN_TYPE, CloseCode
 from .._containment import must_propagate
 from .._context import Context
+from .._envelope import Envelope, encode_ack, encode_error, encode_pong, parse_envelope
 from .._errors import MessageError, ProtocolError, ValidationError
 from .._flow import Inbox
 from .._frames import Frame
-from .._messages import Envelope, encode_ack, encode_error, parse_envelope
 from .._spec import Heartbeat, RouteSpec
 from .._stats import ServerStats
 from .._validation import validation_details
@@ -160,10 +159,7 @@ class Dispatcher:
             heartbeat = self._heartbeat
             if heartbeat is not None and heartbeat.envelope and envelope.type in ("ping", "pong"):
                 if envelope.type == "ping":
-                    body: dict[str, Any] = {"type": "pong"}
-                    if envelope.id is not None:
-                        body["id"] = envelope.id
-                    await self._reply(Frame(orjson.dumps(body)))
+                    await self._reply(Frame(encode_pong(envelope.id)))
                 elif envelope.id is not None:
                     await self._reply(encode_ack(envelope.id))
                 return  # the reader has already counted it as activity

@@ -22,10 +22,9 @@ from typing import Final
 import trio
 
 from .._codes import CloseCode
-from .._errors import ProtocolError
+from .._envelope import PING, request_id_of
 from .._flow import Inbox, MemoryBudget, TokenBucket
 from .._frames import Frame
-from .._messages import parse_envelope
 from .._spec import Heartbeat, RouteSpec
 from .._transports import NEEDS_FLUSH, Disconnect, Transport, Violation
 from .closing import CloseEvent
@@ -38,7 +37,6 @@ logger = logging.getLogger("trio_wsroutes")
 BLOCKED_CHECK: Final = 5.0
 """Seconds between looks at the connection while the reader waits for the handlers (at
 most; less with a shorter heartbeat interval or idle timeout)."""
-_ENVELOPE_PING: Final = b'{"type":"ping"}'
 
 
 class RateLimited:
@@ -58,16 +56,6 @@ def held_size(item: object) -> int:
     """Memory a queued inbound item holds (markers hold nothing)."""
     kind = type(item)
     return sys.getsizeof(item) if kind is str or kind is bytes else 0
-
-
-def _request_id_of(message: str | bytes) -> str | int | None:
-    # Only on the refusal path: the id lets the client match the error to its request.
-    if type(message) is not str:
-        return None
-    try:
-        return parse_envelope(message).id
-    except ProtocolError as error:
-        return error.request_id
 
 
 def _byte_length(message: str | bytes) -> int:
@@ -252,7 +240,8 @@ class Reader:
             ):
                 if self._close_on_limit:
                     return Closing(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-                return RateLimited(_request_id_of(item))
+                # The id lets the client match the refusal to its request.
+                return RateLimited(request_id_of(item) if type(item) is str else None)
         return item
 
     def _fits(self, inbox: Inbox[Inbound], size: int) -> bool:
@@ -345,7 +334,7 @@ class Reader:
             if timers.heartbeat.envelope:
                 # Tiny, and it must reach even a client that is behind: past the limit,
                 # but counted in buffered_amount.
-                self._outbound.enqueue(Frame(_ENVELOPE_PING))
+                self._outbound.enqueue(Frame(PING))
             else:
                 self._outbound.queue_ping()
         if not blocked and timers.idle_due(now, received, self._outbound.sent):
