@@ -10,6 +10,7 @@ is what a server sends, and the tests that use the server's own features are mar
 
 from __future__ import annotations
 
+import functools
 import inspect
 import ssl
 import subprocess
@@ -41,6 +42,9 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
+from trio_wsroutes._server import native_endpoints
+from trio_wsroutes._transports._memory import memory_stream_pair
+from trio_wsroutes._transports.native import serve_stream
 from trio_wsroutes.client import (
     _ITEM_OVERHEAD,  # pyright: ignore[reportPrivateUsage]
     Backoff,
@@ -54,6 +58,7 @@ from trio_wsroutes.client import (
     ServerError,
     WebSocketClosed,
     connect,
+    open_streams_with,
 )
 
 TIMEOUT = 10
@@ -204,6 +209,34 @@ def client_for(url: str, route: Any, **options: Any) -> Client[Out]:
 
 def wire(**body: Any) -> str:
     return orjson.dumps(body).decode()
+
+
+# -- the stream hook ------------------------------------------------------------------------
+
+
+async def test_the_stream_hook_opens_each_connection_instead_of_tcp() -> None:
+    route = make_route(Hooks())
+    server = WebSocketServer([route])
+    opened = 0
+    async with trio.open_nursery() as nursery:
+
+        async def open_stream() -> trio.abc.Stream:
+            nonlocal opened
+            opened += 1
+            client_end, server_end = memory_stream_pair(("127.0.0.1", 50000))
+            serve = functools.partial(serve_stream, peer=("127.0.0.1", 50000))
+            nursery.start_soon(serve, server_end, *native_endpoints(server))
+            return client_end
+
+        # A host that does not resolve: nothing goes over the network.
+        client = open_streams_with(client_for("ws://nowhere.invalid/t", route), open_stream)
+        with trio.fail_after(TIMEOUT):
+            async with client:
+                assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+                with pytest.raises(RuntimeError, match="before the client is entered"):
+                    open_streams_with(client, open_stream)
+        nursery.cancel_scope.cancel()
+    assert opened == 1
 
 
 # -- requests and replies -----------------------------------------------------------------

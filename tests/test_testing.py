@@ -555,3 +555,31 @@ async def test_a_request_ends_when_the_server_closes(
         # The frame that came first is still there, then the close.
         assert (await ws.receive())["data"] == {"n": -1}
         assert await ws.wait_closed() == 1012
+
+
+async def test_test_connections_raise_the_clients_exceptions(
+    memory_transport: TransportName,
+) -> None:
+    """One set of exception classes in memory and live: what a test catches around
+    ``TestClient.connect`` is what it catches around ``client.connect``."""
+    assert trio_wsroutes.testing.ConnectionDenied is ConnectionDenied
+    assert trio_wsroutes.testing.WebSocketClosed is WebSocketClosed
+
+    async def close_at_once(ws: Connection[Any], ctx: Context[Any]) -> None:
+        await ws.close(4001, "bye")
+
+    route = create_websocket_route("/closing")
+    route.on_connect(close_at_once)
+    server = WebSocketServer([route])
+    async with TestClient(server, transport=memory_transport) as client:
+        with pytest.raises(ConnectionDenied) as denied:
+            async with client.connect("/nowhere"):
+                pass
+        assert (denied.value.status, denied.value.code) == (404, "NOT_FOUND")
+        assert denied.value.message == "Not Found"
+        assert denied.value.json() == {"message": "Not Found", "code": "NOT_FOUND"}
+        assert denied.value.header("Content-Type") == "application/json"
+        async with client.connect("/closing") as ws:
+            with pytest.raises(WebSocketClosed) as closed:
+                await ws.receive()
+            assert (closed.value.code, closed.value.reason) == (4001, "bye")

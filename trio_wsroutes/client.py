@@ -197,6 +197,10 @@ class ConnectionDenied(ClientError):
         wanted = name.lower()
         return next((v for k, v in self.headers if k == wanted), None)
 
+    def json(self) -> Any:
+        """The body parsed as JSON (``orjson.JSONDecodeError`` if it is not JSON)."""
+        return orjson.loads(self.body)
+
     @property
     def retry_after(self) -> float | None:
         """The ``Retry-After`` header in seconds (``SERVER_BUSY`` sends one), or ``None``."""
@@ -446,6 +450,9 @@ class _Options:
 
 _ABANDONED_LIMIT: Final = 4096
 
+StreamOpener = Callable[[], Awaitable[trio.abc.Stream]]
+"""``await open_stream()``: the byte stream of one new connection."""
+
 
 class Client(Generic[ServerT]):
     """A connection to one route of a trio_wsroutes server, typed by that route.
@@ -484,9 +491,7 @@ class Client(Generic[ServerT]):
         self._supervisor = trio.CancelScope()
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None = None
-        """Opens the byte stream of each connection instead of a TCP connection to the
-        URL's host (``trio_wsroutes.testing`` runs the server in memory this way)."""
+        self._open_stream: StreamOpener | None = None  # see open_streams_with()
 
     def __repr__(self) -> str:
         state = "closed" if self._end else "open" if self._ws else "connecting"
@@ -1323,6 +1328,21 @@ def connect(
     client = Client(url, route, options)
     if since:
         _resume_from(client, since)
+    return client
+
+
+def open_streams_with(client: Client[ServerT], open_stream: StreamOpener) -> Client[ServerT]:
+    """The hook that :mod:`trio_wsroutes.testing` runs a server in memory with (internal:
+    not part of the client's API).
+
+    ``client`` opens the byte stream of each of its connections, reconnections included,
+    with ``await open_stream()`` instead of a TCP (or TLS) connection to its URL's host;
+    the URL still gives the upgrade request's host and path. Call it before entering the
+    client; returns the client.
+    """
+    if client._nursery_manager is not None:  # pyright: ignore[reportPrivateUsage]
+        raise RuntimeError("open_streams_with() is called before the client is entered")
+    client._open_stream = open_stream  # pyright: ignore[reportPrivateUsage]
     return client
 
 

@@ -65,10 +65,15 @@ from ._history import Position
 from ._lifespan import LifespanDriver
 from ._routes import WebSocketRoute
 from ._server import BoundAddress, WebSocketServer, native_endpoints
-from ._transports._streams import NonBlockingStream
+from ._transports._memory import MemoryStream, memory_stream_pair
 from ._transports.native import serve_stream
 from ._types import ASGIApp
-from .client import Backoff, Client, RecoveryInfo, connect
+from .client import Backoff, Client, RecoveryInfo, connect, open_streams_with
+
+# The client's exceptions, raised by the test connections too: a test catches the same
+# classes in memory and live.
+from .client import ConnectionDenied as ConnectionDenied
+from .client import WebSocketClosed as WebSocketClosed
 
 __all__ = [
     "ClientFactory",
@@ -86,34 +91,6 @@ ServerT = TypeVar("ServerT")
 
 TransportName = Literal["asgi", "native"]
 """Which transport a :class:`TestClient` drives."""
-
-
-class ConnectionDenied(Exception):
-    """The server refused the upgrade with an HTTP response."""
-
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        super().__init__(f"upgrade denied with HTTP {status}")
-        self.status: int = status
-        self.headers: list[tuple[str, str]] = headers
-        self.body: bytes = body
-
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return orjson.loads(self.body)
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or ``None``."""
-        wanted = name.lower()
-        return next((v for k, v in self.headers if k == wanted), None)
-
-
-class WebSocketClosed(Exception):
-    """The server closed the connection (raised by ``receive`` once nothing is left)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"connection closed with code {code} ({reason!r})")
-        self.code: int = code
-        self.reason: str = reason
 
 
 @attrs.frozen
@@ -477,7 +454,7 @@ class _ASGIConnection(TestConnection):
             if not self.accepted:
                 # As hypercorn does: a close before accept is an HTTP 403.
                 self._server_closed = closed
-                self.denied = ConnectionDenied(403, [], b"")
+                self.denied = ConnectionDenied(403)
                 self._handshake.set()
                 return
             self._server_closes(closed)
@@ -494,7 +471,7 @@ class _ASGIConnection(TestConnection):
             self._deny_body += message.get("body", b"")
             if not message.get("more_body", False):
                 self.denied = ConnectionDenied(
-                    self._deny_status, self._deny_headers, bytes(self._deny_body)
+                    self._deny_status, bytes(self._deny_body), self._deny_headers
                 )
                 self._server_closed = _Closed(1006, "")
                 self._handshake.set()
@@ -509,105 +486,10 @@ class _ASGIConnection(TestConnection):
             self._app_done.set()
             if not self._handshake.is_set():
                 # The app returned without answering: servers answer 500.
-                self.denied = ConnectionDenied(500, [], b"")
+                self.denied = ConnectionDenied(500)
                 self._handshake.set()
             if not self._client_closed:
                 self._server_closes(_Closed(1006, ""))
-
-
-_PIPE_CAPACITY = 64 * 1024
-"""Bytes each direction of an in-memory connection holds, like a socket buffer."""
-
-
-class _Pipe:
-    """One direction of an in-memory byte stream, with a bounded buffer."""
-
-    def __init__(self, capacity: int) -> None:
-        self.buffer = bytearray()
-        self.capacity = capacity
-        self.total_read = 0
-        self.eof = False
-        self.broken = False
-        self._readable = trio.lowlevel.ParkingLot()
-        self._writable = trio.lowlevel.ParkingLot()
-
-    def write(self, data: bytes | memoryview) -> int:
-        if self.broken or self.eof:
-            raise trio.BrokenResourceError("the other end is closed")
-        taken = min(len(data), self.capacity - len(self.buffer))
-        if taken:
-            self.buffer += data[:taken]
-            self._readable.unpark_all()
-        return taken
-
-    def read(self, max_bytes: int) -> bytes | None:
-        if self.buffer:
-            chunk = bytes(self.buffer[:max_bytes])
-            del self.buffer[:max_bytes]
-            self.total_read += len(chunk)
-            self._writable.unpark_all()
-            return chunk
-        if self.eof or self.broken:
-            return b""
-        return None
-
-    async def wait_readable(self) -> None:
-        while not self.buffer and not self.eof and not self.broken:
-            await self._readable.park()
-
-    async def wait_writable(self) -> None:
-        while len(self.buffer) >= self.capacity and not self.broken:
-            await self._writable.park()
-        if self.broken:
-            raise trio.BrokenResourceError("the other end is closed")
-
-    def close_write(self) -> None:
-        self.eof = True
-        self._readable.unpark_all()
-
-    def break_(self) -> None:
-        self.broken = True
-        self._readable.unpark_all()
-        self._writable.unpark_all()
-
-
-class _PipeStream(NonBlockingStream):
-    """One end of an in-memory connection: reads one pipe, writes the other."""
-
-    def __init__(self, incoming: _Pipe, outgoing: _Pipe, peer: tuple[str, int] | None) -> None:
-        self._incoming = incoming
-        self._outgoing = outgoing
-        self._peer = peer
-
-    def send_nowait(self, data: bytes | memoryview) -> int:
-        return self._outgoing.write(data)
-
-    def receive_nowait(self, max_bytes: int) -> bytes | None:
-        return self._incoming.read(max_bytes)
-
-    async def wait_readable(self) -> None:
-        await self._incoming.wait_readable()
-
-    async def wait_writable(self) -> None:
-        await self._outgoing.wait_writable()
-
-    def shutdown_write(self) -> None:
-        self._outgoing.close_write()
-
-    def peer(self) -> tuple[str, int] | None:
-        return self._peer
-
-    def peer_closed(self) -> bool:
-        return self._incoming.eof or self._incoming.broken
-
-    async def send_eof(self) -> None:
-        await trio.lowlevel.checkpoint()
-        self.shutdown_write()
-
-    async def aclose(self) -> None:
-        self._outgoing.close_write()
-        self._incoming.break_()
-        await trio.lowlevel.checkpoint()
 
 
 class _NativeConnection(TestConnection):
@@ -627,10 +509,7 @@ class _NativeConnection(TestConnection):
         compression: bool,
     ) -> None:
         super().__init__(default_timeout)
-        to_server, to_client = _Pipe(_PIPE_CAPACITY), _Pipe(_PIPE_CAPACITY)
-        self._to_server = to_server
-        self._server_stream = _PipeStream(to_server, to_client, peer)
-        self._stream = _PipeStream(to_client, to_server, None)
+        self._stream, self._server_stream = memory_stream_pair(peer)
         self._protocol = ClientProtocol(
             parse_uri(f"ws://testserver{resource}"),
             subprotocols=[Subprotocol(name) for name in subprotocols] or None,
@@ -644,7 +523,7 @@ class _NativeConnection(TestConnection):
 
     @property
     def unread_by_server(self) -> int:
-        consumed = self._to_server.total_read
+        consumed = self._stream.read_by_peer
         self._frame_ends = [end for end in self._frame_ends if end > consumed]
         return len(self._frame_ends)
 
@@ -684,7 +563,7 @@ class _NativeConnection(TestConnection):
         finally:
             self._app_done.set()
             if not self._handshake.is_set():
-                self.denied = ConnectionDenied(500, [], b"")
+                self.denied = ConnectionDenied(500)
                 self._handshake.set()
 
     async def _run_client(self) -> None:
@@ -739,7 +618,7 @@ class _NativeConnection(TestConnection):
             pass
         finally:
             if not self._handshake.is_set():
-                self.denied = ConnectionDenied(502, [], b"")
+                self.denied = ConnectionDenied(502)
                 self._handshake.set()
             if self.accepted:
                 self._server_closes(_Closed(1006, ""))
@@ -753,7 +632,7 @@ class _NativeConnection(TestConnection):
             self.subprotocol = self._protocol.subprotocol
             self.response_headers = headers
         else:
-            self.denied = ConnectionDenied(response.status_code, headers, bytes(response.body))
+            self.denied = ConnectionDenied(response.status_code, bytes(response.body), headers)
             self._server_closed = _Closed(1006, "")
         self._handshake.set()
 
@@ -924,7 +803,7 @@ class TestClient:
         idle.set()
         stopped = False
 
-        async def serve(stream: _PipeStream) -> None:
+        async def serve(stream: MemoryStream) -> None:
             nonlocal serving, idle
             try:
                 await serve_stream(stream, *endpoints, peer=peer)
@@ -940,15 +819,14 @@ class TestClient:
                 await trio.lowlevel.checkpoint()
                 if stopped:
                     raise ConnectionRefusedError("the in-memory server has stopped")
-                to_server, to_client = _Pipe(_PIPE_CAPACITY), _Pipe(_PIPE_CAPACITY)
+                client_end, server_end = memory_stream_pair(peer)
                 if not serving:
                     idle = trio.Event()
                 serving += 1
-                nursery.start_soon(serve, _PipeStream(to_server, to_client, peer))
-                return _PipeStream(to_client, to_server, None)
+                nursery.start_soon(serve, server_end)
+                return client_end
 
-            client = connect(url, route, proxy=False, **options)
-            client._open_stream = open_stream
+            client = open_streams_with(connect(url, route, proxy=False, **options), open_stream)
             try:
                 async with client:
                     yield client
