@@ -30,8 +30,8 @@ import random
 import ssl
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, cast, overload
 from urllib.parse import urlsplit
@@ -959,7 +959,7 @@ class Client(Generic[ServerT]):
         stream = None if self._open_stream is None else await self._open_stream()
         opened = False
         try:
-            async with _ws_connect(
+            async with open_websocket(
                 url,
                 stream=stream,
                 ssl=options.ssl_context,
@@ -998,15 +998,6 @@ class Client(Generic[ServerT]):
                 finally:
                     self._ws = None
                     self._state.unpark_all()
-        except InvalidStatus as error:
-            response = error.response
-            headers = [(k.lower(), v) for k, v in response.headers.raw_items()]
-            body = bytes(response.body or b"")
-            raise ConnectionDenied(response.status_code, body, headers) from None
-        except InvalidHandshake as error:
-            # InvalidMessage: no HTTP response, or a garbled one (a server going down).
-            retryable = isinstance(error, InvalidMessage)
-            raise HandshakeFailed(f"WebSocket handshake failed: {error}", retryable) from error
         except _WSConnectionClosed as error:
             if opened:
                 raise
@@ -1344,6 +1335,27 @@ def open_streams_with(client: Client[ServerT], open_stream: StreamOpener) -> Cli
         raise RuntimeError("open_streams_with() is called before the client is entered")
     client._open_stream = open_stream  # pyright: ignore[reportPrivateUsage]
     return client
+
+
+@asynccontextmanager
+async def open_websocket(url: str, **options: Any) -> AsyncGenerator[ClientConnection]:
+    """One WebSocket connection, ``websockets``' Trio ``connect(url, **options)``, with
+    this module's errors for a failed upgrade: :class:`ConnectionDenied` for a refusal
+    with an HTTP status, :class:`HandshakeFailed` for an answer that is no WebSocket
+    handshake. Internal: the client's connections, and the test client's native ones
+    (:mod:`trio_wsroutes.testing`), open this way."""
+    try:
+        async with _ws_connect(url, **options) as ws:
+            yield ws
+    except InvalidStatus as error:
+        response = error.response
+        headers = [(k.lower(), v) for k, v in response.headers.raw_items()]
+        body = bytes(response.body or b"")
+        raise ConnectionDenied(response.status_code, body, headers) from None
+    except InvalidHandshake as error:
+        # InvalidMessage: no HTTP response, or a garbled one (a server going down).
+        retryable = isinstance(error, InvalidMessage)
+        raise HandshakeFailed(f"WebSocket handshake failed: {error}", retryable) from error
 
 
 def _resume_from(client: Client[Any], since: Mapping[str, Position]) -> None:

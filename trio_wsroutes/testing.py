@@ -50,14 +50,11 @@ from urllib.parse import unquote, urlencode
 import attrs
 import orjson
 import trio
-from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
-from websockets.frames import Frame as WSFrame
-from websockets.frames import Opcode
-from websockets.http11 import Response
 from websockets.protocol import OPEN
+from websockets.trio.client import ClientConnection
 from websockets.typing import Subprotocol
-from websockets.uri import parse_uri
 
 from . import client as _client
 from ._envelope import MessageId, encode_envelope, request_id_of
@@ -68,7 +65,15 @@ from ._server import BoundAddress, WebSocketServer, native_endpoints
 from ._transports._memory import MemoryStream, memory_stream_pair
 from ._transports.native import serve_stream
 from ._types import ASGIApp
-from .client import Backoff, Client, RecoveryInfo, connect, open_streams_with
+from .client import (
+    Backoff,
+    Client,
+    HandshakeFailed,
+    RecoveryInfo,
+    connect,
+    open_streams_with,
+    open_websocket,
+)
 
 # The client's exceptions, raised by the test connections too: a test catches the same
 # classes in memory and live.
@@ -492,9 +497,40 @@ class _ASGIConnection(TestConnection):
                 self._server_closes(_Closed(1006, ""))
 
 
+class _Wire(trio.abc.HalfCloseableStream):
+    """The client end of an in-memory connection as the client's WebSocket reads it:
+    it counts what is written, and a paused client reads nothing (its bytes stay in the
+    buffer, as in a socket nobody reads)."""
+
+    def __init__(self, stream: MemoryStream, connection: _NativeConnection) -> None:
+        self.stream = stream
+        self.written = 0
+        self._connection = connection
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+        self.written += len(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await self.stream.wait_readable()
+        connection = self._connection
+        if connection.accepted:
+            await connection._reading.wait()
+        return await self.stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 class _NativeConnection(TestConnection):
     """A connection to the native transport over an in-memory byte stream; the client
-    side is the ``websockets`` sans-I/O client protocol."""
+    side is the typed client's WebSocket (``websockets``' Trio client)."""
 
     __test__ = False
 
@@ -509,50 +545,45 @@ class _NativeConnection(TestConnection):
         compression: bool,
     ) -> None:
         super().__init__(default_timeout)
-        self._stream, self._server_stream = memory_stream_pair(peer)
-        self._protocol = ClientProtocol(
-            parse_uri(f"ws://testserver{resource}"),
-            subprotocols=[Subprotocol(name) for name in subprotocols] or None,
-            extensions=[ClientPerMessageDeflateFactory()] if compression else None,
-            max_size=None,
-        )
+        stream, self._server_stream = memory_stream_pair(peer)
+        self._wire = _Wire(stream, self)
+        self._resource = resource
         self._headers = headers
-        self._write_lock = trio.Lock()
-        self._produced = 0
+        self._subprotocols = subprotocols
+        self._compression = compression
+        self._ws: ClientConnection | None = None
         self._frame_ends: list[int] = []
+        self._close_asked: tuple[int, str] | None = None
+        self._closing = trio.Event()
 
     @property
     def unread_by_server(self) -> int:
-        consumed = self._stream.read_by_peer
+        consumed = self._wire.stream.read_by_peer
         self._frame_ends = [end for end in self._frame_ends if end > consumed]
         return len(self._frame_ends)
 
-    async def _flush(self) -> None:
-        async with self._write_lock:
-            for data in self._protocol.data_to_send():
-                if data:
-                    self._produced += len(data)
-                    await self._stream.send_all(data)
-                else:
-                    await self._stream.send_eof()
-
     async def _send_message(self, text: str | None, data: bytes | None) -> None:
-        if self._protocol.state is not OPEN:
+        ws = self._ws
+        if ws is None or ws.protocol.state is not OPEN:
             raise RuntimeError("send on a closed WebSocket")
-        if text is not None:
-            self._protocol.send_text(text.encode())
-        else:
-            assert data is not None
-            self._protocol.send_binary(data)
-        # The frame ends where the bytes produced so far end.
-        pending = sum(len(chunk) for chunk in self._protocol.writes)
-        self._frame_ends.append(self._produced + pending)
-        await self._flush()
+        try:
+            await ws.send(text if text is not None else cast(bytes, data))
+        except ConnectionClosed:
+            raise RuntimeError("send on a closed WebSocket") from None
+        # The frame ends where the bytes written so far end.
+        self._frame_ends.append(self._wire.written)
 
     async def _send_close(self, code: int, reason: str) -> None:
-        if self._protocol.state is OPEN:
-            self._protocol.send_close(code, reason)
-            await self._flush()
+        # The client's task runs the closing handshake; close() waits for the server.
+        if self._close_asked is None:
+            self._close_asked = (code, reason)
+            self._closing.set()
+        await trio.lowlevel.checkpoint()
+
+    async def _close_when_asked(self, ws: ClientConnection) -> None:
+        await self._closing.wait()
+        assert self._close_asked is not None
+        await ws.aclose(*self._close_asked)
 
     async def _run_server(self, server: WebSocketServer, peer: tuple[str, int]) -> None:
         options, serve_websocket, plain_http = native_endpoints(server)
@@ -561,60 +592,48 @@ class _NativeConnection(TestConnection):
                 self._server_stream, options, serve_websocket, plain_http, peer=peer
             )
         finally:
+            # What the server answered, if anything, the client's task reads.
             self._app_done.set()
-            if not self._handshake.is_set():
-                self.denied = ConnectionDenied(500)
-                self._handshake.set()
 
     async def _run_client(self) -> None:
-        protocol = self._protocol
-        request = protocol.connect()
-        for name, value in self._headers:
-            request.headers[name] = value
-        protocol.send_request(request)
-        await self._flush()
-        fragments: list[bytes] = []
         try:
-            while True:
-                await self._stream.wait_readable()
-                if self._handshake.is_set():
-                    await self._reading.wait()  # a paused client leaves bytes unread
-                data = self._stream.receive_nowait(65536)
-                if data is None:
-                    continue
-                if data:
-                    protocol.receive_data(data)
-                else:
-                    protocol.receive_eof()
-                for event in protocol.events_received():
-                    if isinstance(event, Response):
-                        self._on_response(event)
-                        continue
-                    if not isinstance(event, WSFrame):
-                        continue
-                    if event.opcode is Opcode.CLOSE:
-                        close = protocol.close_rcvd
-                        if close is not None:
-                            self._server_closes(_Closed(int(close.code), close.reason))
-                    elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-                        fragments.append(bytes(event.data))
-                        if event.fin:
-                            payload = b"".join(fragments)
-                            fragments.clear()
-                            binary = (
-                                event.opcode is Opcode.BINARY
-                                if event.opcode is not Opcode.CONT
-                                else self._binary
-                            )
-                            self._from_app_send.send_nowait(
-                                payload if binary else payload.decode()
-                            )
-                        elif event.opcode is not Opcode.CONT:
-                            self._binary = event.opcode is Opcode.BINARY
-                await self._flush()
-                if not data:
-                    break
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            async with open_websocket(
+                f"ws://testserver{self._resource}",
+                stream=self._wire,
+                additional_headers=list(self._headers),
+                user_agent_header=None,
+                subprotocols=[Subprotocol(name) for name in self._subprotocols] or None,
+                compression=None,
+                extensions=[ClientPerMessageDeflateFactory()] if self._compression else None,
+                max_size=None,
+                ping_interval=None,
+                open_timeout=None,  # TestClient.connect bounds the handshake
+                close_timeout=self._timeout,
+            ) as ws:
+                self._ws = ws
+                self.accepted = True
+                self.subprotocol = ws.subprotocol
+                response = ws.response
+                assert response is not None
+                self.response_headers = [
+                    (name.lower(), value) for name, value in response.headers.raw_items()
+                ]
+                self._handshake.set()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._close_when_asked, ws)
+                    try:
+                        while True:
+                            self._from_app_send.send_nowait(await ws.recv())
+                    except ConnectionClosed as closed:
+                        if closed.rcvd is not None:
+                            code, reason = int(closed.rcvd.code), closed.rcvd.reason
+                            self._server_closes(_Closed(code, reason))
+                    nursery.cancel_scope.cancel()
+        except ConnectionDenied as denied:
+            self.denied = denied
+            self._server_closed = _Closed(1006, "")
+            self._handshake.set()
+        except (HandshakeFailed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             if not self._handshake.is_set():
@@ -622,19 +641,6 @@ class _NativeConnection(TestConnection):
                 self._handshake.set()
             if self.accepted:
                 self._server_closes(_Closed(1006, ""))
-
-    _binary = False
-
-    def _on_response(self, response: Response) -> None:
-        headers = [(name.lower(), value) for name, value in response.headers.raw_items()]
-        if response.status_code == 101 and self._protocol.state is OPEN:
-            self.accepted = True
-            self.subprotocol = self._protocol.subprotocol
-            self.response_headers = headers
-        else:
-            self.denied = ConnectionDenied(response.status_code, bytes(response.body), headers)
-            self._server_closed = _Closed(1006, "")
-        self._handshake.set()
 
 
 @asynccontextmanager
