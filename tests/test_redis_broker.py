@@ -36,7 +36,7 @@ from trio_wsroutes import (
     message,
 )
 from trio_wsroutes._broker.redis import WireMessage, decode_wire, encode_wire
-from trio_wsroutes._history import NOT_RECOVERED, History, Position, Recovery
+from trio_wsroutes._history import NOT_RECOVERED, History, HistoryPolicy, Position, Recovery
 from trio_wsroutes.testing import TestClient, TestConnection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -536,9 +536,8 @@ HISTORY = {"room:*": History(size=1000), "small:*": History(size=3), "brief:*": 
 
 def history_broker(url: str, **options: Any) -> RedisBroker:
     """A broker with history on ``room:*``, ``small:*`` and ``brief:*``, quick to retry."""
-    return RedisBroker(
-        url, history=HISTORY, reconnect_delay=0.05, max_reconnect_delay=0.5, **options
-    )
+    options.setdefault("history", HISTORY)
+    return RedisBroker(url, reconnect_delay=0.05, max_reconnect_delay=0.5, **options)
 
 
 def test_wire_format_of_publications_with_a_position() -> None:
@@ -698,7 +697,10 @@ async def test_wrong_epoch_too_old_offset_and_ttl_give_recovered_false_and_nothi
 async def test_a_publisher_hammering_during_recovery_gives_contiguous_offsets(
     redis: RedisServer,
 ) -> None:
-    publisher, other = history_broker(redis.url), history_broker(redis.url)
+    # Correctness of a large recovery: max_recovery (300 by default) is tested elsewhere.
+    policy = HistoryPolicy(HISTORY, max_recovery=100_000)
+    publisher = history_broker(redis.url, history=policy)
+    other = history_broker(redis.url, history=policy)
     witness = Positions()
     local, remote = Positions(), Positions()
     results: list[Recovery] = []
@@ -903,6 +905,7 @@ def test_wire_fields_are_parsed_strictly() -> None:
 
 
 def test_signed_messages_verify_and_any_change_breaks_them() -> None:
+    from trio_wsroutes._broker._redis_wire import sign_position
     from trio_wsroutes._broker.redis import _authentic, sign
 
     frame = Frame(b'{"type":"said","data":{"n":1}}')
@@ -929,16 +932,22 @@ def test_signed_messages_verify_and_any_change_breaks_them() -> None:
     plain = decode_wire(frame.payload)
     assert plain is not None
     assert not _authentic(SECRET, channel, plain)
-    # h: signed up to the position, which Redis splices in.
-    head = b'{"type":"said","topic":"room:a","offset":'
-    signature = sign(SECRET, b"h", channel, b"42-abc", 7, head)
-    positioned = b'wsr1 h 42-abc 7 %s 12 Ep\n%s12,"epoch":"Ep"}' % (signature, head)
+    # h: signed with its position (epoch and offset), which its payload carries too.
+    payload = b'{"type":"said","topic":"room:a","offset":12,"epoch":"Ep"}'
+    signature = sign_position(SECRET, channel, b"42-abc", 7, b"Ep", 12, payload)
+    positioned = b"wsr1 h 42-abc 7 %s 12 Ep\n%s" % (signature, payload)
     message = decode_wire(positioned)
     assert message is not None
     assert _authentic(SECRET, channel, message)
-    wrong_tail = decode_wire(positioned.replace(b'12,"epoch"', b'13,"epoch"'))
-    assert wrong_tail is not None
-    assert not _authentic(SECRET, channel, wrong_tail)
+    for moved in (
+        positioned.replace(b'12,"epoch"', b'13,"epoch"'),  # payload and header disagree
+        positioned.replace(b'12,"epoch"', b'13,"epoch"').replace(b" 12 Ep", b" 13 Ep"),
+        positioned.replace(b'"Ep"}', b'"Eq"}').replace(b" 12 Ep", b" 12 Eq"),
+    ):
+        altered = decode_wire(moved)
+        assert altered is not None
+        assert not _authentic(SECRET, channel, altered), moved
+    assert not _authentic(SECRET, b"wsroutes:room:b", message)
 
 
 @pytest.mark.usefixtures("coredis")

@@ -319,7 +319,7 @@ class RecoveryLimiter:
 class CoalescingHolder(Protocol):
     """What registers with a :class:`Coalescer`: a connection holding published frames."""
 
-    def release_coalesced(self) -> None:
+    def _release_coalesced(self) -> None:
         """Write (or queue) what is held."""
 
 
@@ -343,7 +343,7 @@ class Coalescer:
         self._lot = trio.lowlevel.ParkingLot()
 
     def add(self, holder: CoalescingHolder) -> None:
-        """Call ``holder.release_coalesced()`` once the current task yields (once per
+        """Call ``holder._release_coalesced()`` once the current task yields (once per
         registration). The holder itself is kept, not a bound method: nothing is
         allocated per delivery that outlives the publish, which would otherwise fill
         the garbage collector's older generations at every large fan-out and make its
@@ -360,7 +360,8 @@ class Coalescer:
             holders, self._holders = self._holders, []
             for holder in holders:
                 try:
-                    holder.release_coalesced()
+                    # Private to the connection: only the coalescer calls it.
+                    holder._release_coalesced()  # pyright: ignore[reportPrivateUsage]
                 except Exception:  # a bug must not take the whole run down
                     logger.exception("releasing coalesced writes failed")
 

@@ -113,8 +113,9 @@ class WebSocketServer:
       ``False`` refuses it. Native: ``True`` is ``"shared"`` (``server_no_context_takeover``:
       each message is compressed once for all its recipients); ``"context_takeover"``
       keeps a compressor per connection (better ratio, a compression per recipient and
-      more memory). Under hypercorn, ``True`` is wsproto's per-connection deflate and
-      ``False`` works on hypercorn 0.17 and 0.18 (a checked patch; see the guide).
+      more memory). Under hypercorn, wsproto compresses each message on its own
+      (``server_no_context_takeover``, whatever the mode), and ``False`` works on
+      hypercorn 0.17 and 0.18 (a checked patch; see the guide).
     * ``heartbeat_interval``: seconds without a frame from the peer before the server
       pings it (20; ``None`` turns pings off); a peer that then sends nothing (no pong)
       for ``heartbeat_timeout`` seconds is closed (1011, ``"heartbeat timeout"``). On the
@@ -168,7 +169,19 @@ class WebSocketServer:
       ``ws.subscribe`` raises ``MessageError`` (``TOO_MANY_TOPICS``, ``INVALID_TOPIC``).
     * ``handshake_timeout``: seconds a client has to send its whole upgrade request on
       the native transport (10; hypercorn drops incomplete requests after its own
-      ``keep_alive_timeout``, 5 s by default).
+      ``keep_alive_timeout``, 5 s by default), TLS handshake included (under
+      :meth:`serve` too: hypercorn's ``ssl_handshake_timeout``, unless
+      ``hypercorn_config`` sets it).
+    * ``max_pending_handshakes``: connections that may be in their TLS or HTTP
+      handshake at once, not yet admitted (256; ``None`` for no limit). Native: past
+      it the server stops accepting (new connections wait in the kernel's backlog)
+      until one finishes, or drops the oldest once it has been pending for 2 s. Under
+      hypercorn, it bounds the TLS handshakes in progress the same way, and four times
+      as many connections may wait for their ClientHello (the oldest is dropped past
+      that). Each handshake costs at most about 75 KiB (TLS state and a 16 KiB request
+      head): about 20 MiB at the default, whatever ``max_connections`` is. A TLS
+      client's state is made only once its ClientHello has arrived whole. A request
+      line and headers over 16 KiB get 431.
     * ``forbid_unknown_keys``: refuse keys that are not fields of a client message, each
       a ``VALIDATION_ERROR`` detail on its own path (``False``: ignored, as Zod does);
       routes may set their own with :meth:`WebSocketRoute.forbid_unknown_keys`.
@@ -223,6 +236,7 @@ class WebSocketServer:
         max_topics_per_connection: int = 1000,
         max_topic_length: int = 256,
         handshake_timeout: float = 10.0,
+        max_pending_handshakes: int | None = 256,
         history: Mapping[str, History] | HistoryPolicy | None = None,
         max_recovery: int | None = None,
         recovery_rate: RateLimit | None = DEFAULT_RECOVERY_RATE,
@@ -231,7 +245,12 @@ class WebSocketServer:
     ) -> None:
         if any(
             limit is not None and limit < 1
-            for limit in (max_connections, max_connections_per_ip, max_topics_per_connection)
+            for limit in (
+                max_connections,
+                max_connections_per_ip,
+                max_topics_per_connection,
+                max_pending_handshakes,
+            )
         ) or (handler_timeout is not None and not handler_timeout > 0):
             raise ValueError("connection limits and timeouts must be positive")
         if (
@@ -313,12 +332,14 @@ class WebSocketServer:
         self.authorize_subscribe: SubscribeCheck[Any, Any] | None = authorize_subscribe
         self.handler_timeout: float | None = handler_timeout
         self.handshake_timeout: float = handshake_timeout
+        self.max_pending_handshakes: int | None = max_pending_handshakes
         self.max_connections: int | None = max_connections
         self.max_connections_per_ip: int | None = max_connections_per_ip
         self._admission: Admission | None = None
         self._startup_hooks: list[StartupHook] = []
         self._shutdown_hooks: list[ShutdownHook] = []
         self._trio_token: trio.lowlevel.TrioToken | None = None
+        _contain_hypercorn_failures()
 
     @property
     def routes(self) -> list[WebSocketRoute[Any, Any]]:
@@ -480,6 +501,7 @@ class WebSocketServer:
             await self.serve_websocket(transport, request_from_scope(scope))
         elif kind == "lifespan":
             self._trio_token = trio.lowlevel.current_trio_token()
+            _contain_hypercorn_failures()  # before hypercorn accepts a connection
             self._admitter()
             await run_lifespan(
                 scope,
@@ -705,6 +727,7 @@ def native_endpoints(
         ),
         close_timeout=server.options.close_timeout,
         handshake_timeout=server.handshake_timeout,
+        max_pending_handshakes=server.max_pending_handshakes,
     )
 
     def plain_http(path: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
@@ -712,6 +735,14 @@ def native_endpoints(
         return server._admitter().plain_http(path)  # pyright: ignore[reportPrivateUsage]
 
     return options, server.serve_websocket, plain_http
+
+
+def _contain_hypercorn_failures() -> None:
+    # Under hypercorn (its command line imports the app, then runs the lifespan, before
+    # it accepts): a failure inside hypercorn ends one connection, not the server.
+    from ._transports import _hypercorn
+
+    _hypercorn.install_containment_if_loaded()
 
 
 async def _not_found(send: Send) -> None:

@@ -1,6 +1,7 @@
-"""A transport in memory, for the engine's unit tests: what the engine sends is recorded,
-what it receives is fed by the test, and ``writes_nowait`` and the socket's room can be
-set to take each of the engine's paths without a socket."""
+"""Transports in memory, for the engine's unit tests: what the engine sends is recorded,
+what it receives is fed by the test. :class:`FakeTransport` sees frames (as the native
+transport over TLS does); :class:`FakeNonBlockingTransport` also writes without waiting
+(as over plain TCP), with a socket whose room the test sets."""
 
 from __future__ import annotations
 
@@ -13,13 +14,10 @@ from trio_wsroutes._transports import Disconnect, NeedsFlush, TransportClosed, V
 
 
 class FakeTransport:
-    """Implements the engine's ``Transport`` interface in memory."""
+    """Implements ``Transport`` and ``FrameTransport`` in memory."""
 
-    def __init__(self, *, writes_nowait: bool = False, room: int = 1 << 30) -> None:
+    def __init__(self) -> None:
         self.pending = 0
-        self.writes_nowait_ = writes_nowait
-        self.room = room
-        """Bytes the "socket" takes without waiting (``try_send_nowait``)."""
         self.written: list[Frame] = []
         """Frames handed to the network, in order (``send`` and the non-blocking path)."""
         self.writes = 0
@@ -47,14 +45,6 @@ class FakeTransport:
         self._unblocked.set()
 
     # -- the Transport interface -----------------------------------------------------
-
-    @property
-    def can_ping(self) -> bool:
-        return True
-
-    @property
-    def writes_nowait(self) -> bool:
-        return self.writes_nowait_
 
     @property
     def last_activity(self) -> float | None:
@@ -88,19 +78,6 @@ class FakeTransport:
         self.written.append(frame)
         self.writes += 1
 
-    def try_send_nowait(self, frame: Frame) -> bool:
-        return self.try_send_many_nowait([frame])
-
-    def try_send_many_nowait(self, frames: Sequence[Frame]) -> bool:
-        if not self.writes_nowait_ or self.pending or self.broken:
-            return False
-        size = sum(frame.size for frame in frames)
-        if size > self.room:
-            self.pending = size - self.room  # the rest waits for the writer's flush
-        self.written.extend(frames)
-        self.writes += 1
-        return True
-
     async def flush(self) -> None:
         await self._unblocked.wait()
         self.pending = 0
@@ -117,3 +94,25 @@ class FakeTransport:
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
+
+
+class FakeNonBlockingTransport(FakeTransport):
+    """A :class:`FakeTransport` that is also a ``NonBlockingWriter``."""
+
+    def __init__(self, *, room: int = 1 << 30) -> None:
+        super().__init__()
+        self.room = room
+        """Bytes the "socket" takes without waiting."""
+
+    def try_send_nowait(self, frame: Frame) -> bool:
+        return self.try_send_many_nowait([frame])
+
+    def try_send_many_nowait(self, frames: Sequence[Frame]) -> bool:
+        if self.pending or self.broken:
+            return False
+        size = sum(frame.size for frame in frames)
+        if size > self.room:
+            self.pending = size - self.room  # the rest waits for the writer's flush
+        self.written.extend(frames)
+        self.writes += 1
+        return True

@@ -9,16 +9,17 @@ import trio
 from tests.engine._fake import FakeTransport
 from tests.engine._spec import spec_of
 from trio_wsroutes import CloseCode, Connection, Context, RateLimit, create_websocket_route
-from trio_wsroutes._engine.closing import CloseEvent
-from trio_wsroutes._engine.inbound import RateLimited, Reader, Timers
-from trio_wsroutes._engine.outbound import Closing, Outbound
-from trio_wsroutes._flow import MemoryBudget
+from trio_wsroutes._engine.inbound import Inbound, RateLimited, Timers
+from trio_wsroutes._engine.outbound import Closing
+from trio_wsroutes._flow import Inbox, MemoryBudget
 from trio_wsroutes._spec import Heartbeat
 from trio_wsroutes._stats import ServerStats
 from trio_wsroutes._transports import Violation
 
 
-def reader(*, binary: bool = False, **spec_options: Any) -> Reader:
+def reader(
+    *, binary: bool = False, transport: FakeTransport | None = None, **spec_options: Any
+) -> Inbound:
     route = create_websocket_route("/r")
     if binary:
 
@@ -27,46 +28,35 @@ def reader(*, binary: bool = False, **spec_options: Any) -> Reader:
             pass
 
     spec = spec_of(route, **spec_options)
-    transport = FakeTransport()
-    budget = MemoryBudget()
-    out = Outbound(transport, limit=1000, budget=budget, stats=ServerStats())
-    events: list[tuple[CloseEvent, int, str]] = []
-    return Reader(
-        transport,
-        spec,
-        None,
-        outbound=out,
-        budget=budget,
-        close=lambda event, code, reason: events.append((event, code, reason)),
-    )
+    return Inbound(transport or FakeTransport(), spec, budget=MemoryBudget(), stats=ServerStats())
 
 
 async def test_messages_within_the_limits_pass_as_they_are() -> None:
     r = reader(binary=True)
-    assert r.classify('{"type":"x"}') == '{"type":"x"}'
-    assert r.classify(b"\x00\x01") == b"\x00\x01"
+    assert r._classify('{"type":"x"}') == '{"type":"x"}'
+    assert r._classify(b"\x00\x01") == b"\x00\x01"
 
 
 async def test_too_big_binary_on_a_text_route_and_violations_close() -> None:
     r = reader(max_payload_length=10)
-    big = r.classify("é" * 10)  # 20 bytes of UTF-8
+    big = r._classify("é" * 10)  # 20 bytes of UTF-8
     assert isinstance(big, Closing) and big.code == CloseCode.MESSAGE_TOO_BIG
-    assert r.classify("é" * 5) == "é" * 5  # exactly 10 bytes
-    binary = r.classify(b"x")
+    assert r._classify("é" * 5) == "é" * 5  # exactly 10 bytes
+    binary = r._classify(b"x")
     assert isinstance(binary, Closing) and binary.code == CloseCode.UNSUPPORTED_DATA
-    violation = r.classify(Violation(1009, "message too big"))
+    violation = r._classify(Violation(1009, "message too big"))
     assert isinstance(violation, Closing) and violation.code == 1009
 
 
 async def test_over_the_rate_limit_a_message_is_refused_in_order_with_its_id() -> None:
     r = reader(rate_limit=RateLimit(1, burst=2))
-    assert r.classify('{"type":"a","id":1}') == '{"type":"a","id":1}'
-    assert r.classify('{"type":"a","id":2}') == '{"type":"a","id":2}'
-    refused = r.classify('{"type":"a","id":3}')
+    assert r._classify('{"type":"a","id":1}') == '{"type":"a","id":1}'
+    assert r._classify('{"type":"a","id":2}') == '{"type":"a","id":2}'
+    refused = r._classify('{"type":"a","id":3}')
     assert isinstance(refused, RateLimited) and refused.id == 3
     closing = reader(rate_limit=RateLimit(1, burst=1, action="close"))
-    closing.classify("a")
-    refusal = closing.classify("b")
+    closing._classify("a")
+    refusal = closing._classify("b")
     assert isinstance(refusal, Closing) and refusal.code == CloseCode.POLICY_VIOLATION
 
 
@@ -100,31 +90,19 @@ def test_the_idle_timer_counts_traffic_both_ways() -> None:
 
 
 async def test_the_reader_queues_messages_and_reports_a_peer_that_left() -> None:
-    from trio_wsroutes._flow import Inbox
     from trio_wsroutes._transports import Disconnect
 
-    route = create_websocket_route("/r")
-    spec = spec_of(route)
     transport = FakeTransport()
-    budget = MemoryBudget()
-    out = Outbound(transport, limit=1000, budget=budget, stats=ServerStats())
-    events: list[tuple[CloseEvent, int, str]] = []
-    r = Reader(
-        transport,
-        spec,
-        None,
-        outbound=out,
-        budget=budget,
-        close=lambda event, code, reason: events.append((event, code, reason)),
-    )
+    r = reader(transport=transport)
     inbox: Inbox[Any] = Inbox()
     await transport.feed("one")
     await transport.feed("two")
     await transport.feed(Disconnect(1001, "going"))
     with trio.fail_after(5):
-        await r.run(inbox)
+        await r._read(inbox)
     assert [await inbox.get(), await inbox.get(), await inbox.get()] == ["one", "two", None]
-    assert events == [(CloseEvent.PEER_GONE, 1001, "going")]
-    assert r.held > 0 and budget.used == r.held  # held until the dispatcher takes them
-    r.release()
+    assert (r.closed, r.close_code) == (True, 1001)  # the peer left: no close frame owed
+    budget = r._budget
+    assert r._held > 0 and budget.used == r._held  # held until the dispatcher takes them
+    r._release_inbox()
     assert budget.used == 0

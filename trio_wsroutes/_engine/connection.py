@@ -7,10 +7,11 @@
     transport.send()    <- [writer] <- outbox <------------+-- ws.send / publish / replies
 
 One Trio nursery per connection, three tasks: the reader (``inbound.py``), the writer
-(``outbound.py``) and the dispatcher (``dispatch.py``, the connection's own task). The
-connection itself keeps the handler-facing API, the topics it is subscribed to (it is
-the one owner of its membership) and its close state (``closing.py``), and carries out
-what each close event asks.
+(``outbound.py``) and the dispatcher (``dispatch.py``, the connection's own task). Each
+is a layer of the connection's class, in its own module (see ``outbound.py`` for why
+they are one object at run time); the close state is ``closing.py``'s. This layer keeps
+the handler-facing API and the topics the connection is subscribed to: it is the one
+owner of its membership.
 
 The engine talks to the network only through :class:`~trio_wsroutes._transports.Transport`
 and reads its settings only from a frozen :class:`~trio_wsroutes._spec.RouteSpec`.
@@ -32,20 +33,18 @@ from .._errors import MessageError
 from .._flow import Inbox, MemoryBudget, RecoveryLimiter
 from .._frames import Frame
 from .._history import NOT_RECOVERED, Position, Recovery
-from .._messages import check_declared, encode_message
 from .._spec import RouteSpec
 from .._stats import ServerStats
 from .._transports import Transport, TransportClosed
-from .closing import CloseEvent, CloseState, ConnectionClosed
-from .dispatch import Dispatcher
-from .inbound import Inbound, Reader
-from .outbound import Outbound
+from .closing import CloseEvent
+from .dispatch import Dispatch
+from .inbound import InboundItem
 
 if TYPE_CHECKING:
     from .._broker import Broker
     from .._request import Request
 
-__all__ = ["Connection", "ConnectionClosed", "close_now", "new_context", "run_connection"]
+__all__ = ["Connection", "close_now", "new_context", "run_connection"]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -61,7 +60,7 @@ _SUBSCRIPTION_COST: Final = 400
 tables), counted in the memory budget; measured with tracemalloc."""
 
 
-class Connection(Generic[ServerT_contra]):
+class Connection(Dispatch, Generic[ServerT_contra]):
     """One WebSocket connection, as handlers see it.
 
     ``Connection[ServerMessage]`` accepts only ``ServerMessage`` in :meth:`send` and
@@ -71,22 +70,11 @@ class Connection(Generic[ServerT_contra]):
 
     __slots__ = (
         "_broker",
-        "_budget",
-        "_cancel_scope",
-        "_close",
-        "_dispatcher",
         "_on_gone",
-        "_out",
-        "_reader",
         "_recoveries",
         "_since",
-        "_spec",
-        "_stats",
         "_subscribed_bytes",
         "_topics",
-        "_transport",
-        "context",
-        "id",
         "subprotocol",
     )
 
@@ -104,55 +92,24 @@ class Connection(Generic[ServerT_contra]):
         since: dict[str, Position] | None = None,
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
     ) -> None:
-        self.id: str = context.connection_id
-        """The connection's unique id (same as ``ctx.connection_id``)."""
-        self.context: Context[Any] = context
-        """The connection's :class:`~trio_wsroutes.Context` (user, params, data)."""
+        super().__init__(
+            transport,
+            spec,
+            context,
+            budget=budget if budget is not None else MemoryBudget(),
+            stats=stats if stats is not None else ServerStats(),
+        )
         self.subprotocol: str | None = subprotocol
         """The subprotocol selected at the upgrade, if the route declares any."""
-        self._transport = transport
-        self._spec = spec
         self._broker = broker
         self._on_gone = on_gone
-        self._stats = stats if stats is not None else ServerStats()
-        self._budget = budget if budget is not None else MemoryBudget()
         self._recoveries = recoveries
         self._since: dict[str, Position] = since if since is not None else {}
         self._topics: set[str] = set()
         self._subscribed_bytes = 0  # held by subscriptions, in the memory budget
-        self._close = CloseState()
-        self._cancel_scope: trio.CancelScope | None = None
-        heartbeat = spec.heartbeat_on(transport.can_ping)
-        self._out = Outbound(
-            transport,
-            limit=spec.options.backpressure_limit,
-            budget=self._budget,
-            policy=spec.options.slow_consumer_policy,
-            stats=self._stats,
-        )
-        self._reader = Reader(
-            transport,
-            spec,
-            heartbeat,
-            outbound=self._out,
-            budget=self._budget,
-            close=self._advance,
-            name=self.id,
-        )
-        self._dispatcher = Dispatcher(
-            self,
-            spec,
-            reader=self._reader,
-            heartbeat=heartbeat,
-            stats=self._stats,
-            send=self._send_frame,
-            enqueue=self._out.enqueue,
-            encode=self._encode,
-            close=self._advance,
-        )
 
     def __repr__(self) -> str:
-        state = "closed" if self._close.closing else "open"
+        state = "closed" if self.closed else "open"
         return f"<Connection {self.id} {self._spec.path!r} {state}>"
 
     # -- public API --------------------------------------------------------------------
@@ -168,31 +125,9 @@ class Connection(Generic[ServerT_contra]):
         return self.context.user
 
     @property
-    def buffered_amount(self) -> int:
-        """Bytes accepted for this client and not yet written to the network: the
-        engine's queue plus what the transport holds. ``backpressure_limit`` applies to
-        this number."""
-        return self._out.buffered
-
-    @property
     def topics(self) -> frozenset[str]:
         """The topics this connection is subscribed to."""
         return frozenset(self._topics)
-
-    @property
-    def closed(self) -> bool:
-        """``True`` once the connection is closing or closed; sends then raise."""
-        return self._close.closing
-
-    @property
-    def close_code(self) -> int | None:
-        """The close code, once the connection has closed."""
-        return self._close.code
-
-    @property
-    def dropped_messages(self) -> int:
-        """Published messages dropped for this connection (slow-consumer policy ``"drop"``)."""
-        return self._out.dropped
 
     async def send(self, message: ServerT_contra) -> None:
         """Send a server message to this client.
@@ -295,15 +230,14 @@ class Connection(Generic[ServerT_contra]):
         if position is None:
             await self._broker.subscribe(topic, self)
             return NOT_RECOVERED
-        out = self._out
-        out.recovering = True
-        out.recovered_bytes = 0
+        self._recovering = True
+        self._recovered_bytes = 0
         try:
             recovery = await self._broker.subscribe(topic, self, since=position)
         finally:
-            out.recovering = False
+            self._recovering = False
         if limiter is not None:
-            limiter.charge(address, recovery.missed, out.recovered_bytes)
+            limiter.charge(address, recovery.missed, self._recovered_bytes)
         return recovery
 
     async def unsubscribe(self, topic: str) -> None:
@@ -323,52 +257,18 @@ class Connection(Generic[ServerT_contra]):
         self._advance(CloseEvent.CLOSE, code, reason)
         await trio.lowlevel.checkpoint()
 
-    # -- used by brokers and the registry ----------------------------------------------
-
-    def deliver(self, frame: Frame) -> bool:
-        """Queue a published frame without waiting (the broker's entry point).
-
-        If the frame would take ``buffered_amount`` over ``backpressure_limit``, the
-        server's slow-consumer policy applies: ``"close"`` evicts the connection with
-        1013, ``"drop"`` drops this frame for it (counted in ``dropped_messages``).
-        Returns ``False`` when the connection no longer takes frames.
-        """
-        if self._close.code is not None:
-            return False
-        overflow = self._out.deliver(frame)
-        if overflow is None:
-            return True
-        self._evict(flush=overflow.flush)
-        return False
-
     # -- internals ---------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        state = self._close
-        if state.code is not None:
-            raise ConnectionClosed(state.code, state.reason)
 
     def _address(self) -> str:
         client = self.context.request.client
         return client[0] if client is not None else ""
 
-    async def _send_frame(self, frame: Frame) -> None:
-        self._check_open()
-        await self._out.send(frame, self._check_open)
-
-    def _encode(self, message: object, request_id: str | int | None = None) -> Frame:
-        """Encode a server message, refusing one the route did not declare: what the
-        route's types (and the generated client types) promise is what goes out."""
-        spec = self._spec
-        check_declared(message, spec.server_message_types, spec.path)
-        return encode_message(message, request_id)
-
-    def _evict(self, *, flush: bool = False) -> None:
-        """Close with 1013 and leave the topics and the registry at once; the queued
-        frames are dropped, or with ``flush`` sent first (within ``close_timeout``)."""
+    def _overflow(self, *, flush: bool) -> None:
+        """Evicted as a slow consumer: close with 1013 and leave the topics and the
+        registry at once; the queued frames are dropped, or with ``flush`` sent first
+        (within ``close_timeout``)."""
         logger.warning("evicting slow consumer %s: %d bytes queued", self.id, self.buffered_amount)
-        event = CloseEvent.CLOSE if flush else CloseEvent.CLOSE_NOW
-        self._advance(event, CloseCode.TRY_AGAIN_LATER, "slow consumer")
+        super()._overflow(flush=flush)
         self._forget_topics()
         self._on_gone(self)
 
@@ -378,48 +278,16 @@ class Connection(Generic[ServerT_contra]):
         self._budget.release(self._subscribed_bytes)
         self._subscribed_bytes = 0
 
-    def _advance(self, event: CloseEvent, code: int = 0, reason: str = "") -> None:
-        """Move the close state on and carry out what it asks."""
-        steps = self._close.advance(event, code, reason)
-        if steps.queue_close is not None:
-            code, reason = steps.queue_close
-            self._out.queue_close(code, reason, drop_queued=steps.drop_queued)
-        if steps.cancel_send:
-            self._out.cancel_send()
-        scope = self._cancel_scope
-        if scope is None:
-            return
-        if steps.started:
-            # A client that stops reading must not hold the connection open.
-            scope.deadline = min(
-                scope.deadline, trio.current_time() + self._spec.options.close_timeout
-            )
-        if steps.cancel_tasks:
-            scope.cancel()
-
-    async def _write(self) -> None:
-        """The writer task: write until the close frame is out, then end the tasks."""
-        try:
-            closing = await self._out.write()
-            self._advance(CloseEvent.FRAME_TAKEN)
-            await self._transport.close(closing.code, closing.reason)
-        except TransportClosed:
-            self._advance(CloseEvent.FRAME_TAKEN)
-            self._advance(CloseEvent.PEER_GONE, CloseCode.ABNORMAL, "")
-            return
-        assert self._cancel_scope is not None
-        self._cancel_scope.cancel()
-
     async def _run(self) -> None:
         """Run the connection until it closes; ``on_close`` runs exactly once."""
         spec = self._spec
-        inbox: Inbox[Inbound] = Inbox()
+        inbox: Inbox[InboundItem] = Inbox()
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
                 nursery.start_soon(self._write, name=_WRITER_TASK)
-                nursery.start_soon(self._reader.run, inbox, name=_READER_TASK)
-                await self._dispatcher.run(inbox)
+                nursery.start_soon(self._read, inbox, name=_READER_TASK)
+                await self._dispatch(inbox)
         except trio.Cancelled:
             # Cancelled from outside (the connection ends its own nursery itself): the
             # server is going away without having closed it. Say so, briefly.
@@ -436,8 +304,8 @@ class Connection(Generic[ServerT_contra]):
         finally:
             self._stats.connections_closed += 1
             self._close.advance(CloseEvent.ENDED)
-            self._out.drop()
-            self._reader.release()  # what the inbox still held
+            self._drop_outbound()
+            self._release_inbox()  # what the inbox still held
             self._on_gone(self)
             with trio.CancelScope(shield=True):
                 self._forget_topics()
@@ -446,7 +314,7 @@ class Connection(Generic[ServerT_contra]):
                     with trio.move_on_after(spec.options.close_timeout):
                         state = self._close
                         assert state.code is not None
-                        await self._dispatcher.call(
+                        await self._call(
                             "on_close", spec.on_close(self, state.code, state.reason, self.context)
                         )
 

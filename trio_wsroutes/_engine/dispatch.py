@@ -1,5 +1,6 @@
-"""Dispatch: the connection's own task, which decodes, validates and calls the handlers
-one message at a time, in arrival order, and the one policy for what their failures do.
+"""The dispatch layer of a connection: its own task, which decodes, validates and calls
+the handlers one message at a time, in arrival order, and the one policy for what their
+failures do.
 
 Every envelope with an ``id`` gets exactly one answer: the handler's reply, an error
 envelope, or ``ack``. What a failure does depends only on where it happens
@@ -15,7 +16,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import trio
 
@@ -24,16 +25,18 @@ from .._containment import must_propagate
 from .._context import Context
 from .._envelope import Envelope, encode_ack, encode_error, encode_pong, parse_envelope
 from .._errors import MessageError, ProtocolError, ValidationError
-from .._flow import Inbox
+from .._flow import Inbox, MemoryBudget
 from .._frames import Frame
-from .._spec import Heartbeat, RouteSpec
+from .._messages import check_declared, encode_message
+from .._spec import RouteSpec
 from .._stats import ServerStats
+from .._transports import Transport
 from .._validation import validation_details
 from .closing import CloseEvent, ConnectionClosed
-from .inbound import Inbound, RateLimited, Reader
+from .inbound import Inbound, InboundItem, RateLimited
 from .outbound import Closing
 
-__all__ = ["FAILURE_POLICY", "Dispatcher", "Failure"]
+__all__ = ["FAILURE_POLICY", "Dispatch", "Failure"]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -59,89 +62,55 @@ FAILURE_POLICY: Final[Mapping[str, Failure]] = {
 """Where application code runs, and what its failure does there."""
 
 
-class Handled(Protocol):
-    """What the dispatcher needs of the connection it hands to handlers."""
+class Dispatch(Inbound):
+    """The dispatcher of a connection, on top of its inbound layer."""
 
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def context(self) -> Context[Any]: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-
-class Dispatcher:
-    """The dispatcher of one connection."""
-
-    __slots__ = (
-        "_close",
-        "_connection",
-        "_context",
-        "_encode",
-        "_enqueue",
-        "_heartbeat",
-        "_reader",
-        "_send",
-        "_spec",
-        "_stats",
-    )
+    __slots__ = ("_spec", "context")
 
     def __init__(
         self,
-        connection: Handled,
+        transport: Transport,
         spec: RouteSpec,
+        context: Context[Any],
         *,
-        reader: Reader,
-        heartbeat: Heartbeat | None,
+        budget: MemoryBudget,
         stats: ServerStats,
-        send: Callable[[Frame], Awaitable[None]],
-        enqueue: Callable[[Frame], None],
-        encode: Callable[[object, str | int | None], Frame],
-        close: Callable[[CloseEvent, int, str], None],
     ) -> None:
-        self._connection = connection
-        self._context: Context[Any] = connection.context
+        super().__init__(transport, spec, budget=budget, stats=stats, id=context.connection_id)
         self._spec = spec
-        self._reader = reader
-        self._heartbeat = heartbeat
-        self._stats = stats
-        self._send = send
-        self._enqueue = enqueue
-        self._encode = encode
-        self._close = close
+        self.context: Context[Any] = context
+        """The connection's :class:`~trio_wsroutes.Context` (user, params, data)."""
 
-    async def run(self, inbox: Inbox[Inbound]) -> None:
-        """``on_connect``, then every message in order until the connection closes."""
+    async def _dispatch(self, inbox: Inbox[InboundItem]) -> None:
+        """The dispatcher task: ``on_connect``, then every message in order until the
+        connection closes."""
         spec = self._spec
-        connection = self._connection
-        context = self._context
-        reader = self._reader
-        if spec.on_connect is not None and not await self.call(
-            "on_connect", spec.on_connect(connection, context)
+        context = self.context
+        if spec.on_connect is not None and not await self._call(
+            "on_connect", spec.on_connect(self, context)
         ):
             return
+        state = self._close
         while True:
             message = await inbox.get()
             if message is None:
                 break
-            reader.taken(message)
-            if connection.closed:
+            self._taken(message)
+            if state.code is not None:
                 break
             if type(message) is str:
                 await self._dispatch_text(message)
             elif type(message) is bytes:
                 assert spec.on_binary is not None
-                await self.call("on_binary", spec.on_binary(connection, message, context))
+                await self._call("on_binary", spec.on_binary(self, message, context))
             elif type(message) is RateLimited:
                 await self._reply(
                     encode_error(RATE_LIMITED, "Too many messages; slow down", message.id)
                 )
             else:
                 assert type(message) is Closing
-                self._close(CloseEvent.CLOSE, message.code, message.reason)
-            if connection.closed:
+                self._advance(CloseEvent.CLOSE, message.code, message.reason)
+            if state.code is not None:
                 break
 
     async def _dispatch_text(self, text: str) -> None:
@@ -150,13 +119,13 @@ class Dispatcher:
             envelope = parse_envelope(text)
         except ProtocolError as error:
             if spec.on_text is not None:
-                await self.call("on_text", spec.on_text(self._connection, text, self._context))
+                await self._call("on_text", spec.on_text(self, text, self.context))
                 return
             await self._bad_input(error, error.request_id)
             return
         handler = spec.handlers.get(envelope.type)
         if handler is None:
-            heartbeat = self._heartbeat
+            heartbeat = self._timers.heartbeat
             if heartbeat is not None and heartbeat.envelope and envelope.type in ("ping", "pong"):
                 if envelope.type == "ping":
                     await self._reply(Frame(encode_pong(envelope.id)))
@@ -180,13 +149,12 @@ class Dispatcher:
     ) -> None:
         timeout = self._spec.handler_timeout
         result: Any = None
-        connection = self._connection
         try:
             if timeout is None:
-                result = await handler(connection, data, self._context)
+                result = await handler(self, data, self.context)
             else:
                 with trio.move_on_after(timeout) as scope:
-                    result = await handler(connection, data, self._context)
+                    result = await handler(self, data, self.context)
                 if scope.cancelled_caught:
                     await self._bad_input(
                         MessageError(f"Handler took longer than {timeout:g} s", HANDLER_TIMEOUT),
@@ -214,7 +182,7 @@ class Dispatcher:
             # Every envelope with an id gets exactly one answer.
             await self._reply(encode_ack(envelope.id))
 
-    async def call(
+    async def _call(
         self, where: str, call: Awaitable[Any], request_id: str | int | None = None
     ) -> bool:
         """Await application code running at ``where`` (a key of
@@ -230,6 +198,13 @@ class Dispatcher:
             return False
         return True
 
+    def _encode(self, message: object, request_id: str | int | None = None) -> Frame:
+        """Encode a server message, refusing one the route did not declare: what the
+        route's types (and the generated client types) promise is what goes out."""
+        spec = self._spec
+        check_declared(message, spec.server_message_types, spec.path)
+        return encode_message(message, request_id)
+
     async def _failed(self, where: str, exc: BaseException, request_id: str | int | None) -> None:
         """Apply :data:`FAILURE_POLICY` to an exception application code let out."""
         spec = self._spec
@@ -239,18 +214,16 @@ class Dispatcher:
         # Any exception ends its connection only, BaseExceptions (KeyboardInterrupt,
         # SystemExit...) included: never the server.
         self._stats.handler_errors += 1
-        logger.error(
-            "handler error on %s (connection %s)", spec.path, self._connection.id, exc_info=exc
-        )
+        logger.error("handler error on %s (connection %s)", spec.path, self.id, exc_info=exc)
         if spec.on_error is not None and isinstance(exc, Exception):
-            await self.call("on_error", spec.on_error(self._connection, exc, self._context))
-        if not self._connection.closed:
+            await self._call("on_error", spec.on_error(self, exc, self.context))
+        if self._close.code is None:
             self._enqueue(encode_error(INTERNAL_ERROR, "Internal server error", request_id))
-        self._close(CloseEvent.CLOSE, CloseCode.INTERNAL_ERROR, "internal error")
+        self._advance(CloseEvent.CLOSE, CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _reply(self, frame: Frame) -> None:
         try:
-            await self._send(frame)
+            await self._send_frame(frame)
         except ConnectionClosed:
             pass
 
@@ -258,4 +231,4 @@ class Dispatcher:
         await self._reply(encode_error(error.code, error.message, request_id, error.details))
         on_error = self._spec.on_error
         if on_error is not None:
-            await self.call("on_error", on_error(self._connection, error, self._context))
+            await self._call("on_error", on_error(self, error, self.context))

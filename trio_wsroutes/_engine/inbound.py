@@ -1,6 +1,7 @@
-"""Inbound flow: the reader task, what it makes of each incoming item, and the timers.
+"""The inbound layer of a connection: the reader task, what it makes of each incoming
+item, and the timers.
 
-The reader is the only task that receives. :meth:`Reader.classify` decides what each item
+The reader is the only task that receives. :meth:`Inbound._classify` decides what each item
 from the transport becomes (a message for the handlers, a refusal answered in order, a
 close), by size, kind and rate; the bounded :class:`~trio_wsroutes._flow.Inbox` carries it
 to the dispatcher, and the reader waits for room in messages, bytes and the server's
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -26,11 +26,12 @@ from .._envelope import PING, request_id_of
 from .._flow import Inbox, MemoryBudget, TokenBucket
 from .._frames import Frame
 from .._spec import Heartbeat, RouteSpec
+from .._stats import ServerStats
 from .._transports import NEEDS_FLUSH, Disconnect, Transport, Violation
 from .closing import CloseEvent
 from .outbound import Closing, Outbound
 
-__all__ = ["BLOCKED_CHECK", "Inbound", "RateLimited", "Reader", "Timers", "held_size"]
+__all__ = ["BLOCKED_CHECK", "Inbound", "InboundItem", "RateLimited", "Timers", "held_size"]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -48,7 +49,7 @@ class RateLimited:
         self.id = request_id
 
 
-Inbound = str | bytes | Closing | RateLimited
+InboundItem = str | bytes | Closing | RateLimited
 """What the reader hands the dispatcher: messages, or refusals to answer in order."""
 
 
@@ -133,48 +134,50 @@ class Timers:
         return idle is not None and now >= self._last_active(now, received, sent) + idle
 
 
-class Reader:
-    """The reader task of one connection."""
+class Inbound(Outbound):
+    """The reader of a connection, on top of its outbound layer (it asks the writer to
+    flush what the transport owes, and to ping)."""
 
     __slots__ = (
         "_accepts_binary",
         "_blocked_check",
-        "_budget",
         "_byte_bucket",
         "_check_size",
-        "_close",
         "_close_on_limit",
+        "_held",
         "_max_bytes",
         "_max_len",
         "_max_messages",
         "_message_bucket",
-        "_name",
-        "_outbound",
         "_space",
-        "_transport",
-        "held",
-        "timers",
+        "_timers",
+        "id",
     )
 
     def __init__(
         self,
         transport: Transport,
         spec: RouteSpec,
-        heartbeat: Heartbeat | None,
         *,
-        outbound: Outbound,
         budget: MemoryBudget,
-        close: Callable[[CloseEvent, int, str], None],
-        name: str = "",
+        stats: ServerStats,
+        id: str = "",
     ) -> None:
         options = spec.options
-        self._name = name
-        self._transport = transport
-        self._outbound = outbound
-        self._budget = budget
-        self._close = close
+        super().__init__(
+            transport,
+            limit=options.backpressure_limit,
+            budget=budget,
+            stats=stats,
+            policy=options.slow_consumer_policy,
+            close_timeout=options.close_timeout,
+        )
+        # WebSocket pings need a transport that sees frames.
+        heartbeat = spec.heartbeat_on(can_ping=self._frames is not None)
+        self.id: str = id
+        """The connection's unique id (same as ``ctx.connection_id``)."""
         self._max_len = options.max_payload_length
-        self._check_size = True  # until the transport says it refuses early (run)
+        self._check_size = True  # until the transport says it refuses early (_read)
         self._accepts_binary = spec.on_binary is not None
         self._max_bytes = options.max_queued_bytes
         self._max_messages = options.max_queued_messages
@@ -187,37 +190,36 @@ class Reader:
             if limit.bytes_per_second is not None:
                 self._byte_bucket = TokenBucket(limit.bytes_per_second, limit.bytes_per_second)
             self._close_on_limit = limit.action == "close"
-        self.timers = Timers(heartbeat, options.idle_timeout, trio.current_time())
+        self._timers = Timers(heartbeat, options.idle_timeout, trio.current_time())
         # How often to look at a connection whose reader waits for slow handlers.
         self._blocked_check = min(
             BLOCKED_CHECK,
             heartbeat.interval if heartbeat is not None else math.inf,
             options.idle_timeout or math.inf,
         )
-        self.held = 0
-        """Bytes held in the inbox, for ``max_queued_bytes`` and the budget."""
+        self._held = 0  # bytes held in the inbox, for max_queued_bytes and the budget
         self._space: trio.lowlevel.ParkingLot | None = None  # made when needed
 
-    def taken(self, item: Inbound) -> None:
+    def _taken(self, item: InboundItem) -> None:
         """The dispatcher took ``item`` from the inbox: give its memory back, let the
         reader go on."""
         size = held_size(item)
         if size:
-            self.held -= size
+            self._held -= size
             self._budget.release(size)
         if self._space:
             self._space.unpark_all()
 
-    def release(self) -> None:
+    def _release_inbox(self) -> None:
         """The connection ended: give back what the inbox still held."""
-        self._budget.release(self.held)
-        self.held = 0
+        self._budget.release(self._held)
+        self._held = 0
 
-    def classify(self, message: str | bytes | Violation) -> Inbound:
+    def _classify(self, message: str | bytes | Violation) -> InboundItem:
         """What an incoming message becomes: itself, a refusal (rate limit) answered in
         order, or a close (too big, binary on a text-only route, a violation the
         transport reported)."""
-        item: Inbound
+        item: InboundItem
         if type(message) is str:
             item = message
             max_len = self._max_len
@@ -244,31 +246,30 @@ class Reader:
                 return RateLimited(request_id_of(item) if type(item) is str else None)
         return item
 
-    def _fits(self, inbox: Inbox[Inbound], size: int) -> bool:
+    def _fits(self, inbox: Inbox[InboundItem], size: int) -> bool:
         """Whether an item of ``size`` bytes may join the inbox (one always fits)."""
         return len(inbox) < self._max_messages and not (
-            self.held and (self.held + size > self._max_bytes or self._budget.exceeded)
+            self._held and (self._held + size > self._max_bytes or self._budget.exceeded)
         )
 
-    def _put(self, inbox: Inbox[Inbound], item: Inbound, size: int) -> None:
+    def _put(self, inbox: Inbox[InboundItem], item: InboundItem, size: int) -> None:
         inbox.put(item)
-        self.held += size
+        self._held += size
         self._budget.take(size)
 
-    async def run(self, inbox: Inbox[Inbound]) -> None:
-        """Receive until the connection ends; closes ``inbox`` when done."""
+    async def _read(self, inbox: Inbox[InboundItem]) -> None:
+        """The reader task: receive until the connection ends; closes ``inbox`` when
+        done."""
         transport = self._transport
         # The one size check: the transport refuses early where it can, else here.
-        self._check_size = not transport.limit_message_size(self._max_len)
-        timers = self.timers
-        outbound = self._outbound
-        blocked: Inbound | None = None  # an item the dispatcher had no room for yet
+        frames = self._frames
+        self._check_size = frames is None or not frames.limit_message_size(self._max_len)
+        timers = self._timers
+        blocked: InboundItem | None = None  # an item the dispatcher had no room for yet
         blocked_size = 0
         try:
             while True:
-                deadline = timers.deadline(
-                    trio.current_time(), self._last_received(), outbound.sent
-                )
+                deadline = timers.deadline(trio.current_time(), self._last_received(), self._sent)
                 if blocked is not None:
                     # Look at the connection now and then while the handlers are behind.
                     deadline = min(deadline, trio.current_time() + self._blocked_check)
@@ -287,15 +288,15 @@ class Reader:
                     while True:
                         message = await transport.receive()
                         if message is NEEDS_FLUSH:
-                            outbound.request_flush()
+                            self._request_flush()
                             continue
                         timers.last_received = trio.current_time()
                         if isinstance(message, Disconnect):
-                            self._close(CloseEvent.PEER_GONE, message.code, message.reason)
+                            self._advance(CloseEvent.PEER_GONE, message.code, message.reason)
                             return
                         # Refusals travel through the inbox like messages, so that what
                         # the client sent before them is still handled, in order.
-                        item = self.classify(message)  # type: ignore[arg-type]
+                        item = self._classify(message)  # type: ignore[arg-type]
                         size = held_size(item)
                         if not self._fits(inbox, size):
                             blocked, blocked_size = item, size
@@ -310,34 +311,36 @@ class Reader:
 
     def _last_received(self) -> float:
         # Frames the engine does not see (pongs) count too, where the transport can tell.
-        seen = self._transport.last_activity
-        last = self.timers.last_received
+        frames = self._frames
+        seen = None if frames is None else frames.last_activity
+        last = self._timers.last_received
         return last if seen is None or seen < last else seen
 
-    def _on_timer(self, inbox: Inbox[Inbound], blocked: bool) -> bool:
+    def _on_timer(self, inbox: Inbox[InboundItem], blocked: bool) -> bool:
         """Heartbeat and idle work; ``False`` when the connection is closing."""
         now = trio.current_time()
-        if blocked and self._transport.peer_closed():
+        frames = self._frames
+        if blocked and frames is not None and frames.peer_closed():
             # The handlers are behind and the reader is not reading, yet the client has
             # gone: end the connection (and the handlers) rather than keep it forever.
-            self._close(CloseEvent.PEER_GONE, CloseCode.ABNORMAL, "")
+            self._advance(CloseEvent.PEER_GONE, CloseCode.ABNORMAL, "")
             return False
-        timers = self.timers
+        timers = self._timers
         received = self._last_received()
         due = timers.heartbeat_due(now, received, blocked=blocked)
         if due is None:
-            logger.info("closing %s: no answer to the heartbeat", self._name)
-            self._close(CloseEvent.CLOSE_NOW, CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+            logger.info("closing %s: no answer to the heartbeat", self.id)
+            self._advance(CloseEvent.CLOSE_NOW, CloseCode.INTERNAL_ERROR, "heartbeat timeout")
             return False
         if due:
             assert timers.heartbeat is not None
             if timers.heartbeat.envelope:
                 # Tiny, and it must reach even a client that is behind: past the limit,
                 # but counted in buffered_amount.
-                self._outbound.enqueue(Frame(PING))
+                self._enqueue(Frame(PING))
             else:
-                self._outbound.queue_ping()
-        if not blocked and timers.idle_due(now, received, self._outbound.sent):
+                self._queue_ping()
+        if not blocked and timers.idle_due(now, received, self._sent):
             if len(inbox) >= self._max_messages:
                 return True  # handlers are busy with this client's messages: not idle
             # Through the inbox: what came before is answered first.

@@ -1,27 +1,39 @@
 """The transport interface the connection engine is written against.
 
 A transport turns bytes on a ``trio.abc.Stream`` (or ASGI events) into messages and back;
-it knows nothing of routes, brokers or envelopes. The engine drives it from three tasks,
-and each method belongs to exactly one of them:
+it knows nothing of routes, brokers or envelopes. :class:`Transport` is what every
+transport does; two optional parts add what only some can: :class:`FrameTransport` (it
+sees the WebSocket frames: pings, pongs, sizes before the payload) and
+:class:`NonBlockingWriter` (it writes without waiting: the fan-out fast path). The engine
+looks at which a transport implements once, when a connection starts. It drives the
+transport from three tasks, and each method belongs to exactly one of them:
 
 * the **reader** calls :meth:`Transport.receive`;
-* the **writer** calls :meth:`~Transport.send`, :meth:`~Transport.flush`,
-  :meth:`~Transport.ping` and :meth:`~Transport.close` — the only calls that wait on the
-  network;
-* any task may call :meth:`~Transport.try_send_nowait`, which never waits (the fan-out
-  fast path).
+* the **writer** calls :meth:`~Transport.send`, :meth:`~FrameTransport.flush`,
+  :meth:`~FrameTransport.ping` and :meth:`~Transport.close`: the only calls that wait on
+  the network;
+* any task may call :meth:`~NonBlockingWriter.try_send_nowait`, which never waits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 import attrs
 
 from .._frames import Frame
 
-__all__ = ["NEEDS_FLUSH", "Disconnect", "NeedsFlush", "Transport", "TransportClosed", "Violation"]
+__all__ = [
+    "NEEDS_FLUSH",
+    "Disconnect",
+    "FrameTransport",
+    "NeedsFlush",
+    "NonBlockingWriter",
+    "Transport",
+    "TransportClosed",
+    "Violation",
+]
 
 
 @attrs.frozen
@@ -62,36 +74,22 @@ class TransportClosed(Exception):
 
 
 class Transport(Protocol):
-    """One WebSocket connection at the network level, after the upgrade request.
+    """One WebSocket connection at the network level, after the upgrade request: what
+    every transport does.
 
-    The server calls ``accept`` or ``deny`` once; then the engine runs the connection.
-    ``send`` may be cancelled: a transport either keeps the unwritten rest of the frame
-    (and writes it before anything else) or, where the stream cannot say how much was
-    written, stops all output (the connection then ends without a close frame).
+    The server calls ``accept`` or ``deny`` once; then the engine runs the connection: its
+    reader calls :meth:`receive`, its writer :meth:`send` and :meth:`close`. ``send`` may
+    be cancelled: a transport either keeps the unwritten rest of the frame (and writes it
+    before anything else) or, where the stream cannot say how much was written, stops all
+    output (the connection then ends without a close frame). A transport that sees the
+    WebSocket frames itself also implements :class:`FrameTransport`; one that can write
+    without waiting, :class:`NonBlockingWriter`.
     """
 
     pending: int
     """Bytes taken for this connection and not yet written to the network (a frame
     being written, the rest of one the socket did not take at once). The engine adds
     it to its own queue for ``buffered_amount`` and the backpressure limit."""
-
-    @property
-    def can_ping(self) -> bool:
-        """Whether :meth:`ping` sends a WebSocket ping (ASGI cannot)."""
-        ...
-
-    @property
-    def writes_nowait(self) -> bool:
-        """Whether :meth:`try_send_nowait` can take frames at all (the native transport
-        over plain TCP). The engine then holds published frames briefly, to write
-        several in one call with :meth:`try_send_many_nowait`."""
-        ...
-
-    @property
-    def last_activity(self) -> float | None:
-        """``trio.current_time()`` of the last frame received from the peer, control
-        frames (pongs) included, or ``None`` if the transport cannot see them."""
-        ...
 
     async def accept(self, subprotocol: str | None, headers: Sequence[tuple[str, str]]) -> None:
         """Complete the upgrade with HTTP 101."""
@@ -101,49 +99,14 @@ class Transport(Protocol):
         """Refuse the upgrade with a real HTTP response."""
         ...
 
-    def peer_closed(self) -> bool:
-        """Without reading: whether the peer has closed or reset the connection, where
-        the transport can tell (``False`` when it cannot). The engine asks while its
-        reader is held up by slow handlers."""
-        ...
-
-    def limit_message_size(self, limit: int) -> bool:
-        """Refuse messages over ``limit`` bytes before buffering them, if this transport
-        can (``receive`` then reports a :class:`Violation`); ``False`` if it cannot, and
-        the engine checks each message itself."""
-        ...
-
     async def receive(self) -> str | bytes | Violation | Disconnect | NeedsFlush:
         """The next message from the peer (``str`` text, ``bytes`` binary), a
-        :class:`Violation`, :data:`NEEDS_FLUSH`, or a :class:`Disconnect` once the
-        connection has ended."""
+        :class:`Violation`, :data:`NEEDS_FLUSH` (frame transports), or a
+        :class:`Disconnect` once the connection has ended."""
         ...
 
     async def send(self, frame: Frame) -> None:
         """Write one frame; raise :class:`TransportClosed` if the connection is gone."""
-        ...
-
-    def try_send_nowait(self, frame: Frame) -> bool:
-        """Hand ``frame`` to the network without waiting, if the transport can.
-
-        The fan-out fast path: the engine calls it only when nothing is queued for this
-        connection. ``True`` means the transport took the frame; what the socket did not
-        accept at once is counted in :attr:`pending`, and the engine has its writer call
-        :meth:`flush`. ``False`` means the engine queues the frame for :meth:`send`.
-        Transports that cannot write without waiting (ASGI) always return ``False``.
-        """
-        ...
-
-    def try_send_many_nowait(self, frames: Sequence[Frame]) -> bool:
-        """:meth:`try_send_nowait` for several frames at once, in one write."""
-        ...
-
-    async def flush(self) -> None:
-        """Write what :attr:`pending` holds and any control frames waiting."""
-        ...
-
-    async def ping(self) -> None:
-        """Send a WebSocket ping (only called when :attr:`can_ping`)."""
         ...
 
     async def close(self, code: int, reason: str) -> None:
@@ -154,4 +117,60 @@ class Transport(Protocol):
         """After the engine: finish the closing handshake within the transport's grace
         period and release the network resources. The server releases the connection's
         slot in its limits only after this returns."""
+        ...
+
+
+@runtime_checkable
+class FrameTransport(Transport, Protocol):
+    """A transport that sees the WebSocket frames itself (the native one), so that the
+    engine can ping, hear pongs, refuse a message from its header, and notice a peer that
+    left while it is not reading. Through ASGI the server hides all that; the engine then
+    relies on the ASGI server's own pings and checks message sizes itself."""
+
+    @property
+    def last_activity(self) -> float | None:
+        """``trio.current_time()`` of the last frame received from the peer, control
+        frames (pongs) included."""
+        ...
+
+    def peer_closed(self) -> bool:
+        """Without reading: whether the peer has closed or reset the connection, where
+        the transport can tell (``False`` when it cannot). The engine asks while its
+        reader is held up by slow handlers."""
+        ...
+
+    def limit_message_size(self, limit: int) -> bool:
+        """Refuse messages over ``limit`` bytes before buffering them (``receive`` then
+        reports a :class:`Violation`); ``False`` if it cannot, and the engine checks each
+        message itself."""
+        ...
+
+    async def ping(self) -> None:
+        """Send a WebSocket ping."""
+        ...
+
+    async def flush(self) -> None:
+        """Write what :attr:`pending` holds and any control frames owed (after
+        :data:`NEEDS_FLUSH`)."""
+        ...
+
+
+@runtime_checkable
+class NonBlockingWriter(Protocol):
+    """A transport that can hand frames to the network without waiting (the native one
+    over plain TCP): the fan-out fast path. The engine then holds published frames
+    briefly, to write several in one call.
+
+    ``True`` means the transport took the frames; what the socket did not accept at once
+    is counted in ``pending``, and the engine has its writer call ``flush``. ``False``
+    means the engine queues them for ``send``. The engine calls these only when nothing
+    is queued for the connection, from any task.
+    """
+
+    def try_send_nowait(self, frame: Frame) -> bool:
+        """Hand ``frame`` to the network without waiting, if nothing is waiting."""
+        ...
+
+    def try_send_many_nowait(self, frames: Sequence[Frame]) -> bool:
+        """:meth:`try_send_nowait` for several frames at once, in one write."""
         ...

@@ -40,20 +40,56 @@ does, explicitly and narrowly:
 
 On any other hypercorn the patch is not installed, a warning is logged once, and
 compression stays on.
+
+Compressing without context takeover: for this library's connections the bounded
+``PerMessageDeflate`` answers with ``server_no_context_takeover`` (RFC 7692 lets a server
+add it), so wsproto drops its compressor after each message instead of keeping a 15-bit
+window and its tables for the life of the connection, and asks a client that offers
+``client_max_window_bits`` for a 4 KiB window (as the native transport does). An idle
+connection that has exchanged compressed messages held about 100 KiB more than one that
+had not; it now holds a few KiB more.
+
+Containing a connection's failure, and bounding TLS handshakes (:func:`install_containment`):
+
+hypercorn (0.17, 0.18) lets an exception raised while it serves one connection leave
+``TCPServer.run``, which runs in the nursery of its accept loop: the exception ends the
+whole server (and, under ``hypercorn --workers N``, every worker). One request is
+enough: an upgrade request with a body gets a 400, then h11 raises
+``LocalProtocolError("Can't send data when our state is ERROR")`` from hypercorn's
+``_send_error_response``. :func:`install_containment` wraps ``TCPServer.run`` (which
+``TCPServer.__await__`` calls) so that such an exception ends its own connection only:
+it is logged on one line at warning level and the stream is closed. Cancellation,
+``KeyboardInterrupt`` and ``SystemExit`` go through as before. The wrapper also bounds the
+TLS handshakes of this library's servers (the app hypercorn runs is a
+``WebSocketServer``): it waits for the ClientHello without reading it, within the
+server's ``handshake_timeout`` (or the config's ``ssl_handshake_timeout`` when it sets
+one), then runs the handshake in one of ``max_pending_handshakes`` slots (see
+``_handshakes.py``). hypercorn accepts every connection itself and builds its TLS object
+at once (about 17 KiB with its task, until the ClientHello comes), so the wrapper cannot
+leave connections in the kernel's backlog as the native server does: up to
+:data:`WAITING_ROOM` times ``max_pending_handshakes`` may wait for their ClientHello (or
+for a slot), and past that the oldest is dropped at once. Installed for the checked
+versions (:data:`SUPPORTED`) only; on others a warning is logged once and hypercorn's
+behaviour is unchanged.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import logging
 import ssl
+import sys
+import weakref
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import trio
+
+from ._handshakes import HandshakeSlots, PendingHandshake, client_hello_arrived
 
 __all__ = [
     "SUPPORTED",
@@ -63,6 +99,8 @@ __all__ = [
     "inflate_limit",
     "install",
     "install_bounded_inflate",
+    "install_containment",
+    "install_containment_if_loaded",
     "refuse_compression",
     "serve",
 ]
@@ -83,7 +121,14 @@ SUPPORTED_WSPROTO = ("1.2.", "1.3.")
 against."""
 
 _DEFLATE_STATE = ("_decompressor", "_inbound_compressed", "_inbound_is_compressible")
-_DEFLATE_METHODS = ("frame_inbound_header", "frame_inbound_payload_data", "frame_inbound_complete")
+_DEFLATE_METHODS = (
+    "frame_inbound_header",
+    "frame_inbound_payload_data",
+    "frame_inbound_complete",
+    "_parse_params",
+)
+CLIENT_WINDOW_BITS = 12
+"""The window asked of clients that offer ``client_max_window_bits`` (4 KiB)."""
 
 
 class InflateLimit:
@@ -225,9 +270,21 @@ def _bounded_deflate() -> type[Any]:
         __trio_wsroutes__ = True
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
+            limit = inflate_limit.get()
+            if limit is not None and not args and not kwargs:
+                # This library's connection: no compressor kept between messages.
+                kwargs = {"server_no_context_takeover": True}
             super().__init__(*args, **kwargs)
-            self._wsroutes_limit: InflateLimit | None = inflate_limit.get()
+            self._wsroutes_limit: InflateLimit | None = limit
             self._wsroutes_inflated = 0
+
+        def _parse_params(self, params: str) -> tuple[int | None, int | None]:
+            client_bits, server_bits = super()._parse_params(params)
+            if self._wsroutes_limit is not None and client_bits is not None:
+                # The client offered client_max_window_bits: the server may answer with
+                # a smaller window (without the offer, the client's window is 15 bits).
+                client_bits = min(client_bits, CLIENT_WINDOW_BITS)
+            return client_bits, server_bits
 
         def frame_inbound_header(
             self, proto: Any, opcode: Any, rsv: Any, payload_length: int
@@ -283,6 +340,172 @@ def _bounded_deflate() -> type[Any]:
     return BoundedPerMessageDeflate
 
 
+def install_containment_if_loaded() -> bool:
+    """:func:`install_containment` when hypercorn is imported (the process runs under
+    it); ``False`` otherwise. Cheap: called when a server is made and at its startup."""
+    if "hypercorn" not in sys.modules:
+        return False
+    return install_containment()
+
+
+def install_containment() -> bool:
+    """Wrap hypercorn's ``TCPServer.run`` (once) so that a failure in one connection ends
+    only that connection, and TLS handshakes are bounded; ``True`` if installed.
+
+    ``False`` when hypercorn is not installed, or is a version the wrapper was not
+    checked against (a warning is logged once).
+    """
+    contained = _state.get("contained")
+    if contained is not None:
+        return contained
+    _state["contained"] = ok = _install_containment()
+    return ok
+
+
+def _install_containment() -> bool:
+    try:
+        version = metadata.version("hypercorn")
+        from hypercorn.trio import tcp_server
+    except Exception:  # hypercorn (or its trio worker) is not there: nothing to wrap
+        return False
+    server_class: Any = getattr(tcp_server, "TCPServer", None)
+    original: Any = getattr(server_class, "run", None)
+    if (
+        not version.startswith(SUPPORTED)
+        or not inspect.iscoroutinefunction(original)
+        or not _awaits_run(server_class)
+    ):
+        logger.warning(
+            "hypercorn %s is not a version this library checked (%s): an exception "
+            "raised while hypercorn serves one connection may stop the whole server, "
+            "and TLS handshakes are not bounded",
+            version,
+            ", ".join(v + "x" for v in SUPPORTED),
+        )
+        return False
+    if getattr(original, "__trio_wsroutes__", False):
+        return True
+
+    @functools.wraps(original)
+    async def run(self: Any) -> None:
+        try:
+            if await _bounded_tls_handshake(self):
+                await original(self)
+        except Exception as exc:  # Cancelled, KeyboardInterrupt, SystemExit go on
+            _log_contained(exc)
+            await trio.aclose_forcefully(self.stream)
+
+    run.__trio_wsroutes__ = True  # type: ignore[attr-defined]
+    server_class.run = run
+    return True
+
+
+def _awaits_run(server_class: Any) -> bool:
+    # ``TCPServer.__await__`` is ``return self.run().__await__()``: wrapping run covers it.
+    code = getattr(getattr(server_class, "__await__", None), "__code__", None)
+    return code is not None and "run" in code.co_names
+
+
+_handshake_slots: weakref.WeakKeyDictionary[Any, tuple[HandshakeSlots, HandshakeSlots]] = (
+    weakref.WeakKeyDictionary()
+)
+WAITING_ROOM = 4
+"""Under hypercorn, connections that may wait for their ClientHello, per handshake slot."""
+
+
+def _log_contained(exc: BaseException) -> None:
+    leaf = exc
+    while True:  # the first exception of a group (hypercorn's task group raises them)
+        inner: tuple[BaseException, ...] = getattr(leaf, "exceptions", ())
+        if not inner:
+            break
+        leaf = inner[0]
+    text = str(leaf)
+    logger.warning(
+        "hypercorn failed while serving a connection (%s: %r); that connection was "
+        "closed, the server goes on",
+        type(leaf).__name__,
+        text if len(text) <= 200 else text[:200] + "...",
+    )
+
+
+def _our_server(app: Any) -> Any:
+    """The ``WebSocketServer`` hypercorn runs (behind its app wrapper), or ``None``."""
+    inner = getattr(app, "app", app)
+    if hasattr(inner, "max_pending_handshakes") and hasattr(inner, "handshake_timeout"):
+        return inner
+    return None
+
+
+async def _bounded_tls_handshake(connection: Any) -> bool:
+    """For a TLS connection of this library's server: wait for the ClientHello without
+    reading it, then run the TLS handshake in one of the server's slots, all within its
+    deadline. ``False`` (the stream closed) if it did not complete."""
+    stream: Any = connection.stream
+    server = _our_server(connection.app)
+    if server is None or not isinstance(stream, trio.SSLStream):
+        return True
+    tls = cast("trio.SSLStream[trio.SocketStream]", stream)
+    config = connection.config
+    timeout: float = (
+        config.ssl_handshake_timeout
+        if "ssl_handshake_timeout" in vars(config)
+        else server.handshake_timeout
+    )
+    waiting_room, slots = _slots_of(server)
+    slot: PendingHandshake | None = None
+    completed = False
+    try:
+        slot = await _slot_after_client_hello(
+            tls, waiting_room, slots, trio.current_time() + timeout
+        )
+        if slot is not None:
+            with slot.guard():
+                await tls.do_handshake()
+                completed = True
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the handshake failed: hypercorn would have dropped it too
+    finally:
+        if slot is not None:
+            slot.done()
+        if not completed:
+            await trio.aclose_forcefully(tls)
+    return completed
+
+
+def _slots_of(server: Any) -> tuple[HandshakeSlots, HandshakeSlots]:
+    """The server's connections waiting for their ClientHello (or for a slot), and its
+    TLS handshakes in progress."""
+    slots = _handshake_slots.get(server)
+    if slots is None:
+        limit: int | None = server.max_pending_handshakes
+        # hypercorn has accepted them already: past the limit, the oldest is dropped at
+        # once (a client sends its ClientHello right after connecting).
+        waiting_room = HandshakeSlots(
+            None if limit is None else limit * WAITING_ROOM, evictable_after=0.0
+        )
+        slots = _handshake_slots[server] = (waiting_room, HandshakeSlots(limit))
+    return slots
+
+
+async def _slot_after_client_hello(
+    tls: trio.SSLStream[trio.SocketStream],
+    waiting_room: HandshakeSlots,
+    slots: HandshakeSlots,
+    deadline: float,
+) -> PendingHandshake | None:
+    """A handshake slot once the ClientHello is all there, or ``None`` (the peer left,
+    sent something else, was dropped to make room, or the deadline passed)."""
+    waiting = await waiting_room.admit(deadline)
+    try:
+        with waiting.guard():
+            if await client_hello_arrived(tls.transport_stream.socket):
+                return await slots.admit(deadline)
+    finally:
+        waiting.done()
+    return None
+
+
 def _has_extensions_attribute(handshake: Any) -> bool:
     # Handshake sets ``self.extensions`` from Sec-WebSocket-Extensions in __init__.
     init = getattr(handshake, "__init__", None)
@@ -312,11 +535,16 @@ async def serve(
     from hypercorn.trio import serve as _hypercorn_serve  # pyright: ignore[reportUnknownVariableType]
 
     hypercorn_serve = cast("Callable[..., Awaitable[None]]", _hypercorn_serve)
+    install_containment()
     if config is None:
         config = Config()
         # hypercorn queues up to this many received messages per connection before the
         # app reads them (10 by default), outside the engine's own bounds: keep it small.
         config.max_app_queue_size = 2
+    timeout = getattr(app, "handshake_timeout", None)
+    if timeout is not None and "ssl_handshake_timeout" not in vars(config):
+        # hypercorn's own default is 60 s.
+        config.ssl_handshake_timeout = timeout
     if ssl_context is not None:
         config = _with_ssl_context(config, ssl_context)
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]

@@ -2,9 +2,10 @@
 
 ASGI hides the frames: the server answers pings itself, and the app cannot see pongs,
 cannot refuse a message before the server has read it whole, and cannot write without
-waiting. So this transport reports ``can_ping = False`` and ``last_activity = None``, and
-leaves the size check to the engine; hypercorn's own ``websocket_max_message_size`` (set
-by :meth:`WebSocketServer.serve`) bounds what it buffers before the app sees a message.
+waiting. So this transport implements the core of the transport interface only (not
+``FrameTransport`` nor ``NonBlockingWriter``), and the engine checks message sizes itself;
+hypercorn's own ``websocket_max_message_size`` (set by :meth:`WebSocketServer.serve`)
+bounds what it buffers before the app sees a message.
 
 With compression on, hypercorn's permessage-deflate inflates at most the connection's
 limit of each message (``_hypercorn.install_bounded_inflate``), or, where that cannot be
@@ -13,10 +14,9 @@ done, is refused.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
-
-import trio
 
 from .._frames import Frame
 from .._request import Request
@@ -41,10 +41,10 @@ class ASGITransport:
 
     With ``compression=False`` the upgrade refuses permessage-deflate where the server
     allows it (hypercorn 0.17 and 0.18, see ``_hypercorn.py``). With compression on,
-    hypercorn inflates no message beyond ``max_message_size`` (then the limit the engine
-    gives :meth:`limit_message_size`): the frame that would pass it is refused with 1009
-    before it is inflated. Without ``max_message_size``, the limit :meth:`WebSocketServer.serve`
-    gave hypercorn, else :data:`DEFAULT_INFLATE_LIMIT`, applies until the engine's.
+    hypercorn inflates no message beyond ``max_message_size``: the frame that would pass
+    it is refused with 1009 before it is inflated. Without ``max_message_size``, the limit
+    :meth:`WebSocketServer.serve` gave hypercorn applies, else
+    :data:`DEFAULT_INFLATE_LIMIT`.
     """
 
     __slots__ = (
@@ -76,28 +76,6 @@ class ASGITransport:
         self._inflate = _hypercorn.InflateLimit(max_message_size)
         self.pending: int = 0
         """The size of the frame being handed to the server."""
-
-    @property
-    def can_ping(self) -> bool:
-        """ASGI has no ping event: ``False``."""
-        return False
-
-    @property
-    def last_activity(self) -> float | None:
-        """ASGI hides control frames: ``None``."""
-        return None
-
-    def peer_closed(self) -> bool:
-        """The disconnect event waits in the server's queue behind unread messages:
-        ``False``."""
-        return False
-
-    def limit_message_size(self, limit: int) -> bool:
-        """The server has read a message whole before the app sees it: ``False``.
-
-        ``limit`` still bounds what hypercorn inflates of a compressed message."""
-        self._inflate.size = limit
-        return False
 
     async def _await_connect(self) -> Disconnect | None:
         # ASGI delivers "websocket.connect" first; it must be read before answering.
@@ -172,27 +150,6 @@ class ASGITransport:
         finally:
             self.pending = 0
 
-    @property
-    def writes_nowait(self) -> bool:
-        """ASGI sends always await the server: ``False``."""
-        return False
-
-    def try_send_nowait(self, frame: Frame) -> bool:
-        """ASGI sends always await the server: never."""
-        return False
-
-    def try_send_many_nowait(self, frames: Sequence[Frame]) -> bool:
-        """ASGI sends always await the server: never."""
-        return False
-
-    async def flush(self) -> None:
-        """Nothing is ever held back: a checkpoint."""
-        await trio.lowlevel.checkpoint()
-
-    async def ping(self) -> None:
-        """Not available (``can_ping`` is ``False``)."""
-        raise NotImplementedError("ASGI cannot send WebSocket pings")
-
     async def close(self, code: int, reason: str) -> None:
         await self._send_checked({"type": "websocket.close", "code": code, "reason": reason})
 
@@ -205,6 +162,18 @@ class ASGITransport:
         except (OSError, RuntimeError) as exc:
             # Servers differ in what a send on a closed connection raises.
             raise TransportClosed(str(exc)) from exc
+        except Exception as exc:
+            if not _connection_failed(exc):
+                raise
+            raise TransportClosed("the server's HTTP connection failed") from exc
+
+
+def _connection_failed(exc: Exception) -> bool:
+    """Whether hypercorn's HTTP/1.1 layer refused a send because the connection had
+    already failed (h11's ``LocalProtocolError``, as after a request it answered 400)."""
+    h11: Any = sys.modules.get("h11")
+    error: Any = getattr(h11, "LocalProtocolError", None)
+    return isinstance(error, type) and isinstance(exc, error)
 
 
 def request_from_scope(scope: MutableMapping[str, Any]) -> Request:
