@@ -1,5 +1,8 @@
 """A real ``redis-server`` for tests: one per test, on a free 127.0.0.1 port, no persistence.
 
+The fixtures ``redis`` (started) and ``stopped_redis`` (the test starts it) are defined
+here, once, and offered to every test by ``tests/conftest.py``.
+
 Missing ``redis-server`` (or ``coredis``) skips the Redis tests on a developer machine with
 the reason, and fails them when ``CI=true``: CI must run them (``.ci/run`` installs it).
 The rule is ``tests/_tools.py``'s, shared with the browser and TypeScript tests.
@@ -12,7 +15,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests._tools import missing_tool
 
@@ -107,3 +113,24 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             sock.sendall(b"".join(parts))
             return sock.recv(65536)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running ``redis-server``, killed after the test."""
+    server = RedisServer(require_redis(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def stopped_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` that the test starts itself (and may restart)."""
+    server = RedisServer(require_redis(), tmp_path)
+    try:
+        yield server
+    finally:
+        server.kill()

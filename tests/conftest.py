@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import trio
 
+from tests._redis import redis as redis  # the one Redis fixture, for every test
+from tests._redis import stopped_redis as stopped_redis
 from trio_wsroutes import BoundAddress, WebSocketServer
 from trio_wsroutes.testing import TransportName
 

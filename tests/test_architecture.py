@@ -1,6 +1,7 @@
-"""The layering DESIGN.md promises, checked on the source: no import cycles, an engine
-that knows no concrete transport and no route builder, transports that know nothing of
-routes, brokers or the engine, and type generation that imports nothing doing I/O."""
+"""The layering ``docs/topics/architecture.rst`` describes, checked on the source: no
+import cycles, an engine that knows no concrete transport and no route builder,
+transports that know nothing of routes, brokers or the engine, and type generation that
+imports nothing doing I/O."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ import tracemalloc
 import zlib
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,8 +25,9 @@ import trio.lowlevel
 import trio.testing
 
 from tests._http import http_request
+from tests._messages import Ping, Pong
 from tests._rawws import CONT, TEXT, deflate, encode_frame, handshake, inflate, raw_connect
-from tests._redis import RedisServer, require_redis
+from tests._redis import RedisServer
 from tests.conftest import ServeLive, wait_until
 from trio_wsroutes import (
     Connection,
@@ -60,17 +60,6 @@ class Item:
 @attrs.frozen
 class Order:
     items: list[Item]
-
-
-@attrs.frozen
-class Ping:
-    n: int
-
-
-@message("pong")
-@attrs.frozen
-class Pong:
-    n: int
 
 
 def shop(**options: Any) -> WebSocketServer:
@@ -376,16 +365,6 @@ def test_deflate_is_refused_where_it_cannot_be_bounded(
 
 
 # -- 10. Redis: forged origins and sequence numbers, oversized frames -------------------------
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_redis(), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 class Inbox:

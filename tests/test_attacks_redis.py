@@ -26,15 +26,13 @@ import secrets
 import socket
 import time
 import tracemalloc
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
 
-from tests._redis import RedisServer, require_redis
+from tests._redis import RedisServer
 from tests.conftest import wait_until
 from tests.test_history import Recorder
 from trio_wsroutes import RedisBroker, message
@@ -52,16 +50,6 @@ MiB = 1024 * 1024
 class Said:
     text: str
     n: int
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_redis(), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def broker(redis: RedisServer, history: Any, **options: Any) -> RedisBroker:
@@ -524,7 +512,7 @@ def test_a_publisher_refused_for_its_position_gets_the_next_turn(redis: RedisSer
     # and told how long to wait, and after it the next refused publisher has its turn.
     from trio_wsroutes._broker._redis_positions import Pending, Proposals
     from trio_wsroutes._broker._redis_scripts import PUBLISH_SCRIPT
-    from trio_wsroutes._history import envelope_head, topic_json
+    from trio_wsroutes._envelope import envelope_head, topic_json
 
     meta, log = keys_of("room:t")
     keys = (meta.encode(), log.encode())

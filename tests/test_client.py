@@ -10,6 +10,7 @@ is what a server sends, and the tests that use the server's own features are mar
 
 from __future__ import annotations
 
+import functools
 import inspect
 import ssl
 import subprocess
@@ -27,6 +28,7 @@ import trustme
 
 import trio_wsroutes
 import trio_wsroutes.client
+from tests._messages import TimedPing, TimedPong
 from tests.conftest import ServeLive, live_server, wait_until
 from trio_wsroutes import (
     BoundAddress,
@@ -41,6 +43,9 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
+from trio_wsroutes._server import native_endpoints
+from trio_wsroutes._transports._memory import memory_stream_pair
+from trio_wsroutes._transports.native import serve_stream
 from trio_wsroutes.client import (
     _ITEM_OVERHEAD,  # pyright: ignore[reportPrivateUsage]
     Backoff,
@@ -54,6 +59,7 @@ from trio_wsroutes.client import (
     ServerError,
     WebSocketClosed,
     connect,
+    open_streams_with,
 )
 
 TIMEOUT = 10
@@ -61,11 +67,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST = Backoff(initial=0.02, maximum=0.2)
 
 # -- messages ---------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Ping:
-    timestamp: float
 
 
 @attrs.frozen
@@ -102,12 +103,6 @@ class Undeclared:
     x: int
 
 
-@message("pong")
-@attrs.frozen
-class Pong:
-    timestamp: float
-
-
 @message("note")
 @attrs.frozen
 class Note:
@@ -120,7 +115,7 @@ class Said:
     text: str
 
 
-Out = Pong | Note | Said
+Out = TimedPong | Note | Said
 
 
 @attrs.define
@@ -137,7 +132,7 @@ class Hooks:
 
 
 def make_route(hooks: Hooks) -> Any:
-    route = create_websocket_route("/t").server_messages(Pong, Note, Said)
+    route = create_websocket_route("/t").server_messages(TimedPong, Note, Said)
 
     @route.on_connect
     async def connected(ws: Connection[Out], ctx: Context[None]) -> None:
@@ -150,9 +145,9 @@ def make_route(hooks: Hooks) -> Any:
         hooks.closes.append(code)
         hooks.closed.set()
 
-    @route.on("ping", Ping)
-    async def ping(ws: Connection[Out], data: Ping, ctx: Context[None]) -> Pong:
-        return Pong(data.timestamp)
+    @route.on("ping", TimedPing)
+    async def ping(ws: Connection[Out], data: TimedPing, ctx: Context[None]) -> TimedPong:
+        return TimedPong(data.timestamp)
 
     @route.on("chat", Chat)
     async def chat(ws: Connection[Out], data: Chat, ctx: Context[None]) -> None:
@@ -161,10 +156,10 @@ def make_route(hooks: Hooks) -> Any:
         await ws.send(Said(data.text))
 
     @route.on("flood", Flood)
-    async def flood(ws: Connection[Out], data: Flood, ctx: Context[None]) -> Pong:
+    async def flood(ws: Connection[Out], data: Flood, ctx: Context[None]) -> TimedPong:
         for n in range(data.n):
             await ws.send(Note(n))
-        return Pong(float(data.n))
+        return TimedPong(float(data.n))
 
     @route.on("raw", Raw)
     async def raw(ws: Connection[Out], data: Raw, ctx: Context[None]) -> None:
@@ -172,10 +167,10 @@ def make_route(hooks: Hooks) -> Any:
             await ws.send_text(frame)
 
     @route.on("hang", Hang)
-    async def hang(ws: Connection[Out], data: Hang, ctx: Context[None]) -> Pong:
+    async def hang(ws: Connection[Out], data: Hang, ctx: Context[None]) -> TimedPong:
         hooks.hanging.set()
         await hooks.release.wait()
-        return Pong(0.0)
+        return TimedPong(0.0)
 
     @route.on("quiet", Quiet)
     async def quiet(ws: Connection[Out], data: Quiet, ctx: Context[None]) -> None:
@@ -206,34 +201,62 @@ def wire(**body: Any) -> str:
     return orjson.dumps(body).decode()
 
 
+# -- the stream hook ------------------------------------------------------------------------
+
+
+async def test_the_stream_hook_opens_each_connection_instead_of_tcp() -> None:
+    route = make_route(Hooks())
+    server = WebSocketServer([route])
+    opened = 0
+    async with trio.open_nursery() as nursery:
+
+        async def open_stream() -> trio.abc.Stream:
+            nonlocal opened
+            opened += 1
+            client_end, server_end = memory_stream_pair(("127.0.0.1", 50000))
+            serve = functools.partial(serve_stream, peer=("127.0.0.1", 50000))
+            nursery.start_soon(serve, server_end, *native_endpoints(server))
+            return client_end
+
+        # A host that does not resolve: nothing goes over the network.
+        client = open_streams_with(client_for("ws://nowhere.invalid/t", route), open_stream)
+        with trio.fail_after(TIMEOUT):
+            async with client:
+                assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
+                with pytest.raises(RuntimeError, match="before the client is entered"):
+                    open_streams_with(client, open_stream)
+        nursery.cancel_scope.cancel()
+    assert opened == 1
+
+
 # -- requests and replies -----------------------------------------------------------------
 
 
 async def test_request_returns_the_typed_reply(serve_live: ServeLive) -> None:
     async with serving(serve_live) as (url, route, _, _), client_for(url, route) as client:
         with trio.fail_after(TIMEOUT):
-            pong = await client.request(Ping(1.5), Pong)
-        assert pong == Pong(1.5)
+            pong = await client.request(TimedPing(1.5), TimedPong)
+        assert pong == TimedPong(1.5)
 
 
 async def test_concurrent_requests_get_their_own_replies(serve_live: ServeLive) -> None:
     async with serving(serve_live) as (url, route, _, _), client_for(url, route) as client:
-        results: dict[int, Pong] = {}
+        results: dict[int, TimedPong] = {}
 
         async def one(n: int) -> None:
-            results[n] = await client.request(Ping(float(n)), Pong)
+            results[n] = await client.request(TimedPing(float(n)), TimedPong)
 
         with trio.fail_after(TIMEOUT):
             async with trio.open_nursery() as nursery:
                 for n in range(20):
                     nursery.start_soon(one, n)
-        assert results == {n: Pong(float(n)) for n in range(20)}
+        assert results == {n: TimedPong(float(n)) for n in range(20)}
 
 
 async def test_messages_that_arrive_during_a_request_stay_queued(serve_live: ServeLive) -> None:
     async with serving(serve_live) as (url, route, _, _), client_for(url, route) as client:
         with trio.fail_after(TIMEOUT):
-            assert await client.request(Flood(3), Pong) == Pong(3.0)
+            assert await client.request(Flood(3), TimedPong) == TimedPong(3.0)
             assert client.queued == 3
             assert [await client.receive() for _ in range(3)] == [Note(0), Note(1), Note(2)]
 
@@ -261,7 +284,7 @@ async def test_request_to_a_handler_returning_none_completes_on_ack(
             frames = [wire(type="ack", id=1)]
             assert await client.request(Raw(frames)) is None
             # A reply is also a completion for a request that asks for no reply type.
-            assert await client.request(Ping(2.0)) is None
+            assert await client.request(TimedPing(2.0)) is None
             assert client.queued == 0
 
 
@@ -275,15 +298,15 @@ async def test_a_timeout_names_the_request_and_a_late_reply_is_dropped(
 ) -> None:
     async with serving(serve_live) as (url, route, hooks, _), client_for(url, route) as client:
         with pytest.raises(RequestTimeout) as timed_out:
-            await client.request(Hang(), Pong, timeout=0.2)
+            await client.request(Hang(), TimedPong, timeout=0.2)
         assert isinstance(timed_out.value, TimeoutError)
         assert timed_out.value.id == 1
         assert "request 1" in str(timed_out.value)
         hooks.release.set()  # the late reply goes out now
         with trio.fail_after(TIMEOUT):
-            assert await client.request(Ping(3.0), Pong) == Pong(3.0)
+            assert await client.request(TimedPing(3.0), TimedPong) == TimedPong(3.0)
             await client.send(Chat("after"))
-            assert await client.receive() == Said("after")  # the late Pong never shows
+            assert await client.receive() == Said("after")  # the late TimedPong never shows
 
 
 async def test_a_pending_request_fails_when_the_connection_ends(serve_live: ServeLive) -> None:
@@ -298,7 +321,7 @@ async def test_a_pending_request_fails_when_the_connection_ends(serve_live: Serv
 
                 nursery.start_soon(shut_down)
                 with pytest.raises(ConnectionLost) as lost:
-                    await client.request(Hang(), Pong)
+                    await client.request(Hang(), TimedPong)
         assert lost.value.id == 1
         assert lost.value.code == 1011
         with pytest.raises(WebSocketClosed):
@@ -341,13 +364,15 @@ async def test_only_the_routes_client_messages_can_be_sent(serve_live: ServeLive
         with pytest.raises(TypeError, match="not a client message"):
             await client.send(Undeclared(1))
         with pytest.raises(TypeError, match="not a client message"):
-            await client.request(Undeclared(1), Pong)
+            await client.request(Undeclared(1), TimedPong)
         with pytest.raises(TypeError, match="not a server message"):
-            await client.request(Ping(1.0), Ping)
+            await client.request(TimedPing(1.0), TimedPing)
         with pytest.raises(TypeError, match="not registered as 'chat'"):
-            await client.send(Ping(1.0), type="chat")
+            await client.send(TimedPing(1.0), type="chat")
         with trio.fail_after(TIMEOUT):
-            assert await client.request(Ping(1.0), Pong) == Pong(1.0)  # nothing was sent
+            assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(
+                1.0
+            )  # nothing was sent
 
 
 async def test_what_does_not_decode_is_raised_in_its_place(serve_live: ServeLive) -> None:
@@ -381,10 +406,10 @@ async def test_a_reply_of_another_type_is_a_decode_error(serve_live: ServeLive) 
     async with serving(serve_live) as (url, route, _, _), client_for(url, route) as client:
         with trio.fail_after(TIMEOUT):
             with pytest.raises(DecodeError, match="expected a 'said' reply, got 'pong'"):
-                await client.request(Ping(1.0), Said)
+                await client.request(TimedPing(1.0), Said)
             frames = [wire(type="ack", id=2)]
             with pytest.raises(DecodeError, match="got an ack"):
-                await client.request(Raw(frames), Pong)
+                await client.request(Raw(frames), TimedPong)
 
 
 async def test_a_class_under_two_wire_types_needs_type(serve_live: ServeLive) -> None:
@@ -424,17 +449,17 @@ async def test_a_denied_upgrade_raises_with_status_and_code(serve_live: ServeLiv
         return "ada" if token == "good" else None
 
     route = create_websocket_route("/secure").authenticate(create_token_auth(verify))
-    route = route.server_messages(Pong)
+    route = route.server_messages(TimedPong)
 
-    @route.on("ping", Ping)
-    async def ping(ws: Connection[Pong], data: Ping, ctx: Context[str]) -> Pong:
-        return Pong(data.timestamp)
+    @route.on("ping", TimedPing)
+    async def ping(ws: Connection[TimedPong], data: TimedPing, ctx: Context[str]) -> TimedPong:
+        return TimedPong(data.timestamp)
 
     async with serve_live(WebSocketServer([route])) as address:
         url = address.ws_url + "/secure"
         with trio.fail_after(TIMEOUT):
             async with connect(url, route, token="good", proxy=False) as client:
-                assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+                assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
             with pytest.raises(ConnectionDenied) as denied:
                 async with connect(url, route, token="bad", proxy=False):
                     pass
@@ -496,7 +521,7 @@ async def test_reconnects_after_a_server_restart_on_the_same_port(transport: str
             async def request_while_away(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                 task_status.started()
                 # Waits for the new connection, then goes out on it.
-                assert await client.request(Ping(9.0), Pong) == Pong(9.0)
+                assert await client.request(TimedPing(9.0), TimedPong) == TimedPong(9.0)
                 waiting.set()
 
             await nursery.start(request_while_away)
@@ -535,7 +560,7 @@ async def test_reconnects_after_a_close_with_a_transient_code(
             await server.close_all(code, "come back")
             await reconnected(client)
             with trio.fail_after(TIMEOUT):
-                assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+                assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
 
 
 @pytest.mark.parametrize(("code", "iteration_ends"), [(1000, True), (1008, False)])
@@ -605,11 +630,11 @@ async def test_a_busy_server_is_retried_on_reconnection(serve_live: ServeLive) -
             raise Reject(503, "Server is at capacity", "SERVER_BUSY", headers={"retry-after": "0"})
         return "ok"
 
-    route = create_websocket_route("/busy").authenticate(admit).server_messages(Pong)
+    route = create_websocket_route("/busy").authenticate(admit).server_messages(TimedPong)
 
-    @route.on("ping", Ping)
-    async def ping(ws: Connection[Pong], data: Ping, ctx: Context[str]) -> Pong:
-        return Pong(data.timestamp)
+    @route.on("ping", TimedPing)
+    async def ping(ws: Connection[TimedPong], data: TimedPing, ctx: Context[str]) -> TimedPong:
+        return TimedPong(data.timestamp)
 
     server = WebSocketServer([route])
     async with serve_live(server) as address:
@@ -627,7 +652,7 @@ async def test_a_busy_server_is_retried_on_reconnection(serve_live: ServeLive) -
             await wait_until(lambda: client.reconnects == 1)
             assert busy == [0]  # two refusals, then in
             with trio.fail_after(TIMEOUT):
-                assert await client.request(Ping(2.0), Pong) == Pong(2.0)
+                assert await client.request(TimedPing(2.0), TimedPong) == TimedPong(2.0)
 
 
 async def test_reconnection_gives_up_after_max_attempts(transport: str) -> None:
@@ -668,7 +693,7 @@ async def test_positions_are_kept_and_sent_back_on_reconnection(serve_live: Serv
                 await server.close_all(1012, "restart")
                 await reconnected(client)
                 # Resumed from everything received, read or not.
-                assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+                assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
                 first, second = hooks.requests
                 assert first.query.get_all("since") == []
                 assert second.query.get_all("since") == ["room:a@e1:7", f"{odd}@e1:3"]
@@ -756,23 +781,23 @@ async def test_a_full_queue_stops_reading_and_loses_nothing(
             with trio.fail_after(TIMEOUT):
                 notes = [await client.receive() for _ in range(50)]
                 assert notes == [Note(n) for n in range(50)]
-                assert await client.receive() == Pong(50.0)  # the reply to a send: no id
+                assert await client.receive() == TimedPong(50.0)  # the reply to a send: no id
 
 
 async def test_a_request_gets_its_reply_past_a_full_queue(serve_live: ServeLive) -> None:
     async with serving(serve_live) as (url, route, _, _):
         async with client_for(url, route, max_queue=5) as client:
-            await client.send(Flood(4))  # four notes and an unrequested Pong: full
+            await client.send(Flood(4))  # four notes and an unrequested TimedPong: full
             await queued(client, 5)
             with trio.fail_after(TIMEOUT):
                 # Three more notes come before the reply: read on, up to twice the limit.
-                assert await client.request(Flood(3), Pong) == Pong(3.0)
+                assert await client.request(Flood(3), TimedPong) == TimedPong(3.0)
                 assert client.queued == 8
                 # Five more would pass twice the limit: the request gives up, not the client.
                 with pytest.raises(ReceiveQueueFull) as full:
-                    await client.request(Flood(5), Pong)
+                    await client.request(Flood(5), TimedPong)
                 assert full.value.id == 2
-                expected = [*map(Note, range(4)), Pong(4.0), *map(Note, range(3))]
+                expected = [*map(Note, range(4)), TimedPong(4.0), *map(Note, range(3))]
                 expected += map(Note, range(5))
                 assert [await client.receive() for _ in range(len(expected))] == expected
                 await client.send(Chat("end"))
@@ -793,7 +818,7 @@ async def test_the_client_answers_the_routes_heartbeat_and_websocket_pings(
             await trio.sleep(0.6)  # silent for three heartbeat timeouts
             assert client.connected
             with trio.fail_after(TIMEOUT):
-                assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+                assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
             assert hooks.closes == []
 
 
@@ -884,7 +909,7 @@ async def test_wss_with_a_trusted_certificate(
         ca.configure_trust(trusted)
         with trio.fail_after(TIMEOUT):
             async with client_for(url, route, ssl_context=trusted) as client:
-                assert await client.request(Ping(4.0), Pong) == Pong(4.0)
+                assert await client.request(TimedPing(4.0), TimedPong) == TimedPong(4.0)
             with pytest.raises(ssl.SSLCertVerificationError):
                 async with client_for(url, route, ssl_context=ssl.create_default_context()):
                     pass

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import pytest
 
+from tests._messages import Ping, Pong
 from trio_wsroutes import (
     CloseCode,
     Connection,
@@ -20,17 +21,6 @@ from trio_wsroutes import (
     message,
 )
 from trio_wsroutes.testing import TestClient, TransportName
-
-
-@attrs.frozen
-class Ping:
-    n: int
-
-
-@message("pong")
-@attrs.frozen
-class Pong:
-    n: int
 
 
 @message("other")

@@ -28,7 +28,6 @@ from trio_wsroutes._history import (
     Recovery,
     format_since,
     parse_since,
-    with_position,
 )
 from trio_wsroutes._messages import encode_message
 
@@ -183,28 +182,6 @@ def test_parse_since_rejects_bad_values_with_a_message_for_a_400(
 def test_format_since_round_trips_through_parse_since(topic: str, epoch: str, offset: int) -> None:
     position = Position(epoch, offset)
     assert parse_since([format_since(topic, position)]) == {topic: position}
-
-
-def test_the_splice_adds_topic_offset_and_epoch_without_re_encoding() -> None:
-    frame = encode_message(Said(1, 'quote " backslash \\ snowman ☃'))
-    spliced = with_position(frame.payload, 'room:"a"\n☃', Position("Ep-1", 42))
-    assert spliced is not None
-    assert spliced.startswith(frame.payload[:-1])  # the payload's bytes, untouched
-    assert orjson.loads(spliced) == {
-        **orjson.loads(frame.payload),
-        "topic": 'room:"a"\n☃',
-        "offset": 42,
-        "epoch": "Ep-1",
-    }
-    # An empty object, whitespace around, not an object at all.
-    assert with_position(b"{}", "t", Position("e", 1)) == b'{"topic":"t","offset":1,"epoch":"e"}'
-    assert orjson.loads(with_position(b"{ } \n", "t", Position("e", 1)) or b"") == {
-        "topic": "t",
-        "offset": 1,
-        "epoch": "e",
-    }
-    for payload in (b"[1,2]", b'"text"', b"", b"{", b"}", b"plain text"):
-        assert with_position(payload, "t", Position("e", 1)) is None
 
 
 # -- publishing with positions -------------------------------------------------------------

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from tests._messages import Ping, Pong
 from tests.conftest import live_server
 from trio_wsroutes import Connection, Context, WebSocketServer, create_websocket_route, message
 
@@ -30,21 +31,10 @@ LEAK = re.compile(r"Traceback|Error\(|Exception|<class |File \"")
 
 
 @attrs.frozen
-class Ping:
-    n: int
-
-
-@attrs.frozen
 class Item:
     name: str = attrs.field(validator=attrs.validators.max_len(50))
     tags: list[str] = attrs.Factory(list)
     price: float = 0.0
-
-
-@message("pong")
-@attrs.frozen
-class Pong:
-    n: int
 
 
 @message("stored")

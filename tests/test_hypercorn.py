@@ -30,6 +30,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from tests._messages import TimedPing, TimedPong
 from tests._rawws import CLOSE, TEXT, raw_connect
 from tests.conftest import xfail_on
 from trio_wsroutes import (
@@ -53,11 +54,6 @@ TIMEOUT = 10
 
 
 @attrs.frozen
-class Ping:
-    timestamp: float
-
-
-@attrs.frozen
 class Say:
     text: str = attrs.field(validator=attrs.validators.min_len(1))
     include_self: bool = False
@@ -66,12 +62,6 @@ class Say:
 @attrs.frozen
 class Empty:
     pass
-
-
-@message("pong")
-@attrs.frozen
-class Pong:
-    timestamp: float
 
 
 @message("where")
@@ -206,12 +196,12 @@ async def http_get(address: BoundAddress, path: str) -> HTTPResponse:
 # -- a small app with one route per concern ---------------------------------------------
 
 
-def echo_route() -> WebSocketRoute[None, Pong]:
-    route = create_websocket_route("/echo").server_messages(Pong)
+def echo_route() -> WebSocketRoute[None, TimedPong]:
+    route = create_websocket_route("/echo").server_messages(TimedPong)
 
-    @route.on("ping", Ping)
-    async def on_ping(ws: Connection[Pong], data: Ping, ctx: Context[None]) -> Pong:
-        return Pong(timestamp=data.timestamp)
+    @route.on("ping", TimedPing)
+    async def on_ping(ws: Connection[TimedPong], data: TimedPing, ctx: Context[None]) -> TimedPong:
+        return TimedPong(timestamp=data.timestamp)
 
     return route
 
@@ -396,15 +386,15 @@ async def test_plain_http_request_is_404_or_426_without_http_app(
 async def test_handler_crash_closes_1011_and_other_connections_keep_working(
     serve_live: ServeLive,
 ) -> None:
-    route = create_websocket_route("/crashy").server_messages(Pong)
+    route = create_websocket_route("/crashy").server_messages(TimedPong)
 
     @route.on("boom", Empty)
-    async def boom(ws: Connection[Pong], data: Empty, ctx: Context[None]) -> None:
+    async def boom(ws: Connection[TimedPong], data: Empty, ctx: Context[None]) -> None:
         raise RuntimeError("secret-internal-detail")
 
-    @route.on("ping", Ping)
-    async def on_ping(ws: Connection[Pong], data: Ping, ctx: Context[None]) -> Pong:
-        return Pong(timestamp=data.timestamp)
+    @route.on("ping", TimedPing)
+    async def on_ping(ws: Connection[TimedPong], data: TimedPing, ctx: Context[None]) -> TimedPong:
+        return TimedPong(timestamp=data.timestamp)
 
     async with (
         serve_live(WebSocketServer([route])) as address,
@@ -428,16 +418,16 @@ async def test_handler_crash_closes_1011_and_other_connections_keep_working(
 # -- a frame that is not valid UTF-8, sent over a raw socket ----------------------------
 
 
-def utf8_route(received: list[str]) -> WebSocketRoute[None, Pong]:
-    route = create_websocket_route("/raw").server_messages(Pong)
+def utf8_route(received: list[str]) -> WebSocketRoute[None, TimedPong]:
+    route = create_websocket_route("/raw").server_messages(TimedPong)
 
     @route.on_text
-    async def on_text(ws: Connection[Pong], text: str, ctx: Context[None]) -> None:
+    async def on_text(ws: Connection[TimedPong], text: str, ctx: Context[None]) -> None:
         received.append(text)
 
-    @route.on("ping", Ping)
-    async def on_ping(ws: Connection[Pong], data: Ping, ctx: Context[None]) -> Pong:
-        return Pong(timestamp=data.timestamp)
+    @route.on("ping", TimedPing)
+    async def on_ping(ws: Connection[TimedPong], data: TimedPing, ctx: Context[None]) -> TimedPong:
+        return TimedPong(timestamp=data.timestamp)
 
     return route
 
@@ -511,7 +501,9 @@ async def test_client_close_code_reaches_on_close(
     route = echo_route()
 
     @route.on_close
-    async def on_close(ws: Connection[Pong], code: int, reason: str, ctx: Context[None]) -> None:
+    async def on_close(
+        ws: Connection[TimedPong], code: int, reason: str, ctx: Context[None]
+    ) -> None:
         codes.append(code)
         closed.set()
 

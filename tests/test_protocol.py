@@ -2,7 +2,8 @@
 
 Each bad input gets its one documented error envelope, and the connection stays usable;
 handler results, ``MessageError``, crashes, hooks, frame limits and rate limits behave as
-DESIGN.md's "Wire protocol" section says.
+``docs/topics/replies-and-errors.rst`` says (the envelopes themselves:
+``trio_wsroutes/_envelope.py``).
 """
 
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests._messages import Ping, Pong
 from trio_wsroutes import (
     Connection,
     Context,
@@ -32,11 +34,6 @@ from trio_wsroutes import (
 from trio_wsroutes.testing import TestClient, TestConnection, WebSocketClosed
 
 # -- messages ----------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Ping:
-    n: int = 0
 
 
 @attrs.frozen
@@ -70,12 +67,6 @@ class Slow:
 @attrs.frozen
 class Empty:
     pass
-
-
-@message("pong")
-@attrs.frozen
-class Pong:
-    n: int
 
 
 @message("item")

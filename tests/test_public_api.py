@@ -1,4 +1,5 @@
-"""The public surface: DESIGN.md's names are a contract."""
+"""The public surface: the names of the API reference (``docs/reference.rst``) are a
+contract."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import trio_wsroutes.client
 import trio_wsroutes.testing
 
 CONTRACT = {
-    # Named in DESIGN.md.
+    # The core of the API reference.
     "WebSocketServer",
     "create_websocket_route",
     "message",
@@ -47,17 +48,17 @@ ALSO_PUBLIC = {
     "ValidationError",
     "WebSocketRoute",
     "converter",
-    # Scaling out (issue 8).
+    # Scaling out (docs/topics/scaling.rst).
     "RedisBroker",
     "RedisBrokerStats",
-    # Client types (DESIGN.md names the server method; these are its function forms).
+    # Client types (the server method's function forms; docs/topics/client-types.rst).
     "TypeGenerationError",
     "generate_asyncapi",
     "generate_json_schema",
     "generate_websocket_types",
-    # Connection hygiene (issue 6): WebSocketServer(rate_limit=RateLimit(...)).
+    # Rate limits: WebSocketServer(rate_limit=RateLimit(...)).
     "RateLimit",
-    # History and recovery (DESIGN.md "History and recovery").
+    # History and recovery (docs/topics/history.rst).
     "History",
     "HistoryPage",
     "HistoryPolicy",

@@ -14,9 +14,8 @@ of ``tests/test_redis_broker.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +30,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from tests._redis import RedisServer, require_redis
+from tests._redis import RedisServer
 from tests.conftest import ServeLive, live_server, wait_until
 from trio_wsroutes import (
     BoundAddress,
@@ -688,16 +687,6 @@ async def test_server_history_reads_what_subscribers_received(serve_live: ServeL
 
 
 # -- Redis ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_redis(), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def redis_app(url: str, **options: Any) -> App:

@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import trio
 from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_url
 
 import trio_wsroutes._broker.redis as redis_module
-from tests._redis import RedisServer, free_port, require_coredis, require_redis
+from tests._redis import RedisServer, free_port, require_coredis
 from tests.conftest import live_server, wait_until
 from tests.test_history import Recorder as Positions
 from trio_wsroutes import (
@@ -96,26 +95,6 @@ class Recorder:
             time.sleep(self.delay)  # a local slow-down: the fan-out blocks the Trio loop
         self.frames.append(frame)
         return True
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(require_redis(), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def stopped_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server that the test starts itself."""
-    server = RedisServer(require_redis(), tmp_path)
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def channels(redis: RedisServer) -> set[bytes]:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from trio_wsroutes import Headers, QueryParams, Request, TrustedProxies
-from trio_wsroutes._request import MAX_COOKIE_BYTES, parse_cookies
+from trio_wsroutes import Headers, QueryParams, Reject, Request, TrustedProxies
+from trio_wsroutes._request import MAX_COOKIE_BYTES, is_token, parse_cookies
 
 
 def test_headers_are_case_insensitive_and_keep_repeats() -> None:
@@ -149,3 +149,41 @@ def test_cookies_over_the_cap_give_none() -> None:
     half = "b=" + "y" * (MAX_COOKIE_BYTES // 2)
     assert cookies(half, half) == {}  # the cap is on every Cookie header together
     assert cookies("a=1", "b=2; a=3") == {"a": "1", "b": "2"}
+
+
+# -- HTTP tokens: one definition for header and cookie names -------------------------------------
+
+# RFC 9110, section 5.6.2, spelled out as the RFC does.
+TCHAR = (
+    set("!#$%&'*+-.^_`|~")
+    | {chr(c) for c in range(0x30, 0x3A)}
+    | {chr(c) for c in [*range(0x41, 0x5B), *range(0x61, 0x7B)]}
+)
+
+
+@pytest.mark.parametrize(
+    "char", [chr(c) for c in range(0x100)] + ["\u0131", "\u212a", "\U0001d7d9"]
+)
+def test_a_token_is_made_of_rfc_9110_tchars(char: str) -> None:
+    assert is_token(char) is (char in TCHAR)
+    assert is_token(f"a{char}b") is (char in TCHAR)
+
+
+def test_a_token_is_a_non_empty_string() -> None:
+    assert not is_token("")
+    assert not is_token(None)
+    assert not is_token(b"abc")
+    assert is_token("X-Request-Id")
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in range(0x80)])
+def test_cookie_names_and_reject_header_names_follow_the_same_rule(char: str) -> None:
+    name = f"n{char}n"
+    cookie_kept = parse_cookies(f"{name}=1") == {name: "1"}
+    try:
+        Reject(429, "Slow down", "RATE", headers={name: "1"})
+    except ValueError:
+        header_kept = False
+    else:
+        header_kept = True
+    assert cookie_kept is header_kept is (char in TCHAR)

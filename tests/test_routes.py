@@ -5,20 +5,10 @@ from __future__ import annotations
 import attrs
 import pytest
 
+from tests._messages import Ping, Pong
 from trio_wsroutes import Connection, Context, WebSocketServer, create_websocket_route, message
 from trio_wsroutes._routes import PathPattern, Router
 from trio_wsroutes.testing import ConnectionDenied, TestClient
-
-
-@attrs.frozen
-class Ping:
-    n: int = 0
-
-
-@message("pong")
-@attrs.frozen
-class Pong:
-    n: int
 
 
 @message("where")

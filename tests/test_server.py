@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -243,5 +244,12 @@ async def test_publish_for_a_route_refuses_messages_the_route_does_not_send() ->
     route = _users_route()
     server = WebSocketServer([route])
     assert await server.publish("all", Note("fine"), route=route) == 0
-    with pytest.raises(TypeError, match="not a server message of route '/u'"):
+    # The same refusal, word for word, as ws.send's (tests/test_definitions.py).
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "Other is not a server message of route '/u' (it declares Note); "
+            "add it to .server_messages()"
+        ),
+    ):
         await server.publish("all", Other(1), route=route)

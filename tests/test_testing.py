@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 import trio_wsroutes.testing
+from tests._messages import TimedPing, TimedPong
 from tests.conftest import live_server, wait_until
 from trio_wsroutes import (
     Connection,
@@ -56,11 +57,6 @@ FAST = Backoff(initial=0.01, maximum=0.05)
 
 
 @attrs.frozen
-class Ping:
-    timestamp: float
-
-
-@attrs.frozen
 class Chat:
     text: str = attrs.field(validator=attrs.validators.min_len(1))
 
@@ -80,12 +76,6 @@ class Hang:
     pass
 
 
-@message("pong")
-@attrs.frozen
-class Pong:
-    timestamp: float
-
-
 @message("note")
 @attrs.frozen
 class Note:
@@ -98,7 +88,7 @@ class Said:
     text: str
 
 
-Out = Pong | Note | Said
+Out = TimedPong | Note | Said
 
 
 @attrs.define
@@ -114,7 +104,7 @@ class Seen:
 
 def make_route(seen: Seen, path: str = "/rooms/:room") -> WebSocketRoute[None, Out]:
     route: WebSocketRoute[None, Out] = create_websocket_route(path).server_messages(
-        Pong, Note, Said
+        TimedPong, Note, Said
     )
 
     @route.on_connect
@@ -129,9 +119,9 @@ def make_route(seen: Seen, path: str = "/rooms/:room") -> WebSocketRoute[None, O
         await trio.sleep(0.01)  # a handler that takes a moment
         seen.closes.append(code)
 
-    @route.on("ping", Ping)
-    async def ping(ws: Connection[Out], data: Ping, ctx: Context[None]) -> Pong:
-        return Pong(data.timestamp)
+    @route.on("ping", TimedPing)
+    async def ping(ws: Connection[Out], data: TimedPing, ctx: Context[None]) -> TimedPong:
+        return TimedPong(data.timestamp)
 
     @route.on("chat", Chat)
     async def chat(ws: Connection[Out], data: Chat, ctx: Context[None]) -> None:
@@ -140,20 +130,20 @@ def make_route(seen: Seen, path: str = "/rooms/:room") -> WebSocketRoute[None, O
         await ws.send(Said(data.text))
 
     @route.on("flood", Flood)
-    async def flood(ws: Connection[Out], data: Flood, ctx: Context[None]) -> Pong:
+    async def flood(ws: Connection[Out], data: Flood, ctx: Context[None]) -> TimedPong:
         for n in range(data.n):
             await ws.send(Note(n))
-        return Pong(float(data.n))
+        return TimedPong(float(data.n))
 
     @route.on("quiet", Quiet)
     async def quiet(ws: Connection[Out], data: Quiet, ctx: Context[None]) -> None:
         return None
 
     @route.on("hang", Hang)
-    async def hang(ws: Connection[Out], data: Hang, ctx: Context[None]) -> Pong:
+    async def hang(ws: Connection[Out], data: Hang, ctx: Context[None]) -> TimedPong:
         await ws.send(Note(-1))
         await seen.release.wait()
-        return Pong(-1.0)
+        return TimedPong(-1.0)
 
     return route
 
@@ -192,8 +182,8 @@ async def test_requests_replies_and_queued_messages(clients_for: ClientsFor) -> 
     async with clients_for(WebSocketServer([route])) as open_client:
         async with open_client(route, "/rooms/a") as client:
             with trio.fail_after(TIMEOUT):
-                assert await client.request(Ping(1.5), Pong) == Pong(1.5)
-                assert await client.request(Flood(3), Pong) == Pong(3.0)
+                assert await client.request(TimedPing(1.5), TimedPong) == TimedPong(1.5)
+                assert await client.request(Flood(3), TimedPong) == TimedPong(3.0)
                 assert client.queued == 3
                 await client.send(Chat("hi"))
                 seen: list[Out] = []
@@ -219,7 +209,7 @@ async def test_server_errors_reach_the_caller(clients_for: ClientsFor) -> None:
                 with pytest.raises(ServerError) as forbidden:
                     await client.request(Chat("forbidden"))
                 assert forbidden.value.code == "FORBIDDEN"
-                assert await client.request(Ping(2.0), Pong) == Pong(2.0)
+                assert await client.request(TimedPing(2.0), TimedPong) == TimedPong(2.0)
 
 
 async def test_upgrade_request_and_denials(clients_for: ClientsFor) -> None:
@@ -233,7 +223,7 @@ async def test_upgrade_request_and_denials(clients_for: ClientsFor) -> None:
         with trio.fail_after(TIMEOUT):
             options: ClientOptions = {"token": "good", "headers": {"x-bot": "1"}}
             async with open_client(route, "/rooms/blue?x=7", **options) as client:
-                assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+                assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
             assert seen.params == [{"room": "blue"}]
             assert seen.queries == [["7"]]
             assert seen.headers == ["1"]
@@ -270,7 +260,7 @@ async def test_reconnection_resumes_topics_with_history(clients_for: ClientsFor)
                 await server.publish("room:a", Note(3))
                 assert [await client.receive() for _ in range(2)] == [Note(2), Note(3)]
                 assert client.reconnects == 1
-                assert await client.request(Ping(3.0), Pong) == Pong(3.0)
+                assert await client.request(TimedPing(3.0), TimedPong) == TimedPong(3.0)
 
 
 async def test_a_server_that_goes_away_ends_iteration(clients_for: ClientsFor) -> None:
@@ -300,8 +290,8 @@ async def ping_twice(open_client: ClientFactory) -> None:
     """One test body for both fixtures: the route's own path is the default."""
     async with open_client(PLUGIN_ROUTE) as client:
         with trio.fail_after(TIMEOUT):
-            assert await client.request(Ping(1.0), Pong) == Pong(1.0)
-            assert await client.request(Flood(1), Pong) == Pong(1.0)
+            assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
+            assert await client.request(Flood(1), TimedPong) == TimedPong(1.0)
             assert await client.receive() == Note(0)
 
 
@@ -319,7 +309,7 @@ async def test_ws_typed_client_shares_the_ws_client(
 ) -> None:
     async with ws_client.connect("/echo") as ws, ws_typed_client(PLUGIN_ROUTE) as client:
         assert (await ws.request("ping", {"timestamp": 1.0}))["data"] == {"timestamp": 1.0}
-        assert await client.request(Ping(2.0), Pong) == Pong(2.0)
+        assert await client.request(TimedPing(2.0), TimedPong) == TimedPong(2.0)
 
 
 # -- TestClient.client in particular ------------------------------------------------------
@@ -333,7 +323,7 @@ async def test_on_close_has_run_when_the_in_memory_client_is_left(
     server = WebSocketServer([route])
     async with TestClient(server, transport=memory_transport) as test_client:
         async with test_client.client(route, "/rooms/a") as client:
-            assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+            assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
         assert seen.closes == [1000]
         assert len(server.registry) == 0
 
@@ -341,7 +331,7 @@ async def test_on_close_has_run_when_the_in_memory_client_is_left(
 async def test_a_test_client_need_not_be_entered() -> None:
     route = make_route(Seen())
     async with TestClient(WebSocketServer([route])).client(route, "/rooms/a") as client:
-        assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+        assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
         assert client.url == "ws://testserver/rooms/a"
 
 
@@ -351,7 +341,7 @@ async def test_the_bodys_exception_comes_out_as_it_is() -> None:
     async def body() -> None:
         async with TestClient(WebSocketServer([route])) as test_client:
             async with test_client.client(route, "/rooms/a") as client:
-                await client.request(Ping(1.0), Pong)
+                await client.request(TimedPing(1.0), TimedPong)
                 raise LookupError("from the body")
 
     with pytest.raises(LookupError, match="from the body"):
@@ -368,7 +358,7 @@ async def test_each_reconnection_is_a_new_in_memory_connection() -> None:
                 await wait_until(lambda: len(server.registry) == 1)
                 await server.close_all(1013, "again")
                 await wait_until(functools.partial(lambda t: client.reconnects == t, times))
-            assert await client.request(Ping(1.0), Pong) == Pong(1.0)
+            assert await client.request(TimedPing(1.0), TimedPong) == TimedPong(1.0)
     assert seen.closes == [1013, 1013, 1013, 1000]
     assert len(seen.params) == 4
 
@@ -555,3 +545,31 @@ async def test_a_request_ends_when_the_server_closes(
         # The frame that came first is still there, then the close.
         assert (await ws.receive())["data"] == {"n": -1}
         assert await ws.wait_closed() == 1012
+
+
+async def test_test_connections_raise_the_clients_exceptions(
+    memory_transport: TransportName,
+) -> None:
+    """One set of exception classes in memory and live: what a test catches around
+    ``TestClient.connect`` is what it catches around ``client.connect``."""
+    assert trio_wsroutes.testing.ConnectionDenied is ConnectionDenied
+    assert trio_wsroutes.testing.WebSocketClosed is WebSocketClosed
+
+    async def close_at_once(ws: Connection[Any], ctx: Context[Any]) -> None:
+        await ws.close(4001, "bye")
+
+    route = create_websocket_route("/closing")
+    route.on_connect(close_at_once)
+    server = WebSocketServer([route])
+    async with TestClient(server, transport=memory_transport) as client:
+        with pytest.raises(ConnectionDenied) as denied:
+            async with client.connect("/nowhere"):
+                pass
+        assert (denied.value.status, denied.value.code) == (404, "NOT_FOUND")
+        assert denied.value.message == "Not Found"
+        assert denied.value.json() == {"message": "Not Found", "code": "NOT_FOUND"}
+        assert denied.value.header("Content-Type") == "application/json"
+        async with client.connect("/closing") as ws:
+            with pytest.raises(WebSocketClosed) as closed:
+                await ws.receive()
+            assert (closed.value.code, closed.value.reason) == (4001, "bye")

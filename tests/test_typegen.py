@@ -44,9 +44,10 @@ from trio_wsroutes import (
     message,
     no_auth,
 )
+from trio_wsroutes._envelope import encode_error, with_position
 from trio_wsroutes._errors import ErrorDetail
-from trio_wsroutes._history import Position, with_position
-from trio_wsroutes._messages import encode_error, encode_message
+from trio_wsroutes._history import Position
+from trio_wsroutes._messages import encode_message
 from trio_wsroutes._validation import _make_converter  # pyright: ignore[reportPrivateUsage]
 
 

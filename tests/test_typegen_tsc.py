@@ -20,9 +20,10 @@ from tests import _typescript
 from tests.test_typegen import DRAW_CASES, everything
 from tests.typegen import app
 from trio_wsroutes import generate_websocket_types
+from trio_wsroutes._envelope import encode_error, with_position
 from trio_wsroutes._errors import ErrorDetail
-from trio_wsroutes._history import Position, with_position
-from trio_wsroutes._messages import encode_error, encode_message
+from trio_wsroutes._history import Position
+from trio_wsroutes._messages import encode_message
 
 STRICT = [
     "--strict",

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import orjson
@@ -32,6 +32,7 @@ from ._codes import (
     TOO_MANY_CONNECTIONS,
     UNAUTHORIZED,
     UNSUPPORTED_SUBPROTOCOL,
+    UPGRADE_REQUIRED,
 )
 from ._containment import must_propagate
 from ._history import Position, parse_since
@@ -42,11 +43,29 @@ from ._spec import RouteSpec
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
 
-__all__ = ["Admission", "Admitted", "cookie_routes_without_policy"]
+if TYPE_CHECKING:
+    from ._routes import WebSocketRoute
+
+__all__ = ["Admission", "Admitted", "HTTPAnswer", "cookie_routes_without_policy", "refusal"]
 
 logger = logging.getLogger("trio_wsroutes")
 
 _JSON = ("content-type", "application/json")
+
+HTTPAnswer = tuple[int, Sequence[tuple[str, str]], bytes]
+"""An HTTP response: status, headers, body."""
+
+_NO_ROUTE: Final = (404, "Not Found", NOT_FOUND)
+"""The refusal for a path no route serves, upgrade or plain HTTP."""
+
+
+def refusal(
+    status: int, message: str, code: str, headers: Mapping[str, str] | None = None
+) -> HTTPAnswer:
+    """A refusal as the server sends it: ``status``, a JSON body ``{"message": ...,
+    "code": ...}`` and ``headers`` (names lower-cased; the content type is the body's)."""
+    extra = [(k.lower(), v) for k, v in (headers or {}).items() if k.lower() != "content-type"]
+    return status, [_JSON, *extra], orjson.dumps({"message": message, "code": code})
 
 
 @attrs.frozen
@@ -87,7 +106,8 @@ class Admission:
 
     def __init__(
         self,
-        router: Router[RouteSpec],
+        router: Router[WebSocketRoute[Any, Any]],
+        specs: Mapping[WebSocketRoute[Any, Any], RouteSpec],
         *,
         stats: ServerStats,
         trusted_proxies: TrustedProxies | None = None,
@@ -95,7 +115,8 @@ class Admission:
         max_connections: int | None = None,
         max_connections_per_ip: int | None = None,
     ) -> None:
-        self.router = router
+        self._router = router
+        self._specs = specs
         self._stats = stats
         self._trusted_proxies = trusted_proxies
         self._max_query_params = max_query_params
@@ -148,18 +169,37 @@ class Admission:
             else:
                 del self._per_ip[ip]
 
-    async def _check(self, transport: Transport, request: Request) -> Admitted | None:
-        match = self.router.match(request.path)
+    def route(self, path: str) -> tuple[RouteSpec, Mapping[str, str]] | None:
+        """The route that serves ``path``, with the path's parameters; ``None`` when no
+        route does (an upgrade there is denied with 404)."""
+        match = self._router.match(path)
         if match is None:
-            await self.deny(transport, 404, "Not Found", NOT_FOUND)
+            return None
+        return self._specs[match.route], match.params
+
+    def plain_http(self, path: str) -> HTTPAnswer:
+        """The answer to a plain HTTP request for ``path`` (a server that speaks only
+        WebSocket there): 426 on a route's path, 404 elsewhere, as for an upgrade."""
+        if self.route(path) is None:
+            return refusal(*_NO_ROUTE)
+        return refusal(
+            426,
+            "This path speaks WebSocket only",
+            UPGRADE_REQUIRED,
+            {"upgrade": "websocket", "connection": "Upgrade"},
+        )
+
+    async def _check(self, transport: Transport, request: Request) -> Admitted | None:
+        found = self.route(request.path)
+        if found is None:
+            await self.deny(transport, *_NO_ROUTE)
             return None
         try:
             positions = parse_since(request.query.get_all("since"))
         except ValueError as exc:
             await self.deny(transport, 400, str(exc), BAD_REQUEST)
             return None
-        spec = match.route
-        request.path_params = match.params
+        spec, request.path_params = found
         policy = spec.origin_policy
         if policy is not None and not policy.allows(request.origin):
             await self.deny(transport, 403, "Origin not allowed", FORBIDDEN_ORIGIN)
@@ -220,9 +260,8 @@ class Admission:
         code: str,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Refuse the upgrade with ``status`` and a JSON body."""
+        """Refuse the upgrade with ``status`` and a JSON body (:func:`refusal`)."""
         self._stats.connections_denied += 1
-        body = orjson.dumps({"message": message, "code": code})
-        extra = [(k.lower(), v) for k, v in (headers or {}).items() if k.lower() != "content-type"]
+        status, answer_headers, body = refusal(status, message, code, headers)
         with contextlib.suppress(TransportClosed):
-            await transport.deny(status, body, [_JSON, *extra])
+            await transport.deny(status, body, answer_headers)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar, overload
 
 import attrs
 
-from ._request import Request
+from ._request import Request, is_token
 
 __all__ = [
     "Reject",
@@ -53,7 +53,7 @@ class Reject(Exception):
             raise ValueError("Reject status must be an HTTP error status (400-599)")
         checked = dict(headers or {})
         for name, value in checked.items():
-            if not _is_token(name):
+            if not is_token(name):
                 raise ValueError(f"Reject header name {name!r} is not an HTTP token")
             if not _is_field_value(value):
                 raise ValueError(
@@ -65,18 +65,6 @@ class Reject(Exception):
         self.message: str = message
         self.code: str = code
         self.headers: dict[str, str] = checked
-
-
-_TOKEN_EXTRA = frozenset("!#$%&'*+-.^_`|~")
-
-
-def _is_token(name: object) -> bool:
-    return (
-        isinstance(name, str)
-        and name != ""
-        and name.isascii()
-        and all(c.isalnum() or c in _TOKEN_EXTRA for c in name)
-    )
 
 
 def _is_field_value(value: object) -> bool:

@@ -14,8 +14,8 @@ offsets and changes when the topic's history is lost (a restarted process for
 gets every publication after it, then the live ones, with no gap and no duplicate, or
 ``Recovery(recovered=False, missed=0)`` and nothing old when that is impossible.
 
-This module holds the value types, the pattern policy, the ``since`` parser and the byte
-splice that adds a position to an encoded envelope; the brokers keep the history.
+This module holds the value types, the pattern policy and the ``since`` parser; the
+brokers keep the history, and ``_envelope.py`` writes positions into envelopes.
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, cast
 
 import attrs
-import orjson
 
-from ._messages import Frame
+# The splice that writes a position into an envelope, for the brokers.
+from ._envelope import envelope_head as envelope_head
+from ._envelope import position_tail as position_tail
+from ._envelope import topic_json as topic_json
+from ._frames import Frame
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -46,14 +49,10 @@ __all__ = [
     "Position",
     "Publication",
     "Recovery",
-    "envelope_head",
     "format_since",
     "is_epoch",
     "new_epoch",
     "parse_since",
-    "position_tail",
-    "topic_json",
-    "with_position",
 ]
 
 MAX_OFFSET: Final = 2**53 - 1
@@ -79,14 +78,6 @@ _EPOCH: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def new_epoch() -> str:
     """A fresh random epoch: 8 random bytes, URL-safe base64 (11 characters)."""
     return secrets.token_urlsafe(8)
-
-
-def topic_json(topic: str) -> bytes:
-    """``topic`` as a JSON string; :class:`ValueError` if it is not valid Unicode."""
-    try:
-        return orjson.dumps(topic)
-    except (orjson.JSONEncodeError, TypeError):
-        raise ValueError(f"topic {topic!r} cannot be sent in JSON") from None
 
 
 def is_epoch(value: str) -> bool:
@@ -411,47 +402,3 @@ def format_since(topic: str, position: Position) -> str:
     if not isinstance(topic, str) or not topic:
         raise ValueError("a topic is a non-empty string")
     return f"{topic}@{position.epoch}:{position.offset}"
-
-
-# -- the envelope splice ----------------------------------------------------------------------
-
-_WHITESPACE: Final = frozenset(b" \t\r\n")
-
-
-def envelope_head(payload: bytes, topic_json: bytes) -> bytes | None:
-    """The first part of ``payload`` with a position added: the JSON object without its
-    closing brace, then ``,"topic":<topic_json>,"offset":`` (the offset, the epoch and the
-    brace follow). ``topic_json`` is the topic as a JSON string (``orjson.dumps(topic)``).
-
-    Returns ``None`` when ``payload`` is not a JSON object by its first and last bytes
-    (only those are checked: the payload is never parsed or re-encoded).
-    """
-    end = len(payload)
-    while end and payload[end - 1] in _WHITESPACE:
-        end -= 1
-    if end < 2 or payload[0] != 0x7B or payload[end - 1] != 0x7D:  # { ... }
-        return None
-    last = end - 2
-    while last > 0 and payload[last] in _WHITESPACE:
-        last -= 1
-    separator = b"" if last == 0 else b","  # "{}": no member before ours
-    return b'%s%s"topic":%s,"offset":' % (payload[: end - 1], separator, topic_json)
-
-
-def position_tail(offset: int, epoch_json: bytes) -> bytes:
-    """What follows :func:`envelope_head`: the offset, the epoch and the closing brace."""
-    return b'%d,"epoch":%s}' % (offset, epoch_json)
-
-
-def with_position(payload: bytes, topic: str, position: Position) -> bytes | None:
-    """``payload`` (an encoded envelope, ``{"type":...,"data":...}``) with ``"topic"``,
-    ``"offset"`` and ``"epoch"`` added before its closing brace, without decoding or
-    re-encoding the rest; ``None`` when it is not a JSON object.
-
-    >>> with_position(b'{"type":"t","data":{}}', "room:a", Position("e1", 7))
-    b'{"type":"t","data":{},"topic":"room:a","offset":7,"epoch":"e1"}'
-    """
-    head = envelope_head(payload, topic_json(topic))
-    if head is None:
-        return None
-    return head + position_tail(position.offset, orjson.dumps(position.epoch))

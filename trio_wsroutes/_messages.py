@@ -1,48 +1,29 @@
-"""The wire protocol: ``@message``, the envelope, outbound frames and error envelopes.
-
-Client to server, a text frame::
-
-    {"type": "chat", "data": {...}, "id": "42"}
-
-Server to client::
-
-    {"type": "message", "data": {...}, "id": "42"}
-    {"type": "error", "error": "...", "code": "VALIDATION_ERROR", "id": "42", "details": [...]}
-    {"type": "ack", "id": "42"}
-
-Every envelope with an ``id`` gets exactly one answer: the handler's reply, an error
-envelope, or (when the handler returns ``None``) an ``ack``.
+"""Server messages: ``@message`` tags an attrs class with its wire type, and
+:func:`encode_message` turns an instance into the envelope a client receives
+(``{"type": ..., "data": ..., "id": ...}``; the bytes of every envelope are written in
+``_envelope.py``).
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
-from typing import Any, Final, NamedTuple, TypeVar, cast
+from collections.abc import Callable, Collection
+from typing import Any, Final, TypeVar, cast
 
 import attrs
-import orjson
 
-from ._codes import INVALID_JSON, INVALID_MESSAGE
-from ._errors import ErrorDetail, ProtocolError
+from ._envelope import MessageId, encode_envelope
 from ._frames import Frame
 from ._validation import converter
 
 __all__ = [
-    "Envelope",
-    "Frame",
-    "MessageId",
     "RESERVED_TYPES",
-    "encode_ack",
-    "encode_error",
+    "Frame",
+    "check_declared",
     "encode_message",
     "message",
     "message_type",
-    "parse_envelope",
 ]
-
-MessageId = str | int
-"""A request id: a JSON string or integer, echoed on the reply."""
 
 RESERVED_TYPES: Final = frozenset({"error", "ack"})
 """Server-to-client wire types the framework uses itself."""
@@ -105,61 +86,19 @@ def _encoder_for(cls: type[Any]) -> _Encoder:
     return encoder
 
 
+def check_declared(message: object, declared: Collection[type[Any]], path: str) -> None:
+    """Refuse (``TypeError``) a message that route ``path`` does not declare in
+    ``.server_messages()`` (``declared``; empty: anything goes): what a route's types, and
+    the client types generated from them, promise is what goes out."""
+    if declared and type(message) not in declared:
+        names = ", ".join(sorted(cls.__qualname__ for cls in declared))
+        raise TypeError(
+            f"{type(message).__qualname__} is not a server message of route {path!r} "
+            f"(it declares {names}); add it to .server_messages()"
+        )
+
+
 def encode_message(msg: object, id: MessageId | None = None) -> Frame:
     """Serialise a ``@message`` instance to a text frame (once, for any number of sends)."""
     wire_type, unstructure = _encoder_for(type(msg))
-    body: dict[str, Any] = {"type": wire_type, "data": unstructure(msg)}
-    if id is not None:
-        body["id"] = id
-    return Frame(orjson.dumps(body))
-
-
-def encode_ack(id: MessageId) -> Frame:
-    """The acknowledgement of an envelope whose handler returned ``None``:
-    ``{"type": "ack", "id": ...}``."""
-    return Frame(b'{"type":"ack","id":' + orjson.dumps(id) + b"}")
-
-
-def encode_error(
-    code: str,
-    message: str,
-    id: MessageId | None = None,
-    details: Sequence[ErrorDetail] = (),
-) -> Frame:
-    """An error envelope."""
-    body: dict[str, Any] = {"type": "error", "error": message, "code": code}
-    if id is not None:
-        body["id"] = id
-    if details:
-        body["details"] = [d.to_json() for d in details]
-    return Frame(orjson.dumps(body))
-
-
-class Envelope(NamedTuple):
-    """A parsed client envelope; ``data`` is still raw JSON."""
-
-    type: str
-    data: Any
-    id: MessageId | None
-
-
-def parse_envelope(text: str | bytes) -> Envelope:
-    """Parse a text frame into an :class:`Envelope`, or raise a :class:`ProtocolError`."""
-    try:
-        body = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise ProtocolError("Message is not valid JSON", INVALID_JSON) from None
-    if type(body) is not dict:
-        raise ProtocolError("Message must be a JSON object with a 'type'", INVALID_MESSAGE)
-    envelope = cast("dict[str, Any]", body)
-    msg_id: Any = envelope.get("id")
-    if msg_id is not None and type(msg_id) is not str and type(msg_id) is not int:
-        raise ProtocolError("Message 'id' must be a string or an integer", INVALID_MESSAGE)
-    wire_type: Any = envelope.get("type")
-    if type(wire_type) is not str:
-        raise ProtocolError("Message 'type' must be a string", INVALID_MESSAGE, request_id=msg_id)
-    data: Any = envelope.get("data", _MISSING)
-    return Envelope(wire_type, {} if data is _MISSING else data, msg_id)
-
-
-_MISSING: Final = object()
+    return Frame(encode_envelope(wire_type, unstructure(msg), id))

@@ -9,7 +9,8 @@ from typing import Any
 import trio
 
 from ._engine import Connection
-from ._messages import Frame, encode_message
+from ._frames import Frame
+from ._messages import encode_message
 
 __all__ = ["ConnectionRegistry"]
 

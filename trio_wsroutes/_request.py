@@ -15,6 +15,7 @@ __all__ = [
     "QueryParams",
     "Request",
     "TrustedProxies",
+    "is_token",
     "parse_cookies",
 ]
 
@@ -272,8 +273,16 @@ MAX_COOKIE_BYTES: Final = 8192
 """``Cookie`` headers longer than this, together, give no cookies (nginx's default limit
 for one header line is the same 8 KiB)."""
 
-# An RFC 6265 cookie-name is a token: no separators, no controls, no spaces.
-_NOT_IN_NAME: Final = frozenset('()<>@,;:\\"/[]?={} \t')
+_TCHAR: Final = frozenset(
+    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
+def is_token(value: object) -> bool:
+    """Whether ``value`` is an HTTP token (RFC 9110, section 5.6.2): one or more
+    ``tchar``, that is ASCII letters, digits and ``!#$%&'*+-.^_`|~``. Header names are
+    tokens, and so are cookie names (RFC 6265)."""
+    return isinstance(value, str) and value != "" and _TCHAR.issuperset(value)
 
 
 def parse_cookies(header: str, into: dict[str, str] | None = None) -> dict[str, str]:
@@ -292,17 +301,13 @@ def parse_cookies(header: str, into: dict[str, str] | None = None) -> dict[str, 
     for pair in header.split(";"):
         name, eq, value = pair.partition("=")
         name = name.strip(" \t")
-        if not eq or not name or name in jar or not _is_token(name):
+        if not eq or not name or name in jar or not is_token(name):
             continue
         value = value.strip(" \t")
         if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
             value = value[1:-1]
         jar[name] = value
     return jar
-
-
-def _is_token(name: str) -> bool:
-    return name.isascii() and name.isprintable() and _NOT_IN_NAME.isdisjoint(name)
 
 
 class Request:

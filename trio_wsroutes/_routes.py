@@ -29,6 +29,8 @@ from ._spec import (
     RateLimit,
     RateLimitAction,
     RouteSpec,
+    choose_subprotocol,
+    resolve_heartbeat,
 )
 from ._validation import (
     check_client_schema,
@@ -99,7 +101,8 @@ class ServerDefaults:
         "authorize_subscribe",
         "forbid_unknown_keys",
         "handler_timeout",
-        "heartbeat",
+        "heartbeat_interval",
+        "heartbeat_timeout",
         "options",
         "origin_policy",
         "rate_limit",
@@ -112,7 +115,8 @@ class ServerDefaults:
         origin_policy: OriginPolicy | None = None,
         rate_limit: RateLimit | None = None,
         handler_timeout: float | None = None,
-        heartbeat: Heartbeat | None = None,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float = 20.0,
         forbid_unknown_keys: bool = False,
         authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
     ) -> None:
@@ -122,7 +126,8 @@ class ServerDefaults:
         self.origin_policy = origin_policy
         self.rate_limit = rate_limit
         self.handler_timeout = handler_timeout
-        self.heartbeat = heartbeat
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
 
 
 def _check_handler(fn: object, what: str, parameters: tuple[str, ...]) -> None:
@@ -537,8 +542,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
 
     def select_subprotocol(self, offered: Iterable[str]) -> str | None:
         """The subprotocol to answer a client that offered ``offered`` (or ``None``)."""
-        client = set(offered)
-        return next((name for name in self.subprotocol_choices if name in client), None)
+        return choose_subprotocol(self.subprotocol_choices, offered)
 
     def build(self) -> WebSocketRoute[UserT, ServerT]:
         """Check the route and freeze it; returns the route.
@@ -560,7 +564,6 @@ class WebSocketRoute(Generic[UserT, ServerT]):
 def resolve_route(route: WebSocketRoute[Any, Any], defaults: ServerDefaults) -> RouteSpec:
     """Freeze ``route`` and resolve it against a server's defaults, once."""
     route.build()
-    heartbeat = route.heartbeat_config or defaults.heartbeat
     handlers = dict(route.handlers)
     forbid = route.forbid_unknown_keys_setting
     if forbid if forbid is not None else defaults.forbid_unknown_keys:
@@ -587,7 +590,9 @@ def resolve_route(route: WebSocketRoute[Any, Any], defaults: ServerDefaults) -> 
         subprotocol_required=route.subprotocol_required,
         rate_limit=route.rate_limit_config or defaults.rate_limit,
         handler_timeout=route.handler_timeout_seconds or defaults.handler_timeout,
-        heartbeat=heartbeat,
+        heartbeat=resolve_heartbeat(
+            route.heartbeat_config, defaults.heartbeat_interval, defaults.heartbeat_timeout
+        ),
         options=defaults.options,
     )
 

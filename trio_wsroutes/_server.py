@@ -17,25 +17,24 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
-import orjson
 import trio
 
 from ._admission import Admission, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
-from ._codes import NOT_FOUND, UPGRADE_REQUIRED, CloseCode
+from ._codes import CloseCode
 from ._engine import Connection, close_now, new_context, run_connection
 from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._frames import Frame
 from ._history import History, HistoryPage, HistoryPolicy, Position
 from ._lifespan import LifespanDriver, ShutdownHook, StartupHook, run_lifespan
-from ._messages import encode_message
+from ._messages import check_declared, encode_message
 from ._origins import OriginPolicy
 from ._paths import Router
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
 from ._routes import ServerDefaults, SubscribeCheck, WebSocketRoute, resolve_route
 from ._signals import handles_signals, shutdown_on_signals
-from ._spec import EngineOptions, Heartbeat, RateLimit, RouteSpec, SlowConsumerPolicy
+from ._spec import EngineOptions, RateLimit, SlowConsumerPolicy
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
 from ._types import ASGIApp, Receive, Scope, Send
@@ -50,7 +49,6 @@ logger = logging.getLogger("trio_wsroutes")
 ServerT = TypeVar("ServerT")
 
 MiB = 1024 * 1024
-_JSON = ("content-type", "application/json")
 
 
 @attrs.frozen
@@ -353,24 +351,18 @@ class WebSocketServer:
         the first time the server serves anything."""
         admission = self._admission
         if admission is None:
-            heartbeat = (
-                None
-                if self.heartbeat_interval is None
-                else Heartbeat(self.heartbeat_interval, self.heartbeat_timeout)
-            )
             defaults = ServerDefaults(
                 options=self.options,
                 origin_policy=self.origin_policy,
                 rate_limit=self.rate_limit,
                 handler_timeout=self.handler_timeout,
-                heartbeat=heartbeat,
+                heartbeat_interval=self.heartbeat_interval,
+                heartbeat_timeout=self.heartbeat_timeout,
                 forbid_unknown_keys=self.forbid_unknown_keys,
                 authorize_subscribe=self.authorize_subscribe,
             )
-            specs: Router[RouteSpec] = Router(
-                resolve_route(route, defaults) for route in self.router.routes
-            )
-            for path in cookie_routes_without_policy(specs.routes):
+            specs = {route: resolve_route(route, defaults) for route in self.router.routes}
+            for path in cookie_routes_without_policy(list(specs.values())):
                 logger.warning(
                     "route %s authenticates with a cookie and has no allowed_origins: it "
                     "accepts upgrades from its own origin only (set allowed_origins to "
@@ -378,6 +370,7 @@ class WebSocketServer:
                     path,
                 )
             admission = self._admission = Admission(
+                self.router,
                 specs,
                 stats=self.stats,
                 trusted_proxies=self.trusted_proxies,
@@ -410,13 +403,7 @@ class WebSocketServer:
         :meth:`~WebSocketRoute.server_messages`.
         """
         if route is not None:
-            allowed = route.server_message_types
-            if allowed and type(message) not in allowed:
-                names = ", ".join(cls.__qualname__ for cls in allowed)
-                raise TypeError(
-                    f"{type(message).__qualname__} is not a server message of route "
-                    f"{route.path!r} (expected one of {names})"
-                )
+            check_declared(message, route.server_message_types, route.path)
         return await self.broker.publish(topic, encode_message(message))
 
     async def publish_binary(self, topic: str, data: bytes) -> int:
@@ -745,12 +732,7 @@ def native_endpoints(
 
     def plain_http(path: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
         # The native server answers plain HTTP only to say where the WebSockets are.
-        if server.router.match(path) is None:
-            return 404, [_JSON], orjson.dumps({"message": "Not Found", "code": NOT_FOUND})
-        body = orjson.dumps(
-            {"message": "This path speaks WebSocket only", "code": UPGRADE_REQUIRED}
-        )
-        return 426, [_JSON, ("upgrade", "websocket"), ("connection", "Upgrade")], body
+        return server._admitter().plain_http(path)  # pyright: ignore[reportPrivateUsage]
 
     return options, server.serve_websocket, plain_http
 

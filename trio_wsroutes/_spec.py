@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -27,6 +27,8 @@ __all__ = [
     "RateLimitAction",
     "RouteSpec",
     "SlowConsumerPolicy",
+    "choose_subprotocol",
+    "resolve_heartbeat",
 ]
 
 SlowConsumerPolicy = Literal["close", "drop"]
@@ -89,6 +91,18 @@ class Heartbeat:
     envelope: bool = False
 
 
+def resolve_heartbeat(
+    route: Heartbeat | None, interval: float | None, timeout: float
+) -> Heartbeat | None:
+    """The heartbeat of a route's connections: the route's own envelope heartbeat
+    (:meth:`WebSocketRoute.heartbeat`) if it has one, else the server's WebSocket pings
+    every ``interval`` seconds, answered within ``timeout`` (none when ``interval`` is
+    ``None``). Whether pings apply on a given transport is :meth:`RouteSpec.heartbeat_on`."""
+    if route is not None:
+        return route
+    return None if interval is None else Heartbeat(interval, timeout)
+
+
 @attrs.frozen
 class HandlerSpec:
     """One ``.on(type, schema, handler)`` registration."""
@@ -142,8 +156,25 @@ class RouteSpec:
     rate_limit: RateLimit | None
     handler_timeout: float | None
     heartbeat: Heartbeat | None
+    """The route's heartbeat (:func:`resolve_heartbeat`), before the transport is known."""
     options: EngineOptions
 
-    def select_subprotocol(self, offered: tuple[str, ...]) -> str | None:
+    def heartbeat_on(self, can_ping: bool) -> Heartbeat | None:
+        """The heartbeat that applies on a transport that can (or cannot) send WebSocket
+        pings: an envelope heartbeat runs on any transport; ping frames only where the
+        transport sends them (under hypercorn, which pings by itself, there is none)."""
+        heartbeat = self.heartbeat
+        if heartbeat is None or heartbeat.envelope or can_ping:
+            return heartbeat
+        return None
+
+    def select_subprotocol(self, offered: Iterable[str]) -> str | None:
         """The subprotocol to answer a client that offered ``offered`` (or ``None``)."""
-        return next((name for name in self.subprotocols if name in offered), None)
+        return choose_subprotocol(self.subprotocols, offered)
+
+
+def choose_subprotocol(supported: Sequence[str], offered: Iterable[str]) -> str | None:
+    """The subprotocol a route answers with: the first of ``supported`` (the route's
+    order of preference, not the client's) that the client ``offered``, or ``None``."""
+    client = set(offered)
+    return next((name for name in supported if name in client), None)

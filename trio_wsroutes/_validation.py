@@ -22,7 +22,6 @@ import datetime
 import decimal
 import enum
 import re
-import types
 import typing
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,7 +30,6 @@ from typing import Any, Final, Literal, TypeVar, cast, get_args, get_origin
 import attrs
 import cattrs
 import orjson
-from cattrs import cols as _cols
 from cattrs.errors import (
     AttributeValidationNote,
     ClassValidationError,
@@ -43,6 +41,19 @@ from cattrs.preconf.orjson import OrjsonConverter, make_converter
 from cattrs.strategies import configure_union_passthrough
 
 from ._errors import ErrorDetail
+from ._walk import (
+    JSON_SCALARS,
+    init_fields,
+    is_any_set,
+    is_enum,
+    is_literal,
+    is_mapping,
+    is_sequence,
+    is_string_key,
+    qualified_name,
+    shape,
+    type_repr,
+)
 
 __all__ = [
     "check_client_schema",
@@ -52,11 +63,6 @@ __all__ = [
     "structure_hook_for",
     "validation_details",
 ]
-
-# cattrs' collection helpers, with the types they have (their stubs leave some unknown).
-is_any_set = cast("Callable[[Any], bool]", _cols.is_any_set)  # pyright: ignore[reportUnknownMemberType]
-is_mapping: Callable[[Any], bool] = _cols.is_mapping
-is_sequence: Callable[[Any], bool] = _cols.is_sequence
 
 StructureHook = Callable[[Any, Any], Any]
 _T = TypeVar("_T")
@@ -637,20 +643,12 @@ _forbid_unknown: Final = contextvars.ContextVar("trio_wsroutes_forbid_unknown", 
 attrs class structured meanwhile, however deeply nested, refuses keys it does not have."""
 
 
-def _is_literal(target: Any) -> bool:
-    return get_origin(target) is Literal
-
-
-def _is_enum(target: Any) -> bool:
-    return isinstance(target, type) and issubclass(target, enum.Enum)
-
-
 def _is_collection(target: Any) -> bool:
     origin: Any = get_origin(target) or target
     return bool(is_sequence(target) or is_any_set(target) or origin is tuple)
 
 
-_JSON_SCALARS: Final = (str, int, float, bool, type(None))
+_JSON_SCALARS: Final = (*JSON_SCALARS, type(None))
 
 
 def _enum_unstructure_factory(conv: cattrs.Converter) -> Callable[[Any], Any]:
@@ -671,7 +669,7 @@ def _make_converter() -> OrjsonConverter:
         # cattrs hands subclasses of str/int/float (StrEnum, IntEnum, ``class C(str, Enum)``)
         # to the hook of their base type; those are enums, checked as enums.
         def structure(value: Any, target: Any) -> Any:
-            if target is kind or not _is_enum(target):
+            if target is kind or not is_enum(target):
                 return hook(value, target)
             enum_hook = enum_hooks.get(target)
             if enum_hook is None:
@@ -702,15 +700,15 @@ def _make_converter() -> OrjsonConverter:
     def enum_factory(_: Any) -> Callable[[Any], Any]:
         return unstructure_enum
 
-    conv.register_unstructure_hook_factory(_is_enum, enum_factory)
+    conv.register_unstructure_hook_factory(is_enum, enum_factory)
     # The preconf passthrough for unions of JSON scalars accepts subclasses of each member,
     # so ``int | str`` took ``True``. Without ``bool`` in the set, a boolean goes to the
     # strict bool hook, which only a union naming ``bool`` reaches.
     configure_union_passthrough(str | int | float | None, conv)
     factories: list[tuple[Callable[[Any], bool], Callable[[Any, cattrs.Converter], Any]]] = [
         (attrs.has, _attrs_factory),
-        (_is_literal, _literal_factory),
-        (_is_enum, _enum_factory),
+        (is_literal, _literal_factory),
+        (is_enum, _enum_factory),
         (is_mapping, _mapping_factory),
         (_is_collection, _sequence_factory),
     ]
@@ -952,15 +950,13 @@ class _SchemaCheck:
             return
         self.seen.add(cls)
         try:
-            attrs.resolve_types(cls)
+            fields = init_fields(cls)
         except Exception as exc:
             raise TypeError(
                 self.prefix() + f"cannot resolve the field annotations of {qualified_name(cls)}"
                 f"{self.reached()}: {type(exc).__name__}: {exc}"
             ) from None
-        for field in attrs.fields(cls):
-            if not field.init:
-                continue  # neither read nor written by the converter
+        for field in fields:
             self.chain.append((cls, field.name))
             self.field_type = field.type
             if field.type is None or isinstance(field.type, str):
@@ -969,54 +965,44 @@ class _SchemaCheck:
             self.chain.pop()
 
     def walk(self, tp: Any) -> None:
-        tp = _unwrap(tp)
-        origin = get_origin(tp)
-        if tp is Any or tp is None or tp in _JSON_SCALARS:
+        found = shape(tp)
+        kind, tp, args = found.kind, found.type, found.args
+        if kind in ("any", "none", "scalar"):
             return
-        if origin is Literal:
-            for value in get_args(tp):
+        if kind == "literal":
+            for value in args:
                 if not isinstance(value, enum.Enum | str | int | float | bool | None):
                     self.fail(tp, f"the Literal value {value!r} has no JSON form")
-            return
-        if origin is typing.Union or origin is types.UnionType:
-            for arg in get_args(tp):
+        elif kind == "union":
+            for arg in args:
                 self.walk(arg)
             if self.direction == "client":
                 try:
                     converter.get_structure_hook(tp)
                 except Exception as exc:
                     self.fail(tp, f"the converter cannot read {type_repr(tp)} from JSON ({exc})")
-            return
-        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        elif kind == "enum":
             if self.direction == "server":
                 for member in tp:
                     try:
                         orjson.dumps(converter.unstructure(member, tp))
                     except Exception:
                         self.fail(tp, f"the value of {tp.__name__}.{member.name} has no JSON form")
-            return
-        if isinstance(tp, type) and attrs.has(tp):
+        elif kind == "attrs":
             outer = self.field_type
             self.walk_class(tp)
             self.field_type = outer
-            return
-        if origin is not None and attrs.has(origin):  # a generic attrs class
-            self.leaf(tp)
-            return
-        if is_mapping(tp):
-            args = get_args(tp)
+        elif kind == "mapping":
             if args:
-                key = _unwrap(args[0])
-                if not _is_string_key(key):
+                if not is_string_key(args[0]):
                     self.fail(tp, "JSON object keys are strings; use dict[str, ...]")
                 self.walk(args[1])
-            return
-        if tp is tuple or origin is tuple or is_any_set(tp) or is_sequence(tp):
-            for arg in get_args(tp):
+        elif kind in ("tuple", "collection"):
+            for arg in args:
                 if arg is not Ellipsis and arg != ():
                     self.walk(arg)
-            return
-        self.leaf(tp)
+        else:  # a generic attrs class, or another leaf
+            self.leaf(tp)
 
     def leaf(self, tp: Any) -> None:
         if self.direction == "client":
@@ -1059,33 +1045,3 @@ class _SchemaCheck:
         if hint is not None:
             text += f"; {hint}"
         raise TypeError(self.prefix() + text)
-
-
-def _is_string_key(key: Any) -> bool:
-    if key is Any or (isinstance(key, type) and issubclass(key, str)):
-        return True
-    return get_origin(key) is Literal and all(isinstance(v, str) for v in get_args(key))
-
-
-def _unwrap(tp: Any) -> Any:
-    while True:
-        if get_origin(tp) is typing.Annotated:
-            tp = get_args(tp)[0]
-        elif isinstance(tp, typing.NewType):
-            tp = tp.__supertype__
-        elif type(tp).__name__ == "TypeAliasType" and hasattr(tp, "__value__"):
-            tp = tp.__value__
-        else:
-            return tp
-
-
-def qualified_name(cls: type[Any]) -> str:
-    """``module.QualName`` of a class, as error messages name it."""
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def type_repr(tp: Any) -> str:
-    """A type as error messages show it: builtins bare, classes qualified."""
-    if isinstance(tp, type):
-        return tp.__name__ if tp.__module__ == "builtins" else qualified_name(tp)
-    return repr(tp).replace("typing.", "")

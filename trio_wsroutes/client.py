@@ -30,8 +30,8 @@ import random
 import ssl
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, cast, overload
 from urllib.parse import urlsplit
@@ -46,9 +46,10 @@ from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as _ws_connect
 from websockets.typing import Origin, Subprotocol
 
+from ._envelope import MessageId, encode_envelope, encode_pong
 from ._errors import ErrorDetail
 from ._history import Position as Position
-from ._messages import MessageId, message_type
+from ._messages import message_type
 from ._resume import MAX_RESUME_POSITIONS as MAX_RESUME_POSITIONS
 from ._resume import MAX_RESUME_QUERY_BYTES as MAX_RESUME_QUERY_BYTES
 from ._resume import PositionBook, plan_resume
@@ -195,6 +196,10 @@ class ConnectionDenied(ClientError):
         """The first value of header ``name`` (case-insensitive), or ``None``."""
         wanted = name.lower()
         return next((v for k, v in self.headers if k == wanted), None)
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``orjson.JSONDecodeError`` if it is not JSON)."""
+        return orjson.loads(self.body)
 
     @property
     def retry_after(self) -> float | None:
@@ -445,6 +450,9 @@ class _Options:
 
 _ABANDONED_LIMIT: Final = 4096
 
+StreamOpener = Callable[[], Awaitable[trio.abc.Stream]]
+"""``await open_stream()``: the byte stream of one new connection."""
+
 
 class Client(Generic[ServerT]):
     """A connection to one route of a trio_wsroutes server, typed by that route.
@@ -483,9 +491,7 @@ class Client(Generic[ServerT]):
         self._supervisor = trio.CancelScope()
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None = None
-        """Opens the byte stream of each connection instead of a TCP connection to the
-        URL's host (``trio_wsroutes.testing`` runs the server in memory this way)."""
+        self._open_stream: StreamOpener | None = None  # see open_streams_with()
 
     def __repr__(self) -> str:
         state = "closed" if self._end else "open" if self._ws else "connecting"
@@ -539,7 +545,7 @@ class Client(Generic[ServerT]):
         :class:`WebSocketClosed` after the end, :class:`ConnectionLost` if the connection
         ends while sending.
         """
-        text = orjson.dumps(self._envelope(msg, type)).decode()
+        text = encode_envelope(*self._envelope(msg, type)).decode()
         ws, _ = await self._connection()
         try:
             await ws.send(text)
@@ -593,9 +599,9 @@ class Client(Generic[ServerT]):
                 f"{reply_type!r} is not a server message of route {self._types.path!r} "
                 "(see its .server_messages())"
             )
-        envelope = self._envelope(msg, type)
-        request_id = envelope["id"] = next(self._ids)
-        text = orjson.dumps(envelope).decode()
+        wire_type, data = self._envelope(msg, type)
+        request_id = next(self._ids)
+        text = encode_envelope(wire_type, data, request_id).decode()
         seconds = self._options.request_timeout if timeout is None else timeout
         pending = self._pending[request_id] = _Pending(request_id)
         try:
@@ -728,9 +734,9 @@ class Client(Generic[ServerT]):
 
     # -- encoding and decoding ----------------------------------------------------------
 
-    def _envelope(self, msg: object, wire_type: str | None) -> dict[str, Any]:
-        """``{"type": ..., "data": ...}`` for ``msg``; a ``TypeError`` if the route does
-        not take it."""
+    def _envelope(self, msg: object, wire_type: str | None) -> tuple[str, Any]:
+        """The wire type and data of ``msg``'s envelope; a ``TypeError`` if the route
+        does not take it."""
         cls = builtins.type(msg)
         registered = self._types.client.get(cls, ())
         if wire_type is None:
@@ -756,7 +762,7 @@ class Client(Generic[ServerT]):
                 f"{cls.__qualname__} is not registered as {wire_type!r} on route "
                 f"{self._types.path!r}"
             )
-        return {"type": wire_type, "data": converter.unstructure(msg, cls)}
+        return wire_type, converter.unstructure(msg, cls)
 
     def _decode_reply(
         self,
@@ -953,7 +959,7 @@ class Client(Generic[ServerT]):
         stream = None if self._open_stream is None else await self._open_stream()
         opened = False
         try:
-            async with _ws_connect(
+            async with open_websocket(
                 url,
                 stream=stream,
                 ssl=options.ssl_context,
@@ -992,15 +998,6 @@ class Client(Generic[ServerT]):
                 finally:
                     self._ws = None
                     self._state.unpark_all()
-        except InvalidStatus as error:
-            response = error.response
-            headers = [(k.lower(), v) for k, v in response.headers.raw_items()]
-            body = bytes(response.body or b"")
-            raise ConnectionDenied(response.status_code, body, headers) from None
-        except InvalidHandshake as error:
-            # InvalidMessage: no HTTP response, or a garbled one (a server going down).
-            retryable = isinstance(error, InvalidMessage)
-            raise HandshakeFailed(f"WebSocket handshake failed: {error}", retryable) from error
         except _WSConnectionClosed as error:
             if opened:
                 raise
@@ -1054,10 +1051,7 @@ class Client(Generic[ServerT]):
                     continue  # answers nothing that waits: nothing to tell anyone
                 if wire == "ping" and wire not in self._types.server:
                     # The route's envelope heartbeat (route.heartbeat()): answer at once.
-                    pong: dict[str, Any] = {"type": "pong"}
-                    if msg_id is not None:
-                        pong["id"] = msg_id
-                    await ws.send(orjson.dumps(pong).decode())
+                    await ws.send(encode_pong(msg_id).decode())
                     continue
                 item = self._entry(body, text)
                 body = None  # while the queue is full, only the frame's text is kept
@@ -1326,6 +1320,42 @@ def connect(
     if since:
         _resume_from(client, since)
     return client
+
+
+def open_streams_with(client: Client[ServerT], open_stream: StreamOpener) -> Client[ServerT]:
+    """The hook that :mod:`trio_wsroutes.testing` runs a server in memory with (internal:
+    not part of the client's API).
+
+    ``client`` opens the byte stream of each of its connections, reconnections included,
+    with ``await open_stream()`` instead of a TCP (or TLS) connection to its URL's host;
+    the URL still gives the upgrade request's host and path. Call it before entering the
+    client; returns the client.
+    """
+    if client._nursery_manager is not None:  # pyright: ignore[reportPrivateUsage]
+        raise RuntimeError("open_streams_with() is called before the client is entered")
+    client._open_stream = open_stream  # pyright: ignore[reportPrivateUsage]
+    return client
+
+
+@asynccontextmanager
+async def open_websocket(url: str, **options: Any) -> AsyncGenerator[ClientConnection]:
+    """One WebSocket connection, ``websockets``' Trio ``connect(url, **options)``, with
+    this module's errors for a failed upgrade: :class:`ConnectionDenied` for a refusal
+    with an HTTP status, :class:`HandshakeFailed` for an answer that is no WebSocket
+    handshake. Internal: the client's connections, and the test client's native ones
+    (:mod:`trio_wsroutes.testing`), open this way."""
+    try:
+        async with _ws_connect(url, **options) as ws:
+            yield ws
+    except InvalidStatus as error:
+        response = error.response
+        headers = [(k.lower(), v) for k, v in response.headers.raw_items()]
+        body = bytes(response.body or b"")
+        raise ConnectionDenied(response.status_code, body, headers) from None
+    except InvalidHandshake as error:
+        # InvalidMessage: no HTTP response, or a garbled one (a server going down).
+        retryable = isinstance(error, InvalidMessage)
+        raise HandshakeFailed(f"WebSocket handshake failed: {error}", retryable) from error
 
 
 def _resume_from(client: Client[Any], since: Mapping[str, Position]) -> None:

@@ -50,25 +50,35 @@ from urllib.parse import unquote, urlencode
 import attrs
 import orjson
 import trio
-from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
-from websockets.frames import Frame as WSFrame
-from websockets.frames import Opcode
-from websockets.http11 import Response
 from websockets.protocol import OPEN
+from websockets.trio.client import ClientConnection
 from websockets.typing import Subprotocol
-from websockets.uri import parse_uri
 
 from . import client as _client
+from ._envelope import MessageId, encode_envelope, request_id_of
 from ._history import Position
 from ._lifespan import LifespanDriver
-from ._messages import MessageId
 from ._routes import WebSocketRoute
 from ._server import BoundAddress, WebSocketServer, native_endpoints
-from ._transports._streams import NonBlockingStream
+from ._transports._memory import MemoryStream, memory_stream_pair
 from ._transports.native import serve_stream
 from ._types import ASGIApp
-from .client import Backoff, Client, RecoveryInfo, connect
+from .client import (
+    Backoff,
+    Client,
+    HandshakeFailed,
+    RecoveryInfo,
+    connect,
+    open_streams_with,
+    open_websocket,
+)
+
+# The client's exceptions, raised by the test connections too: a test catches the same
+# classes in memory and live.
+from .client import ConnectionDenied as ConnectionDenied
+from .client import WebSocketClosed as WebSocketClosed
 
 __all__ = [
     "ClientFactory",
@@ -88,34 +98,6 @@ TransportName = Literal["asgi", "native"]
 """Which transport a :class:`TestClient` drives."""
 
 
-class ConnectionDenied(Exception):
-    """The server refused the upgrade with an HTTP response."""
-
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        super().__init__(f"upgrade denied with HTTP {status}")
-        self.status: int = status
-        self.headers: list[tuple[str, str]] = headers
-        self.body: bytes = body
-
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return orjson.loads(self.body)
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or ``None``."""
-        wanted = name.lower()
-        return next((v for k, v in self.headers if k == wanted), None)
-
-
-class WebSocketClosed(Exception):
-    """The server closed the connection (raised by ``receive`` once nothing is left)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"connection closed with code {code} ({reason!r})")
-        self.code: int = code
-        self.reason: str = reason
-
-
 @attrs.frozen
 class _Closed:
     code: int
@@ -131,14 +113,7 @@ class _Held:
 
     @classmethod
     def of(cls, item: str | bytes | _Closed) -> _Held:
-        if not isinstance(item, str):
-            return cls(item, None)
-        try:
-            value: Any = orjson.loads(item)
-        except orjson.JSONDecodeError:
-            return cls(item, None)
-        found: Any = cast("dict[str, Any]", value).get("id") if type(value) is dict else None
-        return cls(item, found if type(found) in (str, int) else None)
+        return cls(item, request_id_of(item) if isinstance(item, str) else None)
 
     def parsed(self) -> dict[str, Any]:
         assert isinstance(self.item, str)
@@ -288,12 +263,7 @@ class TestConnection:
 
     async def send(self, type: str, data: Any = None, *, id: str | int | None = None) -> None:
         """Send an envelope ``{"type": type, "data": data, "id": id}`` (omitting ``None``)."""
-        envelope: dict[str, Any] = {"type": type}
-        if data is not None:
-            envelope["data"] = data
-        if id is not None:
-            envelope["id"] = id
-        await self.send_json(envelope)
+        await self.send_text(encode_envelope(type, data, id).decode())
 
     async def request(
         self, type: str, data: Any = None, *, timeout: float | None = None
@@ -489,7 +459,7 @@ class _ASGIConnection(TestConnection):
             if not self.accepted:
                 # As hypercorn does: a close before accept is an HTTP 403.
                 self._server_closed = closed
-                self.denied = ConnectionDenied(403, [], b"")
+                self.denied = ConnectionDenied(403)
                 self._handshake.set()
                 return
             self._server_closes(closed)
@@ -506,7 +476,7 @@ class _ASGIConnection(TestConnection):
             self._deny_body += message.get("body", b"")
             if not message.get("more_body", False):
                 self.denied = ConnectionDenied(
-                    self._deny_status, self._deny_headers, bytes(self._deny_body)
+                    self._deny_status, bytes(self._deny_body), self._deny_headers
                 )
                 self._server_closed = _Closed(1006, "")
                 self._handshake.set()
@@ -521,110 +491,46 @@ class _ASGIConnection(TestConnection):
             self._app_done.set()
             if not self._handshake.is_set():
                 # The app returned without answering: servers answer 500.
-                self.denied = ConnectionDenied(500, [], b"")
+                self.denied = ConnectionDenied(500)
                 self._handshake.set()
             if not self._client_closed:
                 self._server_closes(_Closed(1006, ""))
 
 
-_PIPE_CAPACITY = 64 * 1024
-"""Bytes each direction of an in-memory connection holds, like a socket buffer."""
+class _Wire(trio.abc.HalfCloseableStream):
+    """The client end of an in-memory connection as the client's WebSocket reads it:
+    it counts what is written, and a paused client reads nothing (its bytes stay in the
+    buffer, as in a socket nobody reads)."""
 
+    def __init__(self, stream: MemoryStream, connection: _NativeConnection) -> None:
+        self.stream = stream
+        self.written = 0
+        self._connection = connection
 
-class _Pipe:
-    """One direction of an in-memory byte stream, with a bounded buffer."""
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+        self.written += len(data)
 
-    def __init__(self, capacity: int) -> None:
-        self.buffer = bytearray()
-        self.capacity = capacity
-        self.total_read = 0
-        self.eof = False
-        self.broken = False
-        self._readable = trio.lowlevel.ParkingLot()
-        self._writable = trio.lowlevel.ParkingLot()
-
-    def write(self, data: bytes | memoryview) -> int:
-        if self.broken or self.eof:
-            raise trio.BrokenResourceError("the other end is closed")
-        taken = min(len(data), self.capacity - len(self.buffer))
-        if taken:
-            self.buffer += data[:taken]
-            self._readable.unpark_all()
-        return taken
-
-    def read(self, max_bytes: int) -> bytes | None:
-        if self.buffer:
-            chunk = bytes(self.buffer[:max_bytes])
-            del self.buffer[:max_bytes]
-            self.total_read += len(chunk)
-            self._writable.unpark_all()
-            return chunk
-        if self.eof or self.broken:
-            return b""
-        return None
-
-    async def wait_readable(self) -> None:
-        while not self.buffer and not self.eof and not self.broken:
-            await self._readable.park()
-
-    async def wait_writable(self) -> None:
-        while len(self.buffer) >= self.capacity and not self.broken:
-            await self._writable.park()
-        if self.broken:
-            raise trio.BrokenResourceError("the other end is closed")
-
-    def close_write(self) -> None:
-        self.eof = True
-        self._readable.unpark_all()
-
-    def break_(self) -> None:
-        self.broken = True
-        self._readable.unpark_all()
-        self._writable.unpark_all()
-
-
-class _PipeStream(NonBlockingStream):
-    """One end of an in-memory connection: reads one pipe, writes the other."""
-
-    def __init__(self, incoming: _Pipe, outgoing: _Pipe, peer: tuple[str, int] | None) -> None:
-        self._incoming = incoming
-        self._outgoing = outgoing
-        self._peer = peer
-
-    def send_nowait(self, data: bytes | memoryview) -> int:
-        return self._outgoing.write(data)
-
-    def receive_nowait(self, max_bytes: int) -> bytes | None:
-        return self._incoming.read(max_bytes)
-
-    async def wait_readable(self) -> None:
-        await self._incoming.wait_readable()
-
-    async def wait_writable(self) -> None:
-        await self._outgoing.wait_writable()
-
-    def shutdown_write(self) -> None:
-        self._outgoing.close_write()
-
-    def peer(self) -> tuple[str, int] | None:
-        return self._peer
-
-    def peer_closed(self) -> bool:
-        return self._incoming.eof or self._incoming.broken
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        await trio.lowlevel.checkpoint()
-        self.shutdown_write()
+        await self.stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await self.stream.wait_readable()
+        connection = self._connection
+        if connection.accepted:
+            await connection._reading.wait()
+        return await self.stream.receive_some(max_bytes)
 
     async def aclose(self) -> None:
-        self._outgoing.close_write()
-        self._incoming.break_()
-        await trio.lowlevel.checkpoint()
+        await self.stream.aclose()
 
 
 class _NativeConnection(TestConnection):
     """A connection to the native transport over an in-memory byte stream; the client
-    side is the ``websockets`` sans-I/O client protocol."""
+    side is the typed client's WebSocket (``websockets``' Trio client)."""
 
     __test__ = False
 
@@ -639,53 +545,45 @@ class _NativeConnection(TestConnection):
         compression: bool,
     ) -> None:
         super().__init__(default_timeout)
-        to_server, to_client = _Pipe(_PIPE_CAPACITY), _Pipe(_PIPE_CAPACITY)
-        self._to_server = to_server
-        self._server_stream = _PipeStream(to_server, to_client, peer)
-        self._stream = _PipeStream(to_client, to_server, None)
-        self._protocol = ClientProtocol(
-            parse_uri(f"ws://testserver{resource}"),
-            subprotocols=[Subprotocol(name) for name in subprotocols] or None,
-            extensions=[ClientPerMessageDeflateFactory()] if compression else None,
-            max_size=None,
-        )
+        stream, self._server_stream = memory_stream_pair(peer)
+        self._wire = _Wire(stream, self)
+        self._resource = resource
         self._headers = headers
-        self._write_lock = trio.Lock()
-        self._produced = 0
+        self._subprotocols = subprotocols
+        self._compression = compression
+        self._ws: ClientConnection | None = None
         self._frame_ends: list[int] = []
+        self._close_asked: tuple[int, str] | None = None
+        self._closing = trio.Event()
 
     @property
     def unread_by_server(self) -> int:
-        consumed = self._to_server.total_read
+        consumed = self._wire.stream.read_by_peer
         self._frame_ends = [end for end in self._frame_ends if end > consumed]
         return len(self._frame_ends)
 
-    async def _flush(self) -> None:
-        async with self._write_lock:
-            for data in self._protocol.data_to_send():
-                if data:
-                    self._produced += len(data)
-                    await self._stream.send_all(data)
-                else:
-                    await self._stream.send_eof()
-
     async def _send_message(self, text: str | None, data: bytes | None) -> None:
-        if self._protocol.state is not OPEN:
+        ws = self._ws
+        if ws is None or ws.protocol.state is not OPEN:
             raise RuntimeError("send on a closed WebSocket")
-        if text is not None:
-            self._protocol.send_text(text.encode())
-        else:
-            assert data is not None
-            self._protocol.send_binary(data)
-        # The frame ends where the bytes produced so far end.
-        pending = sum(len(chunk) for chunk in self._protocol.writes)
-        self._frame_ends.append(self._produced + pending)
-        await self._flush()
+        try:
+            await ws.send(text if text is not None else cast(bytes, data))
+        except ConnectionClosed:
+            raise RuntimeError("send on a closed WebSocket") from None
+        # The frame ends where the bytes written so far end.
+        self._frame_ends.append(self._wire.written)
 
     async def _send_close(self, code: int, reason: str) -> None:
-        if self._protocol.state is OPEN:
-            self._protocol.send_close(code, reason)
-            await self._flush()
+        # The client's task runs the closing handshake; close() waits for the server.
+        if self._close_asked is None:
+            self._close_asked = (code, reason)
+            self._closing.set()
+        await trio.lowlevel.checkpoint()
+
+    async def _close_when_asked(self, ws: ClientConnection) -> None:
+        await self._closing.wait()
+        assert self._close_asked is not None
+        await ws.aclose(*self._close_asked)
 
     async def _run_server(self, server: WebSocketServer, peer: tuple[str, int]) -> None:
         options, serve_websocket, plain_http = native_endpoints(server)
@@ -694,80 +592,55 @@ class _NativeConnection(TestConnection):
                 self._server_stream, options, serve_websocket, plain_http, peer=peer
             )
         finally:
+            # What the server answered, if anything, the client's task reads.
             self._app_done.set()
-            if not self._handshake.is_set():
-                self.denied = ConnectionDenied(500, [], b"")
-                self._handshake.set()
 
     async def _run_client(self) -> None:
-        protocol = self._protocol
-        request = protocol.connect()
-        for name, value in self._headers:
-            request.headers[name] = value
-        protocol.send_request(request)
-        await self._flush()
-        fragments: list[bytes] = []
         try:
-            while True:
-                await self._stream.wait_readable()
-                if self._handshake.is_set():
-                    await self._reading.wait()  # a paused client leaves bytes unread
-                data = self._stream.receive_nowait(65536)
-                if data is None:
-                    continue
-                if data:
-                    protocol.receive_data(data)
-                else:
-                    protocol.receive_eof()
-                for event in protocol.events_received():
-                    if isinstance(event, Response):
-                        self._on_response(event)
-                        continue
-                    if not isinstance(event, WSFrame):
-                        continue
-                    if event.opcode is Opcode.CLOSE:
-                        close = protocol.close_rcvd
-                        if close is not None:
-                            self._server_closes(_Closed(int(close.code), close.reason))
-                    elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-                        fragments.append(bytes(event.data))
-                        if event.fin:
-                            payload = b"".join(fragments)
-                            fragments.clear()
-                            binary = (
-                                event.opcode is Opcode.BINARY
-                                if event.opcode is not Opcode.CONT
-                                else self._binary
-                            )
-                            self._from_app_send.send_nowait(
-                                payload if binary else payload.decode()
-                            )
-                        elif event.opcode is not Opcode.CONT:
-                            self._binary = event.opcode is Opcode.BINARY
-                await self._flush()
-                if not data:
-                    break
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            async with open_websocket(
+                f"ws://testserver{self._resource}",
+                stream=self._wire,
+                additional_headers=list(self._headers),
+                user_agent_header=None,
+                subprotocols=[Subprotocol(name) for name in self._subprotocols] or None,
+                compression=None,
+                extensions=[ClientPerMessageDeflateFactory()] if self._compression else None,
+                max_size=None,
+                ping_interval=None,
+                open_timeout=None,  # TestClient.connect bounds the handshake
+                close_timeout=self._timeout,
+            ) as ws:
+                self._ws = ws
+                self.accepted = True
+                self.subprotocol = ws.subprotocol
+                response = ws.response
+                assert response is not None
+                self.response_headers = [
+                    (name.lower(), value) for name, value in response.headers.raw_items()
+                ]
+                self._handshake.set()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._close_when_asked, ws)
+                    try:
+                        while True:
+                            self._from_app_send.send_nowait(await ws.recv())
+                    except ConnectionClosed as closed:
+                        if closed.rcvd is not None:
+                            code, reason = int(closed.rcvd.code), closed.rcvd.reason
+                            self._server_closes(_Closed(code, reason))
+                    nursery.cancel_scope.cancel()
+        except ConnectionDenied as denied:
+            self.denied = denied
+            self._server_closed = _Closed(1006, "")
+            self._handshake.set()
+        except (HandshakeFailed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             if not self._handshake.is_set():
-                self.denied = ConnectionDenied(502, [], b"")
+                self.denied = ConnectionDenied(502)
                 self._handshake.set()
             if self.accepted:
                 self._server_closes(_Closed(1006, ""))
-
-    _binary = False
-
-    def _on_response(self, response: Response) -> None:
-        headers = [(name.lower(), value) for name, value in response.headers.raw_items()]
-        if response.status_code == 101 and self._protocol.state is OPEN:
-            self.accepted = True
-            self.subprotocol = self._protocol.subprotocol
-            self.response_headers = headers
-        else:
-            self.denied = ConnectionDenied(response.status_code, headers, bytes(response.body))
-            self._server_closed = _Closed(1006, "")
-        self._handshake.set()
 
 
 @asynccontextmanager
@@ -936,7 +809,7 @@ class TestClient:
         idle.set()
         stopped = False
 
-        async def serve(stream: _PipeStream) -> None:
+        async def serve(stream: MemoryStream) -> None:
             nonlocal serving, idle
             try:
                 await serve_stream(stream, *endpoints, peer=peer)
@@ -952,15 +825,14 @@ class TestClient:
                 await trio.lowlevel.checkpoint()
                 if stopped:
                     raise ConnectionRefusedError("the in-memory server has stopped")
-                to_server, to_client = _Pipe(_PIPE_CAPACITY), _Pipe(_PIPE_CAPACITY)
+                client_end, server_end = memory_stream_pair(peer)
                 if not serving:
                     idle = trio.Event()
                 serving += 1
-                nursery.start_soon(serve, _PipeStream(to_server, to_client, peer))
-                return _PipeStream(to_client, to_server, None)
+                nursery.start_soon(serve, server_end)
+                return client_end
 
-            client = connect(url, route, proxy=False, **options)
-            client._open_stream = open_stream
+            client = open_streams_with(connect(url, route, proxy=False, **options), open_stream)
             try:
                 async with client:
                     yield client

@@ -15,8 +15,12 @@ def spec_of(
     heartbeat: Heartbeat | None = None,
     **options: Any,
 ) -> RouteSpec:
-    """``route`` resolved against a server with ``options`` (``EngineOptions`` fields)."""
+    """``route`` resolved against a server with ``options`` (``EngineOptions`` fields)
+    and, with ``heartbeat``, the server's WebSocket pings at its interval and timeout."""
     defaults = ServerDefaults(
-        options=EngineOptions(**options), rate_limit=rate_limit, heartbeat=heartbeat
+        options=EngineOptions(**options),
+        rate_limit=rate_limit,
+        heartbeat_interval=None if heartbeat is None else heartbeat.interval,
+        heartbeat_timeout=20.0 if heartbeat is None else heartbeat.timeout,
     )
     return resolve_route(route, defaults)

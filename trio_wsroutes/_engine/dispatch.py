@@ -18,16 +18,16 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-import orjson
 import trio
 
 from .._codes import HANDLER_TIMEOUT, INTERNAL_ERROR, RATE_LIMITED, UNKNOWN_TYPE, CloseCode
 from .._containment import must_propagate
 from .._context import Context
+from .._envelope import Envelope, encode_ack, encode_error, encode_pong, parse_envelope
 from .._errors import MessageError, ProtocolError, ValidationError
 from .._flow import Inbox, MemoryBudget
 from .._frames import Frame
-from .._messages import Envelope, encode_ack, encode_error, encode_message, parse_envelope
+from .._messages import check_declared, encode_message
 from .._spec import RouteSpec
 from .._stats import ServerStats
 from .._transports import Transport
@@ -128,10 +128,7 @@ class Dispatch(Inbound):
             heartbeat = self._timers.heartbeat
             if heartbeat is not None and heartbeat.envelope and envelope.type in ("ping", "pong"):
                 if envelope.type == "ping":
-                    body: dict[str, Any] = {"type": "pong"}
-                    if envelope.id is not None:
-                        body["id"] = envelope.id
-                    await self._reply(Frame(orjson.dumps(body)))
+                    await self._reply(Frame(encode_pong(envelope.id)))
                 elif envelope.id is not None:
                     await self._reply(encode_ack(envelope.id))
                 return  # the reader has already counted it as activity
@@ -204,13 +201,8 @@ class Dispatch(Inbound):
     def _encode(self, message: object, request_id: str | int | None = None) -> Frame:
         """Encode a server message, refusing one the route did not declare: what the
         route's types (and the generated client types) promise is what goes out."""
-        declared = self._spec.server_message_types
-        if declared and type(message) not in declared:
-            names = ", ".join(sorted(cls.__qualname__ for cls in declared))
-            raise TypeError(
-                f"{type(message).__qualname__} is not a server message of route "
-                f"{self._spec.path!r} (it declares {names}); add it to .server_messages()"
-            )
+        spec = self._spec
+        check_declared(message, spec.server_message_types, spec.path)
         return encode_message(message, request_id)
 
     async def _failed(self, where: str, exc: BaseException, request_id: str | int | None) -> None:

@@ -22,10 +22,9 @@ from typing import Final
 import trio
 
 from .._codes import CloseCode
-from .._errors import ProtocolError
+from .._envelope import PING, request_id_of
 from .._flow import Inbox, MemoryBudget, TokenBucket
 from .._frames import Frame
-from .._messages import parse_envelope
 from .._spec import Heartbeat, RouteSpec
 from .._stats import ServerStats
 from .._transports import NEEDS_FLUSH, Disconnect, Transport, Violation
@@ -39,7 +38,6 @@ logger = logging.getLogger("trio_wsroutes")
 BLOCKED_CHECK: Final = 5.0
 """Seconds between looks at the connection while the reader waits for the handlers (at
 most; less with a shorter heartbeat interval or idle timeout)."""
-_ENVELOPE_PING: Final = b'{"type":"ping"}'
 
 
 class RateLimited:
@@ -59,16 +57,6 @@ def held_size(item: object) -> int:
     """Memory a queued inbound item holds (markers hold nothing)."""
     kind = type(item)
     return sys.getsizeof(item) if kind is str or kind is bytes else 0
-
-
-def _request_id_of(message: str | bytes) -> str | int | None:
-    # Only on the refusal path: the id lets the client match the error to its request.
-    if type(message) is not str:
-        return None
-    try:
-        return parse_envelope(message).id
-    except ProtocolError as error:
-        return error.request_id
 
 
 def _byte_length(message: str | bytes) -> int:
@@ -184,9 +172,8 @@ class Inbound(Outbound):
             policy=options.slow_consumer_policy,
             close_timeout=options.close_timeout,
         )
-        heartbeat = spec.heartbeat
-        if heartbeat is not None and not heartbeat.envelope and self._frames is None:
-            heartbeat = None  # WebSocket pings need a transport that sees frames
+        # WebSocket pings need a transport that sees frames.
+        heartbeat = spec.heartbeat_on(can_ping=self._frames is not None)
         self.id: str = id
         """The connection's unique id (same as ``ctx.connection_id``)."""
         self._max_len = options.max_payload_length
@@ -255,7 +242,8 @@ class Inbound(Outbound):
             ):
                 if self._close_on_limit:
                     return Closing(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-                return RateLimited(_request_id_of(item))
+                # The id lets the client match the refusal to its request.
+                return RateLimited(request_id_of(item) if type(item) is str else None)
         return item
 
     def _fits(self, inbox: Inbox[InboundItem], size: int) -> bool:
@@ -349,7 +337,7 @@ class Inbound(Outbound):
             if timers.heartbeat.envelope:
                 # Tiny, and it must reach even a client that is behind: past the limit,
                 # but counted in buffered_amount.
-                self._enqueue(Frame(_ENVELOPE_PING))
+                self._enqueue(Frame(PING))
             else:
                 self._queue_ping()
         if not blocked and timers.idle_due(now, received, self._sent):

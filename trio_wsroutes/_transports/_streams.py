@@ -6,7 +6,7 @@ writes that never wait, which gives two things plain streams cannot: a publish c
 frame to many connections in one pass without a task switch each (the fan-out fast
 path), and a send interrupted by an urgent close knows exactly how much was written, so
 the close frame can still follow it. :class:`SocketStream` is the plain-TCP one; the
-in-memory pair of :mod:`trio_wsroutes.testing` is another.
+in-memory pair of ``_memory.py`` (which :mod:`trio_wsroutes.testing` uses) is another.
 """
 
 from __future__ import annotations

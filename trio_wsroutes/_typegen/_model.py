@@ -33,7 +33,6 @@ import decimal
 import enum
 import inspect
 import re
-import types
 import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,13 +40,11 @@ from typing import (
     Any,
     Final,
     Literal,
-    NewType,
     Protocol,
     TypeAlias,
     TypeGuard,
     cast,
     get_args,
-    get_origin,
 )
 
 import attrs
@@ -57,9 +54,10 @@ from .._codes import ENVELOPE_ERROR_CODES
 from .._messages import message_type
 from .._paths import PathPattern
 from .._routes import WebSocketRoute
-from .._validation import converter, is_any_set, is_mapping, is_sequence
-from .._validation import qualified_name as _qualified
-from .._validation import type_repr as _type_repr
+from .._validation import converter
+from .._walk import init_fields, is_enum, is_literal, shape, unwrap
+from .._walk import qualified_name as _qualified
+from .._walk import type_repr as _type_repr
 
 __all__ = [
     "AnyJson",
@@ -521,7 +519,12 @@ _PROBES: Final[dict[type[Any], tuple[object, str | None, str]]] = {
     bytes: (b"\x00\xfe", None, "bytes"),
 }
 
-_NONE_TYPE: Final = type(None)
+_SCALARS: Final[Mapping[type[Any], Scalar]] = {
+    bool: Scalar("boolean"),
+    int: Scalar("integer"),
+    float: Scalar("number"),
+    str: Scalar("string"),
+}
 
 
 class _Walker:
@@ -554,7 +557,7 @@ class _Walker:
                 "concrete classes"
             )
         try:
-            attrs.resolve_types(cls)
+            fields = init_fields(cls)
         except Exception as exc:
             raise TypeGenerationError(
                 f"cannot resolve the field annotations of {_qualified(cls)} ({where}): {exc}"
@@ -562,9 +565,7 @@ class _Walker:
         raw = _RawObject(cls, direction, [])
         self.objects[key] = raw  # before the fields: recursive classes refer back to it
         self.order.append(key)
-        for field in attrs.fields(cls):
-            if not field.init:
-                continue  # neither read from clients nor written by the converter
+        for field in fields:
             here = f"field {field.name!r} of {_qualified(cls)}"
             if field.type is None:
                 raise TypeGenerationError(f"{here} has no type annotation")
@@ -594,40 +595,31 @@ class _Walker:
             ) from None
 
     def walk(self, tp: Any, direction: Direction, where: str) -> TypeNode:
-        tp = _unwrap(tp)
-        origin = get_origin(tp)
-        if tp is Any:
+        found = shape(tp)
+        kind, tp, args = found.kind, found.type, found.args
+        if kind == "any":
             self.uses_any = True
             return AnyJson()
-        if tp is None or tp is _NONE_TYPE:
+        if kind == "none":
             return Scalar("null")
-        if origin is Literal:
-            return LiteralType(tuple(_literal_value(v, where) for v in get_args(tp)))
-        if origin is typing.Union or origin is types.UnionType:
-            return self.walk_union(get_args(tp), direction, where)
-        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if kind == "scalar":
+            return _SCALARS[tp]
+        if kind == "literal":
+            return LiteralType(tuple(_literal_value(v, where) for v in args))
+        if kind == "union":
+            return self.walk_union(args, direction, where)
+        if kind == "enum":
             return self.walk_enum(tp, where)
-        if tp is bool:
-            return Scalar("boolean")
-        if tp is int:
-            return Scalar("integer")
-        if tp is float:
-            return Scalar("number")
-        if tp is str:
-            return Scalar("string")
-        if isinstance(tp, type) and attrs.has(tp):
+        if kind == "attrs":
             return self.walk_class(tp, direction, where)
-        if origin is not None and attrs.has(origin):
+        if kind == "generic_attrs":
             raise TypeGenerationError(
                 f"{where} has type {_type_repr(tp)}: generic attrs classes are not supported "
                 "in messages; use a concrete class"
             )
-        if tp in _PROBES:
-            return self.probe(tp, direction, where)
-        if is_mapping(tp):
+        if kind == "mapping":
             return self.walk_mapping(tp, direction, where)
-        if tp is tuple or origin is tuple:
-            args = get_args(tp)
+        if kind == "tuple":
             if len(args) == 2 and args[1] is Ellipsis:
                 return ArrayType(self.walk(args[0], direction, where))
             if not args and tp is tuple:
@@ -636,8 +628,7 @@ class _Walker:
             if args == ((),):  # tuple[()] on old typing versions
                 return TupleType(())
             return TupleType(tuple(self.walk(arg, direction, where) for arg in args))
-        if is_any_set(tp) or is_sequence(tp):
-            args = get_args(tp)
+        if kind == "collection":
             if args:
                 items = self.walk(args[0], direction, where)
             else:
@@ -646,6 +637,8 @@ class _Walker:
             # A set is an array: the server writes each value once, and de-duplicates
             # what clients send (so the schema does not demand unique items).
             return ArrayType(items)
+        if tp in _PROBES:
+            return self.probe(tp, direction, where)
         raise TypeGenerationError(
             f"{where} has type {_type_repr(tp)}, which has no JSON form: the converter does "
             "not know how to write it. Use a JSON type (str, int, float, bool, None, lists, "
@@ -698,20 +691,14 @@ class _Walker:
 
     def walk_mapping(self, tp: Any, direction: Direction, where: str) -> TypeNode:
         args = get_args(tp)
-        key_type = _unwrap(args[0]) if args else str
+        key_type = unwrap(args[0]) if args else str
         value_type = args[1] if len(args) > 1 else Any
         keys: TypeNode | None = None
         if key_type is Any or key_type is str:
             keys = None
-        elif get_origin(key_type) is Literal and all(
-            isinstance(v, str) for v in get_args(key_type)
-        ):
+        elif is_literal(key_type) and all(isinstance(v, str) for v in get_args(key_type)):
             keys = self.walk(key_type, direction, where)
-        elif (
-            isinstance(key_type, type)
-            and issubclass(key_type, enum.Enum)
-            and issubclass(key_type, str)
-        ):
+        elif is_enum(key_type) and issubclass(key_type, str):
             keys = self.walk_enum(key_type, where)
         else:
             raise TypeGenerationError(
@@ -766,18 +753,6 @@ class _Walker:
             f"{where} has type {_type_repr(tp)}, which the converter writes as {wire!r}; "
             "only JSON scalars are supported for this type"
         )
-
-
-def _unwrap(tp: Any) -> Any:
-    while True:
-        if get_origin(tp) is typing.Annotated:
-            tp = get_args(tp)[0]
-        elif isinstance(tp, NewType):
-            tp = tp.__supertype__
-        elif type(tp).__name__ == "TypeAliasType" and hasattr(tp, "__value__"):
-            tp = tp.__value__
-        else:
-            return tp
 
 
 def _literal_value(value: object, where: str) -> LiteralValue:
@@ -875,10 +850,8 @@ def _replies(
         return (), None
     if "return" not in hints:
         return (), None
-    result = _unwrap(hints["return"])
-    members = (
-        get_args(result) if get_origin(result) in (typing.Union, types.UnionType) else (result,)
-    )
+    result = shape(hints["return"])
+    members = result.args if result.kind == "union" else (result.type,)
     replies = tuple(sorted({server[m] for m in members if isinstance(m, type) and m in server}))
     acked = any(m is None or m is type(None) for m in members)
     declared = all(
