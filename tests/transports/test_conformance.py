@@ -29,6 +29,7 @@ from trio_wsroutes import (
     WebSocketServer,
     create_websocket_route,
 )
+from trio_wsroutes._transports._memory import CAPACITY, MemoryStream, memory_stream_pair
 from trio_wsroutes._transports._streams import SocketStream
 from trio_wsroutes.testing import ConnectionDenied, TestClient
 
@@ -327,3 +328,18 @@ async def _clogged_socket_pair() -> tuple[SocketStream, SocketStream]:
 
 async def test_the_socket_stream_is_a_half_closeable_stream() -> None:
     await trio.testing.check_half_closeable_stream(_socket_pair, _clogged_socket_pair)
+
+
+async def _memory_pair() -> tuple[MemoryStream, MemoryStream]:
+    return memory_stream_pair(("127.0.0.1", 1))
+
+
+async def _clogged_memory_pair() -> tuple[MemoryStream, MemoryStream]:
+    left, right = memory_stream_pair(("127.0.0.1", 1))
+    left.send_nowait(b"x" * CAPACITY)
+    right.send_nowait(b"x" * CAPACITY)
+    return left, right
+
+
+async def test_the_in_memory_stream_is_a_half_closeable_stream() -> None:
+    await trio.testing.check_half_closeable_stream(_memory_pair, _clogged_memory_pair)

@@ -55,11 +55,15 @@ class _Pipe:
         return None
 
     async def wait_readable(self) -> None:
+        if self.buffer or self.eof or self.broken:
+            await trio.lowlevel.checkpoint()  # an async call always checkpoints
         while not self.buffer and not self.eof and not self.broken:
             await self._readable.park()
 
     async def wait_writable(self) -> None:
-        while len(self.buffer) >= self.capacity and not self.broken:
+        if len(self.buffer) < self.capacity or self.broken or self.eof:
+            await trio.lowlevel.checkpoint()  # an async call always checkpoints
+        while len(self.buffer) >= self.capacity and not self.broken and not self.eof:
             await self._writable.park()
         if self.broken:
             raise trio.BrokenResourceError("the other end is closed")
@@ -67,6 +71,7 @@ class _Pipe:
     def close_write(self) -> None:
         self.eof = True
         self._readable.unpark_all()
+        self._writable.unpark_all()  # a writer still waiting finds its end closed
 
     def break_(self) -> None:
         self.broken = True
@@ -81,6 +86,12 @@ class MemoryStream(NonBlockingStream):
         self._incoming = incoming
         self._outgoing = outgoing
         self._peer = peer
+        self._closed = False
+        self._write_shut = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
 
     @property
     def read_by_peer(self) -> int:
@@ -88,6 +99,8 @@ class MemoryStream(NonBlockingStream):
         return self._outgoing.total_read
 
     def send_nowait(self, data: bytes | memoryview) -> int:
+        if self._closed or self._write_shut:
+            raise trio.ClosedResourceError("this end is closed for sending")
         return self._outgoing.write(data)
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
@@ -100,6 +113,7 @@ class MemoryStream(NonBlockingStream):
         await self._outgoing.wait_writable()
 
     def shutdown_write(self) -> None:
+        self._write_shut = True
         self._outgoing.close_write()
 
     def peer(self) -> tuple[str, int] | None:
@@ -109,10 +123,13 @@ class MemoryStream(NonBlockingStream):
         return self._incoming.eof or self._incoming.broken
 
     async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
         await trio.lowlevel.checkpoint()
         self.shutdown_write()
 
     async def aclose(self) -> None:
+        self._closed = True
         self._outgoing.close_write()
         self._incoming.break_()
         await trio.lowlevel.checkpoint()

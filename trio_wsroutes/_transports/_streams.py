@@ -11,6 +11,7 @@ in-memory pair of ``_memory.py`` (which :mod:`trio_wsroutes.testing` uses) is an
 
 from __future__ import annotations
 
+import operator
 import select
 import socket
 from typing import Any
@@ -98,12 +99,15 @@ class NonBlockingStream(trio.abc.HalfCloseableStream):
         self._sending = True
         try:
             await self.wait_writable()
+            self._check_open()  # closed while this task waited
         finally:
             self._sending = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be at least 1")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as Trio's streams
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be at least 1")
         self._check_open()
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this stream")
