@@ -57,8 +57,12 @@ async def test_half_close_and_close() -> None:
     with trio.fail_after(5):
         assert await server.receive_some() == b"last"
         assert await server.receive_some() == b""  # end of stream after what was sent
+    with pytest.raises(trio.ClosedResourceError):
+        await client.send_all(b"more")  # after send_eof, as on every Trio stream
     await server.aclose()
     assert client.peer_closed()
-    with pytest.raises(trio.BrokenResourceError):
-        await client.send_all(b"more")
     assert await client.receive_some() == b""
+    other_client, other_server = memory_stream_pair(PEER)
+    await other_server.aclose()
+    with pytest.raises(trio.BrokenResourceError):
+        await other_client.send_all(b"more")  # the other end is gone
