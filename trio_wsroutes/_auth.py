@@ -1,4 +1,5 @@
-"""Authentication on the upgrade: ``Reject`` and the token helpers of the seed plan."""
+"""Authentication on the upgrade: ``Reject`` and the helpers that read a token from a
+request (header, query parameter or cookie)."""
 
 from __future__ import annotations
 
