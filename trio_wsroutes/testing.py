@@ -57,6 +57,7 @@ from websockets.trio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from . import client as _client
+from ._client_websocket import open_websocket
 from ._envelope import MessageId, encode_envelope, request_id_of
 from ._history import Position
 from ._lifespan import LifespanDriver
@@ -72,7 +73,6 @@ from .client import (
     RecoveryInfo,
     connect,
     open_streams_with,
-    open_websocket,
 )
 
 # The client's exceptions, raised by the test connections too: a test catches the same
