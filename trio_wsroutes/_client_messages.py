@@ -17,7 +17,8 @@ from ._errors import ErrorDetail
 from ._history import Position
 from ._messages import message_type
 from ._routes import WebSocketRoute
-from ._validation import converter, validation_details
+from ._validation import converter
+from ._validation_details import validation_details
 
 __all__ = [
     "ITEM_OVERHEAD",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 import attrs
 from typing_extensions import deprecated
 
+from ._definition_checks import check_client_schema, check_server_message
 from ._messages import RESERVED_TYPES, message_type
 from ._origins import OriginPolicy
 from ._paths import PathPattern as PathPattern
@@ -32,12 +33,7 @@ from ._spec import (
     choose_subprotocol,
     resolve_heartbeat,
 )
-from ._validation import (
-    check_client_schema,
-    check_server_message,
-    converter,
-    structure_hook_for,
-)
+from ._validation import converter, structure_hook_for
 
 if TYPE_CHECKING:
     from ._context import Context
