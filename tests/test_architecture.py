@@ -136,6 +136,7 @@ def test_the_engine_knows_no_concrete_transport_and_no_route_builder() -> None:
     forbidden = {
         "trio_wsroutes._routes",
         "trio_wsroutes._server",
+        "trio_wsroutes._serving",
         "trio_wsroutes._admission",
         "trio_wsroutes._transports.native",
         "trio_wsroutes._transports.asgi",
@@ -162,6 +163,7 @@ def test_transports_know_nothing_of_routes_brokers_or_the_engine(module_name: st
                 "trio_wsroutes._broker",
                 "trio_wsroutes._engine",
                 "trio_wsroutes._server",
+                "trio_wsroutes._serving",
                 "trio_wsroutes._admission",
                 "trio_wsroutes._messages",
             )
