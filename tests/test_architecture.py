@@ -139,6 +139,7 @@ def test_the_engine_knows_no_concrete_transport_and_no_route_builder() -> None:
         "trio_wsroutes._serving",
         "trio_wsroutes._admission",
         "trio_wsroutes._transports.native",
+        "trio_wsroutes._transports._native_transport",
         "trio_wsroutes._transports.asgi",
         "trio_wsroutes._transports._hypercorn",
     }
@@ -149,6 +150,7 @@ def test_the_engine_knows_no_concrete_transport_and_no_route_builder() -> None:
     "module_name",
     [
         "trio_wsroutes._transports.native",
+        "trio_wsroutes._transports._native_transport",
         "trio_wsroutes._transports.asgi",
         "trio_wsroutes._transports._hypercorn",
     ],
