@@ -25,6 +25,7 @@ from ._codes import CloseCode
 from ._engine import Connection, close_now, new_context, run_connection
 from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._frames import Frame
+from ._handlers import SubscribeCheck
 from ._history import History, HistoryPage, HistoryPolicy, Position
 from ._lifespan import ShutdownHook, StartupHook, run_lifespan
 from ._messages import check_declared, encode_message
@@ -32,7 +33,7 @@ from ._origins import OriginPolicy
 from ._paths import Router
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
-from ._routes import ServerDefaults, SubscribeCheck, WebSocketRoute, resolve_route
+from ._routes import ServerDefaults, WebSocketRoute, resolve_route
 from ._serving import BoundAddress as BoundAddress
 from ._serving import serve_natively, serve_under_hypercorn
 from ._spec import EngineOptions, RateLimit, SlowConsumerPolicy
