@@ -20,7 +20,8 @@ import yaml
 import trio_wsroutes
 from tests.typegen import app
 from trio_wsroutes import generate_asyncapi, generate_json_schema, generate_websocket_types
-from trio_wsroutes._cli import main, watch_install_hint
+from trio_wsroutes._cli import main
+from trio_wsroutes._cli_watch import watch_install_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "tests.typegen.app:server"

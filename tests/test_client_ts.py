@@ -29,7 +29,7 @@ from trio_wsroutes._typegen import (
     client_language,
     generate_websocket_client,
 )
-from trio_wsroutes._typegen._model import build_model
+from trio_wsroutes._typegen._build import build_model
 
 ROUTES = [*app.server.routes, *rpc_app.server.routes]
 SCENARIOS = _typescript.TOOLS / "client_scenarios.ts"

@@ -12,11 +12,22 @@ import inspect
 import sys
 import types
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
+from typing import Any, Generic, NoReturn, TypeVar, overload
 
 import attrs
 from typing_extensions import deprecated
 
+from ._definition_checks import check_client_schema, check_server_message
+from ._handlers import (
+    BinaryHandler,
+    CloseHandler,
+    ConnectHandler,
+    ErrorHandler,
+    MessageHandler,
+    SubscribeCheck,
+    TextHandler,
+    check_handler,
+)
 from ._messages import RESERVED_TYPES, message_type
 from ._origins import OriginPolicy
 from ._paths import PathPattern as PathPattern
@@ -32,31 +43,9 @@ from ._spec import (
     choose_subprotocol,
     resolve_heartbeat,
 )
-from ._validation import (
-    check_client_schema,
-    check_server_message,
-    converter,
-    structure_hook_for,
-)
+from ._validation import converter, structure_hook_for
 
-if TYPE_CHECKING:
-    from ._context import Context
-    from ._engine import Connection
-
-__all__ = [
-    "AuthenticateFn",
-    "BinaryHandler",
-    "CloseHandler",
-    "ConnectHandler",
-    "ErrorHandler",
-    "MessageHandler",
-    "ServerDefaults",
-    "SubscribeCheck",
-    "TextHandler",
-    "WebSocketRoute",
-    "create_websocket_route",
-    "resolve_route",
-]
+__all__ = ["ServerDefaults", "WebSocketRoute", "create_websocket_route", "resolve_route"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -70,25 +59,6 @@ E = TypeVar("E")
 F = TypeVar("F")
 G = TypeVar("G")
 H = TypeVar("H")
-
-MessageHandler = Callable[["Connection[ServerT]", T, "Context[UserT]"], Awaitable[ServerT | None]]
-"""``async def handler(ws, data, ctx) -> ServerMessage | None``; a returned message is the
-reply, sent with the request's ``id``."""
-ConnectHandler = Callable[["Connection[ServerT]", "Context[UserT]"], Awaitable[None]]
-"""``async def on_connect(ws, ctx) -> None``."""
-CloseHandler = Callable[["Connection[ServerT]", int, str, "Context[UserT]"], Awaitable[None]]
-"""``async def on_close(ws, code, reason, ctx) -> None``."""
-ErrorHandler = Callable[["Connection[ServerT]", Exception, "Context[UserT]"], Awaitable[None]]
-"""``async def on_error(ws, error, ctx) -> None``."""
-BinaryHandler = Callable[["Connection[ServerT]", bytes, "Context[UserT]"], Awaitable[None]]
-"""``async def on_binary(ws, data, ctx) -> None``."""
-TextHandler = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[None]]
-SubscribeCheck = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[bool] | bool]
-"""``fn(ws, topic, ctx) -> bool`` (sync or async): may this connection subscribe to
-``topic``?"""
-"""``async def on_text(ws, text, ctx) -> None``: a text frame that is not an envelope."""
-AuthenticateFn = Callable[[Request], Awaitable[U | None]] | Callable[[Request], U | None]
-"""``fn(request) -> user | None``, sync or async."""
 
 _ConnectT = TypeVar("_ConnectT", bound=Callable[..., Awaitable[None]])
 
@@ -128,38 +98,6 @@ class ServerDefaults:
         self.handler_timeout = handler_timeout
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
-
-
-def _check_handler(fn: object, what: str, parameters: tuple[str, ...]) -> None:
-    """Refuse, at definition time, a handler the engine could not call: not ``async``,
-    or not callable with the positional arguments it will get."""
-    # partial() and bound methods of async functions pass; so do objects whose
-    # __call__ is async.
-    if not (
-        inspect.iscoroutinefunction(fn)
-        or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
-    ):
-        raise TypeError(f"{what} must be an async function (async def), got {fn!r}")
-    try:
-        signature = inspect.signature(fn)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return  # a callable without a signature (some builtins): called as it is
-    try:
-        signature.bind(*parameters)
-    except TypeError as exc:
-        name = getattr(fn, "__name__", None) or repr(fn)
-        qualified = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', name)}"
-        takes = signature.replace(
-            parameters=[
-                p.replace(annotation=inspect.Parameter.empty)
-                for p in signature.parameters.values()
-            ],
-            return_annotation=inspect.Signature.empty,
-        )
-        raise TypeError(
-            f"{what} {qualified} cannot be called as {name}({', '.join(parameters)}): "
-            f"{exc} (it takes {takes})"
-        ) from None
 
 
 class WebSocketRoute(Generic[UserT, ServerT]):
@@ -251,7 +189,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
             fn: MessageHandler[ServerT, T, UserT],
         ) -> MessageHandler[ServerT, T, UserT]:
             self._check_open()
-            _check_handler(fn, f"handler for {type!r}", ("ws", "data", "ctx"))
+            check_handler(fn, f"handler for {type!r}", ("ws", "data", "ctx"))
             if type in self.handlers:
                 raise ValueError(f"route {self.path!r} already has a handler for {type!r}")
             self.handlers[type] = HandlerSpec(type, schema, fn, structure)
@@ -268,7 +206,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self, attr: str, fn: _ConnectT, what: str, parameters: tuple[str, ...]
     ) -> _ConnectT:
         self._check_open()
-        _check_handler(fn, what, parameters)
+        check_handler(fn, what, parameters)
         if getattr(self, attr) is not None:
             raise ValueError(f"route {self.path!r} already has an {what} handler")
         setattr(self, attr, fn)
