@@ -42,10 +42,10 @@ ErrorHandler = Callable[["Connection[ServerT]", Exception, "Context[UserT]"], Aw
 BinaryHandler = Callable[["Connection[ServerT]", bytes, "Context[UserT]"], Awaitable[None]]
 """``async def on_binary(ws, data, ctx) -> None``."""
 TextHandler = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[None]]
+"""``async def on_text(ws, text, ctx) -> None``: a text frame that is not an envelope."""
 SubscribeCheck = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[bool] | bool]
 """``fn(ws, topic, ctx) -> bool`` (sync or async): may this connection subscribe to
 ``topic``?"""
-"""``async def on_text(ws, text, ctx) -> None``: a text frame that is not an envelope."""
 AuthenticateFn = Callable[[Request], Awaitable[U | None]] | Callable[[Request], U | None]
 """``fn(request) -> user | None``, sync or async."""
 

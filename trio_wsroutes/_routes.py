@@ -125,9 +125,9 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.server_message_types: tuple[type[Any], ...] = ()
         self.client_message_types: tuple[type[Any], ...] = ()
         self.rate_limit_config: RateLimit | None = None
+        """The route's own rate limit (else the server's ``rate_limit``)."""
         self.handler_timeout_seconds: float | None = None
         """Seconds a message handler of this route may run (else the server's)."""
-        """The route's own rate limit (else the server's ``rate_limit``)."""
         self.heartbeat_config: Heartbeat | None = None
         """The envelope heartbeat, if :meth:`heartbeat` enabled it."""
         self.origin_policy: OriginPolicy | None = None
