@@ -47,7 +47,7 @@ from ._client_state import ConnectOptions, End, Pending, StreamOpener
 from ._client_websocket import close_of, open_websocket
 from ._envelope import MessageId, encode_envelope, encode_pong
 from ._history import Position
-from ._resume import PositionBook, RecoveryInfo, plan_resume
+from ._resume import PositionBook, RecoveryInfo, prepare_resume
 from ._routes import WebSocketRoute
 
 __all__ = ["Client"]
@@ -448,16 +448,18 @@ class Client(Generic[ServerT]):
 
         The positions left out of a connection that opens are dropped, and reported
         as not recovered."""
-        plan = plan_resume(self.url, self._seen)
+        attempt = prepare_resume(self.url, self._seen)
         try:
-            return await self._run_connection(task_status, plan.url, plan.sent, plan.left_out)
+            return await self._run_connection(
+                task_status, attempt.url, attempt.sent, attempt.left_out
+            )
         except (ConnectionDenied, HandshakeFailed, ConnectionResetError) as error:
-            if not plan.sent or not may_be_the_url(error):
+            if not attempt.sent or not may_be_the_url(error):
                 raise
             _logger.info(
                 "%s: the upgrade naming %d positions failed (%s); trying without them",
                 self.url,
-                len(plan.sent),
+                len(attempt.sent),
                 error,
             )
         return await self._run_connection(task_status, self.url, {}, self._seen.snapshot())
