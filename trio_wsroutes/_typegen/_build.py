@@ -19,6 +19,7 @@ from typing import Any, TypeAlias, TypeGuard, cast
 
 import attrs
 
+from .._auth import token_places
 from .._messages import message_type
 from .._paths import PathPattern
 from .._routes import WebSocketRoute
@@ -74,6 +75,17 @@ def _route_list(source: RoutesSource) -> list[WebSocketRoute[Any, Any]]:
     return routes
 
 
+def silent_routes(source: RoutesSource, routes: Iterable[str] | None = None) -> list[str]:
+    """The paths of routes that handle messages but declare no server messages: their
+    generated types say they send only errors and acks, which is true only if their
+    handlers send nothing (the CLI warns about them)."""
+    return [
+        route.path
+        for route in _select(_route_list(source), routes)
+        if not route.server_message_types and (route.handlers or route.connect_handler)
+    ]
+
+
 def _select(
     routes: list[WebSocketRoute[Any, Any]], wanted: Iterable[str] | None
 ) -> list[WebSocketRoute[Any, Any]]:
@@ -105,30 +117,26 @@ def _auth_schemes(fn: Callable[..., Any] | None) -> tuple[AuthScheme, ...] | Non
         return None
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None) or repr(fn)
-    if module == "trio_wsroutes._auth":
-        if qualname in ("no_auth", "extract_request_info.<locals>.authenticate"):
-            return None  # public on purpose
-        if qualname == "create_token_auth.<locals>.authenticate":
-            settings: Mapping[str, Any]
-            try:
-                settings = inspect.getclosurevars(fn).nonlocals
-            except (TypeError, ValueError):
-                settings = {}
-            schemes: list[AuthScheme] = []
-            if settings.get("check_header", True):
-                schemes.append(
-                    AuthScheme("bearer", None, "a bearer token (`Authorization: Bearer <token>`)")
-                )
-            if settings.get("check_query", True):
-                name = str(settings.get("query_param_name", "token"))
-                schemes.append(
-                    AuthScheme("query", name, f"a token in the `{name}` query parameter")
-                )
-            cookie = settings.get("cookie_name")
-            if isinstance(cookie, str):
-                schemes.append(AuthScheme("cookie", cookie, f"a token in the `{cookie}` cookie"))
-            if schemes:
-                return tuple(schemes)
+    if module == "trio_wsroutes._auth" and qualname in (
+        "no_auth",
+        "extract_request_info.<locals>.authenticate",
+    ):
+        return None  # public on purpose
+    places = token_places(fn)
+    if places is not None:
+        schemes: list[AuthScheme] = []
+        if places.header:
+            schemes.append(
+                AuthScheme("bearer", None, "a bearer token (`Authorization: Bearer <token>`)")
+            )
+        if places.query is not None:
+            name = places.query
+            schemes.append(AuthScheme("query", name, f"a token in the `{name}` query parameter"))
+        if places.cookie is not None:
+            cookie = places.cookie
+            schemes.append(AuthScheme("cookie", cookie, f"a token in the `{cookie}` cookie"))
+        if schemes:
+            return tuple(schemes)
     where = f"{module}.{qualname}" if module else qualname
     doc = inspect.getdoc(fn)
     summary = f" ({_first_paragraph(doc).rstrip('.')})" if doc else ""
