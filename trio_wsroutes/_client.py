@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import inspect
 import itertools
 import logging
 import ssl
@@ -15,10 +16,12 @@ from collections import deque
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Final, Generic, Self, TypeVar, cast, overload
+from typing import Any, Final, Generic, Self, cast, overload
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import trio
+from typing_extensions import TypeVar
 from websockets.exceptions import ConnectionClosed as _WSConnectionClosed
 from websockets.protocol import State
 from websockets.trio.client import ClientConnection
@@ -53,6 +56,7 @@ from ._routes import WebSocketRoute
 __all__ = ["Client"]
 
 ServerT = TypeVar("ServerT")
+ClientT_contra = TypeVar("ClientT_contra", contravariant=True, default=Any)
 R = TypeVar("R")
 
 _logger = logging.getLogger("trio_wsroutes.client")
@@ -60,7 +64,7 @@ _logger = logging.getLogger("trio_wsroutes.client")
 _ABANDONED_LIMIT: Final = 4096
 
 
-class Client(Generic[ServerT]):
+class Client(Generic[ServerT, ClientT_contra]):
     """A connection to one route of a trio_wsroutes server, typed by that route.
 
     Made by :func:`connect`; use it as ``async with connect(...) as client``. ``ServerT``
@@ -69,7 +73,10 @@ class Client(Generic[ServerT]):
     """
 
     def __init__(
-        self, url: str, route: WebSocketRoute[Any, ServerT], options: ConnectOptions
+        self,
+        url: str,
+        route: WebSocketRoute[Any, ServerT, ClientT_contra],
+        options: ConnectOptions,
     ) -> None:
         self.url: str = url
         """The URL given to :func:`connect` (without the ``since`` parameters added on
@@ -144,11 +151,14 @@ class Client(Generic[ServerT]):
 
     # -- sending ----------------------------------------------------------------------
 
-    async def send(self, msg: object, *, type: str | None = None) -> None:
+    async def send(self, msg: ClientT_contra, *, type: str | None = None) -> None:
         """Send ``msg``, an instance of a class registered with the route's ``.on()``.
 
-        A class registered under two wire types needs ``type=``; a class only named in
-        ``.client_messages()`` too. Anything else is a ``TypeError`` before any I/O.
+        Typed by the route's client messages: when the route declares them
+        (``.client_messages(A, B)``), mypy and pyright refuse any other class here and in
+        :meth:`request`. A class registered under two wire types needs ``type=``; a class
+        only named in ``.client_messages()`` too. Anything else is a ``TypeError`` before
+        any I/O.
         While the client reconnects, ``send`` waits for the new connection. Raises
         :class:`WebSocketClosed` after the end, :class:`ConnectionLost` if the connection
         ends while sending.
@@ -164,7 +174,7 @@ class Client(Generic[ServerT]):
     @overload
     async def request(
         self,
-        msg: object,
+        msg: ClientT_contra,
         reply_type: builtins.type[R],
         *,
         timeout: float | None = None,  # noqa: ASYNC109
@@ -174,7 +184,7 @@ class Client(Generic[ServerT]):
     @overload
     async def request(
         self,
-        msg: object,
+        msg: ClientT_contra,
         reply_type: None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
@@ -183,7 +193,7 @@ class Client(Generic[ServerT]):
 
     async def request(
         self,
-        msg: object,
+        msg: ClientT_contra,
         reply_type: builtins.type[Any] | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
@@ -477,6 +487,7 @@ class Client(Generic[ServerT]):
         Raises (before anything is read) when the connection cannot be opened.
         """
         options = self._options
+        url, headers = await self._with_token(url)
         stream = None if self._open_stream is None else await self._open_stream()
         opened = False
         try:
@@ -487,7 +498,7 @@ class Client(Generic[ServerT]):
                 origin=Origin(options.origin) if options.origin is not None else None,
                 subprotocols=[Subprotocol(s) for s in options.subprotocols] or None,
                 compression="deflate" if options.compression else None,
-                additional_headers=self._headers(),
+                additional_headers=headers,
                 proxy=None if options.proxy is False or stream is not None else options.proxy,
                 open_timeout=options.open_timeout,
                 ping_interval=options.ping_interval,
@@ -651,11 +662,33 @@ class Client(Generic[ServerT]):
         while len(self._abandoned) > _ABANDONED_LIMIT:
             del self._abandoned[next(iter(self._abandoned))]
 
-    def _headers(self) -> list[tuple[str, str]]:
+    async def _with_token(self, url: str) -> tuple[str, list[tuple[str, str]]]:
+        """The URL and headers of one connection attempt, with the token where the
+        route reads it: ``Authorization: Bearer`` where it reads that header (and for
+        routes whose ``authenticate`` is not ``create_token_auth``'s), else its query
+        parameter, else its cookie. A token function is called for every attempt."""
         headers = list(self._options.headers)
-        if self._options.token is not None:
-            headers.append(("Authorization", f"Bearer {self._options.token}"))
-        return headers
+        source = self._options.token
+        token: object = source
+        if callable(source):
+            token = source()
+            if inspect.isawaitable(token):
+                token = await token
+        if token is None:
+            return url, headers
+        if not isinstance(token, str):
+            raise TypeError(f"the token (function) gave a {type(token).__name__}, not a str")
+        places = self._types.token
+        if places is None or places.header:
+            headers.append(("Authorization", f"Bearer {token}"))
+        elif places.query is not None:
+            parts = urlsplit(url)
+            query = parse_qsl(parts.query, keep_blank_values=True)
+            query = [(k, v) for k, v in query if k != places.query] + [(places.query, token)]
+            url = urlunsplit(parts._replace(query=urlencode(query)))
+        elif places.cookie is not None:
+            headers.append(("Cookie", f"{places.cookie}={token}"))
+        return url, headers
 
 
 def _closed(code: int, reason: str, *, normal: bool = False, cause: Any = None) -> End:

@@ -12,6 +12,7 @@ from typing import Any, Final, cast
 import attrs
 import orjson
 
+from ._auth import TokenPlaces, token_places
 from ._client_errors import ClientError, DecodeError, ServerError
 from ._errors import ErrorDetail
 from ._history import Position
@@ -47,6 +48,8 @@ class RouteTypes:
     """Wire type -> server message class."""
     server_wire: Mapping[type[Any], str]
     subprotocols: tuple[str, ...]
+    token: TokenPlaces | None
+    """Where the route reads a token (``create_token_auth``), else ``None``."""
 
     def envelope(self, msg: object, wire_type: str | None) -> tuple[str, Any]:
         """The wire type and data of ``msg``'s envelope; a ``TypeError`` if the route
@@ -133,6 +136,7 @@ def route_types(route: WebSocketRoute[Any, Any]) -> RouteTypes:
         server={wire: cls for cls, wire in server_wire.items()},
         server_wire=server_wire,
         subprotocols=tuple(route.subprotocol_choices),
+        token=token_places(route.authenticate_fn),
     )
 
 

@@ -48,7 +48,7 @@ class End:
 class ConnectOptions:
     """The options of :func:`~trio_wsroutes.client.connect`, as a client keeps them."""
 
-    token: str | None
+    token: Token
     headers: tuple[tuple[str, str], ...]
     subprotocols: tuple[str, ...]
     origin: str | None
@@ -67,6 +67,10 @@ class ConnectOptions:
     max_queue_bytes: int
     proxy: str | bool
 
+
+Token = str | Callable[[], str | Awaitable[str]] | None
+"""A token for the route's ``authenticate``: the token itself, or a function (sync or
+async) that returns a current one, called before every connection attempt."""
 
 StreamOpener = Callable[[], Awaitable[trio.abc.Stream]]
 """``await open_stream()``: the byte stream of one new connection."""

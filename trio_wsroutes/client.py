@@ -66,15 +66,16 @@ __all__ = [
 ]
 
 ServerT = TypeVar("ServerT")
+ClientT = TypeVar("ClientT")
 
 MiB: Final = 1024 * 1024
 
 
 def connect(
     url: str,
-    route: WebSocketRoute[Any, ServerT],
+    route: WebSocketRoute[Any, ServerT, ClientT],
     *,
-    token: str | None = None,
+    token: str | Callable[[], str | Awaitable[str]] | None = None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     subprotocols: Sequence[str] | None = None,
     origin: str | None = None,
@@ -93,7 +94,7 @@ def connect(
     max_queue: int = 1024,
     max_queue_bytes: int = 16 * MiB,
     proxy: str | bool = True,
-) -> Client[ServerT]:
+) -> Client[ServerT, ClientT]:
     """Connect to ``route`` at ``url`` (``ws://`` or ``wss://``): ``async with connect(url,
     route) as client``.
 
@@ -103,7 +104,11 @@ def connect(
     over ``open_timeout`` seconds ``TimeoutError``. On exit the client
     closes with 1000 (1011 if the body raised, 1001 if it was cancelled).
 
-    * ``token`` is sent as ``Authorization: Bearer <token>``; ``headers`` are added to
+    * ``token`` goes where the route's ``create_token_auth`` reads it: the
+      ``Authorization: Bearer`` header if it reads that (and for any other
+      ``authenticate``), else its query parameter, else its cookie. It may be a function
+      (sync or async) returning the token: it is called before every connection and
+      reconnection, so a token that expires can be renewed. ``headers`` are added to
       the upgrade request; ``origin`` sets ``Origin``.
     * ``subprotocols`` to offer (default: those the route declares).
     * ``ssl_context`` for ``wss://`` (default: the system's trust store).
@@ -180,7 +185,9 @@ def connect(
     return client
 
 
-def open_streams_with(client: Client[ServerT], open_stream: StreamOpener) -> Client[ServerT]:
+def open_streams_with(
+    client: Client[ServerT, ClientT], open_stream: StreamOpener
+) -> Client[ServerT, ClientT]:
     """The hook that :mod:`trio_wsroutes.testing` runs a server in memory with (internal:
     not part of the client's API).
 
@@ -195,7 +202,7 @@ def open_streams_with(client: Client[ServerT], open_stream: StreamOpener) -> Cli
     return client
 
 
-def _resume_from(client: Client[Any], since: Mapping[str, Position]) -> None:
+def _resume_from(client: Client[Any, Any], since: Mapping[str, Position]) -> None:
     """Start ``client`` from saved positions (the last ones taken as the most recent);
     those over the caps are reported as not recovered when it connects."""
     for topic, position in since.items():

@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 ServerT = TypeVar("ServerT")
+ClientT = TypeVar("ClientT")
 
 TransportName = Literal["asgi", "native"]
 """Which transport a :class:`TestClient` drives."""
@@ -206,10 +207,10 @@ class TestClient:
     @asynccontextmanager
     async def client(
         self,
-        route: WebSocketRoute[Any, ServerT],
+        route: WebSocketRoute[Any, ServerT, ClientT],
         path: str | None = None,
         **options: Unpack[ClientOptions],
-    ) -> AsyncGenerator[Client[ServerT], None]:
+    ) -> AsyncGenerator[Client[ServerT, ClientT], None]:
         """A typed :class:`trio_wsroutes.client.Client` for ``route``, connected in
         memory: ``async with test_client.client(route, path) as client``.
 
@@ -305,7 +306,7 @@ class ClientOptions(TypedDict, total=False):
     ``max_queue``, ``max_queue_bytes`` (all but ``ssl_context`` and ``proxy``), with
     ``connect``'s types and meanings."""
 
-    token: str | None
+    token: str | Callable[[], str | Awaitable[str]] | None
     headers: Mapping[str, str] | Iterable[tuple[str, str]]
     subprotocols: Sequence[str] | None
     origin: str | None
@@ -335,10 +336,10 @@ class ClientFactory(Protocol):
 
     def __call__(
         self,
-        route: WebSocketRoute[Any, ServerT],
+        route: WebSocketRoute[Any, ServerT, ClientT],
         path: str | None = None,
         **options: Unpack[ClientOptions],
-    ) -> AbstractAsyncContextManager[Client[ServerT]]:
+    ) -> AbstractAsyncContextManager[Client[ServerT, ClientT]]:
         """A client for ``route`` at ``path`` (default: the route's path, which must
         then have no parameters), with :func:`~trio_wsroutes.client.connect`'s
         ``options``."""
@@ -357,10 +358,10 @@ class _LiveClients:
 
     def __call__(
         self,
-        route: WebSocketRoute[Any, ServerT],
+        route: WebSocketRoute[Any, ServerT, ClientT],
         path: str | None = None,
         **options: Unpack[ClientOptions],
-    ) -> Client[ServerT]:
+    ) -> Client[ServerT, ClientT]:
         url = self.base_url + _route_path(route, path)
         _default_timeouts(options, self.timeout)
         return connect(url, route, proxy=False, **options)
