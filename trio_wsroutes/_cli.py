@@ -30,7 +30,6 @@ changes.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -45,6 +44,7 @@ from typing import Any, NoReturn, cast
 
 from ._cli_watch import SOURCES_FLAG, project_sources, reload_loop, watch_install_hint, watch_loop
 from ._routes import WebSocketRoute
+from ._serving import program_name
 from ._typegen import (
     TypeGenerationError,
     client_language,
@@ -54,19 +54,30 @@ from ._typegen import (
     generate_websocket_types,
     write_if_changed,
 )
+from ._typegen._build import silent_routes
 from ._version import __version__
 
 __all__ = ["main"]
 
 
+def _prog() -> str:
+    """``trio-wsroutes``, or ``python -m trio_wsroutes`` when run that way (the name a
+    message should tell the user to type)."""
+    name = program_name()
+    return name if name == "python -m trio_wsroutes" else "trio-wsroutes"
+
+
 class _Failure(Exception):
-    """A problem to report on one line, with exit status 1."""
+    """A problem to report on one line, with exit status 1 (2 for ``serve``, which also
+    exits 2 when it cannot listen)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="trio-wsroutes",
-        description="Generate client types and API descriptions from trio_wsroutes routes.",
+        prog=_prog(),
+        description=(
+            "Serve trio_wsroutes routes, and generate client types and API descriptions from them."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"trio-wsroutes {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -258,6 +269,13 @@ def types_module(types_path: str, client_path: str) -> str:
 def _render(args: argparse.Namespace) -> list[tuple[str | None, str]]:
     """``(path, text)`` for each file to write (``None``: stdout)."""
     source: Any = check_source(load_target(args.target, args.app_dir), args.target)
+    for path in silent_routes(source, args.routes):
+        print(
+            f"{_prog()}: warning: route {path!r} declares no server messages: the "
+            "generated types say it sends only errors and acks; if its handlers send "
+            "messages, declare them with .server_messages(...)",
+            file=sys.stderr,
+        )
     if args.command == "typegen":
         outputs: list[tuple[str | None, str]] = [
             (args.output, generate_websocket_types(source, routes=args.routes))
@@ -314,18 +332,18 @@ def _generate(args: argparse.Namespace) -> int:
             if current != text:
                 state = "is missing" if current is None else "is out of date"
                 print(
-                    f"trio-wsroutes: {path} {state}; run: {_command_line(args)}",
+                    f"{_prog()}: {path} {state}; run: {_command_line(args)}",
                     file=sys.stderr,
                 )
                 status = 1
             else:
-                print(f"trio-wsroutes: {path} is up to date", file=sys.stderr)
+                print(f"{_prog()}: {path} is up to date", file=sys.stderr)
         return status
     for path, text in outputs:
         assert path is not None
         changed = write_if_changed(path, text)
         state = "wrote" if changed else "unchanged:"
-        print(f"trio-wsroutes: {state} {path}", file=sys.stderr, flush=True)
+        print(f"{_prog()}: {state} {path}", file=sys.stderr, flush=True)
     return 0
 
 
@@ -359,7 +377,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import trio
 
-    from ._server import WebSocketServer
+    from ._server import BoundAddress, WebSocketServer
 
     server = load_target(args.target, args.app_dir)
     if not isinstance(server, WebSocketServer):
@@ -367,26 +385,35 @@ def _serve(args: argparse.Namespace) -> int:
     context: ssl.SSLContext | None = None
     if args.certfile is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.certfile, args.keyfile)
+        try:
+            context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            files = args.certfile if args.keyfile is None else f"{args.certfile}, {args.keyfile}"
+            detail = exc.reason if isinstance(exc, ssl.SSLError) else None
+            reason = exc.strerror or detail or str(exc)
+            raise _Failure(f"cannot load the certificate ({files}): {reason}") from None
     serve = server.serve_native if args.native else server.serve
+    transport = "native transport" if args.native else "hypercorn"
+    paths = ", ".join(route.path for route in server.routes)
 
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(
-                functools.partial(serve, args.host, args.port, ssl_context=context)
-            )
-            transport = "native transport" if args.native else "hypercorn"
-            for address in addresses:
-                paths = ", ".join(route.path for route in server.routes)
+    class Announce(trio.TaskStatus[list[BoundAddress]]):
+        """Says where the server listens, once it does (as ``task_status``: ``serve``
+        runs as the main task, so a failure to start is its own one-line exit)."""
+
+        def started(self, value: list[BoundAddress] | None = None) -> None:
+            for address in value or []:
                 print(
-                    f"trio-wsroutes: serving {args.target} on {address.ws_url} ({transport}; "
+                    f"{_prog()}: serving {args.target} on {address.ws_url} ({transport}; "
                     f"routes: {paths}); Ctrl+C to stop",
                     file=sys.stderr,
                     flush=True,
                 )
 
+    async def run() -> None:
+        await serve(args.host, args.port, ssl_context=context, task_status=Announce())
+
     trio.run(run)
-    print("trio-wsroutes: stopped", file=sys.stderr, flush=True)
+    print(f"{_prog()}: stopped", file=sys.stderr, flush=True)
     return 0
 
 
@@ -423,8 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _watch(args, arguments)
         return _generate(args)
     except (_Failure, TypeGenerationError) as exc:
-        print(f"trio-wsroutes: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"{_prog()}: error: {exc}", file=sys.stderr)
+        # A server that cannot start exits 2 (as when it cannot listen); generation 1.
+        return 2 if args.command == "serve" else 1
     except KeyboardInterrupt:
         return 130
     except Exception:

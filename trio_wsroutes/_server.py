@@ -103,9 +103,10 @@ class WebSocketServer:
     * ``rate_limit``: a :class:`RateLimit` for routes without their own
       :meth:`WebSocketRoute.rate_limit`.
     * ``allowed_origins``: accepted ``Origin`` values: exact origins,
-      ``https://*.example.com`` patterns, or ``"*"``; a disallowed origin is denied with
-      403 before the upgrade. ``None`` (default) checks nothing. Routes may override it
-      with :meth:`WebSocketRoute.allowed_origins`.
+      ``https://*.example.com`` patterns, ``"self"`` (the server's own origin), or
+      ``"*"``; a disallowed origin is denied with 403 before the upgrade. ``None``
+      (default) checks nothing. Routes may override it with
+      :meth:`WebSocketRoute.allowed_origins`.
     * ``require_origin``: also deny requests without ``Origin`` (non-browser clients).
     * ``trusted_proxies``: proxy addresses or networks (``"10.0.0.0/8"``, ``"*"``) whose
       ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` headers are believed for
@@ -562,6 +563,10 @@ class WebSocketServer:
         for ``http_app``). ``hypercorn_config`` is a ``hypercorn.config.Config`` for
         everything else (access logs, timeouts, ``websocket_ping_interval``); its
         ``bind`` is replaced.
+
+        If it cannot listen (the address is in use, say), it raises
+        :class:`StartupError`; run as the program itself (``trio.run``'s main task in the
+        main thread, signals handled) it prints that on one line and exits with status 2.
         """
         await serve_under_hypercorn(
             self,
@@ -599,6 +604,8 @@ class WebSocketServer:
         frames are dropped, so the close goes out at once), waits up to ``close_timeout``
         for the closing handshakes (less on a second Ctrl+C), then drops whatever is left
         and returns normally, even if a client never reads.
+
+        A failure to listen is reported as :meth:`serve` reports it.
         """
         await serve_natively(
             self,

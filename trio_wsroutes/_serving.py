@@ -5,9 +5,12 @@ Ctrl+C). The server's ``serve`` and ``serve_native`` run these."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attrs
 import trio
@@ -21,7 +24,78 @@ from ._types import Receive, Scope, Send
 if TYPE_CHECKING:
     from ._transports.native import NativeOptions, PlainHTTP, ServeWebSocket
 
-__all__ = ["BoundAddress", "Servable", "serve_natively", "serve_under_hypercorn"]
+__all__ = [
+    "BoundAddress",
+    "Servable",
+    "StartupError",
+    "program_name",
+    "serve_natively",
+    "serve_under_hypercorn",
+]
+
+
+class StartupError(OSError):
+    """The server could not start listening (the address is in use, the port needs
+    privileges, the host is not one of this machine's); ``errno`` is the operating
+    system's.
+
+    ``serve`` and ``serve_native`` raise it, except when they are the program: run as
+    ``trio.run``'s main task in the main thread (``trio.run(server.serve)``), they print
+    ``prog: error: cannot listen on host:port: reason`` on one line and exit with status 2.
+    Started in a nursery, they raise it, for the caller to report as it sees fit
+    (``except* StartupError``)."""
+
+
+def program_name() -> str:
+    """How the running program was started, for one-line messages and ``--help``:
+    ``python -m examples.chat``, ``trio-wsroutes``, ``app.py``."""
+    main: Any = sys.modules.get("__main__")
+    spec: Any = getattr(main, "__spec__", None)
+    name: Any = getattr(spec, "name", None)
+    if isinstance(name, str) and name:
+        return "python -m " + name.removesuffix(".__main__")
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
+def _os_error_of(error: BaseException) -> OSError | None:
+    """The one ``OSError`` an exception (group) carries, if that is all it carries."""
+    if isinstance(error, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", error)
+        leaves = [leaf for inner in group.exceptions if (leaf := _os_error_of(inner))]
+        return leaves[0] if len(leaves) == 1 and len(group.exceptions) == 1 else None
+    return error if isinstance(error, OSError) else None
+
+
+def _is_the_program(handles_signals: bool) -> bool:
+    """Whether ``serve`` is the program: it handles signals and is ``trio.run``'s main
+    task, so nothing above it would report an error it raises."""
+    task = trio.lowlevel.current_task()
+    parent = task.parent_nursery
+    return (
+        handles_signals
+        and parent is not None
+        and parent.parent_task is trio.lowlevel.current_root_task()
+    )
+
+
+@contextlib.asynccontextmanager
+async def _reporting_startup(
+    host: str, port: int, program: bool, started: list[bool]
+) -> AsyncGenerator[None]:
+    """Turn a failure to listen, before the server started, into one clear error: a
+    :class:`StartupError`, or (``program``) one line on stderr and exit status 2."""
+    try:
+        yield
+    except BaseException as error:
+        found = None if started else _os_error_of(error)
+        if found is None or isinstance(found, ssl.SSLError):
+            raise
+        reason = found.strerror or str(found)
+        failure = StartupError(found.errno, f"cannot listen on {host}:{port}: {reason}")
+        if program:
+            print(f"{program_name()}: error: {failure.strerror}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        raise failure from None
 
 
 @attrs.frozen
@@ -76,7 +150,11 @@ async def serve_under_hypercorn(
     from ._transports import _hypercorn
 
     handle = handles_signals(handle_signals, shutdown_trigger)
-    async with shutdown_on_signals(handle) as stop:
+    started: list[bool] = []
+    async with (
+        _reporting_startup(host, port, _is_the_program(handle), started),
+        shutdown_on_signals(handle) as stop,
+    ):
 
         async def shutdown() -> None:
             await stop.wait(shutdown_trigger)
@@ -105,6 +183,7 @@ async def serve_under_hypercorn(
             nursery.start_soon(cut_short)
             bound: list[tuple[str, int]] = await nursery.start(run)
             secure = ssl_context is not None
+            started.append(True)
             task_status.started([BoundAddress(h, p, secure) for h, p in bound])
 
 
@@ -129,7 +208,12 @@ async def serve_natively(
     )
     grace = server.options.close_timeout
     handle = handles_signals(handle_signals, shutdown_trigger)
-    async with shutdown_on_signals(handle) as stop, trio.open_nursery() as outer:
+    started: list[bool] = []
+    async with (
+        _reporting_startup(host, port, _is_the_program(handle), started),
+        shutdown_on_signals(handle) as stop,
+        trio.open_nursery() as outer,
+    ):
         lifespan = LifespanDriver(server)
         await lifespan.startup(outer)
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -150,6 +234,7 @@ async def serve_natively(
                         await native_server.serve(listeners, handler_nursery=connections)
 
                 accepting: trio.CancelScope = await connections.start(accept)
+                started.append(True)
                 task_status.started(addresses)
                 await stop.wait(shutdown_trigger)
                 accepting.cancel()

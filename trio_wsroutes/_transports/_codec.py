@@ -256,7 +256,12 @@ class ServerCodec:
             ]
         )
         for name, value in headers:
-            if name.lower() != "content-length":
+            if name.lower() == "connection":
+                # One Connection header: the answer's options (a 426 names "Upgrade") and
+                # "close", since the connection ends after it.
+                del raw["Connection"]
+                raw["Connection"] = f"{value}, close"
+            elif name.lower() != "content-length":
                 raw[name] = value
         self.send_response(WSResponse(status, phrase, raw, body))
 
