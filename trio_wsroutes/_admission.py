@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -115,8 +115,10 @@ class Admission:
         max_query_params: int = 100,
         max_connections: int | None = None,
         max_connections_per_ip: int | None = None,
+        on_denied: Callable[[int, str, Request, str | None], None] | None = None,
     ) -> None:
         self._router = router
+        self._on_denied = on_denied
         self._specs = specs
         self._stats = stats
         self._trusted_proxies = trusted_proxies
@@ -136,23 +138,28 @@ class Admission:
         The connection's place in the limits is held until the ``async with`` block
         ends: run the connection and close its transport inside it.
         """
+        if self._trusted_proxies is not None:
+            # First, so that every refusal is logged with the client's own address.
+            self._trusted_proxies.apply(request)
         if self._max_connections is not None and self.held >= self._max_connections:
             await self.deny(
-                transport, 503, "Server is at capacity", SERVER_BUSY, {"retry-after": "1"}
+                transport, request, 503, "Server is at capacity", SERVER_BUSY, {"retry-after": "1"}
             )
             yield None
             return
         # Before the request is parsed further: a huge query string costs nothing yet.
         if request.query_string.count("&") >= self._max_query_params:
-            await self.deny(transport, 400, "Too many query parameters", BAD_REQUEST)
+            await self.deny(transport, request, 400, "Too many query parameters", BAD_REQUEST)
             yield None
             return
-        if self._trusted_proxies is not None:
-            self._trusted_proxies.apply(request)
         ip = request.client[0] if request.client is not None else ""
         if self._max_per_ip is not None and self._per_ip.get(ip, 0) >= self._max_per_ip:
             await self.deny(
-                transport, 429, "Too many connections from this address", TOO_MANY_CONNECTIONS
+                transport,
+                request,
+                429,
+                "Too many connections from this address",
+                TOO_MANY_CONNECTIONS,
             )
             yield None
             return
@@ -193,22 +200,23 @@ class Admission:
     async def _check(self, transport: Transport, request: Request) -> Admitted | None:
         found = self.route(request.path)
         if found is None:
-            await self.deny(transport, *_NO_ROUTE)
+            await self.deny(transport, request, *_NO_ROUTE)
             return None
         try:
             positions = parse_since(request.query.get_all("since"))
         except ValueError as exc:
-            await self.deny(transport, 400, str(exc), BAD_REQUEST)
+            await self.deny(transport, request, 400, str(exc), BAD_REQUEST)
             return None
         spec, request.path_params = found
         policy = spec.origin_policy
         if policy is not None and not policy.allows(request.origin, request.headers.get("host")):
-            await self.deny(transport, 403, "Origin not allowed", FORBIDDEN_ORIGIN)
+            await self.deny(transport, request, 403, "Origin not allowed", FORBIDDEN_ORIGIN)
             return None
         subprotocol = spec.select_subprotocol(request.subprotocols)
         if subprotocol is None and spec.subprotocol_required:
             await self.deny(
                 transport,
+                request,
                 400,
                 "None of the offered subprotocols is supported",
                 UNSUPPORTED_SUBPROTOCOL,
@@ -223,17 +231,17 @@ class Admission:
                     user = await user
             except Reject as reject:
                 await self.deny(
-                    transport, reject.status, reject.message, reject.code, reject.headers
+                    transport, request, reject.status, reject.message, reject.code, reject.headers
                 )
                 return None
             except BaseException as exc:
                 if must_propagate(exc):
                     raise
                 logger.error("authenticate failed on %s", spec.path, exc_info=exc)  # noqa: TRY400
-                await self.deny(transport, 401, "Authentication failed", AUTH_ERROR)
+                await self.deny(transport, request, 401, "Authentication failed", AUTH_ERROR)
                 return None
             if user is None:
-                await self.deny(transport, 401, "Unauthorized", UNAUTHORIZED)
+                await self.deny(transport, request, 401, "Unauthorized", UNAUTHORIZED)
                 return None
             if _cross_site_with_cookies(spec, request):
                 # A browser sends its cookies with any page's WebSocket: without an origin
@@ -246,6 +254,7 @@ class Admission:
                 )
                 await self.deny(
                     transport,
+                    request,
                     403,
                     "Cross-site upgrade refused: this route authenticates with cookies",
                     FORBIDDEN_ORIGIN,
@@ -256,6 +265,7 @@ class Admission:
     async def deny(
         self,
         transport: Transport,
+        request: Request,
         status: int,
         message: str,
         code: str,
@@ -263,6 +273,9 @@ class Admission:
     ) -> None:
         """Refuse the upgrade with ``status`` and a JSON body (:func:`refusal`)."""
         self._stats.connections_denied += 1
+        if self._on_denied is not None:
+            match = self._router.match(request.path)
+            self._on_denied(status, code, request, None if match is None else match.route.path)
         status, answer_headers, body = refusal(status, message, code, headers)
         with contextlib.suppress(TransportClosed):
             await transport.deny(status, body, answer_headers)

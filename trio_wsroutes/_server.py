@@ -13,12 +13,14 @@ import functools
 import logging
 import os
 import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import trio
 
+from ._access_log import UserId
 from ._admission import Admission, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
 from ._codes import CloseCode
@@ -29,6 +31,8 @@ from ._handlers import SubscribeCheck
 from ._history import History, HistoryPage, HistoryPolicy, Position
 from ._lifespan import ShutdownHook, StartupHook, run_lifespan
 from ._messages import check_declared, encode_message
+from ._metrics import RouteStats
+from ._observability import Metrics, Observability
 from ._origins import OriginPolicy
 from ._paths import Router
 from ._registry import ConnectionRegistry
@@ -219,6 +223,8 @@ class WebSocketServer:
         recovery_rate: RateLimit | None = DEFAULT_RECOVERY_RATE,
         forbid_unknown_keys: bool = False,
         authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
+        metrics: bool | Metrics | None = None,
+        user_id: UserId | None = None,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -312,8 +318,22 @@ class WebSocketServer:
         self.max_pending_handshakes: int | None = max_pending_handshakes
         self.max_connections: int | None = max_connections
         self.max_connections_per_ip: int | None = max_connections_per_ip
+        self.metrics: Metrics | None = Metrics.coerce(metrics)
+        """Where and to whom the Prometheus metrics are served (the ``metrics`` option),
+        or ``None``."""
+        self._observability = Observability(
+            registry=self.registry,
+            stats=self.stats,
+            memory=self.memory,
+            broker=self.broker,
+            metrics=self.metrics,
+            user_id=user_id,
+            trusted_proxies=self.trusted_proxies,
+        )
         self._admission: Admission | None = None
         self._startup_hooks: list[StartupHook] = []
+        if self.metrics is not None and self.metrics.shared_dir() is not None:
+            self._startup_hooks.append(self._observability.start_sharing)
         self._shutdown_hooks: list[ShutdownHook] = []
         self._trio_token: trio.lowlevel.TrioToken | None = None
         _contain_hypercorn_failures()
@@ -354,7 +374,9 @@ class WebSocketServer:
                 max_query_params=self.max_query_params,
                 max_connections=self.max_connections,
                 max_connections_per_ip=self.max_connections_per_ip,
+                on_denied=self._observability.denied,
             )
+            self._observability.add_routes(specs.values())
         return admission
 
     # -- publishing from anywhere in the server's Trio run -----------------------------
@@ -381,10 +403,12 @@ class WebSocketServer:
         """
         if route is not None:
             check_declared(message, route.server_message_types, route.path)
+        self.stats.publishes += 1
         return await self.broker.publish(topic, encode_message(message))
 
     async def publish_binary(self, topic: str, data: bytes) -> int:
         """Publish a binary frame to every subscriber of ``topic``."""
+        self.stats.publishes += 1
         return await self.broker.publish(topic, Frame(bytes(data), binary=True))
 
     async def history(
@@ -400,6 +424,26 @@ class WebSocketServer:
         ``ValueError`` if ``topic`` keeps no history.
         """
         return await self.broker.history(topic, since=since, limit=limit)
+
+    @property
+    def route_stats(self) -> dict[str, RouteStats]:
+        """Each route's numbers since the server started, by route pattern: connections
+        open, opened and closed (by code), messages and bytes each way, messages by type,
+        error replies by code, handler durations and timeouts, upgrade durations. The
+        same numbers the ``/metrics`` endpoint exports (without the ``metrics`` option
+        too)."""
+        self._admitter()
+        return self._observability.route_stats()
+
+    @property
+    def metrics_app(self) -> ASGIApp:
+        """An ASGI app that serves the Prometheus metrics at any path (``GET`` and
+        ``HEAD``), for mounting in an application of one's own
+        (``Mount("/metrics", server.metrics_app)`` in Starlette). Subject to
+        ``Metrics.authorize``; needs the ``metrics`` option."""
+        if self.metrics is None:
+            raise RuntimeError("metrics_app needs WebSocketServer(metrics=True)")
+        return self._observability.asgi
 
     def subscriber_count(self, topic: str) -> int:
         """How many connections of this process are subscribed to ``topic`` (with
@@ -491,6 +535,10 @@ class WebSocketServer:
                 on_interrupt=self._interrupted,
                 grace=self.options.close_timeout,
             )
+        elif (
+            kind == "http" and self.metrics is not None and scope.get("path") == self.metrics.path
+        ):
+            await self._observability.asgi(scope, receive, send)
         elif self.http_app is not None:
             await self.http_app(scope, receive, send)
         elif kind == "http":
@@ -506,6 +554,7 @@ class WebSocketServer:
         """
         if self._trio_token is None:
             self._trio_token = trio.lowlevel.current_trio_token()
+        started = time.perf_counter()
         async with self._admitter().admit(transport, request) as admitted:
             if admitted is None:
                 return
@@ -514,6 +563,9 @@ class WebSocketServer:
             except TransportClosed:
                 return
             self.stats.connections_accepted += 1
+            observability = self._observability
+            counters = observability.routes[admitted.spec.path]
+            observability.accepted(counters, started)
             connection: Connection[Any] = Connection(
                 transport=transport,
                 spec=admitted.spec,
@@ -525,11 +577,13 @@ class WebSocketServer:
                 subprotocol=admitted.subprotocol,
                 since=admitted.positions,
                 on_gone=self.registry.discard,
+                counters=counters,
             )
             self.registry.add(connection)
             try:
                 await run_connection(connection)
             finally:
+                observability.ended(connection, counters)
                 # The connection keeps its place in the limits until its socket is closed.
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
@@ -658,9 +712,13 @@ def native_endpoints(
         max_pending_handshakes=server.max_pending_handshakes,
     )
 
-    def plain_http(path: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
-        # The native server answers plain HTTP only to say where the WebSockets are.
-        return server._admitter().plain_http(path)  # pyright: ignore[reportPrivateUsage]
+    async def plain_http(request: Request) -> tuple[int, Sequence[tuple[str, str]], bytes]:
+        # The native server answers plain HTTP only with the metrics and to say where the
+        # WebSockets are.
+        metrics = server.metrics
+        if metrics is not None and request.path == metrics.path:
+            return await server._observability.http_answer(request)  # pyright: ignore[reportPrivateUsage]
+        return server._admitter().plain_http(request.path)  # pyright: ignore[reportPrivateUsage]
 
     return options, server.serve_websocket, plain_http
 

@@ -28,6 +28,17 @@ class ServerStats:
     """Subscribers closed with 1013 over their limit (policy ``"close"``)."""
     handler_errors: int = 0
     """Unexpected handler exceptions (each closed its connection with 1011)."""
+    publishes: int = 0
+    """Publications made in this process (``server.publish``, ``ws.publish``)."""
+    recoveries: int = 0
+    """Subscriptions that named a position and got everything after it."""
+    recoveries_failed: int = 0
+    """Subscriptions that named a position and could not recover (another epoch, a
+    history that no longer reaches back, more than ``max_recovery`` missed)."""
+    recoveries_limited: int = 0
+    """Positions ignored because the client's address was over ``recovery_rate``."""
+    recovered_messages: int = 0
+    """Publications sent by recoveries."""
 
     @property
     def connections_open(self) -> int:

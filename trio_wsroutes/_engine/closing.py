@@ -71,12 +71,15 @@ NO_STEPS: Final = CloseSteps()
 class CloseState:
     """Open, closing or ended; the close code and reason once closing."""
 
-    __slots__ = ("code", "frame_taken", "reason")
+    __slots__ = ("by", "code", "frame_taken", "reason")
 
     def __init__(self) -> None:
         self.code: int | None = None
         """The close code, from the first close event on (``None`` while open)."""
         self.reason: str = ""
+        self.by: str = ""
+        """Who closed first: ``"server"`` (a handler, a limit, shutdown), ``"client"`` (its
+        close frame) or ``"network"`` (the connection was lost without one)."""
         self.frame_taken = False
         """The writer has taken the close frame, or stopped."""
 
@@ -93,11 +96,15 @@ class CloseState:
         if event is CloseEvent.ENDED:
             self.frame_taken = True
             if self.code is None:
-                self.code, self.reason = CloseCode.ABNORMAL, ""
+                self.code, self.reason, self.by = CloseCode.ABNORMAL, "", "network"
             return NO_STEPS
         first = self.code is None
         if first:
             self.code, self.reason = code, reason
+            if event is not CloseEvent.PEER_GONE:
+                self.by = "server"
+            else:
+                self.by = "network" if code == CloseCode.ABNORMAL else "client"
         if event is CloseEvent.CLOSE:
             if not first:
                 return NO_STEPS

@@ -33,6 +33,7 @@ from .._errors import MessageError
 from .._flow import Inbox, MemoryBudget, RecoveryLimiter
 from .._frames import Frame
 from .._history import NOT_RECOVERED, Position, Recovery
+from .._metrics import ConnectionCounts, RouteCounters
 from .._spec import RouteSpec
 from .._stats import ServerStats
 from .._transports import Transport, TransportClosed
@@ -44,7 +45,13 @@ if TYPE_CHECKING:
     from .._broker import Broker
     from .._request import Request
 
-__all__ = ["Connection", "close_now", "new_context", "run_connection"]
+__all__ = [
+    "Connection",
+    "close_now",
+    "connection_counts",
+    "new_context",
+    "run_connection",
+]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -93,6 +100,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         subprotocol: str | None = None,
         since: dict[str, Position] | None = None,
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
+        counters: RouteCounters | None = None,
     ) -> None:
         super().__init__(
             transport,
@@ -100,6 +108,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             context,
             budget=budget if budget is not None else MemoryBudget(),
             stats=stats if stats is not None else ServerStats(),
+            counters=counters,
         )
         self.subprotocol: str | None = subprotocol
         """The subprotocol selected at the upgrade, if the route declares any."""
@@ -137,7 +146,9 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         Waits while more than ``backpressure_limit`` bytes are queued for this client.
         Raises :class:`ConnectionClosed` if the connection has closed.
         """
-        await self._send_frame(self._encode(message))
+        frame = self._encode(message)
+        self._counters.sent_message(type(message))
+        await self._send_frame(frame)
 
     async def send_binary(self, data: bytes) -> None:
         """Send a binary frame; waits like :meth:`send`."""
@@ -158,12 +169,14 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         Subscribers get what is published before this task yields in one write (see
         :meth:`WebSocketServer.publish <trio_wsroutes.WebSocketServer.publish>`).
         """
+        self._stats.publishes += 1
         return await self._broker.publish(
             topic, self._encode(message), exclude=None if include_self else self
         )
 
     async def publish_binary(self, topic: str, data: bytes, *, include_self: bool = False) -> int:
         """Publish a binary frame to ``topic``; see :meth:`publish`."""
+        self._stats.publishes += 1
         return await self._broker.publish(
             topic, Frame(bytes(data), binary=True), exclude=None if include_self else self
         )
@@ -229,6 +242,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         address = self._address()
         if position is not None and limiter is not None and not limiter.allows(address):
             position = None  # this address has had its share of recoveries for now
+            self._stats.recoveries_limited += 1
         if position is None:
             await self._broker.subscribe(topic, self)
             return NOT_RECOVERED
@@ -240,6 +254,12 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             self._recovering = False
         if limiter is not None:
             limiter.charge(address, recovery.missed, self._recovered_bytes)
+        stats = self._stats
+        if recovery.recovered:
+            stats.recoveries += 1
+            stats.recovered_messages += recovery.missed
+        else:
+            stats.recoveries_failed += 1
         return recovery
 
     async def unsubscribe(self, topic: str) -> None:
@@ -319,6 +339,21 @@ class Connection(Dispatch, Generic[ServerT_contra]):
                         await self._call(
                             "on_close", spec.on_close(self, state.code, state.reason, self.context)
                         )
+
+
+def connection_counts(connection: Connection[Any]) -> ConnectionCounts:
+    """``connection``'s counts: read at the end for the access log and the route's
+    totals, and for open connections when the metrics are read."""
+    c = connection
+    return ConnectionCounts(
+        c._received,  # pyright: ignore[reportPrivateUsage]
+        c._received_bytes,  # pyright: ignore[reportPrivateUsage]
+        c._sent + c._sent_other,  # pyright: ignore[reportPrivateUsage]
+        c._sent_direct + c._sent_other,  # pyright: ignore[reportPrivateUsage]
+        c._sent_bytes,  # pyright: ignore[reportPrivateUsage]
+        c._close.code,  # pyright: ignore[reportPrivateUsage]
+        c._close.by,  # pyright: ignore[reportPrivateUsage]
+    )
 
 
 def new_context(connection_id: str, user: Any, request: Request) -> Context[Any]:

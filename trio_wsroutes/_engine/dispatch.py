@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
@@ -28,6 +29,7 @@ from .._errors import MessageError, ProtocolError, ValidationError
 from .._flow import Inbox, MemoryBudget
 from .._frames import Frame
 from .._messages import check_declared, encode_message
+from .._metrics import HandlerCounters, RouteCounters
 from .._spec import RouteSpec
 from .._stats import ServerStats
 from .._transports import Transport
@@ -65,7 +67,7 @@ FAILURE_POLICY: Final[Mapping[str, Failure]] = {
 class Dispatch(Inbound):
     """The dispatcher of a connection, on top of its inbound layer."""
 
-    __slots__ = ("_spec", "context")
+    __slots__ = ("_counters", "_spec", "context")
 
     def __init__(
         self,
@@ -75,9 +77,13 @@ class Dispatch(Inbound):
         *,
         budget: MemoryBudget,
         stats: ServerStats,
+        counters: RouteCounters | None = None,
     ) -> None:
         super().__init__(transport, spec, budget=budget, stats=stats, id=context.connection_id)
         self._spec = spec
+        self._counters = (
+            counters if counters is not None else RouteCounters(spec.path, spec.handlers)
+        )
         self.context: Context[Any] = context
         """The connection's :class:`~trio_wsroutes.Context` (user, params, data)."""
 
@@ -104,6 +110,7 @@ class Dispatch(Inbound):
                 assert spec.on_binary is not None
                 await self._call("on_binary", spec.on_binary(self, message, context))
             elif type(message) is RateLimited:
+                self._counters.error(RATE_LIMITED)
                 await self._reply(
                     encode_error(RATE_LIMITED, "Too many messages; slow down", message.id)
                 )
@@ -137,31 +144,44 @@ class Dispatch(Inbound):
                 ProtocolError(f"Unknown message type: {wire!r}", UNKNOWN_TYPE), envelope.id
             )
             return
+        counters = self._counters.handlers[envelope.type]
+        counters.received += 1
         try:
             data = handler.structure(envelope.data, handler.schema)
         except Exception as exc:
             await self._bad_input(ValidationError(validation_details(exc)), envelope.id)
             return
-        await self._call_handler(handler.handler, data, envelope)
+        await self._call_handler(handler.handler, data, envelope, counters)
 
     async def _call_handler(
-        self, handler: Callable[..., Awaitable[Any]], data: Any, envelope: Envelope
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        data: Any,
+        envelope: Envelope,
+        counters: HandlerCounters,
     ) -> None:
         timeout = self._spec.handler_timeout
         result: Any = None
+        scope: trio.CancelScope | None = None
+        start = time.perf_counter()
         try:
-            if timeout is None:
-                result = await handler(self, data, self.context)
-            else:
-                with trio.move_on_after(timeout) as scope:
+            try:
+                if timeout is None:
                     result = await handler(self, data, self.context)
-                if scope.cancelled_caught:
-                    await self._bad_input(
-                        MessageError(f"Handler took longer than {timeout:g} s", HANDLER_TIMEOUT),
-                        envelope.id,
-                    )
-                    return
+                else:
+                    with trio.move_on_after(timeout) as scope:
+                        result = await handler(self, data, self.context)
+            finally:
+                counters.duration.observe(time.perf_counter() - start)
+            if scope is not None and scope.cancelled_caught:
+                counters.timeouts += 1
+                await self._bad_input(
+                    MessageError(f"Handler took longer than {timeout:g} s", HANDLER_TIMEOUT),
+                    envelope.id,
+                )
+                return
         except MessageError as error:
+            self._counters.error(error.code)
             await self._reply(encode_error(error.code, error.message, envelope.id, error.details))
             return
         except ConnectionClosed:
@@ -177,6 +197,7 @@ class Dispatch(Inbound):
             except Exception as exc:
                 await self._failed("handler", exc, envelope.id)
                 return
+            self._counters.sent_message(type(result))  # pyright: ignore[reportUnknownArgumentType]
             await self._reply(frame)
         elif envelope.id is not None:
             # Every envelope with an id gets exactly one answer.
@@ -218,6 +239,7 @@ class Dispatch(Inbound):
         if spec.on_error is not None and isinstance(exc, Exception):
             await self._call("on_error", spec.on_error(self, exc, self.context))
         if self._close.code is None:
+            self._counters.error(INTERNAL_ERROR)
             self._enqueue(encode_error(INTERNAL_ERROR, "Internal server error", request_id))
         self._advance(CloseEvent.CLOSE, CloseCode.INTERNAL_ERROR, "internal error")
 
@@ -228,6 +250,7 @@ class Dispatch(Inbound):
             pass
 
     async def _bad_input(self, error: MessageError, request_id: str | int | None) -> None:
+        self._counters.error(error.code)
         await self._reply(encode_error(error.code, error.message, request_id, error.details))
         on_error = self._spec.on_error
         if on_error is not None:

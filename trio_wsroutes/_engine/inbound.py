@@ -149,6 +149,8 @@ class Inbound(Outbound):
         "_max_len",
         "_max_messages",
         "_message_bucket",
+        "_received",
+        "_received_bytes",
         "_space",
         "_timers",
         "id",
@@ -198,6 +200,8 @@ class Inbound(Outbound):
             options.idle_timeout or math.inf,
         )
         self._held = 0  # bytes held in the inbox, for max_queued_bytes and the budget
+        self._received = 0  # messages and their bytes, for the metrics and the access log
+        self._received_bytes = 0
         self._space: trio.lowlevel.ParkingLot | None = None  # made when needed
 
     def _taken(self, item: InboundItem) -> None:
@@ -222,11 +226,15 @@ class Inbound(Outbound):
         item: InboundItem
         if type(message) is str:
             item = message
+            self._received += 1
+            self._received_bytes += _byte_length(message)
             max_len = self._max_len
             if self._check_size and len(message) * 4 > max_len and len(message.encode()) > max_len:
                 return Closing(CloseCode.MESSAGE_TOO_BIG, "message too big")
         elif type(message) is bytes:
             item = message
+            self._received += 1
+            self._received_bytes += len(message)
             if not self._accepts_binary:
                 return Closing(CloseCode.UNSUPPORTED_DATA, "binary not accepted")
             if self._check_size and len(message) > self._max_len:

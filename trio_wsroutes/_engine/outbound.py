@@ -97,6 +97,9 @@ class Outbound:
         "_recovering",
         "_send_scope",
         "_sent",
+        "_sent_bytes",
+        "_sent_direct",
+        "_sent_other",
         "_stats",
         "_transport",
         "dropped_messages",
@@ -130,6 +133,12 @@ class Outbound:
         self._flush_queued = False
         self._send_scope: trio.CancelScope | None = None  # while the writer sends
         self._sent = 0  # messages handed over for the peer (the idle timer counts them)
+        # For the metrics and the access log: bytes of everything handed over, how many of
+        # the messages were sent rather than published (replies, errors, ws.send), and
+        # frames past the limit (pings, refusals, a crash's error) besides the messages.
+        self._sent_bytes = 0
+        self._sent_direct = 0
+        self._sent_other = 0
         self.dropped_messages: int = 0
         """Published messages dropped for this connection (slow-consumer policy ``"drop"``)."""
         # A recovery is delivering: never drop (a gap the client cannot see is worse than
@@ -153,6 +162,11 @@ class Outbound:
     def close_code(self) -> int | None:
         """The close code, once the connection has closed."""
         return self._close.code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason, once the connection has closed (often empty)."""
+        return self._close.reason
 
     def _over_limit(self, size: int) -> bool:
         """Whether a frame of ``size`` bytes does not fit now: something is already
@@ -180,6 +194,7 @@ class Outbound:
         if self._close.code is not None:
             return False
         self._sent += 1
+        self._sent_bytes += frame.size
         if self._recovering:
             self._recovered_bytes += frame.size
         coalesced = self._coalesced
@@ -205,6 +220,8 @@ class Outbound:
             self._write_or_queue(frame)
             return True
         if self._over_limit(frame.size):
+            self._sent -= 1  # not sent after all
+            self._sent_bytes -= frame.size
             if self._policy == "drop" and not self._recovering:
                 self.dropped_messages += 1
                 self._stats.messages_dropped += 1
@@ -245,10 +262,16 @@ class Outbound:
             # as the limit is reached.
             await trio.lowlevel.checkpoint_if_cancelled()
         self._sent += 1
-        self._enqueue(frame)
+        self._sent_direct += 1
+        self._sent_bytes += frame.size
+        if self._coalesced:
+            self._release_coalesced()  # what was published to it goes first
+        self._write_or_queue(frame)
 
     def _enqueue(self, frame: Frame) -> None:
         """Write ``frame`` now or queue it, whatever the limit says."""
+        self._sent_other += 1
+        self._sent_bytes += frame.size
         if self._coalesced:
             self._release_coalesced()  # what was published to it goes first
         self._write_or_queue(frame)

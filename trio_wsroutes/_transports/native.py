@@ -51,7 +51,7 @@ logger = logging.getLogger("trio_wsroutes")
 
 ServeWebSocket = Callable[["NativeTransport", Request], Awaitable[None]]
 """The server's side of an upgrade: admit or deny, run the connection, ``aclose``."""
-PlainHTTP = Callable[[str], tuple[int, Sequence[tuple[str, str]], bytes]]
+PlainHTTP = Callable[[Request], Awaitable[tuple[int, Sequence[tuple[str, str]], bytes]]]
 """The answer to a plain HTTP request for a path: status, headers and body."""
 
 
@@ -86,7 +86,7 @@ async def serve_stream(
         if request is None:
             return
         if not upgrade_requested(request):
-            status, headers, body = plain_http(request.path.partition("?")[0])
+            status, headers, body = await plain_http(transport.make_request(request))
             await transport.respond(status, headers, body)
             return
         response = transport.prepare(request)
