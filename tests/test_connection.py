@@ -108,6 +108,8 @@ async def test_publish_encodes_once_for_every_subscriber() -> None:
     frames: list[object] = []
 
     class Recorder:
+        topics = ("t",)  # a subscriber lists its topics (the one owner of them)
+
         def deliver(self, frame: object) -> bool:
             frames.append(frame)
             return True
