@@ -89,15 +89,7 @@ class Recoveries:
         settings = self._settings
         policy = settings.policy
         assert policy is not None
-        read = HistoryRead(
-            settings.channel(topic),
-            history,
-            since,
-            None,
-            secret=settings.secret,
-            max_message_size=settings.max_message_size,
-            cap=policy.max_recovery,
-        )
+        read = self._reading(topic, history, since, None, cap=policy.max_recovery)
         outcome = "unread"
         try:
             try:
@@ -252,14 +244,7 @@ class Recoveries:
         keys = settings.history_keys(topic)
         # With since, limit 0 still reads one entry, to tell whether the history reaches back.
         read_limit = limit if since is None or limit is None else max(limit, 1)
-        read = HistoryRead(
-            settings.channel(topic),
-            history,
-            since,
-            read_limit,
-            secret=settings.secret,
-            max_message_size=settings.max_message_size,
-        )
+        read = self._reading(topic, history, since, read_limit)
         link = self._link
         if not link.running:
 
@@ -282,6 +267,25 @@ class Recoveries:
                 f"could not read history from Redis at {settings.safe_url}: {describe(exc)}"
             ) from exc
         return self._page(topic, read, outcome, limit)
+
+    def _reading(
+        self,
+        topic: str,
+        history: History,
+        since: Position | None,
+        limit: int | None,
+        cap: int | None = None,
+    ) -> HistoryRead:
+        settings = self._settings
+        return HistoryRead(
+            settings.channel(topic),
+            history,
+            since,
+            limit,
+            secret=settings.secret,
+            max_message_size=settings.max_message_size,
+            cap=cap,
+        )
 
     def _page(self, topic: str, read: HistoryRead, outcome: str, limit: int | None) -> HistoryPage:
         """The :class:`HistoryPage` of a read: no publications and ``recovered=False``

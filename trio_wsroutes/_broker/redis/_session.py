@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._topics import TopicTable
 from ._channels import Channels
 from ._common import (
     ConnectionLost,
@@ -25,7 +24,6 @@ from ._common import (
 )
 from ._inbound import Inbound
 from ._outbound import Outbound
-from ._recovery import Recoveries
 from ._scripts import load_scripts
 
 if TYPE_CHECKING:
@@ -46,8 +44,7 @@ class Session:
         channels: Channels,
         inbound: Inbound,
         outbound: Outbound,
-        recoveries: Recoveries,
-        table: TopicTable,
+        wanted: Callable[[], list[str]],
     ) -> None:
         self._settings = settings
         self._stats = stats
@@ -55,8 +52,7 @@ class Session:
         self._channels = channels
         self._inbound = inbound
         self._outbound = outbound
-        self._recoveries = recoveries
-        self._table = table
+        self._wanted = wanted  # the topics whose channels a new session subscribes
         self._pool: Any = None
         self._down_since: float | None = None
         self._lost_at_disconnect = 0
@@ -153,8 +149,7 @@ class Session:
             link.pub = pub
             self._inbound.last_received = trio.current_time()
             nursery.start_soon(self._inbound.drain, sub, gate)
-            topics = self._table.active_topics()
-            topics += [t for t in self._recoveries.recovering if t not in self._table]
+            topics = self._wanted()
             waiters = self._channels.subscribe(topics)
             with trio.fail_after(settings.timeout + len(topics) / 10_000):
                 for event in waiters:

@@ -218,7 +218,7 @@ class RedisBroker:
         )
         inbound = self._inbound = Inbound(settings, stats, channels, outbound, recoveries, table)
         self._session = Session(
-            settings, stats, link, channels, inbound, outbound, recoveries, table
+            settings, stats, link, channels, inbound, outbound, self._wanted_topics
         )
         self._background: AbstractAsyncContextManager[None] | None = None
         policy = HistoryPolicy.coerce(history)
@@ -383,6 +383,12 @@ class RedisBroker:
     def subscriber_count(self, topic: str) -> int:
         """How many subscribers ``topic`` has **in this process** (not cluster-wide)."""
         return self._table.subscriber_count(topic)
+
+    def _wanted_topics(self) -> list[str]:
+        """The topics whose channels this process needs: those with a local subscriber,
+        or one recovering."""
+        table = self._table
+        return table.active_topics() + [t for t in self._recoveries.recovering if t not in table]
 
     def _release(self, topic: str) -> None:
         """The last local subscriber of ``topic`` left: leave its Redis channel (unless a
