@@ -260,6 +260,7 @@ async def test_subscribe_since_delivers_exactly_the_missed_then_the_live_ones() 
     assert again.numbers == [4, 5, 6]
     await broker.publish("room:a", said(7))
     assert again.offsets == [4, 5, 6, 7]
+    assert first.offsets == [1, 2, 3]  # gone since unsubscribe_all
 
     # Up to date: recovered, nothing missed.
     current = Recorder()
