@@ -57,7 +57,8 @@ _GOODBYE_TIMEOUT: Final = 1.0
 """Seconds a connection cancelled from outside may take to send its 1001."""
 _SUBSCRIPTION_COST: Final = 400
 """Bytes a subscription holds besides its topic name (the connection's set, the broker's
-tables), counted in the memory budget; measured with tracemalloc."""
+table), counted in the memory budget; measured with tracemalloc (about 340 since the
+broker keeps no reverse index: the rest is margin)."""
 
 
 class Connection(Dispatch, Generic[ServerT_contra]):
