@@ -80,8 +80,9 @@ class TopicTable:
     def discard(self, topic: str, subscriber: Subscriber) -> None:
         """Unsubscribe ``subscriber`` from ``topic`` (idempotent)."""
         subscribers = self._topics.get(topic)
-        if subscribers is None or subscribers.pop(subscriber, False) is False:
+        if subscribers is None or subscriber not in subscribers:
             return
+        del subscribers[subscriber]
         if not subscribers:
             del self._topics[topic]
             if self._on_empty is not None:
@@ -124,9 +125,10 @@ class TopicTable:
                     continue
                 if subscriber.deliver(frame):
                     delivered += 1
-                else:
-                    gone = [] if gone is None else gone
-                    gone.append(subscriber)
+                    continue
+                if gone is None:
+                    gone = []
+                gone.append(subscriber)
         if gone is not None:
             for subscriber in gone:
                 # This topic first: a subscriber whose own topics miss it must not stay.

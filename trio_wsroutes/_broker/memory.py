@@ -25,8 +25,8 @@ __all__ = ["MemoryBroker"]
 
 
 class MemoryBroker:
-    """Topics within one process: a :class:`TopicTable` of topic to subscribers, and the
-    history kept in memory.
+    """Topics within one process: each topic's subscribers, and the history kept in
+    memory.
 
     All methods are safe to call from any task of the server's Trio run. Publishing is
     a loop over the topic's subscribers handing each the same frame; it is a

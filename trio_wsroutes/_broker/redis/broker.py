@@ -206,8 +206,9 @@ class RedisBroker:
             secret=secret,
             max_message_size=max_message_size,
         )
-        stats = self.stats = RedisBrokerStats()
+        self.stats: RedisBrokerStats = RedisBrokerStats()
         """Counters: connections, messages published, received, lost, missed."""
+        stats = self.stats
         link = self._link = Link()
         # The parts, each with the few others it needs (see the package documentation).
         table = self._table = TopicTable(self._release)
