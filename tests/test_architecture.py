@@ -136,8 +136,10 @@ def test_the_engine_knows_no_concrete_transport_and_no_route_builder() -> None:
     forbidden = {
         "trio_wsroutes._routes",
         "trio_wsroutes._server",
+        "trio_wsroutes._serving",
         "trio_wsroutes._admission",
         "trio_wsroutes._transports.native",
+        "trio_wsroutes._transports._native_transport",
         "trio_wsroutes._transports.asgi",
         "trio_wsroutes._transports._hypercorn",
     }
@@ -148,6 +150,7 @@ def test_the_engine_knows_no_concrete_transport_and_no_route_builder() -> None:
     "module_name",
     [
         "trio_wsroutes._transports.native",
+        "trio_wsroutes._transports._native_transport",
         "trio_wsroutes._transports.asgi",
         "trio_wsroutes._transports._hypercorn",
     ],
@@ -162,6 +165,7 @@ def test_transports_know_nothing_of_routes_brokers_or_the_engine(module_name: st
                 "trio_wsroutes._broker",
                 "trio_wsroutes._engine",
                 "trio_wsroutes._server",
+                "trio_wsroutes._serving",
                 "trio_wsroutes._admission",
                 "trio_wsroutes._messages",
             )

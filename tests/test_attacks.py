@@ -563,6 +563,32 @@ async def test_a_cookie_route_with_an_origin_policy_follows_it(serve_live: Serve
     assert partner[1] == 101
 
 
+async def test_self_allows_the_servers_own_origin_only_and_silences_the_warning(
+    serve_live: ServeLive, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = (
+        create_websocket_route("/e")
+        .authenticate(create_token_auth(lambda token: token, cookie_name="token"))
+        .allowed_origins(["self", "https://partner.example"])
+    )
+    with caplog.at_level(logging.WARNING, logger="trio_wsroutes"):
+        async with serve_live(WebSocketServer([route])) as address:
+            host = f"{address.host}:{address.port}"
+            other_port = f"{address.host}:{address.port + 1}"
+            answers = []
+            for origin in (
+                f"http://{host}",
+                "https://partner.example",
+                f"http://{other_port}",
+                "https://evil.example",
+            ):
+                answer = await handshake(address, "/e", {"Origin": origin, "Cookie": "token=u"})
+                await answer[0].aclose()
+                answers.append(answer[1])
+    assert answers == [101, 101, 403, 403]
+    assert "has no allowed_origins" not in caplog.text
+
+
 @pytest.mark.transports("native")
 async def test_large_requests_from_a_client_that_never_reads_are_bounded(
     serve_live: ServeLive,

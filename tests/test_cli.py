@@ -20,7 +20,8 @@ import yaml
 import trio_wsroutes
 from tests.typegen import app
 from trio_wsroutes import generate_asyncapi, generate_json_schema, generate_websocket_types
-from trio_wsroutes._cli import main, watch_install_hint
+from trio_wsroutes._cli import main
+from trio_wsroutes._cli_watch import watch_install_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "tests.typegen.app:server"
@@ -172,6 +173,34 @@ def test_errors_are_one_line_and_exit_1(
     assert message in err
     assert err.startswith("trio-wsroutes: error: ")
     assert err.count("\n") == 1
+
+
+SILENT = """
+import attrs
+from trio_wsroutes import create_websocket_route
+
+@attrs.frozen
+class Ping:
+    n: int
+
+quiet = create_websocket_route("/quiet")
+
+@quiet.on("ping", Ping)
+async def ping(ws, data, ctx):
+    pass
+"""
+
+
+def test_typegen_warns_about_a_route_that_declares_no_server_messages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "silentapp.py").write_text(SILENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["typegen", "silentapp:quiet", "--app-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: route '/quiet' declares no server messages" in err
+    assert main(["typegen", TARGET]) == 0  # routes that declare theirs: no warning
+    assert "warning" not in capsys.readouterr().err
 
 
 BIG_TARGETS = """

@@ -43,11 +43,11 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
+from trio_wsroutes._client_messages import ITEM_OVERHEAD
 from trio_wsroutes._server import native_endpoints
 from trio_wsroutes._transports._memory import memory_stream_pair
 from trio_wsroutes._transports.native import serve_stream
 from trio_wsroutes.client import (
-    _ITEM_OVERHEAD,  # pyright: ignore[reportPrivateUsage]
     Backoff,
     Client,
     ConnectionDenied,
@@ -764,7 +764,7 @@ async def queued(client: Client[Out], count: int) -> None:
 
 
 # A queued note holds the memory of its 30 characters of JSON and of its queue entry.
-NOTE_BYTES = sys.getsizeof(wire(type="note", data={"n": 0})) + _ITEM_OVERHEAD
+NOTE_BYTES = sys.getsizeof(wire(type="note", data={"n": 0})) + ITEM_OVERHEAD
 
 
 @pytest.mark.parametrize("limits", [{"max_queue": 5}, {"max_queue_bytes": 5 * NOTE_BYTES}])

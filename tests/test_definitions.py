@@ -155,6 +155,90 @@ def test_a_route_freezes_once_served() -> None:
         route.on("late", Ping, ping)
 
 
+# -- what handlers say they send -----------------------------------------------------------
+
+
+def test_a_reply_the_route_does_not_declare_fails_when_the_handler_is_registered() -> None:
+    route = create_websocket_route("/r").server_messages(Pong)
+
+    async def reply(ws: Connection[Pong], data: Ping, ctx: Context[None]) -> Other:
+        return Other(data.n)
+
+    with pytest.raises(TypeError) as caught:
+        route.on("ping", Ping, reply)
+    assert str(caught.value) == (
+        "the handler for 'ping' of route '/r': its return annotation names Other, which "
+        "the route does not declare (it declares Pong): add it to .server_messages()"
+    )
+
+
+def test_a_connection_claiming_undeclared_messages_fails_for_handlers_and_hooks() -> None:
+    route = create_websocket_route("/r").server_messages(Pong)
+
+    async def handler(ws: Connection[Pong | Other], data: Ping, ctx: Context[None]) -> None:
+        pass
+
+    async def joined(ws: Connection[Other], ctx: Context[None]) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"its ws: Connection\[\.\.\.\] annotation names Other"):
+        route.on("ping", Ping, handler)
+    with pytest.raises(TypeError, match="the on_connect hook of route '/r'"):
+        route.on_connect(joined)
+
+
+def test_a_route_that_sends_messages_without_declaring_any_fails_when_built() -> None:
+    # Before, it sent them happily and its generated types said it sent only error | ack.
+    route = create_websocket_route("/r")
+
+    @route.on("ping", Ping)
+    async def ping(ws: Connection[Any], data: Ping, ctx: Context[None]) -> Pong:
+        return Pong(data.n)
+
+    with pytest.raises(TypeError) as caught:
+        WebSocketServer([route])._admitter()  # what serving (or route.build()) does first
+    assert "declares no server messages: add .server_messages(Pong, ...)" in str(caught.value)
+
+
+def test_a_reply_that_is_not_a_message_class_gets_the_right_advice() -> None:
+    route = create_websocket_route("/r").server_messages(Pong)
+
+    async def reply(ws: Connection[Pong], data: Ping, ctx: Context[None]) -> dict[str, int]:
+        return {"n": data.n}
+
+    with pytest.raises(TypeError, match=r"handlers return \(and send\) instances of classes"):
+        route.on("ping", Ping, reply)
+
+
+def test_client_messages_must_list_every_handled_class() -> None:
+    route = create_websocket_route("/r").server_messages(Pong).client_messages(Ping)
+
+    @route.on("ping", Ping)
+    async def ping(ws: Connection[Pong], data: Ping, ctx: Context[None]) -> Pong:
+        return Pong(data.n)
+
+    @route.on("other", Other)
+    async def other(ws: Connection[Pong], data: Other, ctx: Context[None]) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"handles 'other' \(Other\) but .client_messages\(\)"):
+        route.build()
+
+
+def test_annotations_that_cannot_be_resolved_are_left_to_run_time() -> None:
+    route = create_websocket_route("/r").server_messages(Pong)
+
+    @route.on("ping", Ping)
+    async def ping(  # type: ignore[name-defined]
+        ws: Connection[Pong],
+        data: Ping,
+        ctx: Context[Unknown],  # noqa: F821
+    ) -> Later:  # noqa: F821
+        return Pong(data.n)  # type: ignore[return-value]
+
+    route.build()  # no error: the run-time check still refuses an undeclared message
+
+
 # -- at run time --------------------------------------------------------------------------
 
 
@@ -170,6 +254,29 @@ def _undeclared_route() -> Any:
         return Other(data.n)
 
     return route
+
+
+async def test_a_handler_returning_a_dict_is_told_to_return_message_classes(
+    memory_transport: TransportName, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = create_websocket_route("/r").server_messages(Pong)
+
+    @route.on("ping", Ping)
+    async def ping(ws: Connection[Pong], data: Ping, ctx: Context[None]) -> Any:
+        return {"type": "pong", "data": {"n": data.n}}
+
+    server = WebSocketServer([route])
+    with caplog.at_level(logging.ERROR, logger="trio_wsroutes"):
+        async with (
+            TestClient(server, transport=memory_transport) as client,
+            client.connect("/r") as ws,
+        ):
+            await ws.send("ping", {"n": 1}, id=1)
+            assert (await ws.receive())["code"] == "INTERNAL_ERROR"
+    assert "handlers return (and send) instances of classes decorated with @message" in (
+        caplog.text
+    )
+    assert "add it to .server_messages()" not in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["send", "reply"])

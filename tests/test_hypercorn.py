@@ -162,6 +162,8 @@ class HTTPResponse:
     status: int
     headers: dict[str, str]
     body: bytes
+    header_lines: list[tuple[str, str]] = attrs.field(factory=list)
+    """Every header as sent, names lowercased (``headers`` keeps the last of a name)."""
 
 
 async def http_get(address: BoundAddress, path: str) -> HTTPResponse:
@@ -177,7 +179,7 @@ async def http_get(address: BoundAddress, path: str) -> HTTPResponse:
         async with stream:
             await stream.send_all(client.send(request) + client.send(h11.EndOfMessage()))
             status = 0
-            headers: dict[str, str] = {}
+            lines: list[tuple[str, str]] = []
             body = bytearray()
             while True:
                 event = client.next_event()
@@ -185,12 +187,12 @@ async def http_get(address: BoundAddress, path: str) -> HTTPResponse:
                     client.receive_data(await stream.receive_some())
                 elif isinstance(event, h11.Response):
                     status = event.status_code
-                    headers = {k.decode().lower(): v.decode() for k, v in event.headers}
+                    lines = [(k.decode().lower(), v.decode()) for k, v in event.headers]
                 elif isinstance(event, h11.Data):
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage):
                     break
-    return HTTPResponse(status, headers, bytes(body))
+    return HTTPResponse(status, dict(lines), bytes(body), lines)
 
 
 # -- a small app with one route per concern ---------------------------------------------
@@ -375,6 +377,10 @@ async def test_plain_http_request_is_404_or_426_without_http_app(
             # A route's path says how to talk to it.
             assert response.status == 426
             assert response.headers["upgrade"].lower() == "websocket"
+            # Upgrade is hop-by-hop, and the connection ends after the answer: one
+            # Connection header says both.
+            connection = [value for name, value in response.header_lines if name == "connection"]
+            assert [value.lower() for value in connection] == ["upgrade, close"]
             assert json.loads(response.body)["code"] == "UPGRADE_REQUIRED"
         async with connect(address, "/echo") as ws:
             await ping(ws)

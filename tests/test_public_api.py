@@ -39,6 +39,7 @@ ALSO_PUBLIC = {
     "Headers",
     "OriginPolicy",
     "ServerStats",
+    "StartupError",
     "TrustedProxies",
     "ProtocolError",
     "QueryParams",

@@ -45,7 +45,7 @@ from trio_wsroutes import (
     create_websocket_route,
     message,
 )
-from trio_wsroutes.client import Backoff, connect
+from trio_wsroutes.client import Backoff, RecoveryInfo, connect
 
 TIMEOUT = 30
 FAST = Backoff(initial=0.02, maximum=0.2)
@@ -798,12 +798,19 @@ async def test_the_python_client_misses_nothing_across_a_server_restart_with_red
     # Publishes while no server runs: a handle that is not running, with the same policy.
     outside = RedisBroker(redis.url, history=HISTORY)
     received: list[Out] = []
+    verdicts: list[RecoveryInfo] = []
     done = trio.Event()
+
+    async def on_recovery(info: RecoveryInfo) -> None:
+        verdicts.append(info)
+
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             async with live_server(first_app.server, transport) as address:
                 url = f"{address.ws_url}/topic/room:p"
-                client = connect(url, first_app.route, reconnect=FAST, proxy=False)
+                client = connect(
+                    url, first_app.route, reconnect=FAST, proxy=False, on_recovery=on_recovery
+                )
                 await nursery.start(hold, client, done)
                 received.append(await client.receive())
                 for n in range(1, 4):
@@ -820,6 +827,7 @@ async def test_the_python_client_misses_nothing_across_a_server_restart_with_red
                 received.append(await client.receive())
                 assert client.reconnects == 1
                 after = client.positions["room:p"]
+                await wait_until(lambda: verdicts)
                 done.set()
     assert received == [
         Joined("room:p", False, 0),
@@ -835,6 +843,10 @@ async def test_the_python_client_misses_nothing_across_a_server_restart_with_red
     ]
     assert second_app.recoveries == [("room:p", Recovery(True, 4))]
     assert after == Position(before.epoch, before.offset + 5)
+    # The client's own verdict: the first publication it got followed its position.
+    assert verdicts == [
+        RecoveryInfo("room:p", True, before, Position(before.epoch, before.offset + 1))
+    ]
 
 
 async def test_the_python_client_learns_that_an_in_memory_history_was_lost(
@@ -844,12 +856,19 @@ async def test_the_python_client_learns_that_an_in_memory_history_was_lost(
     # the client's position does not recover, and the app can tell it so (and would send
     # a snapshot here).
     first_app, second_app = make_app(), make_app()
+    verdicts: list[RecoveryInfo] = []
     done = trio.Event()
+
+    async def on_recovery(info: RecoveryInfo) -> None:
+        verdicts.append(info)
+
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             async with live_server(first_app.server, transport) as address:
                 url = f"{address.ws_url}/topic/room:m"
-                client = connect(url, first_app.route, reconnect=FAST, proxy=False)
+                client = connect(
+                    url, first_app.route, reconnect=FAST, proxy=False, on_recovery=on_recovery
+                )
                 await nursery.start(hold, client, done)
                 assert await client.receive() == Joined("room:m", False, 0)
                 await first_app.server.publish("room:m", Said(1))
@@ -861,6 +880,9 @@ async def test_the_python_client_learns_that_an_in_memory_history_was_lost(
                 await second_app.server.publish("room:m", Said(2))
                 assert await client.receive() == Said(2)
                 after = client.positions["room:m"]
+                await wait_until(lambda: verdicts)
                 done.set()
     assert after.epoch != before.epoch
     assert after.offset == 1
+    # The app hears it from the client too, and would fetch a snapshot.
+    assert verdicts == [RecoveryInfo("room:m", False, before, after)]

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from cattrs.preconf.orjson import OrjsonConverter
 
-import trio_wsroutes._typegen._model as typegen_model
+import trio_wsroutes._typegen._type_mapping as type_mapping
 from tests import _typescript
 from tests.typegen import app
 from trio_wsroutes import (
@@ -349,7 +349,7 @@ def test_dates_and_uuids_are_the_iso_strings_the_converter_writes() -> None:
 def own_converter(monkeypatch: pytest.MonkeyPatch) -> OrjsonConverter:
     """A fresh project converter, used by the generators instead of the shared one."""
     fresh = _make_converter()
-    monkeypatch.setattr(typegen_model, "converter", fresh)
+    monkeypatch.setattr(type_mapping, "converter", fresh)
     return fresh
 
 
@@ -935,7 +935,7 @@ def test_yaml_writer_round_trips_awkward_strings() -> None:
 
 
 def test_the_generators_import_nothing_that_does_io() -> None:
-    sources = Path(typegen_model.__file__).parent.glob("*.py")
+    sources = Path(type_mapping.__file__).parent.glob("*.py")
     imports = set()
     for source in sources:
         imports |= set(re.findall(r"^\s*(?:from|import) (\S+)", source.read_text(), re.M))

@@ -60,11 +60,16 @@ def mypy_errors() -> Lines:
 
 @pytest.fixture(scope="session")
 def pyright_errors() -> Lines:
-    pyright = shutil.which("pyright")
+    # The pyright of this interpreter's environment, found even when that environment is
+    # not activated (``path/to/venv/bin/python -m pytest``), else PATH's.
+    pyright = shutil.which("pyright", path=str(Path(sys.executable).parent)) or shutil.which(
+        "pyright"
+    )
     if pyright is None:
         pytest.fail("pyright is not installed (pip install -e '.[test]')")
     result = subprocess.run(
-        [pyright, "--outputjson", *map(str, FILES)],
+        # This interpreter's packages, not those of whatever python is on PATH.
+        [pyright, "--outputjson", "--pythonpath", sys.executable, *map(str, FILES)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -22,21 +22,18 @@ from hypothesis import strategies as st
 
 from trio_wsroutes import (
     ErrorDetail,
-    _validation,
+    _definition_checks,
+    _validation_details,
+    _validation_problems,
     create_websocket_route,
     generate_json_schema,
     generate_websocket_types,
     message,
 )
+from trio_wsroutes._definition_checks import check_client_schema, check_server_message
 from trio_wsroutes._messages import encode_message
-from trio_wsroutes._validation import (
-    _make_converter,
-    check_client_schema,
-    check_server_message,
-    converter,
-    structure_hook_for,
-    validation_details,
-)
+from trio_wsroutes._validation import _make_converter, converter, structure_hook_for
+from trio_wsroutes._validation_details import validation_details
 
 Details = list[tuple[str, str]]
 
@@ -1256,7 +1253,7 @@ def test_a_client_field_of_a_type_with_a_registered_hook_passes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fresh = _make_converter()
-    monkeypatch.setattr(_validation, "converter", fresh)
+    monkeypatch.setattr(_definition_checks, "converter", fresh)
     cls = make("Holder", Plain)
     with pytest.raises(TypeError):
         check_client_schema(cls, WHERE)
@@ -1389,9 +1386,9 @@ def test_structuring_stops_after_the_problem_budget(data: dict[str, Any]) -> Non
     with pytest.raises(Exception) as failure:
         conv.structure(data, Cart)
     # Two problems per empty object: structuring stopped after MAX_PROBLEMS of them.
-    assert len(calls) == _validation.MAX_PROBLEMS // 2
-    assert len(list(_validation.structure_errors(failure.value, "$.data"))) == (
-        _validation.MAX_PROBLEMS
+    assert len(calls) == _validation_problems.MAX_PROBLEMS // 2
+    assert len(list(_validation_details.structure_errors(failure.value, "$.data"))) == (
+        _validation_problems.MAX_PROBLEMS
     )
 
 
@@ -1401,7 +1398,7 @@ def test_the_budget_is_shared_by_every_level() -> None:
     details = validation_details(
         structure_error(Cart, data), max_details=1000, max_bytes=1_000_000
     )
-    assert len(details) == _validation.MAX_PROBLEMS + 1
+    assert len(details) == _validation_problems.MAX_PROBLEMS + 1
     assert details[59] == ErrorDetail("$.data.lines[59].sku", "expected string, got integer")
     assert details[60] == ErrorDetail("$.data.grid[0][0].sku", "expected string, got integer")
     assert details[-1] == ErrorDetail(
@@ -1420,7 +1417,7 @@ def test_a_budget_ends_with_its_value() -> None:
 
 def test_details_are_capped_with_a_count_of_the_rest() -> None:
     details = validation_details(structure_error(Cart, {"lines": [{}] * 100_000}))
-    assert len(details) == _validation.MAX_ERROR_DETAILS + 1
+    assert len(details) == _validation_details.MAX_ERROR_DETAILS + 1
     assert details[0] == ErrorDetail("$.data.lines[0].sku", "required field missing")
     assert details[-1] == ErrorDetail(
         "$.data", "and at least 80 more problems (checking stopped after 100)"
@@ -1437,13 +1434,14 @@ def test_details_fit_their_byte_budget_and_every_text_is_clipped() -> None:
     data = {"named": {f"{long_key}{i}": {"sku": "s", "qty": "x" * 10_000} for i in range(50)}}
     details = validation_details(structure_error(Cart, data))
     body = orjson.dumps([d.to_json() for d in details])
-    assert len(body) <= _validation.MAX_ERROR_DETAILS_BYTES + 200  # + the "and N more" entry
+    # The bound, plus the "and N more" entry.
+    assert len(body) <= _validation_details.MAX_ERROR_DETAILS_BYTES + 200
     assert details[0].path == f'$.data.named["{"k" * 64}"...].qty'
-    assert len(details) == _validation.MAX_ERROR_DETAILS + 1
+    assert len(details) == _validation_details.MAX_ERROR_DETAILS + 1
     assert details[-1].message == "and 30 more problems"
     for detail in details:
-        assert len(detail.path) <= _validation.MAX_DETAIL_TEXT
-        assert len(detail.message) <= _validation.MAX_DETAIL_TEXT
+        assert len(detail.path) <= _validation_details.MAX_DETAIL_TEXT
+        assert len(detail.message) <= _validation_details.MAX_DETAIL_TEXT
     tiny = validation_details(structure_error(Cart, data), max_bytes=1)
     assert [d.message for d in tiny] == ["expected integer, got string", "and 49 more problems"]
 
@@ -1455,7 +1453,7 @@ def test_a_validator_message_that_repeats_the_input_is_clipped() -> None:
 
     (detail,) = validation_details(structure_error(Pick, {"color": "x" * 100_000}))
     assert detail.path == "$.data.color"
-    assert len(detail.message) == _validation.MAX_DETAIL_TEXT
+    assert len(detail.message) == _validation_details.MAX_DETAIL_TEXT
     assert detail.message.endswith("...")
 
 

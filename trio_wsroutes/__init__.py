@@ -53,6 +53,7 @@ from ._routes import WebSocketRoute as WebSocketRoute
 from ._routes import create_websocket_route as create_websocket_route
 from ._server import BoundAddress as BoundAddress
 from ._server import WebSocketServer as WebSocketServer
+from ._serving import StartupError as StartupError
 from ._spec import RateLimit as RateLimit
 from ._stats import ServerStats as ServerStats
 from ._typegen import TypeGenerationError as TypeGenerationError

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import orjson
 
-from ._auth import Reject, escape_controls
+from ._auth import Reject, escape_controls, token_places
 from ._codes import (
     AUTH_ERROR,
     BAD_REQUEST,
@@ -97,7 +97,8 @@ def cookie_routes_without_policy(specs: list[RouteSpec]) -> list[str]:
         spec.path
         for spec in specs
         if spec.origin_policy is None
-        and getattr(spec.authenticate, "__trio_wsroutes_cookie__", None) is not None
+        and (places := token_places(spec.authenticate)) is not None
+        and places.cookie is not None
     ]
 
 
@@ -201,7 +202,7 @@ class Admission:
             return None
         spec, request.path_params = found
         policy = spec.origin_policy
-        if policy is not None and not policy.allows(request.origin):
+        if policy is not None and not policy.allows(request.origin, request.headers.get("host")):
             await self.deny(transport, 403, "Origin not allowed", FORBIDDEN_ORIGIN)
             return None
         subprotocol = spec.select_subprotocol(request.subprotocols)

@@ -1,4 +1,5 @@
-"""Authentication on the upgrade: ``Reject`` and the token helpers of the seed plan."""
+"""Authentication on the upgrade: ``Reject`` and the helpers that read a token from a
+request (header, query parameter or cookie)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ._request import Request, is_token
 __all__ = [
     "Reject",
     "RequestInfo",
+    "TokenPlaces",
     "create_token_auth",
     "extract_bearer_token",
     "extract_cookie_token",
@@ -190,11 +192,32 @@ def create_token_auth(
             result = await result
         return result
 
-    if cookie_name is not None:
-        # Known before any request: the server warns at startup about such a route
-        # without an origin policy.
-        authenticate.__trio_wsroutes_cookie__ = cookie_name  # type: ignore[attr-defined]
+    # Where the token is read, known before any request: the typed clients send it
+    # there, type generation describes it, and the server warns at startup about a
+    # cookie route without an origin policy.
+    places = TokenPlaces(
+        header=check_header, query=query_param_name if check_query else None, cookie=cookie_name
+    )
+    authenticate.__trio_wsroutes_token__ = places  # type: ignore[attr-defined]
     return authenticate
+
+
+@attrs.frozen
+class TokenPlaces:
+    """Where an ``authenticate`` made by :func:`create_token_auth` reads the token."""
+
+    header: bool
+    """``Authorization: Bearer <token>``."""
+    query: str | None
+    """The query parameter, if it reads one."""
+    cookie: str | None
+    """The cookie, if it reads one."""
+
+
+def token_places(authenticate: object) -> TokenPlaces | None:
+    """Where ``authenticate`` reads a token, if :func:`create_token_auth` made it."""
+    places = getattr(authenticate, "__trio_wsroutes_token__", None)
+    return places if isinstance(places, TokenPlaces) else None
 
 
 @attrs.frozen

@@ -30,25 +30,21 @@ changes.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import reprlib
-import signal
 import sys
-import sysconfig
-import tempfile
 import traceback
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeGuard, cast
+from typing import Any, NoReturn, cast
 
+from ._cli_watch import SOURCES_FLAG, project_sources, reload_loop, watch_install_hint, watch_loop
 from ._routes import WebSocketRoute
+from ._serving import program_name
 from ._typegen import (
     TypeGenerationError,
     client_language,
@@ -58,21 +54,30 @@ from ._typegen import (
     generate_websocket_types,
     write_if_changed,
 )
+from ._typegen._build import silent_routes
 from ._version import __version__
 
 __all__ = ["main"]
 
-_SOURCES_FLAG = "--report-sources"
+
+def _prog() -> str:
+    """``trio-wsroutes``, or ``python -m trio_wsroutes`` when run that way (the name a
+    message should tell the user to type)."""
+    name = program_name()
+    return name if name == "python -m trio_wsroutes" else "trio-wsroutes"
 
 
 class _Failure(Exception):
-    """A problem to report on one line, with exit status 1."""
+    """A problem to report on one line, with exit status 1 (2 for ``serve``, which also
+    exits 2 when it cannot listen)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="trio-wsroutes",
-        description="Generate client types and API descriptions from trio_wsroutes routes.",
+        prog=_prog(),
+        description=(
+            "Serve trio_wsroutes routes, and generate client types and API descriptions from them."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"trio-wsroutes {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -133,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
                 choices=["yaml", "json"],
                 help="output format (default: JSON for a .json output, else YAML)",
             )
-        command.add_argument(_SOURCES_FLAG, help=argparse.SUPPRESS)
+        command.add_argument(SOURCES_FLAG, help=argparse.SUPPRESS)
         command.set_defaults(command_parser=command)
     serve_help = "serve a WebSocketServer (for development; Ctrl+C stops it gracefully)"
     serve = commands.add_parser("serve", help=serve_help, description=serve_help)
@@ -264,6 +269,13 @@ def types_module(types_path: str, client_path: str) -> str:
 def _render(args: argparse.Namespace) -> list[tuple[str | None, str]]:
     """``(path, text)`` for each file to write (``None``: stdout)."""
     source: Any = check_source(load_target(args.target, args.app_dir), args.target)
+    for path in silent_routes(source, args.routes):
+        print(
+            f"{_prog()}: warning: route {path!r} declares no server messages: the "
+            "generated types say it sends only errors and acks; if its handlers send "
+            "messages, declare them with .server_messages(...)",
+            file=sys.stderr,
+        )
     if args.command == "typegen":
         outputs: list[tuple[str | None, str]] = [
             (args.output, generate_websocket_types(source, routes=args.routes))
@@ -293,30 +305,6 @@ def _render(args: argparse.Namespace) -> list[tuple[str | None, str]]:
     return [(args.output, text)]
 
 
-def _project_sources() -> list[str]:
-    """The Python files of the modules loaded from outside the standard library,
-    site-packages and trio_wsroutes itself: the files whose changes ``--watch`` reacts to."""
-    paths = sysconfig.get_paths()
-    excluded = {
-        str(Path(paths[key]).resolve())
-        for key in ("stdlib", "platstdlib", "purelib", "platlib")
-        if key in paths
-    }
-    excluded.add(str(Path(__file__).resolve().parent))
-    sources: set[str] = set()
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if not isinstance(file, str) or not file.endswith(".py"):
-            continue
-        resolved = str(Path(file).resolve())
-        if any(resolved.startswith(prefix + os.sep) for prefix in excluded):
-            continue
-        if os.sep + "site-packages" + os.sep in resolved:
-            continue
-        sources.add(resolved)
-    return sorted(sources)
-
-
 def _command_line(args: argparse.Namespace) -> str:
     """The command that writes the files ``args`` names (for ``--check``'s message)."""
     words = ["trio-wsroutes", args.command, args.target, "-o", args.output]
@@ -328,7 +316,7 @@ def _command_line(args: argparse.Namespace) -> str:
 def _generate(args: argparse.Namespace) -> int:
     outputs = _render(args)
     if getattr(args, "report_sources", None):
-        Path(args.report_sources).write_text(json.dumps(_project_sources()))
+        Path(args.report_sources).write_text(json.dumps(project_sources()))
     if args.output is None:
         sys.stdout.write(outputs[0][1])
         sys.stdout.flush()
@@ -344,50 +332,22 @@ def _generate(args: argparse.Namespace) -> int:
             if current != text:
                 state = "is missing" if current is None else "is out of date"
                 print(
-                    f"trio-wsroutes: {path} {state}; run: {_command_line(args)}",
+                    f"{_prog()}: {path} {state}; run: {_command_line(args)}",
                     file=sys.stderr,
                 )
                 status = 1
             else:
-                print(f"trio-wsroutes: {path} is up to date", file=sys.stderr)
+                print(f"{_prog()}: {path} is up to date", file=sys.stderr)
         return status
     for path, text in outputs:
         assert path is not None
         changed = write_if_changed(path, text)
         state = "wrote" if changed else "unchanged:"
-        print(f"trio-wsroutes: {state} {path}", file=sys.stderr, flush=True)
+        print(f"{_prog()}: {state} {path}", file=sys.stderr, flush=True)
     return 0
 
 
 # -- watch mode ----------------------------------------------------------------------------
-
-
-def watch_install_hint(
-    direct_url: str | None, extras: Sequence[str], cwd: str | os.PathLike[str]
-) -> str:
-    """The command that installs watchfiles for ``--watch``, for this installation.
-
-    ``direct_url`` is the distribution's ``direct_url.json`` (PEP 610) and ``extras`` its
-    ``Provides-Extra`` entries. A project installed from a directory (a checkout) gets
-    the ``watch`` extra from that directory, with ``-e`` if it was installed editable
-    (``'.[watch]'`` from inside it): ``'trio-wsroutes[watch]'`` would install the package
-    from the index over it.
-    """
-    if "watch" not in extras:
-        return "python -m pip install 'watchfiles>=0.21'"
-    try:
-        info: object = json.loads(direct_url) if direct_url else None
-    except ValueError:
-        info = None
-    if _is_dict(info):
-        url = info.get("url")
-        dir_info = info.get("dir_info")
-        if _is_dict(dir_info) and isinstance(url, str) and url.startswith("file:"):
-            path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
-            where = "." if path.resolve() == Path(cwd).resolve() else str(path)
-            editable = "-e " if dir_info.get("editable") is True else ""
-            return f"python -m pip install {editable}'{where}[watch]'"
-    return "python -m pip install 'trio-wsroutes[watch]'"
 
 
 def _watch_install_hint() -> str:
@@ -405,92 +365,8 @@ def _watch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import trio
 
     child = [a for a in argv if a != "--watch"]
-    trio.run(_watch_loop, child, os.path.abspath(args.app_dir))
+    trio.run(watch_loop, child, os.path.abspath(args.app_dir))
     return 0
-
-
-async def _watch_loop(child_argv: list[str], app_dir: str) -> None:
-    import trio
-    import watchfiles
-
-    stop = trio.Event()
-
-    async def stop_on_signal() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                print("trio-wsroutes: stopped watching", file=sys.stderr, flush=True)
-                stop.set()
-                return
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(stop_on_signal)
-        sources = await _generate_in_child(child_argv) or []
-        while not stop.is_set():
-            directories = sorted({os.path.dirname(s) for s in sources}) or [app_dir]
-            print(
-                f"trio-wsroutes: watching {len(directories)} "
-                f"director{'y' if len(directories) == 1 else 'ies'} for changes "
-                "(Ctrl-C to stop)",
-                file=sys.stderr,
-                flush=True,
-            )
-            async for changes in watchfiles.awatch(
-                *directories,
-                watch_filter=watchfiles.PythonFilter(),
-                stop_event=stop,
-                recursive=False,
-                rust_timeout=1000,
-                step=50,
-            ):
-                listed = ", ".join(
-                    f"{_relative(path)} ({change.name})"
-                    for change, path in sorted(changes, key=lambda c: (c[1], c[0].value))
-                )
-                print(f"trio-wsroutes: changed: {listed}", file=sys.stderr, flush=True)
-                found = await _generate_in_child(child_argv)
-                if found is not None and found != sources:
-                    sources = found
-                    break  # watch the new set of directories
-        nursery.cancel_scope.cancel()
-
-
-def _relative(path: str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        return path
-
-
-async def _generate_in_child(argv: list[str]) -> list[str] | None:
-    """Run one generation in a fresh interpreter; return the sources it imported."""
-    import trio
-
-    with tempfile.TemporaryDirectory(prefix="trio-wsroutes-") as directory:
-        report = Path(directory) / "sources.json"
-        command = [sys.executable, "-m", "trio_wsroutes._cli", *argv, _SOURCES_FLAG, str(report)]
-        result = await trio.run_process(command, check=False)
-        if result.returncode != 0:
-            print(
-                "trio-wsroutes: generation failed; waiting for the next change",
-                file=sys.stderr,
-                flush=True,
-            )
-            return None
-        try:
-            found: object = json.loads(report.read_text())
-        except (OSError, ValueError):
-            return None
-    if not _is_list(found):
-        return None
-    return [s for s in found if isinstance(s, str)]
-
-
-def _is_list(value: object) -> TypeGuard[list[object]]:
-    return isinstance(value, list)
-
-
-def _is_dict(value: object) -> TypeGuard[dict[str, object]]:
-    return isinstance(value, dict)
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -501,7 +377,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import trio
 
-    from ._server import WebSocketServer
+    from ._server import BoundAddress, WebSocketServer
 
     server = load_target(args.target, args.app_dir)
     if not isinstance(server, WebSocketServer):
@@ -509,26 +385,35 @@ def _serve(args: argparse.Namespace) -> int:
     context: ssl.SSLContext | None = None
     if args.certfile is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.certfile, args.keyfile)
+        try:
+            context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            files = args.certfile if args.keyfile is None else f"{args.certfile}, {args.keyfile}"
+            detail = exc.reason if isinstance(exc, ssl.SSLError) else None
+            reason = exc.strerror or detail or str(exc)
+            raise _Failure(f"cannot load the certificate ({files}): {reason}") from None
     serve = server.serve_native if args.native else server.serve
+    transport = "native transport" if args.native else "hypercorn"
+    paths = ", ".join(route.path for route in server.routes)
 
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(
-                functools.partial(serve, args.host, args.port, ssl_context=context)
-            )
-            transport = "native transport" if args.native else "hypercorn"
-            for address in addresses:
-                paths = ", ".join(route.path for route in server.routes)
+    class Announce(trio.TaskStatus[list[BoundAddress]]):
+        """Says where the server listens, once it does (as ``task_status``: ``serve``
+        runs as the main task, so a failure to start is its own one-line exit)."""
+
+        def started(self, value: list[BoundAddress] | None = None) -> None:
+            for address in value or []:
                 print(
-                    f"trio-wsroutes: serving {args.target} on {address.ws_url} ({transport}; "
+                    f"{_prog()}: serving {args.target} on {address.ws_url} ({transport}; "
                     f"routes: {paths}); Ctrl+C to stop",
                     file=sys.stderr,
                     flush=True,
                 )
 
+    async def run() -> None:
+        await serve(args.host, args.port, ssl_context=context, task_status=Announce())
+
     trio.run(run)
-    print("trio-wsroutes: stopped", file=sys.stderr, flush=True)
+    print(f"{_prog()}: stopped", file=sys.stderr, flush=True)
     return 0
 
 
@@ -538,43 +423,8 @@ def _serve_reloading(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import trio
 
     child = [a for a in argv if a != "--reload"]
-    trio.run(_reload_loop, child, os.path.abspath(args.app_dir))
+    trio.run(reload_loop, child, os.path.abspath(args.app_dir))
     return 0
-
-
-async def _reload_loop(child_argv: list[str], app_dir: str) -> None:
-    """Run ``serve`` in a child process; on a change to a Python file under ``app_dir``,
-    stop it gracefully (SIGTERM) and start it again."""
-    import trio
-    import watchfiles
-
-    stop = trio.Event()
-    command = [sys.executable, "-m", "trio_wsroutes._cli", *child_argv]
-    async with trio.open_nursery() as nursery:
-
-        async def stop_on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    stop.set()
-                    return
-
-        nursery.start_soon(stop_on_signal)
-        while not stop.is_set():
-            process = await trio.lowlevel.open_process(command)
-            async for changes in watchfiles.awatch(
-                app_dir,
-                watch_filter=watchfiles.PythonFilter(),
-                stop_event=stop,
-                rust_timeout=1000,
-                step=50,
-            ):
-                listed = ", ".join(sorted({_relative(path) for _, path in changes}))
-                print(f"trio-wsroutes: changed: {listed}; restarting", file=sys.stderr, flush=True)
-                break
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)  # a graceful stop: 1001 to every client
-            await process.wait()
-        nursery.cancel_scope.cancel()
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -600,8 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _watch(args, arguments)
         return _generate(args)
     except (_Failure, TypeGenerationError) as exc:
-        print(f"trio-wsroutes: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"{_prog()}: error: {exc}", file=sys.stderr)
+        # A server that cannot start exits 2 (as when it cannot listen); generation 1.
+        return 2 if args.command == "serve" else 1
     except KeyboardInterrupt:
         return 130
     except Exception:

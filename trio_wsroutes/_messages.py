@@ -91,9 +91,16 @@ def check_declared(message: object, declared: Collection[type[Any]], path: str) 
     ``.server_messages()`` (``declared``; empty: anything goes): what a route's types, and
     the client types generated from them, promise is what goes out."""
     if declared and type(message) not in declared:
+        kind = type(message).__qualname__
+        if message_type(type(message)) is None:
+            raise TypeError(
+                f"route {path!r} was given a {kind}: handlers return (and send) instances "
+                'of classes decorated with @message("type") that the route declares in '
+                ".server_messages()"
+            )
         names = ", ".join(sorted(cls.__qualname__ for cls in declared))
         raise TypeError(
-            f"{type(message).__qualname__} is not a server message of route {path!r} "
+            f"{kind} is not a server message of route {path!r} "
             f"(it declares {names}); add it to .server_messages()"
         )
 

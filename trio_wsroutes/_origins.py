@@ -15,23 +15,28 @@ class OriginPolicy:
     to any host, with the user's cookies: without this check, a hostile page can act as
     the user (cross-site WebSocket hijacking). Entries are exact origins
     (``https://app.example.com``), ``*.``-wildcards for subdomains
-    (``https://*.example.com``), or ``"*"`` for any. A request without ``Origin`` comes
-    from a non-browser client, which cannot be hijacked this way, and is allowed unless
-    ``require=True``.
+    (``https://*.example.com``), ``"self"`` for the server's own origin (the host the
+    request was sent to, from its ``Host`` header: pages the server itself serves), or
+    ``"*"`` for any. A request without ``Origin`` comes from a non-browser client, which
+    cannot be hijacked this way, and is allowed unless ``require=True``.
     """
 
-    __slots__ = ("_exact", "_patterns", "any", "require")
+    __slots__ = ("_exact", "_patterns", "any", "own", "require")
 
     def __init__(self, origins: Iterable[str], *, require: bool = False) -> None:
         exact: set[str] = set()
         patterns: list[re.Pattern[str]] = []
         self.any: bool = False
+        self.own: bool = False
+        """Whether ``"self"`` is an entry: the server's own origin is allowed."""
         for origin in origins:
             if not isinstance(origin, str) or not origin:
                 raise TypeError(f"allowed origins are strings, got {origin!r}")
             normalized = origin.strip().rstrip("/").lower()
             if normalized == "*":
                 self.any = True
+            elif normalized == "self":
+                self.own = True
             elif "*" in normalized:
                 scheme, sep, host = normalized.partition("://")
                 if not sep or not host.startswith("*.") or "*" in host[2:]:
@@ -45,17 +50,21 @@ class OriginPolicy:
         self._patterns = tuple(patterns)
         self.require: bool = require
 
-    def allows(self, origin: str | None) -> bool:
-        """Whether a request with this ``Origin`` header (or none) may connect."""
+    def allows(self, origin: str | None, host: str | None = None) -> bool:
+        """Whether a request with this ``Origin`` header (or none) may connect; ``host``
+        is its ``Host`` header, for the ``"self"`` entry."""
         if origin is None:
             return not self.require
         normalized = origin.strip().rstrip("/").lower()
         if self.any or normalized in self._exact:
             return True
+        if self.own and same_origin(normalized, host):
+            return True
         return any(pattern.fullmatch(normalized) for pattern in self._patterns)
 
     def __repr__(self) -> str:
         shown = ["*"] if self.any else sorted(self._exact) + [p.pattern for p in self._patterns]
+        shown = ["self", *shown] if self.own else shown
         return f"OriginPolicy({shown!r}, require={self.require})"
 
 

@@ -23,8 +23,8 @@ __all__ = [
     "MAX_RESUME_QUERY_BYTES",
     "PositionBook",
     "RecoveryInfo",
-    "ResumePlan",
-    "plan_resume",
+    "ResumeAttempt",
+    "prepare_resume",
 ]
 
 MAX_RESUME_POSITIONS: Final = 64
@@ -157,7 +157,7 @@ class PositionBook:
 
 
 @attrs.frozen
-class ResumePlan:
+class ResumeAttempt:
     """The URL of one connection attempt, and which positions it carries."""
 
     url: str
@@ -167,7 +167,7 @@ class ResumePlan:
     """The positions kept that did not fit in ``url`` (the least recently seen)."""
 
 
-def plan_resume(url: str, book: PositionBook) -> ResumePlan:
+def prepare_resume(url: str, book: PositionBook) -> ResumeAttempt:
     """``url`` with a ``since`` parameter per position of ``book``, as many as fit.
 
     The most recently seen positions go first, while the request stays under
@@ -175,7 +175,7 @@ def plan_resume(url: str, book: PositionBook) -> ResumePlan:
     path and query; ``since`` parameters already in ``url`` are replaced.
     """
     if not len(book):
-        return ResumePlan(url, {}, {})
+        return ResumeAttempt(url, {}, {})
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "since"]
     count_room = min(MAX_RESUME_POSITIONS, MAX_SINCE_VALUES, SERVER_MAX_QUERY_PARAMS - len(query))
@@ -191,4 +191,4 @@ def plan_resume(url: str, book: PositionBook) -> ResumePlan:
             left_out[topic] = position  # and every less recently seen one after it
     sent = dict(reversed(newest_first))
     query += [("since", format_since(topic, position)) for topic, position in sent.items()]
-    return ResumePlan(urlunsplit(parts._replace(query=urlencode(query))), sent, left_out)
+    return ResumeAttempt(urlunsplit(parts._replace(query=urlencode(query))), sent, left_out)

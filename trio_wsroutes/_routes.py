@@ -12,11 +12,23 @@ import inspect
 import sys
 import types
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
+from typing import Any, Generic, NoReturn, overload
 
 import attrs
-from typing_extensions import deprecated
+from typing_extensions import TypeVar, deprecated
 
+from ._definition_checks import check_client_schema, check_server_message
+from ._handler_messages import check_handler_messages
+from ._handlers import (
+    BinaryHandler,
+    CloseHandler,
+    ConnectHandler,
+    ErrorHandler,
+    MessageHandler,
+    SubscribeCheck,
+    TextHandler,
+    check_handler,
+)
 from ._messages import RESERVED_TYPES, message_type
 from ._origins import OriginPolicy
 from ._paths import PathPattern as PathPattern
@@ -32,36 +44,17 @@ from ._spec import (
     choose_subprotocol,
     resolve_heartbeat,
 )
-from ._validation import (
-    check_client_schema,
-    check_server_message,
-    converter,
-    structure_hook_for,
-)
+from ._validation import converter, structure_hook_for
 
-if TYPE_CHECKING:
-    from ._context import Context
-    from ._engine import Connection
-
-__all__ = [
-    "AuthenticateFn",
-    "BinaryHandler",
-    "CloseHandler",
-    "ConnectHandler",
-    "ErrorHandler",
-    "MessageHandler",
-    "ServerDefaults",
-    "SubscribeCheck",
-    "TextHandler",
-    "WebSocketRoute",
-    "create_websocket_route",
-    "resolve_route",
-]
+__all__ = ["ServerDefaults", "WebSocketRoute", "create_websocket_route", "resolve_route"]
 
 T = TypeVar("T")
 U = TypeVar("U")
 UserT = TypeVar("UserT")
 ServerT = TypeVar("ServerT")
+ClientT_co = TypeVar("ClientT_co", covariant=True, default=object)
+"""The route's client messages, as the typed clients see them: ``object`` (anything) until
+:meth:`WebSocketRoute.client_messages` declares them."""
 A = TypeVar("A")
 B = TypeVar("B")
 C = TypeVar("C")
@@ -70,25 +63,6 @@ E = TypeVar("E")
 F = TypeVar("F")
 G = TypeVar("G")
 H = TypeVar("H")
-
-MessageHandler = Callable[["Connection[ServerT]", T, "Context[UserT]"], Awaitable[ServerT | None]]
-"""``async def handler(ws, data, ctx) -> ServerMessage | None``; a returned message is the
-reply, sent with the request's ``id``."""
-ConnectHandler = Callable[["Connection[ServerT]", "Context[UserT]"], Awaitable[None]]
-"""``async def on_connect(ws, ctx) -> None``."""
-CloseHandler = Callable[["Connection[ServerT]", int, str, "Context[UserT]"], Awaitable[None]]
-"""``async def on_close(ws, code, reason, ctx) -> None``."""
-ErrorHandler = Callable[["Connection[ServerT]", Exception, "Context[UserT]"], Awaitable[None]]
-"""``async def on_error(ws, error, ctx) -> None``."""
-BinaryHandler = Callable[["Connection[ServerT]", bytes, "Context[UserT]"], Awaitable[None]]
-"""``async def on_binary(ws, data, ctx) -> None``."""
-TextHandler = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[None]]
-SubscribeCheck = Callable[["Connection[ServerT]", str, "Context[UserT]"], Awaitable[bool] | bool]
-"""``fn(ws, topic, ctx) -> bool`` (sync or async): may this connection subscribe to
-``topic``?"""
-"""``async def on_text(ws, text, ctx) -> None``: a text frame that is not an envelope."""
-AuthenticateFn = Callable[[Request], Awaitable[U | None]] | Callable[[Request], U | None]
-"""``fn(request) -> user | None``, sync or async."""
 
 _ConnectT = TypeVar("_ConnectT", bound=Callable[..., Awaitable[None]])
 
@@ -130,43 +104,14 @@ class ServerDefaults:
         self.heartbeat_timeout = heartbeat_timeout
 
 
-def _check_handler(fn: object, what: str, parameters: tuple[str, ...]) -> None:
-    """Refuse, at definition time, a handler the engine could not call: not ``async``,
-    or not callable with the positional arguments it will get."""
-    # partial() and bound methods of async functions pass; so do objects whose
-    # __call__ is async.
-    if not (
-        inspect.iscoroutinefunction(fn)
-        or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
-    ):
-        raise TypeError(f"{what} must be an async function (async def), got {fn!r}")
-    try:
-        signature = inspect.signature(fn)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return  # a callable without a signature (some builtins): called as it is
-    try:
-        signature.bind(*parameters)
-    except TypeError as exc:
-        name = getattr(fn, "__name__", None) or repr(fn)
-        qualified = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', name)}"
-        takes = signature.replace(
-            parameters=[
-                p.replace(annotation=inspect.Parameter.empty)
-                for p in signature.parameters.values()
-            ],
-            return_annotation=inspect.Signature.empty,
-        )
-        raise TypeError(
-            f"{what} {qualified} cannot be called as {name}({', '.join(parameters)}): "
-            f"{exc} (it takes {takes})"
-        ) from None
-
-
-class WebSocketRoute(Generic[UserT, ServerT]):
+class WebSocketRoute(Generic[UserT, ServerT, ClientT_co]):
     """A WebSocket route, built with :func:`create_websocket_route`.
 
-    ``UserT`` is what ``authenticate`` returns (``None`` without it) and ``ServerT`` the
-    union of server messages given to :meth:`server_messages`.
+    ``UserT`` is what ``authenticate`` returns (``None`` without it), ``ServerT`` the union
+    of server messages given to :meth:`server_messages`, and ``ClientT_co`` the union of
+    client messages given to :meth:`client_messages` (``object`` until then): what the
+    typed clients (:func:`trio_wsroutes.client.connect`, ``TestClient.client``) accept in
+    ``send`` and ``request``.
     """
 
     def __init__(self, path: str, *, name: str | None = None, module: str | None = None) -> None:
@@ -187,9 +132,9 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.server_message_types: tuple[type[Any], ...] = ()
         self.client_message_types: tuple[type[Any], ...] = ()
         self.rate_limit_config: RateLimit | None = None
+        """The route's own rate limit (else the server's ``rate_limit``)."""
         self.handler_timeout_seconds: float | None = None
         """Seconds a message handler of this route may run (else the server's)."""
-        """The route's own rate limit (else the server's ``rate_limit``)."""
         self.heartbeat_config: Heartbeat | None = None
         """The envelope heartbeat, if :meth:`heartbeat` enabled it."""
         self.origin_policy: OriginPolicy | None = None
@@ -216,7 +161,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
     @overload
     def on(
         self, type: str, schema: type[T], handler: MessageHandler[ServerT, T, UserT]
-    ) -> WebSocketRoute[UserT, ServerT]: ...
+    ) -> WebSocketRoute[UserT, ServerT, ClientT_co]: ...
 
     def on(
         self,
@@ -225,7 +170,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         handler: MessageHandler[ServerT, T, UserT] | None = None,
     ) -> (
         Callable[[MessageHandler[ServerT, T, UserT]], MessageHandler[ServerT, T, UserT]]
-        | WebSocketRoute[UserT, ServerT]
+        | WebSocketRoute[UserT, ServerT, ClientT_co]
     ):
         """Handle envelopes of ``type`` whose ``data`` validates as ``schema``.
 
@@ -251,7 +196,11 @@ class WebSocketRoute(Generic[UserT, ServerT]):
             fn: MessageHandler[ServerT, T, UserT],
         ) -> MessageHandler[ServerT, T, UserT]:
             self._check_open()
-            _check_handler(fn, f"handler for {type!r}", ("ws", "data", "ctx"))
+            check_handler(fn, f"handler for {type!r}", ("ws", "data", "ctx"))
+            if self.server_message_types:  # else checked when the route is built
+                check_handler_messages(
+                    fn, self.server_message_types, f"the handler for {type!r}", self.path
+                )
             if type in self.handlers:
                 raise ValueError(f"route {self.path!r} already has a handler for {type!r}")
             self.handlers[type] = HandlerSpec(type, schema, fn, structure)
@@ -268,7 +217,9 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self, attr: str, fn: _ConnectT, what: str, parameters: tuple[str, ...]
     ) -> _ConnectT:
         self._check_open()
-        _check_handler(fn, what, parameters)
+        check_handler(fn, what, parameters)
+        if self.server_message_types:  # else checked when the route is built
+            check_handler_messages(fn, self.server_message_types, f"the {what} hook", self.path)
         if getattr(self, attr) is not None:
             raise ValueError(f"route {self.path!r} already has an {what} handler")
         setattr(self, attr, fn)
@@ -308,12 +259,16 @@ class WebSocketRoute(Generic[UserT, ServerT]):
     @overload
     def authenticate(
         self, fn: Callable[[Request], Awaitable[U | None]]
-    ) -> WebSocketRoute[U, ServerT]: ...
+    ) -> WebSocketRoute[U, ServerT, ClientT_co]: ...
 
     @overload
-    def authenticate(self, fn: Callable[[Request], U | None]) -> WebSocketRoute[U, ServerT]: ...
+    def authenticate(
+        self, fn: Callable[[Request], U | None]
+    ) -> WebSocketRoute[U, ServerT, ClientT_co]: ...
 
-    def authenticate(self, fn: Callable[[Request], Any]) -> WebSocketRoute[Any, ServerT]:
+    def authenticate(
+        self, fn: Callable[[Request], Any]
+    ) -> WebSocketRoute[Any, ServerT, ClientT_co]:
         """Run ``fn(request)`` before the upgrade; its result becomes ``ctx.user``.
 
         ``fn`` may be sync or async. ``None`` denies the upgrade with HTTP 401
@@ -333,25 +288,27 @@ class WebSocketRoute(Generic[UserT, ServerT]):
     )
     def server_messages(self, union: types.UnionType, /, *more: Any) -> NoReturn: ...
     @overload
-    def server_messages(self, a: type[A], /) -> WebSocketRoute[UserT, A]: ...
+    def server_messages(self, a: type[A], /) -> WebSocketRoute[UserT, A, ClientT_co]: ...
     @overload
-    def server_messages(self, a: type[A], b: type[B], /) -> WebSocketRoute[UserT, A | B]: ...
+    def server_messages(
+        self, a: type[A], b: type[B], /
+    ) -> WebSocketRoute[UserT, A | B, ClientT_co]: ...
     @overload
     def server_messages(
         self, a: type[A], b: type[B], c: type[C], /
-    ) -> WebSocketRoute[UserT, A | B | C]: ...
+    ) -> WebSocketRoute[UserT, A | B | C, ClientT_co]: ...
     @overload
     def server_messages(
         self, a: type[A], b: type[B], c: type[C], d: type[D], /
-    ) -> WebSocketRoute[UserT, A | B | C | D]: ...
+    ) -> WebSocketRoute[UserT, A | B | C | D, ClientT_co]: ...
     @overload
     def server_messages(
         self, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E], /
-    ) -> WebSocketRoute[UserT, A | B | C | D | E]: ...
+    ) -> WebSocketRoute[UserT, A | B | C | D | E, ClientT_co]: ...
     @overload
     def server_messages(
         self, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E], f: type[F], /
-    ) -> WebSocketRoute[UserT, A | B | C | D | E | F]: ...
+    ) -> WebSocketRoute[UserT, A | B | C | D | E | F, ClientT_co]: ...
     @overload
     def server_messages(
         self,
@@ -363,7 +320,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         f: type[F],
         g: type[G],
         /,
-    ) -> WebSocketRoute[UserT, A | B | C | D | E | F | G]: ...
+    ) -> WebSocketRoute[UserT, A | B | C | D | E | F | G, ClientT_co]: ...
     @overload
     def server_messages(
         self,
@@ -376,11 +333,11 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         g: type[G],
         h: type[H],
         /,
-    ) -> WebSocketRoute[UserT, A | B | C | D | E | F | G | H]: ...
+    ) -> WebSocketRoute[UserT, A | B | C | D | E | F | G | H, ClientT_co]: ...
     @overload
-    def server_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, Any]: ...
+    def server_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, Any, ClientT_co]: ...
 
-    def server_messages(self, *classes: Any) -> WebSocketRoute[UserT, Any]:
+    def server_messages(self, *classes: Any) -> WebSocketRoute[UserT, Any, ClientT_co]:
         """Declare the messages this route sends: ``send``/``publish`` accept only these.
 
         Pass each class as its own argument (``server_messages(ChatOut, Pong)``); each
@@ -406,8 +363,65 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.server_message_types = tuple(classes)
         return self
 
-    def client_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, ServerT]:
-        """Document the client messages (type generation only; handlers are not needed)."""
+    @overload
+    def client_messages(self, a: type[A], /) -> WebSocketRoute[UserT, ServerT, A]: ...
+    @overload
+    def client_messages(
+        self, a: type[A], b: type[B], /
+    ) -> WebSocketRoute[UserT, ServerT, A | B]: ...
+    @overload
+    def client_messages(
+        self, a: type[A], b: type[B], c: type[C], /
+    ) -> WebSocketRoute[UserT, ServerT, A | B | C]: ...
+    @overload
+    def client_messages(
+        self, a: type[A], b: type[B], c: type[C], d: type[D], /
+    ) -> WebSocketRoute[UserT, ServerT, A | B | C | D]: ...
+    @overload
+    def client_messages(
+        self, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E], /
+    ) -> WebSocketRoute[UserT, ServerT, A | B | C | D | E]: ...
+    @overload
+    def client_messages(
+        self, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E], f: type[F], /
+    ) -> WebSocketRoute[UserT, ServerT, A | B | C | D | E | F]: ...
+    @overload
+    def client_messages(
+        self,
+        a: type[A],
+        b: type[B],
+        c: type[C],
+        d: type[D],
+        e: type[E],
+        f: type[F],
+        g: type[G],
+        /,
+    ) -> WebSocketRoute[UserT, ServerT, A | B | C | D | E | F | G]: ...
+    @overload
+    def client_messages(
+        self,
+        a: type[A],
+        b: type[B],
+        c: type[C],
+        d: type[D],
+        e: type[E],
+        f: type[F],
+        g: type[G],
+        h: type[H],
+        /,
+    ) -> WebSocketRoute[UserT, ServerT, A | B | C | D | E | F | G | H]: ...
+    @overload
+    def client_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, ServerT, Any]: ...
+
+    def client_messages(self, *classes: type[Any]) -> WebSocketRoute[UserT, ServerT, Any]:
+        """Declare the messages clients send: the typed clients then accept only these in
+        ``send`` and ``request`` (a static error under mypy and pyright otherwise), and
+        type generation describes them even without handlers.
+
+        Every class a handler is registered for with :meth:`on` must be among them (the
+        route refuses to build otherwise, so the declaration cannot fall behind the
+        handlers).
+        """
         self._check_open()
         for cls in classes:
             if not attrs.has(cls):
@@ -416,7 +430,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.client_message_types = tuple(classes)
         return self
 
-    def handler_timeout(self, seconds: float) -> WebSocketRoute[UserT, ServerT]:
+    def handler_timeout(self, seconds: float) -> WebSocketRoute[UserT, ServerT, ClientT_co]:
         """Cancel a message handler that runs longer than ``seconds``.
 
         The client gets ``HANDLER_TIMEOUT`` for that message, ``on_error`` runs, and the
@@ -436,7 +450,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         *,
         bytes_per_second: int | None = None,
         action: RateLimitAction = "error",
-    ) -> WebSocketRoute[UserT, ServerT]:
+    ) -> WebSocketRoute[UserT, ServerT, ClientT_co]:
         """Limit each connection to ``messages_per_second`` inbound messages, with bursts
         of up to ``burst`` (a token bucket; see :class:`RateLimit`).
 
@@ -453,7 +467,7 @@ class WebSocketRoute(Generic[UserT, ServerT]):
 
     def heartbeat(
         self, interval: float, *, timeout: float | None = None
-    ) -> WebSocketRoute[UserT, ServerT]:
+    ) -> WebSocketRoute[UserT, ServerT, ClientT_co]:
         """Enable an application-level heartbeat, for servers that hide WebSocket pings
         (ASGI: hypercorn never tells the app about pongs).
 
@@ -476,18 +490,21 @@ class WebSocketRoute(Generic[UserT, ServerT]):
 
     def allowed_origins(
         self, origins: Iterable[str], *, require: bool = False
-    ) -> WebSocketRoute[UserT, ServerT]:
+    ) -> WebSocketRoute[UserT, ServerT, ClientT_co]:
         """Accept upgrades only from these origins (overrides the server's
         ``allowed_origins`` for this route); others are denied with HTTP 403.
 
-        Entries are exact origins, ``https://*.example.com`` patterns, or ``"*"``. A
-        request without ``Origin`` (not from a browser) is allowed unless ``require``.
+        Entries are exact origins, ``https://*.example.com`` patterns, ``"self"`` (the
+        server's own origin: pages it serves itself), or ``"*"``. A request without
+        ``Origin`` (not from a browser) is allowed unless ``require``.
         """
         self._check_open()
         self.origin_policy = OriginPolicy(origins, require=require)
         return self
 
-    def subprotocols(self, *names: str, required: bool = True) -> WebSocketRoute[UserT, ServerT]:
+    def subprotocols(
+        self, *names: str, required: bool = True
+    ) -> WebSocketRoute[UserT, ServerT, ClientT_co]:
         """Declare the subprotocols the route speaks, most preferred first.
 
         The server selects the first of these the client offered (``ws.subprotocol``).
@@ -527,7 +544,9 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         self.subscribe_check = fn
         return fn
 
-    def forbid_unknown_keys(self, forbid: bool = True) -> WebSocketRoute[UserT, ServerT]:
+    def forbid_unknown_keys(
+        self, forbid: bool = True
+    ) -> WebSocketRoute[UserT, ServerT, ClientT_co]:
         """Refuse keys that are not fields in this route's client messages (overrides the
         server's ``forbid_unknown_keys``).
 
@@ -544,14 +563,43 @@ class WebSocketRoute(Generic[UserT, ServerT]):
         """The subprotocol to answer a client that offered ``offered`` (or ``None``)."""
         return choose_subprotocol(self.subprotocol_choices, offered)
 
-    def build(self) -> WebSocketRoute[UserT, ServerT]:
+    def build(self) -> WebSocketRoute[UserT, ServerT, ClientT_co]:
         """Check the route and freeze it; returns the route.
 
         A server builds its routes when it starts serving them; calling ``build()``
         yourself makes a later change fail at once rather than when serving starts.
+
+        Raises :class:`TypeError` when a handler's annotations name a message the route
+        does not declare in :meth:`server_messages`, or when :meth:`client_messages`
+        leaves out a class a handler is registered for.
         """
+        if not self.built:
+            self._check_messages()
         self.built = True
         return self
+
+    def _check_messages(self) -> None:
+        declared = self.server_message_types
+        for wire, spec in self.handlers.items():
+            check_handler_messages(spec.handler, declared, f"the handler for {wire!r}", self.path)
+        for what, hook in (
+            ("on_connect", self.connect_handler),
+            ("on_close", self.close_handler),
+            ("on_error", self.error_handler),
+            ("on_binary", self.binary_handler),
+            ("on_text", self.text_handler),
+        ):
+            if hook is not None:
+                check_handler_messages(hook, declared, f"the {what} hook", self.path)
+        listed = self.client_message_types
+        if listed:
+            for wire, spec in self.handlers.items():
+                if spec.schema not in listed:
+                    raise TypeError(
+                        f"route {self.path!r} handles {wire!r} ({spec.schema.__qualname__}) "
+                        "but .client_messages() does not list it: add it there (the typed "
+                        "clients and the generated types follow that list)"
+                    )
 
     def _check_open(self) -> None:
         if self.built:
@@ -597,7 +645,9 @@ def resolve_route(route: WebSocketRoute[Any, Any], defaults: ServerDefaults) -> 
     )
 
 
-def create_websocket_route(path: str, *, name: str | None = None) -> WebSocketRoute[None, Any]:
+def create_websocket_route(
+    path: str, *, name: str | None = None
+) -> WebSocketRoute[None, Any, object]:
     """Start a WebSocket route at ``path`` (``/chat/:room`` or ``/chat/{room}``).
 
     ``name`` overrides the namespace name of generated client types.

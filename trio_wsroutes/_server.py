@@ -2,8 +2,9 @@
 
 Routes and options, publishing and the registry, the ASGI entry point, and serving under
 hypercorn or natively. The work itself lives elsewhere, one concern per module:
-admission in ``_admission.py``, the connection engine in ``_connection.py``, the lifespan
-in ``_lifespan.py``, the transports in ``_transports/``.
+admission in ``_admission.py``, the connection engine in ``_engine/``, the lifespan
+in ``_lifespan.py``, serving and shutdown in ``_serving.py``, the transports in
+``_transports/``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-import attrs
 import trio
 
 from ._admission import Admission, cookie_routes_without_policy
@@ -25,15 +25,17 @@ from ._codes import CloseCode
 from ._engine import Connection, close_now, new_context, run_connection
 from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._frames import Frame
+from ._handlers import SubscribeCheck
 from ._history import History, HistoryPage, HistoryPolicy, Position
-from ._lifespan import LifespanDriver, ShutdownHook, StartupHook, run_lifespan
+from ._lifespan import ShutdownHook, StartupHook, run_lifespan
 from ._messages import check_declared, encode_message
 from ._origins import OriginPolicy
 from ._paths import Router
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
-from ._routes import ServerDefaults, SubscribeCheck, WebSocketRoute, resolve_route
-from ._signals import handles_signals, shutdown_on_signals
+from ._routes import ServerDefaults, WebSocketRoute, resolve_route
+from ._serving import BoundAddress as BoundAddress
+from ._serving import serve_natively, serve_under_hypercorn
 from ._spec import EngineOptions, RateLimit, SlowConsumerPolicy
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
@@ -49,32 +51,6 @@ logger = logging.getLogger("trio_wsroutes")
 ServerT = TypeVar("ServerT")
 
 MiB = 1024 * 1024
-
-
-@attrs.frozen
-class BoundAddress:
-    """An address the server listens on, reported by :meth:`WebSocketServer.serve` and
-    :meth:`WebSocketServer.serve_native`."""
-
-    host: str
-    port: int
-    secure: bool = False
-    """Whether it serves TLS (``wss://``)."""
-
-    @property
-    def ws_url(self) -> str:
-        """``ws://host:port`` (``wss://`` with TLS; IPv6 hosts bracketed)."""
-        return f"{'wss' if self.secure else 'ws'}://{self._netloc}"
-
-    @property
-    def http_url(self) -> str:
-        """``http://host:port`` (``https://`` with TLS)."""
-        return f"{'https' if self.secure else 'http'}://{self._netloc}"
-
-    @property
-    def _netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 class WebSocketServer:
@@ -127,9 +103,10 @@ class WebSocketServer:
     * ``rate_limit``: a :class:`RateLimit` for routes without their own
       :meth:`WebSocketRoute.rate_limit`.
     * ``allowed_origins``: accepted ``Origin`` values: exact origins,
-      ``https://*.example.com`` patterns, or ``"*"``; a disallowed origin is denied with
-      403 before the upgrade. ``None`` (default) checks nothing. Routes may override it
-      with :meth:`WebSocketRoute.allowed_origins`.
+      ``https://*.example.com`` patterns, ``"self"`` (the server's own origin), or
+      ``"*"``; a disallowed origin is denied with 403 before the upgrade. ``None``
+      (default) checks nothing. Routes may override it with
+      :meth:`WebSocketRoute.allowed_origins`.
     * ``require_origin``: also deny requests without ``Origin`` (non-browser clients).
     * ``trusted_proxies``: proxy addresses or networks (``"10.0.0.0/8"``, ``"*"``) whose
       ``Forwarded`` / ``X-Forwarded-For`` / ``X-Forwarded-Proto`` headers are believed for
@@ -586,40 +563,21 @@ class WebSocketServer:
         for ``http_app``). ``hypercorn_config`` is a ``hypercorn.config.Config`` for
         everything else (access logs, timeouts, ``websocket_ping_interval``); its
         ``bind`` is replaced.
+
+        If it cannot listen (the address is in use, say), it raises
+        :class:`StartupError`; run as the program itself (``trio.run``'s main task in the
+        main thread, signals handled) it prints that on one line and exits with status 2.
         """
-        from ._transports import _hypercorn
-
-        handle = handles_signals(handle_signals, shutdown_trigger)
-        async with shutdown_on_signals(handle) as stop:
-
-            async def shutdown() -> None:
-                await stop.wait(shutdown_trigger)
-                with stop.grace(self.options.close_timeout):
-                    await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
-
-            async with trio.open_nursery() as nursery:
-
-                async def run(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
-                    await _hypercorn.serve(
-                        self,
-                        host,
-                        port,
-                        config=hypercorn_config,
-                        ssl_context=ssl_context,
-                        max_message_size=self.options.max_payload_length,
-                        shutdown_trigger=shutdown,
-                        task_status=task_status,
-                    )
-                    nursery.cancel_scope.cancel()  # done: stop watching for a second signal
-
-                async def cut_short() -> None:
-                    await stop.urgent.wait()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(cut_short)
-                bound: list[tuple[str, int]] = await nursery.start(run)
-                secure = ssl_context is not None
-                task_status.started([BoundAddress(h, p, secure) for h, p in bound])
+        await serve_under_hypercorn(
+            self,
+            host,
+            port,
+            ssl_context=ssl_context,
+            shutdown_trigger=shutdown_trigger,
+            handle_signals=handle_signals,
+            hypercorn_config=hypercorn_config,
+            task_status=task_status,
+        )
 
     async def serve_native(
         self,
@@ -646,49 +604,19 @@ class WebSocketServer:
         frames are dropped, so the close goes out at once), waits up to ``close_timeout``
         for the closing handshakes (less on a second Ctrl+C), then drops whatever is left
         and returns normally, even if a client never reads.
+
+        A failure to listen is reported as :meth:`serve` reports it.
         """
-        from ._transports import native
-
-        options, serve_websocket, plain_http = native_endpoints(self)
-        native_server = native.NativeServer(
-            options, serve_websocket, plain_http, ssl_context=ssl_context
+        await serve_natively(
+            self,
+            native_endpoints(self),
+            host,
+            port,
+            ssl_context=ssl_context,
+            shutdown_trigger=shutdown_trigger,
+            handle_signals=handle_signals,
+            task_status=task_status,
         )
-        grace = self.options.close_timeout
-        handle = handles_signals(handle_signals, shutdown_trigger)
-        async with shutdown_on_signals(handle) as stop, trio.open_nursery() as outer:
-            lifespan = LifespanDriver(self)
-            await lifespan.startup(outer)
-            listeners = await trio.open_tcp_listeners(port, host=host)
-            try:
-                addresses: list[BoundAddress] = []
-                for listener in listeners:
-                    sockname: Any = listener.socket.getsockname()
-                    addresses.append(
-                        BoundAddress(str(sockname[0]), int(sockname[1]), ssl_context is not None)
-                    )
-                async with trio.open_nursery() as connections:
-
-                    async def accept(
-                        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
-                    ) -> None:
-                        with trio.CancelScope() as scope:
-                            task_status.started(scope)
-                            await native_server.serve(listeners, handler_nursery=connections)
-
-                    accepting: trio.CancelScope = await connections.start(accept)
-                    task_status.started(addresses)
-                    await stop.wait(shutdown_trigger)
-                    accepting.cancel()
-                    with stop.grace(grace):
-                        await self.close_all(CloseCode.GOING_AWAY, "server shutdown")
-                        await native_server.wait_idle()
-                    connections.cancel_scope.cancel()
-            finally:
-                for listener in listeners:
-                    listener.socket.close()
-            with stop.grace(grace):
-                await lifespan.shutdown()
-            outer.cancel_scope.cancel()
 
     async def _interrupted(self) -> None:
         # A signal in a worker whose parent runs the shutdown (hypercorn's): the parent

@@ -1,6 +1,6 @@
 """Walking the types of message fields: what a field type is, said once for every walker.
 
-The definition-time checks (``_validation.py``: can the converter read or write this
+The definition-time checks (``_definition_checks.py``: can the converter read or write this
 class?) and type generation (``_typegen``: what does this class look like on the wire?)
 both walk a message class's fields and the types those reach. They share this module:
 :func:`unwrap` sees through ``Annotated``, ``NewType`` and ``type`` aliases,

@@ -5,7 +5,10 @@ examples.chat.app:server``) and open http://127.0.0.1:8000/ in two browser tabs.
 
 The rooms keep history (``room:*``: the last 100 messages, for 5 minutes), so the page,
 which uses the generated client (``websocket-client.js``), gets what it missed while it
-was reconnecting, after a network loss or a server restart.
+was reconnecting after a network loss. A restarted process starts its history afresh with
+the in-memory broker (the page is then told it could not recover, and shows the room from
+there); with Redis (below) the history outlives the process, and the page gets what it
+missed across a restart too.
 
 Set ``WSROUTES_REDIS_URL`` (``redis://127.0.0.1:6379/0``) to share the rooms between
 processes through Redis, so that ``hypercorn --workers 2`` (or several hosts) serve one

@@ -4,8 +4,10 @@ chat from a terminal.
 The Python counterpart of the browser page (``client.ts``), typed by the same route the
 server uses (``examples.chat.app.chat``): every line you type is a ``Chat`` message,
 ``/name NEW`` renames you, ``/ping`` measures the round trip with a typed request,
-``/quit`` (or end of input) leaves. If the server restarts, the client reconnects and
-says so. Start the server first: ``python -m examples.chat``.
+``/quit`` (or end of input) leaves. If the connection is lost or the server restarts,
+the client reconnects and says so, and whether it got what it missed (across a restart
+only with the Redis broker, which keeps the history outside the process). Start the
+server first: ``python -m examples.chat``.
 """
 
 from __future__ import annotations

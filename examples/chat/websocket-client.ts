@@ -341,7 +341,7 @@ interface Retry {
 }
 
 /** The URL of one connection attempt, and which positions it names. */
-interface Plan {
+interface Attempt {
   readonly url: string;
   /** The positions named in the URL, least recently seen first. */
   readonly sent: ReadonlyMap<string, Position>;
@@ -752,7 +752,7 @@ export class WebSocketClient<R extends RouteTypes> {
    * The URL of the next attempt: with the token, and a `since` parameter for each kept
    * position that fits (the most recently seen first) unless `withPositions` is false.
    */
-  #plan(withPositions: boolean): Plan {
+  #attempt(withPositions: boolean): Attempt {
     const url = new URL(this.#base.href);
     if (this.#token !== undefined) url.searchParams.set(this.#tokenParam, this.#token);
     url.searchParams.delete("since");
@@ -787,20 +787,20 @@ export class WebSocketClient<R extends RouteTypes> {
 
   #open(withPositions = true): void {
     const generation = ++this.#generation;
-    const plan = this.#plan(withPositions);
+    const attempt = this.#attempt(withPositions);
     const ws =
       this.#protocols === undefined
-        ? new WebSocket(plan.url)
-        : new WebSocket(plan.url, this.#protocols);
+        ? new WebSocket(attempt.url)
+        : new WebSocket(attempt.url, this.#protocols);
     this.#ws = ws;
     ws.addEventListener("open", () => {
-      if (this.#generation === generation) this.#opened(ws, generation, plan);
+      if (this.#generation === generation) this.#opened(ws, generation, attempt);
     });
     ws.addEventListener("message", (event: MessageEvent<unknown>) => {
       if (this.#generation === generation) this.#receive(ws, event.data);
     });
     ws.addEventListener("close", (event: CloseEvent) => {
-      if (this.#generation === generation) this.#lost(event.code, event.reason, plan);
+      if (this.#generation === generation) this.#lost(event.code, event.reason, attempt);
     });
   }
 
@@ -813,15 +813,15 @@ export class WebSocketClient<R extends RouteTypes> {
     }
   }
 
-  #opened(ws: WebSocket, generation: number, plan: Plan): void {
+  #opened(ws: WebSocket, generation: number, attempt: Attempt): void {
     const reconnection = this.#everOpened;
     this.#everOpened = true;
     this.#openGeneration = generation;
     this.#openedAt = Date.now();
-    this.#resuming = new Map(plan.sent);
+    this.#resuming = new Map(attempt.sent);
     // Positions this connection did not name: what was published meanwhile is lost for
     // good, and resuming from them later would replay what came after the gap.
-    const unresumed = new Map([...this.#unresumed, ...plan.leftOut]);
+    const unresumed = new Map([...this.#unresumed, ...attempt.leftOut]);
     this.#unresumed.clear();
     for (const [topic, since] of unresumed) {
       if (this.#seen.get(topic) === since) this.#seen.forget(topic);
@@ -836,7 +836,7 @@ export class WebSocketClient<R extends RouteTypes> {
     call(this.#onOpen);
     if (reconnection) {
       this.#reconnects += 1;
-      const resumed = record(plan.sent);
+      const resumed = record(attempt.sent);
       call(this.#onReconnect, { reconnects: this.#reconnects, resumed });
     }
     for (const [topic, since] of unresumed) {
@@ -1034,10 +1034,10 @@ export class WebSocketClient<R extends RouteTypes> {
     return new WebSocketServerError(code, error, entries, isMessageId(id) ? id : undefined);
   }
 
-  #lost(code: number, reason: string, plan: Plan): void {
+  #lost(code: number, reason: string, attempt: Attempt): void {
     const wasOpen = this.#openGeneration === this.#generation;
     this.#ws = null;
-    if (!wasOpen && plan.sent.size > 0 && !this.#closing) {
+    if (!wasOpen && attempt.sent.size > 0 && !this.#closing) {
       // An attempt naming positions never opened. Browsers do not tell why: the server
       // may have refused its URL (400, 414, 431). Once more at once, without them; the
       // positions are dropped only if that one opens.

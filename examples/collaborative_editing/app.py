@@ -1,4 +1,4 @@
-"""Several people editing one document, as in the seed plan's "Collaborative Editing".
+"""Several people editing one document: every client applies the same edits in order.
 
 Each document is a topic (``doc:{id}``). On connect a client gets the document's current
 text and version (``init``), then every edit anyone makes (``edit``). Edits name the

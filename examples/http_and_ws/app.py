@@ -183,6 +183,8 @@ updates = (
     create_websocket_route("/ws/updates")
     .server_messages(YouAre)
     .authenticate(create_token_auth(verify_token, check_query=False, cookie_name="session"))
+    # Its cookie makes it a target for other sites' pages: only its own page may connect.
+    .allowed_origins(["self"])
 )
 
 

@@ -4,7 +4,7 @@ A producer publishes a tick every 10 ms to the ``ticks`` topic. The server's
 slow-consumer policy is ``"drop"``: a subscriber whose queue would pass the backpressure
 limit (256 KiB here) misses ticks instead of slowing anyone down, and ``dropped`` counts
 them. The ``stats`` RPC shows a connection its own ``buffered_amount``. For snapshots,
-where only the latest value matters, ``send_latest`` shows the seed plan's pattern:
+where only the latest value matters, ``send_latest`` shows the usual pattern:
 check ``ws.buffered_amount`` and skip a send while the client is behind.
 Run: ``python -m examples.live_data`` and connect to ``ws://127.0.0.1:8000/live``.
 """

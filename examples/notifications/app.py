@@ -73,6 +73,8 @@ notifications = (
     create_websocket_route("/notifications")
     .server_messages(Notification, Read)
     .authenticate(create_token_auth(verify_token, cookie_name="token"))
+    # Its cookie makes it a target for other sites' pages: only its own page may connect.
+    .allowed_origins(["self"])
 )
 
 unread: dict[str, set[str]] = {}

@@ -50,7 +50,7 @@ async def on_chat(ws: Connection[ChatOut | Pong], data: Chat, ctx: Context[None]
 async def main() -> None:
     # ✅ connect() takes the route's server messages.
     async with connect("ws://127.0.0.1:8000/chat/general", chat, token="t") as client:
-        assert_type(client, Client[ChatOut | Pong])
+        assert_type(client, Client[ChatOut | Pong, object])  # any client message: none declared
 
         # ✅ a request's result is the reply class asked for.
         pong = await client.request(Ping(timestamp=1.0), Pong, timeout=5.0)
@@ -106,3 +106,42 @@ async def main() -> None:
         except ServerError as error:
             assert_type(error.code, str)
             assert_type(error.id, str | int | None)
+
+
+# A route that declares its client messages: send() and request() take only those.
+
+declared = (
+    create_websocket_route("/declared").server_messages(ChatOut, Pong).client_messages(Chat, Ping)
+)
+
+
+@declared.on("ping", Ping)
+async def declared_ping(ws: Connection[ChatOut | Pong], data: Ping, ctx: Context[None]) -> Pong:
+    return Pong(data.timestamp)
+
+
+@declared.on("chat", Chat)
+async def declared_chat(ws: Connection[ChatOut | Pong], data: Chat, ctx: Context[None]) -> None:
+    pass
+
+
+async def typed_sends() -> None:
+    async with connect("ws://h/declared", declared) as client:
+        assert_type(client, Client[ChatOut | Pong, Chat | Ping])
+
+        # ✅ the declared client messages.
+        await client.send(Chat(text="hi"))
+        assert_type(await client.request(Ping(timestamp=1.0), Pong), Pong)
+
+        # ❌ a server message is not something a client sends.
+        await client.send(ChatOut(text="hi"))  # expect-error
+
+        # ❌ nor is anything else.
+        await client.send({"type": "chat", "data": {"text": "hi"}})  # expect-error
+
+        # ❌ requests too.
+        await client.request(Pong(timestamp=1.0), Pong)  # expect-error
+
+    # ✅ an annotation without the client messages still takes the client.
+    plain: Client[ChatOut | Pong] = connect("ws://h/declared", declared)
+    print(plain)

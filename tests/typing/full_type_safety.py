@@ -1,4 +1,4 @@
-"""The seed's "Advanced: Full Type Safety" example, translated (✅ pass, ❌ expect-error)."""
+"""Full type safety: what the type checkers accept (✅ pass) and reject (❌ expect-error)."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ async def in_memory() -> None:
     async with TestClient(server) as test_client:
         # ✅ the in-memory client is the typed Client of the route.
         async with test_client.client(chat, "/chat/general", token="t") as client:
-            assert_type(client, Client[ChatOut | Pong])
+            assert_type(client, Client[ChatOut | Pong, object])
             pong = await client.request(Ping(timestamp=1.0), Pong)
             assert_type(pong, Pong)
             assert_type(await client.receive(), ChatOut | Pong)
@@ -107,7 +107,7 @@ async def either_way(open_client: ClientFactory) -> None:
     # ✅ a factory gives the route's Client, in memory or live.
     options: ClientOptions = {"token": "t", "request_timeout": 2.0}
     async with open_client(chat, "/chat/general", **options) as client:
-        assert_type(client, Client[ChatOut | Pong])
+        assert_type(client, Client[ChatOut | Pong, object])
         assert_type(await client.request(Ping(timestamp=1.0), Pong), Pong)
 
     # ❌ ClientOptions holds connect()'s options only.
@@ -122,3 +122,20 @@ async def live(address: BoundAddress) -> None:
 
     # ❌ an address or a base URL.
     live_clients(8000)  # expect-error
+
+
+declared = create_websocket_route("/declared").server_messages(ChatOut).client_messages(Chat)
+
+
+@declared.on("chat", Chat)
+async def declared_chat(ws: Connection[ChatOut], data: Chat, ctx: Context[None]) -> None:
+    pass
+
+
+async def in_memory_declared(server: WebSocketServer) -> None:
+    async with TestClient(server) as test, test.client(declared) as client:
+        # ✅ the route's declared client message.
+        await client.send(Chat(text="hi"))
+
+        # ❌ a server message is not something a client sends.
+        await client.send(ChatOut(text="hi"))  # expect-error

@@ -69,6 +69,8 @@ class Connection(Dispatch, Generic[ServerT_contra]):
     handlers receive them.
     """
 
+    __trio_wsroutes_connection__ = True  # how route checks know Connection[...] annotations
+
     __slots__ = (
         "_broker",
         "_on_gone",

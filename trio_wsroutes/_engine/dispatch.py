@@ -31,7 +31,7 @@ from .._messages import check_declared, encode_message
 from .._spec import RouteSpec
 from .._stats import ServerStats
 from .._transports import Transport
-from .._validation import validation_details
+from .._validation_details import validation_details
 from .closing import CloseEvent, ConnectionClosed
 from .inbound import Inbound, InboundItem, RateLimited
 from .outbound import Closing

@@ -10,9 +10,11 @@ oversized frame that lets the engine answer what came before, pongs owed bounded
 bytes, and each published frame encoded (and compressed) once for every connection that
 negotiated the same settings.
 
-This is the only module that touches ``websockets`` internals (the protocol's reader,
-parser and state); ``pyproject.toml`` pins the ``websockets`` versions it was checked
-against, and ``tests/transports/test_codec.py`` checks the fast path against the
+The protocol with the server's changes, and what a connection owes the peer, are in
+``_ws_protocol.py``; the fast path is in ``_fast_frames.py``. This module and
+``_ws_protocol.py`` are the only ones that touch ``websockets`` internals (the protocol's
+reader, parser and state); ``pyproject.toml`` pins the ``websockets`` versions they were
+checked against, and ``tests/transports/test_codec.py`` checks the fast path against the
 protocol's own parser on random frames.
 """
 
@@ -22,35 +24,29 @@ import codecs
 import email.utils
 import http
 import os
-from collections.abc import Generator, Sequence
-from typing import Any, Final, Literal
+from collections.abc import Sequence
+from typing import Any, Final
 from urllib.parse import unquote
 
 from websockets.datastructures import Headers as WSHeaders
 from websockets.exceptions import ProtocolError as WSProtocolError
-from websockets.extensions.base import ServerExtensionFactory
-from websockets.extensions.permessage_deflate import (
-    PerMessageDeflate,
-    ServerPerMessageDeflateFactory,
-)
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Close, Opcode
 from websockets.frames import Frame as WSFrame
 from websockets.http11 import Request as WSRequest
 from websockets.http11 import Response as WSResponse
-from websockets.protocol import CLOSED, CONNECTING, OPEN, Protocol
-from websockets.server import ServerProtocol
+from websockets.protocol import CONNECTING, OPEN, Protocol
 from websockets.typing import Subprotocol
-from websockets.utils import apply_mask
-
-try:  # the C version, as the protocol itself uses
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - a build without its C extension
-    pass
 
 from .._codes import CloseCode
 from .._frames import Frame, frame_header
 from .._request import Headers, Request
 from ._base import Disconnect, Violation
+from ._fast_frames import parse_simple_frames
+from ._ws_protocol import MAX_PONG_BYTES as MAX_PONG_BYTES
+from ._ws_protocol import CompressionMode as CompressionMode
+from ._ws_protocol import Owed as Owed
+from ._ws_protocol import ServerProtocol, extension_factories
 
 __all__ = [
     "MAX_PONG_BYTES",
@@ -62,44 +58,18 @@ __all__ = [
     "upgrade_requested",
 ]
 
-CompressionMode = Literal["shared", "context_takeover"]
-"""How the native transport compresses: ``"shared"`` (no context takeover, compressed
-once per message for all recipients) or ``"context_takeover"`` (per connection)."""
-
 UpgradeRequest = WSRequest
 """An HTTP request as the codec parsed it."""
 
 MAX_REQUEST_HEAD: Final = 16 * 1024
 """The most bytes a request line and its headers may take (as under hypercorn); past
 it the request is answered with 431 and the connection ends."""
-MAX_PONG_BYTES: Final = 4096
-"""Bytes of pongs a connection may owe (about 32 pongs to full-size pings)."""
 _FRAGMENT_COST: Final = 64
 """Bytes each fragment of a message is charged beyond its payload: empty or tiny
 fragments cost memory and time too."""
-_CLIENT_WINDOW_BITS: Final = 12
-"""Asked of clients that offer ``client_max_window_bits``: a 4 KiB window keeps the
-decompressor of each connection small."""
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
-_CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
-
-
-def _extension_factories(compression: CompressionMode | None) -> list[ServerExtensionFactory]:
-    """What the handshake offers, per ``compression``."""
-    if compression is None:
-        return []
-    if compression == "shared":
-        factory = ServerPerMessageDeflateFactory(
-            server_no_context_takeover=True, client_max_window_bits=_CLIENT_WINDOW_BITS
-        )
-    else:
-        factory = ServerPerMessageDeflateFactory(
-            server_max_window_bits=_CLIENT_WINDOW_BITS,
-            client_max_window_bits=_CLIENT_WINDOW_BITS,
-            compress_settings={"memLevel": 5},
-        )
-    return [factory]
+_CLOSE = Opcode.CLOSE
 
 
 def upgrade_requested(request: UpgradeRequest) -> bool:
@@ -117,121 +87,6 @@ def _close_reason(reason: str) -> str:
     if len(data) <= 123:
         return reason
     return data[:123].decode(errors="ignore")
-
-
-class Owed:
-    """What the codec owes the peer besides the frames the engine sends: HTTP responses
-    and close frames (``control``), pongs, and the half-close. ``size`` counts the bytes
-    of the first two; pongs are bounded by :data:`MAX_PONG_BYTES`."""
-
-    __slots__ = ("_control", "_pong_bytes", "_pongs", "eof", "eof_sent", "size")
-
-    def __init__(self) -> None:
-        self._control: list[bytes] | None = None  # rare: made when needed
-        self._pongs: list[bytes] | None = None
-        self._pong_bytes = 0
-        self.size = 0
-        self.eof = False
-        """The half-close is owed (after the rest)."""
-        self.eof_sent = False
-
-    def __bool__(self) -> bool:
-        return bool(self._control or self._pongs or (self.eof and not self.eof_sent))
-
-    def add_control(self, data: bytes) -> None:
-        if self._control is None:
-            self._control = []
-        self._control.append(data)
-        self.size += len(data)
-
-    def add_pong(self, data: bytes) -> None:
-        # Every ping gets its pong while few are owed; past the bound, the last owed pong
-        # is replaced by the newest (RFC 6455 5.5.3 asks only that the most recent ping
-        # be answered), so a peer that pings without reading cannot grow them.
-        pongs = self._pongs
-        if pongs is None:
-            pongs = self._pongs = []
-        elif self._pong_bytes + len(data) > MAX_PONG_BYTES:
-            replaced = pongs.pop()
-            self._pong_bytes -= len(replaced)
-            self.size -= len(replaced)
-        pongs.append(data)
-        self._pong_bytes += len(data)
-        self.size += len(data)
-
-    def take(self) -> bytes | None:
-        """The next bytes owed, oldest control frame first, then pongs; ``None`` when
-        only the half-close (see :attr:`eof`) or nothing is left."""
-        if self._control:
-            data = self._control.pop(0)
-        elif self._pongs:
-            data = self._pongs.pop(0)
-            self._pong_bytes -= len(data)
-        else:
-            return None
-        self.size -= len(data)
-        return data
-
-    def clear(self) -> None:
-        """The connection is gone: nothing is owed any more."""
-        self._control = self._pongs = None
-        self._pong_bytes = self.size = 0
-
-
-class _ServerProtocol(ServerProtocol):
-    """``ServerProtocol`` with the server's changes.
-
-    * An oversized frame is refused without failing at once: ``websockets`` fails the
-      connection (close frame, EOF) as soon as a frame header announces more than the
-      limit. Here the refusal is recorded instead and the rest of the input is
-      discarded, unread into memory, so that the engine can first answer the messages
-      that came before; its close then fails the connection with 1009.
-    * A close frame between the fragments of a message is a clean close (RFC 6455 5.4
-      lets control frames interleave; the unfinished message is dropped), not the
-      protocol error ``websockets`` reports.
-    * Pongs and the half-close go to :class:`Owed` as what they are, not into the
-      protocol's list of bytes to send.
-    """
-
-    refused: tuple[int, str] | None = None
-
-    def __init__(self, owed: Owed, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.owed = owed
-
-    def fail(self, code: int, reason: str = "") -> None:
-        if code == CloseCode.MESSAGE_TOO_BIG and self.state is OPEN and self.refused is None:
-            self.refused = (code, "message too big")  # the engine's words on every transport
-            self.parser = self._discard_refused()
-            next(self.parser)
-            return
-        super().fail(code, reason)
-
-    def fail_now(self, code: int, reason: str) -> None:
-        """Fail the connection (close frame, then EOF), even after a refusal."""
-        Protocol.fail(self, code, reason)
-
-    def recv_frame(self, frame: WSFrame) -> None:
-        if frame.opcode is _CLOSE:
-            self.current_size = None
-        super().recv_frame(frame)
-
-    def send_frame(self, frame: WSFrame) -> None:
-        if frame.opcode is _PONG:
-            self.owed.add_pong(frame.serialize(mask=False, extensions=self.extensions))
-            return
-        super().send_frame(frame)
-
-    def send_eof(self) -> None:
-        assert not self.eof_sent
-        self.eof_sent = True
-        self.owed.eof = True
-
-    def _discard_refused(self) -> Generator[None]:
-        while not (yield from self.reader.at_eof()):
-            self.reader.discard()
-        self.state = CLOSED
-        yield
 
 
 class ServerCodec:
@@ -262,8 +117,8 @@ class ServerCodec:
     def __init__(self, *, max_size: int, compression: CompressionMode | None) -> None:
         self.owed = Owed()
         self.compression: CompressionMode | None = compression
-        self._protocol = _ServerProtocol(
-            self.owed, extensions=_extension_factories(compression), max_size=max_size
+        self._protocol = ServerProtocol(
+            self.owed, extensions=extension_factories(compression), max_size=max_size
         )
         # What feeding produced and next_event() has not returned yet: frames the
         # protocol parsed (control frames, fragments...) and messages the fast path
@@ -401,7 +256,12 @@ class ServerCodec:
             ]
         )
         for name, value in headers:
-            if name.lower() != "content-length":
+            if name.lower() == "connection":
+                # One Connection header: the answer's options (a 426 names "Upgrade") and
+                # "close", since the connection ends after it.
+                del raw["Connection"]
+                raw["Connection"] = f"{value}, close"
+            elif name.lower() != "content-length":
                 raw[name] = value
         self.send_response(WSResponse(status, phrase, raw, body))
 
@@ -449,7 +309,7 @@ class ServerCodec:
                 and not protocol.extensions
                 and protocol.refused is None
             ):
-                taken = self._parse_simple_frames(data)
+                taken = parse_simple_frames(data, protocol.max_message_size, self._items)
                 if taken == len(data):
                     return
                 data = data[taken:]
@@ -488,44 +348,6 @@ class ServerCodec:
         """Drop what was parsed and not taken (while closing)."""
         self._items = []
         self._next_item = 0
-
-    def _parse_simple_frames(self, data: bytes) -> int:
-        """The fast path of reading: whole, unfragmented, masked text or binary frames
-        with a short header, at the start of ``data``, become messages here without the
-        protocol's general parser. Returns how many bytes it took; anything else (control
-        frames, fragments, long or oversized frames, a frame cut short, invalid UTF-8) is
-        left, from there on, to the protocol, which parses it exactly as it would have."""
-        items = self._items
-        limit = self._protocol.max_message_size
-        size = len(data)
-        taken = 0
-        while size - taken >= 6:
-            first = data[taken]
-            second = data[taken + 1]
-            if (first != 0x81 and first != 0x82) or not second & 0x80:
-                break  # not FIN + text/binary without RSV bits, or not masked
-            length = second & 0x7F
-            start = taken + 6
-            if length == 126:
-                if size - taken < 8:
-                    break
-                length = (data[taken + 2] << 8) | data[taken + 3]
-                start = taken + 8
-            elif length == 127:
-                break
-            end = start + length
-            if end > size or (limit is not None and length > limit):
-                break
-            payload = apply_mask(data[start:end], data[start - 4 : start])
-            if first == 0x81:
-                try:
-                    items.append(str(payload, "utf-8"))
-                except UnicodeDecodeError:
-                    break  # the protocol's path fails it with 1007
-            else:
-                items.append(payload)
-            taken = end
-        return taken
 
     def _on_frame(self, event: WSFrame) -> str | bytes | Disconnect | None:
         opcode = event.opcode

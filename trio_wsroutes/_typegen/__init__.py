@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from ._model import RoutesSource, TypeGenerationError, build_model, namespace_names
+from ._build import build_model
+from ._model import RoutesSource, TypeGenerationError
+from ._names import namespace_names
 from .asyncapi import render_asyncapi
 from .client import Language, render_client
 from .jsonschema import render_json_schema

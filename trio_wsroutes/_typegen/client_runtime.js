@@ -459,7 +459,7 @@ export class WebSocketClient {
      * The URL of the next attempt: with the token, and a `since` parameter for each kept
      * position that fits (the most recently seen first) unless `withPositions` is false.
      */
-    #plan(withPositions) {
+    #attempt(withPositions) {
         const url = new URL(this.#base.href);
         if (this.#token !== undefined)
             url.searchParams.set(this.#tokenParam, this.#token);
@@ -492,14 +492,14 @@ export class WebSocketClient {
     }
     #open(withPositions = true) {
         const generation = ++this.#generation;
-        const plan = this.#plan(withPositions);
+        const attempt = this.#attempt(withPositions);
         const ws = this.#protocols === undefined
-            ? new WebSocket(plan.url)
-            : new WebSocket(plan.url, this.#protocols);
+            ? new WebSocket(attempt.url)
+            : new WebSocket(attempt.url, this.#protocols);
         this.#ws = ws;
         ws.addEventListener("open", () => {
             if (this.#generation === generation)
-                this.#opened(ws, generation, plan);
+                this.#opened(ws, generation, attempt);
         });
         ws.addEventListener("message", (event) => {
             if (this.#generation === generation)
@@ -507,7 +507,7 @@ export class WebSocketClient {
         });
         ws.addEventListener("close", (event) => {
             if (this.#generation === generation)
-                this.#lost(event.code, event.reason, plan);
+                this.#lost(event.code, event.reason, attempt);
         });
     }
     /** Open a connection now; a URL the WebSocket constructor refuses ends the client. */
@@ -519,15 +519,15 @@ export class WebSocketClient {
             this.#end(1006, String(error));
         }
     }
-    #opened(ws, generation, plan) {
+    #opened(ws, generation, attempt) {
         const reconnection = this.#everOpened;
         this.#everOpened = true;
         this.#openGeneration = generation;
         this.#openedAt = Date.now();
-        this.#resuming = new Map(plan.sent);
+        this.#resuming = new Map(attempt.sent);
         // Positions this connection did not name: what was published meanwhile is lost for
         // good, and resuming from them later would replay what came after the gap.
-        const unresumed = new Map([...this.#unresumed, ...plan.leftOut]);
+        const unresumed = new Map([...this.#unresumed, ...attempt.leftOut]);
         this.#unresumed.clear();
         for (const [topic, since] of unresumed) {
             if (this.#seen.get(topic) === since)
@@ -544,7 +544,7 @@ export class WebSocketClient {
         call(this.#onOpen);
         if (reconnection) {
             this.#reconnects += 1;
-            const resumed = record(plan.sent);
+            const resumed = record(attempt.sent);
             call(this.#onReconnect, { reconnects: this.#reconnects, resumed });
         }
         for (const [topic, since] of unresumed) {
@@ -732,10 +732,10 @@ export class WebSocketClient {
         }
         return new WebSocketServerError(code, error, entries, isMessageId(id) ? id : undefined);
     }
-    #lost(code, reason, plan) {
+    #lost(code, reason, attempt) {
         const wasOpen = this.#openGeneration === this.#generation;
         this.#ws = null;
-        if (!wasOpen && plan.sent.size > 0 && !this.#closing) {
+        if (!wasOpen && attempt.sent.size > 0 && !this.#closing) {
             // An attempt naming positions never opened. Browsers do not tell why: the server
             // may have refused its URL (400, 414, 431). Once more at once, without them; the
             // positions are dropped only if that one opens.

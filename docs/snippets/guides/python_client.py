@@ -1,4 +1,4 @@
-"""Snippets for the "Python client" guide (run by test_python_client.py)."""
+"""Snippets for the "Python client" guide (run by tests/test_docs.py)."""
 
 # [route]
 from __future__ import annotations
@@ -63,6 +63,7 @@ async def verify(token: str) -> str | None:
 chat = (
     create_websocket_route("/chat/:room")
     .server_messages(ChatOut, Pong)
+    .client_messages(Chat, Ping)  # what clients send: the Python client's send() takes these
     .authenticate(create_token_auth(verify))
 )
 
