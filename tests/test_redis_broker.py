@@ -804,6 +804,7 @@ async def test_an_overflowing_recovery_buffer_reads_the_history_again_or_gives_u
             # Unsubscribed while recovering: nothing delivered, the channel left.
             reads, overflow_reads = 0, 1
             leaving = Positions()
+            leaving.topics.add("room:o")  # as a connection lists it
             async with trio.open_nursery() as nursery:
 
                 async def leave() -> None:

@@ -187,11 +187,11 @@ class Recoveries:
                 del self.lagging[topic]
 
     def forget_subscriber(self, subscriber: Subscriber) -> None:
-        """:meth:`forget` ``subscriber`` on every topic it recovers or lags on."""
-        for topic in [t for t, r in self.recovering.items() if subscriber in r]:
-            self.forget(topic, subscriber)
-        for topic in [t for t, r in self.lagging.items() if subscriber in r]:
-            self.forget(topic, subscriber)
+        """:meth:`forget` ``subscriber`` on every topic it lists (it lists a topic before
+        it subscribes, so one it recovers on too)."""
+        if self.recovering or self.lagging:
+            for topic in subscriber.topics:
+                self.forget(topic, subscriber)
 
     # -- publications from the channel -------------------------------------------------------
 
