@@ -150,8 +150,25 @@ class Inbound:
             if outbound.excludes:
                 exclude = outbound.excludes.pop((cast(bytes, origin), topic, message.seq), None)
         seq = message.seq
-        if origin is not None and seq and not self._in_sequence(topic, origin, seq):
-            return
+        if origin is not None and seq:
+            # Sequence tracking, inline: a call more per message costs about 1 % here.
+            seen = self._seen.get(topic)
+            if seen is None:
+                seen = self._seen[topic] = OrderedDict()
+            last = seen.get(origin)
+            if last is not None:
+                if seq <= last:
+                    if secret is not None or last - seq < _REPLAY_WINDOW:
+                        stats.duplicates += 1
+                        return
+                    # Unsigned, and far behind: believe this one (see the class docs).
+                    stats.sequence_resets += 1
+                elif seq > last + 1:
+                    stats.missed += seq - last - 1
+                seen.move_to_end(origin)
+            elif len(seen) >= _MAX_ORIGINS_PER_TOPIC:
+                seen.popitem(last=False)
+            seen[origin] = seq
         if not own:
             stats.received += 1
         size = len(message.payload)
@@ -176,28 +193,6 @@ class Inbound:
         if self.queued_bytes > stats.inbound_queue_peak_bytes:
             stats.inbound_queue_peak_bytes = self.queued_bytes
         self._lot.unpark()
-
-    def _in_sequence(self, topic: str, origin: bytes, seq: int) -> bool:
-        """Track ``origin``'s sequence numbers on ``topic``: ``False`` for a duplicate (see
-        the class documentation of :class:`~trio_wsroutes.RedisBroker`), gaps counted."""
-        seen = self._seen.get(topic)
-        if seen is None:
-            seen = self._seen[topic] = OrderedDict()
-        last = seen.get(origin)
-        if last is not None:
-            if seq <= last:
-                if self._settings.secret is not None or last - seq < _REPLAY_WINDOW:
-                    self._stats.duplicates += 1
-                    return False
-                # Unsigned, and far behind: believe this one (see the class docs).
-                self._stats.sequence_resets += 1
-            elif seq > last + 1:
-                self._stats.missed += seq - last - 1
-            seen.move_to_end(origin)
-        elif len(seen) >= _MAX_ORIGINS_PER_TOPIC:
-            seen.popitem(last=False)
-        seen[origin] = seq
-        return True
 
     async def fan_out_loop(self) -> None:
         """Fan what is queued out to the local subscribers, yielding as publishes do
