@@ -55,9 +55,11 @@ class Tick:
 
 
 class Counter:
-    """A subscriber that counts frames (the cheapest possible connection)."""
+    """A subscriber that counts frames (the cheapest possible connection); it lists its
+    topics, as a connection does."""
 
-    def __init__(self) -> None:
+    def __init__(self, *topics: str) -> None:
+        self.topics = set(topics)
         self.count = 0
         self.last: Frame | None = None
 
@@ -91,7 +93,7 @@ async def fan_out(
     publisher: Broker, receiver: Broker, args: argparse.Namespace, topic: str
 ) -> float:
     """Deliveries per second of ``--messages`` publications to ``--subscribers``."""
-    counters = [Counter() for _ in range(args.subscribers)]
+    counters = [Counter(topic) for _ in range(args.subscribers)]
     for counter in counters:
         await receiver.subscribe(topic, counter)
     frames = [tick(n, args.size) for n in range(args.messages)]
@@ -157,7 +159,7 @@ async def redis_memory_per_retained(url: str, port: int, args: argparse.Namespac
 async def recovery_time(publisher: Broker, receiver: Broker, args: argparse.Namespace) -> float:
     """Median seconds for ``subscribe(since=...)`` to deliver ``--missed`` publications."""
     topic = "r:1"
-    witness = Counter()  # keeps the receiver's channel subscribed, as in a busy worker
+    witness = Counter(topic)  # keeps the receiver's channel subscribed, as in a busy worker
     await receiver.subscribe(topic, witness)
     times: list[float] = []
     for _ in range(args.repeat):
@@ -167,7 +169,7 @@ async def recovery_time(publisher: Broker, receiver: Broker, args: argparse.Name
         if isinstance(publisher, RedisBroker):
             await publisher.flush()
         await wait_until(lambda: witness.count >= args.missed * (len(times) + 1))
-        client = Counter()
+        client = Counter(topic)
         began = time.perf_counter()
         since = Position(start.epoch, start.offset)
         recovery = await receiver.subscribe(topic, client, since=since)

@@ -47,6 +47,7 @@ trio.run(main)
 
 class Slow:
     def __init__(self, delay: float) -> None:
+        self.topics = {"flood"}  # a subscriber lists its topics, as a connection does
         self.delay = delay
         self.count = 0
 

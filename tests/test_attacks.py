@@ -372,6 +372,7 @@ class Inbox:
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
+        self.topics: set[str] = set()
 
     def deliver(self, frame: Frame) -> bool:
         self.payloads.append(frame.payload)

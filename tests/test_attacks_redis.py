@@ -32,11 +32,12 @@ import attrs
 import pytest
 import trio
 
+import trio_wsroutes._broker.redis._recovery as recovery_module
 from tests._redis import RedisServer
 from tests.conftest import wait_until
 from tests.test_history import Recorder
 from trio_wsroutes import RedisBroker, message
-from trio_wsroutes._broker._redis_scripts import READ_BUDGET
+from trio_wsroutes._broker.redis._scripts import READ_BUDGET
 from trio_wsroutes._history import NOT_RECOVERED, History, HistoryPolicy, Position, Recovery
 
 TIMEOUT = 30
@@ -401,14 +402,14 @@ async def test_a_large_recovery_is_read_in_bounded_replies(
     size = 600 * KiB
     replies: list[int] = []
     async with broker(redis, policy, max_message_size=MiB) as worker:
-        real = worker._evalsha
+        real = recovery_module.evalsha
 
         async def counted(*args: Any) -> Any:
             reply = await real(*args)
             replies.append(sum(len(item) for item in reply[4::3]))
             return reply
 
-        monkeypatch.setattr(worker, "_evalsha", counted)
+        monkeypatch.setattr(recovery_module, "evalsha", counted)  # history reads
         with trio.fail_after(TIMEOUT):
             for n in range(1, 11):
                 await worker.publish("room:i", Said("x" * size, n))
@@ -510,8 +511,8 @@ def test_a_publisher_refused_for_its_position_gets_the_next_turn(redis: RedisSer
     # arrive a round trip late: the one refused for its position has the topic to itself
     # for a while (a run of publications), the other's proposals are refused meanwhile
     # and told how long to wait, and after it the next refused publisher has its turn.
-    from trio_wsroutes._broker._redis_positions import Pending, Proposals
-    from trio_wsroutes._broker._redis_scripts import PUBLISH_SCRIPT
+    from trio_wsroutes._broker.redis._positions import Pending, Proposals
+    from trio_wsroutes._broker.redis._scripts import PUBLISH_SCRIPT
     from trio_wsroutes._envelope import envelope_head, topic_json
 
     meta, log = keys_of("room:t")

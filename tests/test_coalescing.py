@@ -197,6 +197,7 @@ async def test_holding_publishes_allocates_nothing_the_garbage_collector_tracks(
 class Recorder:
     def __init__(self) -> None:
         self.frames: list[Frame] = []
+        self.topics: set[str] = set()
 
     def deliver(self, frame: Frame) -> bool:
         self.frames.append(frame)

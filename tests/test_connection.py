@@ -103,11 +103,54 @@ async def test_slow_subscriber_is_evicted_with_1013_and_others_get_everything(
         assert await slow.wait_closed() == CloseCode.TRY_AGAIN_LATER
 
 
+async def test_an_evicted_connection_leaves_every_topic_at_once_and_frees_them_at_the_end(
+    memory_transport: TransportName,
+) -> None:
+    # The connection is the one owner of its topics: the broker reads them to drop an
+    # evicted one from every topic during the publish that evicted it, and the
+    # connection forgets them (and gives their memory back) only when it ends.
+    route = create_websocket_route("/feed").server_messages(Blob)
+
+    @route.on_connect
+    async def join(ws: Connection[Blob], ctx: Context[None]) -> None:
+        for topic in ("feed", "side:1", "side:2"):
+            await ws.subscribe(topic)
+
+    server = WebSocketServer([route], backpressure_limit=4_000)
+    async with (
+        TestClient(server, transport=memory_transport) as client,
+        client.connect("/feed") as fast,
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+        baseline = server.memory.used
+        async with client.connect("/feed") as slow:
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.memory.used > baseline
+            slow.pause_reading()
+            index = 0
+            while server.subscriber_count("feed") == 2:
+                assert index < 200, "never evicted"
+                await server.publish("feed", Blob(index, "y" * 500))
+                assert (await fast.receive())["data"]["index"] == index
+                index += 1
+                # Out of one topic is out of all of them, at once.
+                counts = [server.subscriber_count(t) for t in ("feed", "side:1", "side:2")]
+                assert counts in ([2, 2, 2], [1, 1, 1])
+            slow.resume_reading()
+            assert await slow.wait_closed() == CloseCode.TRY_AGAIN_LATER
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.memory.used == baseline
+        assert await server.publish("side:1", Blob(-1, "")) == 1
+        assert (await fast.receive())["data"]["index"] == -1
+
+
 async def test_publish_encodes_once_for_every_subscriber() -> None:
     server = WebSocketServer([])
     frames: list[object] = []
 
     class Recorder:
+        topics = ("t",)  # a subscriber lists its topics (the one owner of them)
+
         def deliver(self, frame: object) -> bool:
             frames.append(frame)
             return True

@@ -55,6 +55,7 @@ class Recorder:
         self.texts: list[bytes] = []  # text frames that are not JSON
         self.order: list[int | bytes] = []  # offsets (0: none) and binary payloads, in order
         self.capacity = capacity
+        self.topics: set[str] = set()
 
     def deliver(self, frame: Frame) -> bool:
         if self.capacity is not None and len(self.messages) >= self.capacity:
@@ -244,6 +245,7 @@ async def test_no_history_without_a_policy_and_the_policy_is_set_once() -> None:
 async def test_subscribe_since_delivers_exactly_the_missed_then_the_live_ones() -> None:
     broker = MemoryBroker(history=ROOMS)
     first = Recorder()
+    first.topics.add("room:a")  # as a connection lists it
     await broker.subscribe("room:a", first)
     for n in range(1, 4):
         await broker.publish("room:a", said(n))
@@ -258,6 +260,7 @@ async def test_subscribe_since_delivers_exactly_the_missed_then_the_live_ones() 
     assert again.numbers == [4, 5, 6]
     await broker.publish("room:a", said(7))
     assert again.offsets == [4, 5, 6, 7]
+    assert first.offsets == [1, 2, 3]  # gone since unsubscribe_all
 
     # Up to date: recovered, nothing missed.
     current = Recorder()

@@ -21,7 +21,8 @@ import pytest
 import trio
 from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_url
 
-import trio_wsroutes._broker.redis as redis_module
+import trio_wsroutes._broker.redis._inbound as inbound_module
+import trio_wsroutes._broker.redis._recovery as recovery_module
 from tests._redis import RedisServer, free_port, require_coredis
 from tests.conftest import live_server, wait_until
 from tests.test_history import Recorder as Positions
@@ -87,6 +88,7 @@ class Recorder:
         self.frames: list[Frame] = []
         self.delay = delay
         self.gone = gone
+        self.topics: set[str] = set()
 
     def deliver(self, frame: Frame) -> bool:
         if self.gone:
@@ -263,6 +265,7 @@ async def test_subscriber_count_is_local_and_a_broker_runs_once(redis: RedisServ
 async def test_redis_channels_follow_local_subscribers(redis: RedisServer) -> None:
     broker, publisher = RedisBroker(redis.url), RedisBroker(redis.url)
     first, second = Recorder(), Recorder()
+    second.topics.add("t")  # a subscriber lists its topics: unsubscribe_all reads them
     with trio.fail_after(20):
         async with broker, publisher:
             await broker.subscribe("t", first)  # returns once Redis has acknowledged
@@ -454,7 +457,7 @@ async def test_without_coredis_internals_the_public_push_api_still_delivers_in_o
     def no_bulk_access(connection: object) -> None:
         return None
 
-    monkeypatch.setattr(redis_module, "_nowait_receiver", no_bulk_access)
+    monkeypatch.setattr(inbound_module, "_nowait_receiver", no_bulk_access)
     receiving, sending = RedisBroker(redis.url), RedisBroker(redis.url)
     recorder = Recorder()
     with trio.fail_after(30):
@@ -609,6 +612,7 @@ async def test_a_client_recovers_on_another_worker(redis: RedisServer) -> None:
     with trio.fail_after(30):
         async with worker_a, worker_b:
             first = Positions()
+            first.topics.add("room:a")  # as a connection lists it
             await worker_a.subscribe("room:a", first)
             for n in range(1, 4):
                 await worker_a.publish("room:a", Said("x", n))
@@ -755,7 +759,7 @@ async def test_an_overflowing_recovery_buffer_reads_the_history_again_or_gives_u
     reads = 0
     overflow_reads = 1
 
-    real_evalsha = other._evalsha
+    real_evalsha = recovery_module.evalsha
 
     async def slow_read(*args: Any) -> Any:
         # Hold the read until live publications overflow the buffer, ``overflow_reads``
@@ -769,7 +773,7 @@ async def test_an_overflowing_recovery_buffer_reads_the_history_again_or_gives_u
             await received(witness, target)
         return await real_evalsha(*args)
 
-    monkeypatch.setattr(other, "_evalsha", slow_read)
+    monkeypatch.setattr(recovery_module, "evalsha", slow_read)  # reads of recoveries
     with trio.fail_after(30):
         async with publisher, other:
             await other.subscribe("room:o", witness)
@@ -800,6 +804,7 @@ async def test_an_overflowing_recovery_buffer_reads_the_history_again_or_gives_u
             # Unsubscribed while recovering: nothing delivered, the channel left.
             reads, overflow_reads = 0, 1
             leaving = Positions()
+            leaving.topics.add("room:o")  # as a connection lists it
             async with trio.open_nursery() as nursery:
 
                 async def leave() -> None:
@@ -905,8 +910,8 @@ def test_wire_fields_are_parsed_strictly() -> None:
 
 
 def test_signed_messages_verify_and_any_change_breaks_them() -> None:
-    from trio_wsroutes._broker._redis_wire import sign_position
     from trio_wsroutes._broker.redis import _authentic, sign
+    from trio_wsroutes._broker.redis._wire import sign_position
 
     frame = Frame(b'{"type":"said","data":{"n":1}}')
     channel = b"wsroutes:room:a"
@@ -970,6 +975,8 @@ async def test_a_process_without_the_secret_is_not_believed(redis: RedisServer) 
     received_frames: list[bytes] = []
 
     class Inbox:
+        topics = ("t",)
+
         def deliver(self, frame: Frame) -> bool:
             received_frames.append(frame.payload)
             return True

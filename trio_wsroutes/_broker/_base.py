@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol, runtime_checkable
 
 import trio
@@ -13,13 +14,28 @@ __all__ = ["Broker", "RunnableBroker", "Subscriber"]
 
 
 class Subscriber(Protocol):
-    """Something a broker can deliver frames to: in practice a connection."""
+    """Something a broker can deliver frames to: in practice a connection.
+
+    A subscriber keeps its own topics: it lists a topic in :attr:`topics` before it
+    calls :meth:`Broker.subscribe` and takes it out after :meth:`Broker.unsubscribe`
+    returns. A broker keeps only each topic's subscribers, and reads :attr:`topics` to
+    drop every subscription of a subscriber (:meth:`Broker.unsubscribe_all`, or one that
+    is gone).
+    """
+
+    @property
+    def topics(self) -> Collection[str]:
+        """The topics it is subscribed, or subscribing, to. Brokers only read it (and do
+        not keep it): it may be the subscriber's own set, or a snapshot of it."""
+        ...
 
     def deliver(self, frame: Frame) -> bool:
         """Queue ``frame`` without waiting.
 
         Return ``False`` when the subscriber is gone (closed, or evicted as a slow
-        consumer): the broker then drops every subscription it holds for it.
+        consumer): the broker then drops every subscription it holds for it, the topics
+        in :attr:`topics` and the one it was delivering on. (So a subscriber that goes
+        while delivering keeps :attr:`topics` as it is until the broker has read it.)
         """
         ...
 
@@ -77,7 +93,8 @@ class Broker(Protocol):
         ...
 
     async def unsubscribe_all(self, subscriber: Subscriber) -> None:
-        """Remove every subscription of ``subscriber``; called when it closes."""
+        """Remove every subscription of ``subscriber`` (the topics in
+        ``subscriber.topics``); called when it closes, before it forgets its topics."""
         ...
 
     async def publish(

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-from .._history import History, new_epoch, position_tail
-from ._redis_scripts import PUBLISH_SHA, publish_args
-from ._redis_wire import HISTORY_HEADER, sign_position
+from ..._history import History, new_epoch, position_tail
+from ._scripts import PUBLISH_SHA, publish_args
+from ._wire import HISTORY_HEADER, sign_position
 
 __all__ = ["MAX_TOPICS", "Pending", "Proposals", "ReplayGuard"]
 

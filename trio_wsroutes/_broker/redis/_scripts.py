@@ -21,10 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-from .._history import History, Position, new_epoch
-from ._redis_wire import entry_problem
+import trio
+
+from ..._history import History, Position, new_epoch
+from ._wire import entry_problem
+
+if TYPE_CHECKING:
+    from coredis.connection import BaseConnection
 
 __all__ = [
     "PUBLISH_SCRIPT",
@@ -34,6 +39,8 @@ __all__ = [
     "READ_SHA",
     "SCRIPTS",
     "HistoryRead",
+    "evalsha",
+    "load_scripts",
     "publish_args",
 ]
 
@@ -299,6 +306,36 @@ return out
 PUBLISH_SHA: Final = hashlib.sha1(PUBLISH_SCRIPT).hexdigest().encode()
 READ_SHA: Final = hashlib.sha1(READ_SCRIPT).hexdigest().encode()
 SCRIPTS: Final = ((PUBLISH_SHA, PUBLISH_SCRIPT), (READ_SHA, READ_SCRIPT))
+
+
+async def load_scripts(pub: BaseConnection, timeout: float) -> None:  # noqa: ASYNC109
+    """Load both scripts on the connection ``pub`` (coredis), so that ``EVALSHA`` finds
+    them."""
+    for _, script in SCRIPTS:
+        await pub.create_request(b"SCRIPT", b"LOAD", script, timeout=timeout)
+
+
+async def evalsha(
+    pub: BaseConnection,
+    sha: bytes,
+    keys: tuple[bytes, ...],
+    args: tuple[bytes, ...],
+    timeout: float,  # noqa: ASYNC109  # coredis' per-request timeout too
+) -> Any:
+    """Run the loaded script ``sha`` on ``pub`` (loading the scripts again if Redis lost
+    them), within ``timeout``."""
+    from coredis.exceptions import NoScriptError
+
+    with trio.fail_after(timeout):
+        try:
+            return await pub.create_request(
+                b"EVALSHA", sha, len(keys), *keys, *args, timeout=timeout
+            )
+        except NoScriptError:  # Redis lost its scripts (SCRIPT FLUSH): load them again
+            await load_scripts(pub, timeout)
+            return await pub.create_request(
+                b"EVALSHA", sha, len(keys), *keys, *args, timeout=timeout
+            )
 
 
 def publish_args(

@@ -1,5 +1,5 @@
 """The wire format of :class:`~trio_wsroutes.RedisBroker`: messages on Redis channels, their
-strict parser, and their HMAC-SHA256 signatures (see ``redis.py``'s module documentation
+strict parser, and their HMAC-SHA256 signatures (see the ``redis`` package documentation
 for the format itself)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import hmac
 import re
 from typing import Final, NamedTuple
 
-from .._history import is_epoch, position_tail
-from .._messages import Frame
+from ..._history import is_epoch, position_tail
+from ..._messages import Frame
 
 __all__ = [
     "MAX_HEADER",

@@ -1,0 +1,80 @@
+"""``RedisBroker``: topics shared by every process and host through Redis pub/sub.
+
+::
+
+    server = WebSocketServer([chat], broker=RedisBroker("redis://127.0.0.1:6379/0"))
+
+Each process keeps its own subscribers in a :class:`~trio_wsroutes._broker._topics.TopicTable`
+and holds two Redis connections: one subscribed to the channels of the topics that have a
+local subscriber, one that publishes. A publish is delivered to local subscribers at once
+(encoded once, slow-consumer policy) and queued for Redis; every other process receives it
+from Redis and fans it out to its own subscribers. Delivery across processes is at most
+once: nothing is retried, a gap is counted, nothing is duplicated.
+
+Wire format of a message on the Redis channel ``<channel_prefix><topic>``::
+
+    wsr1 <kind> <origin> <seq>[ <signature>]\n<payload>
+
+    wsr1 h <origin> <seq>[ <signature>] <offset> <epoch>\n<payload>
+
+``kind`` is ``t`` (a WebSocket text frame; ``payload`` is UTF-8), ``b`` (binary) or ``h``
+(a text frame with a history position, ``offset`` and ``epoch``, already spliced into the
+payload); ``origin`` identifies the publishing broker (``<pid>-<hex>``, or ``-`` for none);
+``seq`` numbers the origin's messages on that topic from 1 (``0`` for none). ``payload``
+is the frame exactly as it goes to WebSocket clients. With a ``secret``, ``signature`` is
+the hex HMAC-SHA256 of the kind, the channel, the origin, the seq and the payload, and
+for ``h`` also of the epoch and the offset (the payload carries them too); a message
+without a valid one is dropped. (Version 0.2 signed ``h`` messages without their
+position: a 0.2 process and this one, sharing a secret, drop each other's history
+publications, so upgrade the processes of a deployment with history together.) A message
+that does not start with ``wsr1 `` is delivered as a text frame when there is no secret,
+so ``PUBLISH wsroutes:room:1 '{"type":"message",...}'`` works from any Redis client.
+Every field is parsed strictly, and a message over ``max_message_size`` is dropped before
+it is decoded; what is dropped is counted in :class:`RedisBrokerStats` and never reaches
+a client or the sequence tracking.
+
+History (topics matched by the history policy) lives in Redis, two keys per topic::
+
+    <channel_prefix>h:{<topic>}:m   a hash: e (the epoch), o (the last offset), b (the
+                                    bytes kept); with a secret, c (the ``<origin> <seq>``
+                                    of the publication at o) and w (whose turn it is)
+    <channel_prefix>h:{<topic>}:l   a stream of the kept publications, entry id <offset>-0,
+                                    fields t (Redis time, ms), p (the payload) and s
+                                    (``<origin> <seq> <signature>``, with a secret)
+
+Only a publication creates them. One Lua script per publication numbers it, adds it to
+the stream (trimming the oldest entries to ``size`` entries and ``max_bytes`` bytes; one
+larger than ``max_bytes`` empties the stream instead), refreshes both keys' expiry and
+``PUBLISH``-es it, atomically: offsets, the stream and the channel have one order for
+every process. Without a secret Redis gives it the next offset; with one, the publisher
+proposes the position it signed and the script commits it only if it is the next one
+(see :class:`RedisBroker`). History needs Redis 6.2 or later.
+
+The parts, one job each, composed by :class:`RedisBroker` (``broker.py``):
+
+* ``_session.py``: holding the two connections, reconnecting, resubscribing;
+* ``_channels.py``: the channels subscribed, ``SUBSCRIBE``/``UNSUBSCRIBE`` and their
+  acknowledgements;
+* ``_inbound.py``: receiving, checking and queueing messages, and the local fan-out;
+* ``_outbound.py``: publishing, the queue to Redis and its pipelining, the proposals;
+* ``_recovery.py``: history reads, subscribers recovering, their buffers, the lagging;
+* ``_wire.py``, ``_scripts.py``, ``_positions.py``: the wire format, the Lua scripts and
+  the positions a signing broker keeps; ``_common.py``: options, counters, errors.
+"""
+
+from ._common import RedisBrokerStats as RedisBrokerStats
+from ._wire import WireMessage as WireMessage
+from ._wire import authentic as _authentic  # noqa: F401  # pyright: ignore[reportUnusedImport]
+from ._wire import decode_wire as decode_wire
+from ._wire import encode_wire as encode_wire
+from ._wire import sign as sign
+from .broker import RedisBroker as RedisBroker
+
+__all__ = [
+    "RedisBroker",
+    "RedisBrokerStats",
+    "WireMessage",
+    "decode_wire",
+    "encode_wire",
+    "sign",
+]
