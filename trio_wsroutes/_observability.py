@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from ._request import Request, TrustedProxies
 
 if TYPE_CHECKING:
     from ._broker import Broker
+    from ._broker.redis._common import RedisBrokerStats
     from ._engine.connection import Connection
     from ._flow import MemoryBudget
     from ._registry import ConnectionRegistry
@@ -190,11 +192,54 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     _m(
         "recoveries_total",
         "counter",
-        "Subscriptions that named a position, by result (recovered, not_recovered, "
-        "limited: refused by recovery_rate).",
+        "Subscriptions that named a position, by result (recovered; not_recovered; "
+        "capped: more to send than max_recovery; limited: over recovery_rate).",
         "result",
     ),
     _m("recovered_messages_total", "counter", "Publications sent by recoveries."),
+    _m(
+        "history_topics",
+        "gauge",
+        "Topics with history kept in this process' memory (MemoryBroker).",
+    ),
+    _m(
+        "history_publications",
+        "gauge",
+        "Publications kept in this process' memory (MemoryBroker).",
+    ),
+    _m(
+        "history_bytes",
+        "gauge",
+        "Payload bytes of the publications kept in this process' memory (MemoryBroker).",
+    ),
+    # -- the broker between processes (RedisBroker)
+    _m("broker_connected", "gauge", "1 while connected to Redis, else 0."),
+    _m("broker_reconnects_total", "counter", "Connections to Redis made again after a loss."),
+    _m("broker_published_total", "counter", "Messages handed to Redis and acknowledged."),
+    _m(
+        "broker_publish_lost_total",
+        "counter",
+        "Messages not carried to other processes (published while disconnected, over the "
+        "outbound queue, unacknowledged when the connection failed).",
+    ),
+    _m("broker_received_total", "counter", "Messages received from other processes."),
+    _m(
+        "broker_receive_dropped_total",
+        "counter",
+        "Received messages dropped: the local fan-out queue was full.",
+    ),
+    _m(
+        "broker_missed_total",
+        "counter",
+        "Messages of other processes that never arrived (gaps in their sequence).",
+    ),
+    _m(
+        "broker_rejected_total",
+        "counter",
+        "Received messages and history entries refused, by reason (malformed, oversized, "
+        "unauthenticated: failed the signature check, duplicate).",
+        "reason",
+    ),
 )
 """Every metric the server exports, in the order of the exposition."""
 
@@ -364,10 +409,31 @@ class Observability:
         add("outbound_queued_bytes", queued)
         add("memory_budget_used_bytes", self._memory.used)
         add("memory_budget_limit_bytes", self._memory.limit or 0)
+        broker = self._broker
+        capped = _count(broker, "recoveries_capped")
         add("recoveries_total", "recovered", stats.recoveries)
-        add("recoveries_total", "not_recovered", stats.recoveries_failed)
+        add("recoveries_total", "not_recovered", max(0, stats.recoveries_failed - capped))
+        add("recoveries_total", "capped", capped)
         add("recoveries_total", "limited", stats.recoveries_limited)
         add("recovered_messages_total", stats.recovered_messages)
+        if hasattr(broker, "history_publications"):
+            read_topics = getattr(broker, "history_topics", None)
+            add("history_topics", read_topics() if callable(read_topics) else 0)
+            add("history_publications", _count(broker, "history_publications"))
+            add("history_bytes", _count(broker, "history_bytes"))
+        redis = _redis_stats(broker)
+        if redis is not None:
+            add("broker_connected", 1 if redis.connects > redis.disconnects else 0)
+            add("broker_reconnects_total", max(0, redis.connects - 1))
+            add("broker_published_total", redis.published)
+            add("broker_publish_lost_total", redis.publish_lost)
+            add("broker_received_total", redis.received)
+            add("broker_receive_dropped_total", redis.receive_dropped)
+            add("broker_missed_total", redis.missed)
+            add("broker_rejected_total", "malformed", redis.malformed)
+            add("broker_rejected_total", "oversized", redis.oversized)
+            add("broker_rejected_total", "unauthenticated", redis.unauthenticated)
+            add("broker_rejected_total", "duplicate", redis.duplicates)
         return {
             "pid": os.getpid(),
             "time": time.time(),
@@ -510,6 +576,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _count(broker: object, name: str) -> int:
+    found = getattr(broker, name, 0)
+    return found if isinstance(found, int) else 0
+
+
+def _redis_stats(broker: object) -> RedisBrokerStats | None:
+    if "trio_wsroutes._broker.redis._common" not in sys.modules:
+        return None  # not loaded: the broker cannot be a RedisBroker
+    from ._broker.redis._common import RedisBrokerStats
+
+    stats = getattr(broker, "stats", None)
+    return stats if isinstance(stats, RedisBrokerStats) else None
 
 
 def _histogram(histogram: Histogram) -> dict[str, Any]:

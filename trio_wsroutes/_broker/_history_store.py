@@ -101,6 +101,11 @@ class HistoryStore:
         """How many topics have history state (at most ``policy.max_topics``)."""
         return len(self._topics)
 
+    @property
+    def publications(self) -> int:
+        """Publications kept, all topics together (counted when asked: a scrape's work)."""
+        return sum(len(state.entries) for state in self._topics.values())
+
     def use_budget(self, budget: MemoryBudget) -> None:
         """Count kept bytes in ``budget`` from now on (the server's ``memory_budget``)."""
         if budget is self.budget:

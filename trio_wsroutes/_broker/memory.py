@@ -51,6 +51,9 @@ class MemoryBroker:
         self._table = TopicTable()
         self._store: HistoryStore | None = None
         self._budget: MemoryBudget | None = None
+        self.recoveries_capped: int = 0
+        """Recoveries refused for having more than the policy's ``max_recovery``
+        publications to send."""
         policy = HistoryPolicy.coerce(history)
         if policy is not None:
             self.configure_history(policy)
@@ -99,6 +102,8 @@ class MemoryBroker:
             return NOT_RECOVERED
         missed = store.missed(topic, since, trio.current_time())
         if missed is None or len(missed) > store.policy.max_recovery:
+            if missed is not None:
+                self.recoveries_capped += 1
             table.add(topic, subscriber)
             return NOT_RECOVERED
         for frame in missed:
@@ -158,3 +163,8 @@ class MemoryBroker:
     def history_bytes(self) -> int:
         """Bytes of publications kept in history now (at most ``policy.max_bytes``)."""
         return 0 if self._store is None else self._store.bytes
+
+    @property
+    def history_publications(self) -> int:
+        """Publications kept in history now, all topics together."""
+        return 0 if self._store is None else self._store.publications
