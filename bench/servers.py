@@ -21,6 +21,10 @@ Systems:
   History(size=1000)}``): every delivery carries ``topic``, ``offset`` and ``epoch``, and
   the last 1 000 publications are kept. Not in the default suite; ``bench/history_live.py``
   compares it with ``native``.
+* ``native-metrics``: ``native`` with ``metrics=True``, the access log on (JSON lines
+  to ``/dev/null``) and the metrics rendered once a second, as a scrape would: what
+  observability costs. Not in the default suite; ``bench/run.py --systems
+  native,native-metrics`` compares them in one run.
 * ``hypercorn``: the floor under ``asgi``: a plain ASGI app on hypercorn's trio worker
   that echoes and forwards the text as it came, no validation, a loop over the
   subscribers' ``send`` for the broadcast.
@@ -61,7 +65,15 @@ from trio_wsroutes import (
     message,
 )
 
-SYSTEMS = ("asgi", "native", "native-history", "hypercorn", "fastapi", "websockets")
+SYSTEMS = (
+    "asgi",
+    "native",
+    "native-history",
+    "native-metrics",
+    "hypercorn",
+    "fastapi",
+    "websockets",
+)
 
 # -- trio_wsroutes -----------------------------------------------------------------------
 
@@ -92,7 +104,7 @@ class Tick:
     text: str
 
 
-def wsroutes_server(*, history: bool = False) -> WebSocketServer:
+def wsroutes_server(*, history: bool = False, metrics: bool = False) -> WebSocketServer:
     """The routes, as a user of this project writes them (default server options; with
     ``history``, the topic keeps its last 1 000 publications)."""
     echo = create_websocket_route("/echo").server_messages(EchoOut)
@@ -115,7 +127,37 @@ def wsroutes_server(*, history: bool = False) -> WebSocketServer:
 
     if history:
         return WebSocketServer([echo, sub, pub], history={"feed": History(size=1000)})
+    if metrics:
+        return observed(WebSocketServer([echo, sub, pub], metrics=True))
     return WebSocketServer([echo, sub, pub])
+
+
+def observed(server: WebSocketServer) -> WebSocketServer:
+    """``server`` with its access log written (as JSON, to ``/dev/null``) and its metrics
+    rendered every second, as Prometheus would scrape them."""
+    import logging
+    import os
+
+    from trio_wsroutes import JSONFormatter
+    from trio_wsroutes._prometheus import render
+
+    handler = logging.FileHandler(os.devnull)
+    handler.setFormatter(JSONFormatter())
+    access = logging.getLogger("trio_wsroutes.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+    @server.on_startup
+    async def scrape_every_second(nursery: trio.Nursery) -> None:
+        async def scrape() -> None:
+            while True:
+                await trio.sleep(1)
+                render(server._observability.scrape())  # pyright: ignore[reportPrivateUsage]
+
+        nursery.start_soon(scrape)
+
+    return server
 
 
 # -- the plain ASGI app (the floor) -------------------------------------------------------
@@ -167,6 +209,8 @@ def run(system: str, port: int) -> None:
         trio.run(wsroutes_server().serve, "127.0.0.1", port)
     elif system == "native":
         trio.run(wsroutes_server().serve_native, "127.0.0.1", port)
+    elif system == "native-metrics":
+        trio.run(wsroutes_server(metrics=True).serve_native, "127.0.0.1", port)
     elif system == "native-history":
         trio.run(wsroutes_server(history=True).serve_native, "127.0.0.1", port)
     elif system == "hypercorn":

@@ -66,6 +66,11 @@ ALSO_PUBLIC = {
     "Position",
     "Publication",
     "Recovery",
+    # Observability (docs/observability.rst).
+    "Histogram",
+    "JSONFormatter",
+    "Metrics",
+    "RouteStats",
 }
 
 

@@ -187,6 +187,14 @@ class WebSocketServer:
       cannot multiply the server's output. Default: 2000 publications a second (burst
       4000) and 8 MiB a second per address; ``None`` for no limit. Behind a proxy, set
       ``trusted_proxies`` so that clients are told apart.
+    * ``metrics``: serve the server's numbers for Prometheus at ``/metrics`` on its own
+      port (both transports): ``True`` or a :class:`Metrics` (path, who may read them,
+      a directory shared by worker processes). Needs the ``metrics`` extra. Off by
+      default; :attr:`route_stats` counts either way.
+    * ``user_id``: what names ``ctx.user`` in the access log (the ``trio_wsroutes.access``
+      logger): a function of the user returning a string, an integer or ``None``.
+      Default: the user's ``id`` attribute, or the user itself if it is a string or an
+      integer.
     """
 
     def __init__(
