@@ -66,6 +66,11 @@ ALSO_PUBLIC = {
     "Position",
     "Publication",
     "Recovery",
+    # Observability (docs/observability.rst): WebSocketServer(metrics=Metrics(...)),
+    # server.route_stats, the access log's formatter.
+    "JSONFormatter",
+    "Metrics",
+    "RouteStats",
 }
 
 

@@ -13,6 +13,7 @@
 Run with ``hypercorn --worker-class trio module:server``.
 """
 
+from ._access_log import JSONFormatter as JSONFormatter
 from ._auth import Reject as Reject
 from ._auth import RequestInfo as RequestInfo
 from ._auth import create_token_auth as create_token_auth
@@ -43,6 +44,8 @@ from ._history import Position as Position
 from ._history import Publication as Publication
 from ._history import Recovery as Recovery
 from ._messages import message as message
+from ._metrics import RouteStats as RouteStats
+from ._observability import Metrics as Metrics
 from ._origins import OriginPolicy as OriginPolicy
 from ._registry import ConnectionRegistry as ConnectionRegistry
 from ._request import Headers as Headers
