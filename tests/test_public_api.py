@@ -66,7 +66,8 @@ ALSO_PUBLIC = {
     "Position",
     "Publication",
     "Recovery",
-    # Observability (docs/observability.rst).
+    # Observability (docs/observability.rst): WebSocketServer(metrics=Metrics(...)),
+    # server.route_stats, the access log's formatter.
     "Histogram",
     "JSONFormatter",
     "Metrics",

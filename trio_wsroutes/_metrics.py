@@ -220,18 +220,26 @@ class RouteStats:
     path: str
     """The route's pattern (``/chat/:room``), never a concrete path."""
     connections_open: int
+    """Connections open now."""
     connections_opened: int
+    """Upgrades accepted."""
     closes: Mapping[int, int]
     """Connections ended, by close code."""
     messages_in: int
+    """Messages from clients."""
     bytes_in: int
+    """Bytes of messages from clients."""
     messages_out: int
     """Messages handed over for the client: sent, replies and published deliveries."""
     bytes_out: int
+    """Bytes of messages to clients."""
     received: Mapping[str, int]
-    """Messages handled, by declared type."""
+    """Messages from clients, by declared type (``_other``: raw text, binary, invalid or
+    unknown types, heartbeat envelopes)."""
     sent: Mapping[str, int]
-    """Messages sent with ``ws.send`` or as replies, by type."""
+    """Messages to clients, by type: those sent with ``ws.send`` or as replies by their
+    own type, ``_published`` for deliveries of publications, ``_other`` for acks,
+    errors, pongs and raw frames."""
     errors: Mapping[str, int]
     """Error envelopes sent, by code."""
     handler_timeouts: Mapping[str, int]
@@ -243,7 +251,7 @@ class RouteStats:
 
 
 Snapshot = dict[str, Any]
-"""Every metric as plain JSON data: ``{name: {"type": ..., "help": ..., "labels": [...],
-"samples": [[label values..., value]]}}``, histograms with ``{"buckets": [...],
-"counts": [...], "sum": ...}`` as value. Snapshots of several processes add up
-(:func:`merge_snapshots`)."""
+"""Every metric as plain JSON data: ``{"pid": ..., "time": ..., "metrics": {name: {"kind":
+..., "help": ..., "labels": [...], "samples": [[label values..., value]]}}}``, histograms
+with ``{"bounds": [...], "counts": [...], "sum": ...}`` as value. Snapshots of several
+processes add up (:func:`merge_snapshots`)."""
