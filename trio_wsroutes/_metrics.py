@@ -57,7 +57,8 @@ class Histogram:
     __slots__ = ("bounds", "counts", "total")
 
     def __init__(self, bounds: tuple[float, ...] = DURATION_BUCKETS) -> None:
-        self.bounds = bounds
+        self.bounds: tuple[float, ...] = bounds
+        """The buckets' upper bounds, in seconds."""
         self.counts: list[int] = [0] * (len(bounds) + 1)
         """Observations per bucket, not cumulative; the last is over every bound."""
         self.total: float = 0.0
@@ -110,9 +111,9 @@ class HandlerCounters:
     __slots__ = ("duration", "received", "timeouts")
 
     def __init__(self) -> None:
-        self.received = 0
-        self.timeouts = 0
-        self.duration = Histogram()
+        self.received: int = 0
+        self.timeouts: int = 0
+        self.duration: Histogram = Histogram()
 
 
 class RouteCounters:
@@ -136,22 +137,22 @@ class RouteCounters:
     )
 
     def __init__(self, path: str, message_types: Iterable[str] = ()) -> None:
-        self.path = path
-        self.open = 0
-        self.opened = 0
+        self.path: str = path
+        self.open: int = 0
+        self.opened: int = 0
         self.closed: dict[int, int] = {}
         """Connections ended, by close code."""
-        self.messages_in = 0
-        self.bytes_in = 0
-        self.messages_out = 0
-        self.direct_out = 0
-        self.bytes_out = 0
+        self.messages_in: int = 0
+        self.bytes_in: int = 0
+        self.messages_out: int = 0
+        self.direct_out: int = 0
+        self.bytes_out: int = 0
         self.handlers: dict[str, HandlerCounters] = {t: HandlerCounters() for t in message_types}
         self.sent: dict[type[Any], int] = {}
         """Messages sent with ``ws.send`` or returned as replies, by class."""
         self.errors: dict[str, int] = {}
         """Error envelopes sent, by code (``VALIDATION_ERROR``, ``RATE_LIMITED``...)."""
-        self.handshake = Histogram()
+        self.handshake: Histogram = Histogram()
         """Seconds from the upgrade request to the accepted connection."""
 
     def error(self, code: str) -> None:
@@ -203,7 +204,7 @@ class ServerCounters:
     def __init__(self) -> None:
         self.denied: dict[tuple[int, str], int] = {}
         """Upgrades refused, by HTTP status and error code."""
-        self.publishes = 0
+        self.publishes: int = 0
         """``publish`` calls (``server.publish``, ``ws.publish``)."""
 
     def deny(self, status: int, code: str) -> None:
