@@ -8,7 +8,7 @@ import importlib.util
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import trio
 
@@ -30,6 +30,9 @@ from ._inbound import Inbound
 from ._outbound import Outbound
 from ._recovery import Recoveries
 from ._session import Session
+
+if TYPE_CHECKING:
+    from ..._tracing import Tracing
 
 __all__ = ["RedisBroker"]
 
@@ -222,6 +225,7 @@ class RedisBroker:
             settings, stats, link, channels, inbound, outbound, self._wanted_topics
         )
         self._background: AbstractAsyncContextManager[None] | None = None
+        self._tracing: Tracing | None = None
         policy = HistoryPolicy.coerce(history)
         if policy is not None:
             self.configure_history(policy)
@@ -276,6 +280,13 @@ class RedisBroker:
             raise ValueError("max_payload_length must be a positive integer")
         if not self._settings.size_given:
             self._settings.max_message_size = max_payload_length
+
+    def configure_tracing(self, tracing: Tracing) -> None:
+        """The server's tracing (its ``tracing`` option; the server calls it): a publish
+        made while a span is current gets a ``PRODUCER`` span whose context goes with
+        the message, and a received message with a context gets a ``CONSUMER`` span, its
+        child (see the tracing guide)."""
+        self._tracing = self._outbound.tracing = self._inbound.tracing = tracing
 
     def configure_history(self, policy: HistoryPolicy) -> None:
         """Keep history in Redis for the topics ``policy`` matches (once; an equal
@@ -352,6 +363,11 @@ class RedisBroker:
         # A scheduling point every time (not every 16th, as fan-outs): a loop of publishes
         # must leave the sender its turns, or it outruns the bounded queue to Redis.
         await trio.lowlevel.checkpoint()
+        tracing = self._tracing
+        if tracing is not None:
+            return await tracing.publish(
+                self._outbound.publish, topic, frame, exclude, self._settings.policy
+            )
         return await self._outbound.publish(topic, frame, exclude)
 
     async def publish_binary(
