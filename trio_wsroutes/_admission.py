@@ -81,6 +81,10 @@ class Admitted:
     tracing: MessageTracing | None = None
     """With tracing: the spans of the connection's messages, linked to its upgrade's."""
 
+    def traced(self, tracing: MessageTracing) -> Admitted:
+        """This admission, with the spans of its connection's messages."""
+        return attrs.evolve(self, tracing=tracing)
+
 
 def _cross_site_with_cookies(spec: RouteSpec, request: Request) -> bool:
     origin = request.origin

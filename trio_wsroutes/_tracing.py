@@ -24,9 +24,8 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import Token
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar
 
-import attrs
 import trio
 
 try:
@@ -55,12 +54,12 @@ from ._codes import HANDLER_TIMEOUT
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._admission import Admitted
     from ._broker._base import Subscriber
     from ._envelope import Envelope
     from ._frames import Frame
     from ._history import HistoryPolicy
     from ._request import Request
+    from ._spec import RouteSpec
 
 __all__ = ["MessageTracing", "Tracing", "TracedMessage"]
 
@@ -74,6 +73,19 @@ _DENIED: Final = "denied"
 _OUTCOME: Final = "wsroutes.outcome"
 
 Denied = Callable[[int, str, "Request", str | None], None]
+
+
+class _Admitted(Protocol):
+    """What admission lets in (``_admission.Admitted``: this module does not import
+    admission, which the engine must not reach)."""
+
+    @property
+    def spec(self) -> RouteSpec: ...
+
+    def traced(self, tracing: MessageTracing) -> Self: ...
+
+
+AdmittedT = TypeVar("AdmittedT", bound=_Admitted)
 Publish = Callable[[str, "Frame", "Subscriber | None"], Awaitable[int]]
 
 
@@ -109,8 +121,8 @@ class Tracing:
 
     @asynccontextmanager
     async def admission(
-        self, admit: AbstractAsyncContextManager[Admitted | None], request: Request
-    ) -> AsyncGenerator[Admitted | None]:
+        self, admit: AbstractAsyncContextManager[AdmittedT | None], request: Request
+    ) -> AsyncGenerator[AdmittedT | None]:
         """``admit`` (the admission of ``request``) inside an upgrade span, current while
         it runs so that spans ``authenticate`` starts are its children. It ends when
         admission has decided; what is admitted carries the connection's
@@ -143,9 +155,7 @@ class Tracing:
                         }
                     )
                     link = Link(span.get_span_context())
-                    admitted = attrs.evolve(
-                        admitted, tracing=MessageTracing(self.tracer, route, link)
-                    )
+                    admitted = admitted.traced(MessageTracing(self.tracer, route, link))
                 span.end()
                 otel_context.detach(token)
                 deciding = False
