@@ -95,25 +95,33 @@ class RedisBroker:
       a history entry); larger ones are dropped before they are decoded and counted
       (``stats.oversized``). Default: the server's ``max_payload_length`` (16 MiB).
 
-    **What comes from Redis is checked.** Every header field is parsed strictly (a
-    malformed message is dropped and counted in ``stats.malformed``), sizes are checked,
-    and with a ``secret`` signatures. Nothing dropped is delivered or touches the sequence
-    tracking. The tracking itself depends on the secret: with one, sequence numbers are
-    authentic, so one at or below its origin's last is a duplicate (a replay); without
-    one, a forged message could otherwise claim a huge number and make every later
-    message of that origin look like a duplicate, so a number at most 16 behind the
-    last is a duplicate and one further behind is believed, restarting the origin's
-    tracking (``stats.sequence_resets``). With a secret, a publication with a position
-    at or before the last one this process delivered on its topic is a replay, dropped
-    (``stats.duplicates``); that last position outlives the topic's local subscribers,
-    for the 100 000 topics most recently delivered on, as do the last three epochs a
-    topic left. What this cannot tell: a replay of a publication this process never
-    delivered (published while it had no subscriber on the topic, was disconnected, or
-    past those 100 000 topics) is delivered once, unchanged, at its real position,
-    which clients see as an offset at or before one they had. A secret does not hide
-    messages (Redis sees them) and does not stop the replay of a message without a
-    position whose origin this process no longer tracks (after its topic lost every
-    local subscriber, or 64 other origins since).
+    **Wire format and versions.** Each message carries its publish time (for
+    ``stats.lag``, the ``broker_lag_seconds`` metric) and, with the server's ``tracing``
+    option, the trace context of its publish span, in extension fields of its header
+    (see the package documentation). This changed the wire format in 0.3: a 0.3 process
+    accepts the messages of a 0.2 process, but a 0.2 process drops every message of a
+    0.3 process (``malformed``), so a 0.2 worker and a 0.3 worker cannot share Redis:
+    the workers of one deployment must run the same version (or the new one another
+    ``channel_prefix``).
+
+    **What comes from Redis is checked.** Every header field is parsed strictly (a malformed
+    message is dropped and counted in ``stats.malformed``), sizes are checked, and with a
+    ``secret`` signatures, those of the extension fields too. Nothing dropped is delivered
+    or touches the sequence tracking. The tracking itself depends on the secret: with one,
+    sequence numbers are authentic, so one at or below its origin's last is a duplicate (a
+    replay); without one, a forged message could otherwise claim a huge number and make
+    every later message of that origin look like a duplicate, so a number at most 16 behind
+    the last is a duplicate and one further behind is believed, restarting the origin's
+    tracking (``stats.sequence_resets``). With a secret, a publication with a position at or
+    before the last one this process delivered on its topic is a replay, dropped
+    (``stats.duplicates``); that last position outlives the topic's local subscribers, for
+    the 100 000 topics most recently delivered on, as do the last three epochs a topic left.
+    What this cannot tell: a replay of a publication this process never delivered (published
+    while it had no subscriber on the topic, was disconnected, or past those 100 000 topics)
+    is delivered once, unchanged, at its real position, which clients see as an offset at or
+    before one they had. A secret does not hide messages (Redis sees them) and does not stop
+    the replay of a message without a position whose origin this process no longer tracks
+    (after its topic lost every local subscriber, or 64 other origins since).
 
     **History.** A text publication on a topic with history goes to Redis only: one Lua
     script gives it the next offset, adds it to the topic's stream (at most ``size``
