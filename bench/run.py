@@ -41,12 +41,14 @@ from typing import Any
 import harness
 
 SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
-EXTRA_SYSTEMS = ("native-history",)
-"""Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses them)."""
+EXTRA_SYSTEMS = ("native-history", "native-tracing")
+"""Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses the first;
+the second measures the cost of the ``tracing`` option's spans)."""
 LABELS = {
     "asgi": "trio_wsroutes, ASGI on hypercorn-trio",
     "native": "trio_wsroutes, native transport",
     "native-history": "trio_wsroutes, native transport, history on the topic (1 000 kept)",
+    "native-tracing": "trio_wsroutes, native transport, tracing on (spans made, not exported)",
     "hypercorn": "plain ASGI app on hypercorn-trio (floor)",
     "fastapi": "FastAPI + pydantic on uvicorn",
     "websockets": "websockets asyncio server on uvloop, raw echo / broadcast() (no validation)",

@@ -21,6 +21,9 @@ Systems:
   History(size=1000)}``): every delivery carries ``topic``, ``offset`` and ``epoch``, and
   the last 1 000 publications are kept. Not in the default suite; ``bench/history_live.py``
   compares it with ``native``.
+* ``native-tracing``: ``native`` with the ``tracing`` option on, an SDK
+  ``TracerProvider`` that samples every span and exports none (the cost of making the
+  spans; exporting is the SDK's). Not in the default suite.
 * ``hypercorn``: the floor under ``asgi``: a plain ASGI app on hypercorn's trio worker
   that echoes and forwards the text as it came, no validation, a loop over the
   subscribers' ``send`` for the broadcast.
@@ -61,7 +64,15 @@ from trio_wsroutes import (
     message,
 )
 
-SYSTEMS = ("asgi", "native", "native-history", "hypercorn", "fastapi", "websockets")
+SYSTEMS = (
+    "asgi",
+    "native",
+    "native-history",
+    "native-tracing",
+    "hypercorn",
+    "fastapi",
+    "websockets",
+)
 
 # -- trio_wsroutes -----------------------------------------------------------------------
 
@@ -92,9 +103,10 @@ class Tick:
     text: str
 
 
-def wsroutes_server(*, history: bool = False) -> WebSocketServer:
+def wsroutes_server(*, history: bool = False, tracing: bool = False) -> WebSocketServer:
     """The routes, as a user of this project writes them (default server options; with
-    ``history``, the topic keeps its last 1 000 publications)."""
+    ``history``, the topic keeps its last 1 000 publications; with ``tracing``, spans of
+    every upgrade and message, made and dropped)."""
     echo = create_websocket_route("/echo").server_messages(EchoOut)
 
     @echo.on("echo", Echo)
@@ -115,6 +127,10 @@ def wsroutes_server(*, history: bool = False) -> WebSocketServer:
 
     if history:
         return WebSocketServer([echo, sub, pub], history={"feed": History(size=1000)})
+    if tracing:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        return WebSocketServer([echo, sub, pub], tracing=TracerProvider())
     return WebSocketServer([echo, sub, pub])
 
 
@@ -169,6 +185,8 @@ def run(system: str, port: int) -> None:
         trio.run(wsroutes_server().serve_native, "127.0.0.1", port)
     elif system == "native-history":
         trio.run(wsroutes_server(history=True).serve_native, "127.0.0.1", port)
+    elif system == "native-tracing":
+        trio.run(wsroutes_server(tracing=True).serve_native, "127.0.0.1", port)
     elif system == "hypercorn":
         from hypercorn.config import Config
         from hypercorn.trio import serve
