@@ -95,7 +95,9 @@ class Tracing:
     __slots__ = ("tracer",)
 
     def __init__(self, provider: TracerProvider | None = None) -> None:
-        self.tracer = trace.get_tracer(INSTRUMENTATION, __version__, tracer_provider=provider)
+        self.tracer: trace.Tracer = trace.get_tracer(
+            INSTRUMENTATION, __version__, tracer_provider=provider
+        )
         """Spans of this server (of the global tracer provider unless one was given;
         set late, it is used from then on)."""
 
