@@ -41,15 +41,16 @@ from typing import Any
 import harness
 
 SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
-EXTRA_SYSTEMS = ("native-history", "native-metrics")
+EXTRA_SYSTEMS = ("native-history", "native-metrics", "native-tracing")
 """Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses
-``native-history``; ``--systems native,native-metrics`` measures what observability
-costs)."""
+``native-history``; ``--systems native,native-metrics,native-tracing`` measures what
+observability costs)."""
 LABELS = {
     "asgi": "trio_wsroutes, ASGI on hypercorn-trio",
     "native": "trio_wsroutes, native transport",
     "native-history": "trio_wsroutes, native transport, history on the topic (1 000 kept)",
     "native-metrics": "trio_wsroutes, native transport, metrics and access log on, scraped 1/s",
+    "native-tracing": "trio_wsroutes, native transport, tracing on (spans made, not exported)",
     "hypercorn": "plain ASGI app on hypercorn-trio (floor)",
     "fastapi": "FastAPI + pydantic on uvicorn",
     "websockets": "websockets asyncio server on uvloop, raw echo / broadcast() (no validation)",

@@ -25,6 +25,9 @@ Systems:
   to ``/dev/null``) and the metrics rendered once a second, as a scrape would: what
   observability costs. Not in the default suite; ``bench/run.py --systems
   native,native-metrics`` compares them in one run.
+* ``native-tracing``: ``native`` with the ``tracing`` option on, an SDK
+  ``TracerProvider`` that samples every span and exports none (the cost of making the
+  spans; exporting is the SDK's). Not in the default suite.
 * ``hypercorn``: the floor under ``asgi``: a plain ASGI app on hypercorn's trio worker
   that echoes and forwards the text as it came, no validation, a loop over the
   subscribers' ``send`` for the broadcast.
@@ -70,6 +73,7 @@ SYSTEMS = (
     "native",
     "native-history",
     "native-metrics",
+    "native-tracing",
     "hypercorn",
     "fastapi",
     "websockets",
@@ -104,9 +108,13 @@ class Tick:
     text: str
 
 
-def wsroutes_server(*, history: bool = False, metrics: bool = False) -> WebSocketServer:
+def wsroutes_server(
+    *, history: bool = False, metrics: bool = False, tracing: bool = False
+) -> WebSocketServer:
     """The routes, as a user of this project writes them (default server options; with
-    ``history``, the topic keeps its last 1 000 publications)."""
+    ``history``, the topic keeps its last 1 000 publications; with ``metrics``, metrics
+    and the access log on; with ``tracing``, spans of every upgrade and message, made and
+    dropped)."""
     echo = create_websocket_route("/echo").server_messages(EchoOut)
 
     @echo.on("echo", Echo)
@@ -129,6 +137,10 @@ def wsroutes_server(*, history: bool = False, metrics: bool = False) -> WebSocke
         return WebSocketServer([echo, sub, pub], history={"feed": History(size=1000)})
     if metrics:
         return observed(WebSocketServer([echo, sub, pub], metrics=True))
+    if tracing:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        return WebSocketServer([echo, sub, pub], tracing=TracerProvider())
     return WebSocketServer([echo, sub, pub])
 
 
@@ -213,6 +225,8 @@ def run(system: str, port: int) -> None:
         trio.run(wsroutes_server(metrics=True).serve_native, "127.0.0.1", port)
     elif system == "native-history":
         trio.run(wsroutes_server(history=True).serve_native, "127.0.0.1", port)
+    elif system == "native-tracing":
+        trio.run(wsroutes_server(tracing=True).serve_native, "127.0.0.1", port)
     elif system == "hypercorn":
         from hypercorn.config import Config
         from hypercorn.trio import serve

@@ -45,6 +45,7 @@ from ._transports import Transport, TransportClosed
 
 if TYPE_CHECKING:
     from ._routes import WebSocketRoute
+    from ._tracing import MessageTracing
 
 __all__ = ["Admission", "Admitted", "HTTPAnswer", "cookie_routes_without_policy", "refusal"]
 
@@ -77,6 +78,12 @@ class Admitted:
     subprotocol: str | None
     positions: dict[str, Position] = attrs.field(factory=dict[str, Position])
     """The client's last positions (its ``since`` query parameters), per topic."""
+    tracing: MessageTracing | None = None
+    """With tracing: the spans of the connection's messages, linked to its upgrade's."""
+
+    def traced(self, tracing: MessageTracing) -> Admitted:
+        """This admission, with the spans of its connection's messages."""
+        return attrs.evolve(self, tracing=tracing)
 
 
 def _cross_site_with_cookies(spec: RouteSpec, request: Request) -> bool:

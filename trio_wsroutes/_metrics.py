@@ -21,6 +21,7 @@ import attrs
 
 __all__ = [
     "DURATION_BUCKETS",
+    "LAG_BUCKETS",
     "ConnectionCounts",
     "HandlerCounters",
     "Histogram",
@@ -48,6 +49,24 @@ DURATION_BUCKETS: Final = (
     30.0,
 )
 """Upper bounds (seconds) of the duration histograms: handlers and upgrades."""
+
+LAG_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Upper bounds (seconds) of the publish-to-delivery lag between processes."""
 
 
 class Histogram:

@@ -240,6 +240,12 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "unauthenticated: failed the signature check, duplicate).",
         "reason",
     ),
+    _m(
+        "broker_lag_seconds",
+        "histogram",
+        "From the publish in another process to the delivery here (wall clocks; a negative "
+        "difference counts as 0).",
+    ),
 )
 """Every metric the server exports, in the order of the exposition."""
 
@@ -434,6 +440,7 @@ class Observability:
             add("broker_rejected_total", "oversized", redis.oversized)
             add("broker_rejected_total", "unauthenticated", redis.unauthenticated)
             add("broker_rejected_total", "duplicate", redis.duplicates)
+            add("broker_lag_seconds", _histogram(redis.lag))
         return {
             "pid": os.getpid(),
             "time": time.time(),

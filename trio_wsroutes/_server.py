@@ -46,6 +46,9 @@ from ._transports import Transport, TransportClosed
 from ._types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from ._tracing import Tracing
     from ._transports.native import NativeOptions, PlainHTTP, ServeWebSocket
 
 __all__ = ["ASGIApp", "BoundAddress", "WebSocketServer", "native_endpoints"]
@@ -195,6 +198,11 @@ class WebSocketServer:
       logger): a function of the user returning a string, an integer or ``None``.
       Default: the user's ``id`` attribute, or the user itself if it is a string or an
       integer.
+    * ``tracing``: OpenTelemetry spans (needs ``opentelemetry-api``, the ``tracing``
+      extra) of upgrades, handled messages and, with :class:`RedisBroker`, publications
+      between processes: ``True`` uses the global tracer provider, or pass a
+      ``TracerProvider``. Off by default (nothing imported, nothing recorded). See the
+      tracing guide.
     """
 
     def __init__(
@@ -233,6 +241,7 @@ class WebSocketServer:
         authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
         metrics: bool | Metrics | None = None,
         user_id: UserId | None = None,
+        tracing: bool | TracerProvider | None = None,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -338,6 +347,11 @@ class WebSocketServer:
             user_id=user_id,
             trusted_proxies=self.trusted_proxies,
         )
+        self._tracing: Tracing | None = None
+        if tracing is not None and tracing is not False:
+            from ._tracing import Tracing
+
+            self._tracing = Tracing.of(tracing, self.broker)
         self._admission: Admission | None = None
         self._startup_hooks: list[StartupHook] = []
         if self.metrics is not None and self.metrics.shared_dir() is not None:
@@ -382,7 +396,9 @@ class WebSocketServer:
                 max_query_params=self.max_query_params,
                 max_connections=self.max_connections,
                 max_connections_per_ip=self.max_connections_per_ip,
-                on_denied=self._observability.denied,
+                on_denied=self._observability.denied
+                if self._tracing is None
+                else self._tracing.on_denied(self._observability.denied),
             )
             self._observability.add_routes(specs.values())
         return admission
@@ -563,7 +579,10 @@ class WebSocketServer:
         if self._trio_token is None:
             self._trio_token = trio.lowlevel.current_trio_token()
         started = time.perf_counter()
-        async with self._admitter().admit(transport, request) as admitted:
+        admit = self._admitter().admit(transport, request)
+        if self._tracing is not None:
+            admit = self._tracing.admission(admit, request)
+        async with admit as admitted:
             if admitted is None:
                 return
             try:
@@ -586,6 +605,7 @@ class WebSocketServer:
                 since=admitted.positions,
                 on_gone=self.registry.discard,
                 counters=counters,
+                tracing=admitted.tracing,
             )
             self.registry.add(connection)
             try:

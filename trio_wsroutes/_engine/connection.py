@@ -44,6 +44,7 @@ from .inbound import InboundItem
 if TYPE_CHECKING:
     from .._broker import Broker
     from .._request import Request
+    from .._tracing import MessageTracing
 
 __all__ = [
     "Connection",
@@ -103,6 +104,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         since: dict[str, Position] | None = None,
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
         counters: RouteCounters | None = None,
+        tracing: MessageTracing | None = None,
     ) -> None:
         super().__init__(
             transport,
@@ -111,6 +113,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             budget=budget if budget is not None else MemoryBudget(),
             stats=stats if stats is not None else ServerStats(),
             counters=counters,
+            tracing=tracing,
         )
         self.subprotocol: str | None = subprotocol
         """The subprotocol selected at the upgrade, if the route declares any."""

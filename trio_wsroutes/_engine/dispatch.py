@@ -17,7 +17,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -37,6 +37,9 @@ from .._validation_details import validation_details
 from .closing import CloseEvent, ConnectionClosed
 from .inbound import Inbound, InboundItem, RateLimited
 from .outbound import Closing
+
+if TYPE_CHECKING:
+    from .._tracing import MessageTracing
 
 __all__ = ["FAILURE_POLICY", "Dispatch", "Failure"]
 
@@ -67,7 +70,7 @@ FAILURE_POLICY: Final[Mapping[str, Failure]] = {
 class Dispatch(Inbound):
     """The dispatcher of a connection, on top of its inbound layer."""
 
-    __slots__ = ("_counters", "_spec", "context")
+    __slots__ = ("_counters", "_outcome", "_spec", "_tracing", "context")
 
     def __init__(
         self,
@@ -78,9 +81,14 @@ class Dispatch(Inbound):
         budget: MemoryBudget,
         stats: ServerStats,
         counters: RouteCounters | None = None,
+        tracing: MessageTracing | None = None,
     ) -> None:
         super().__init__(transport, spec, budget=budget, stats=stats, id=context.connection_id)
         self._spec = spec
+        self._tracing = tracing
+        # With tracing: what the message being handled came to (an error code sent, or
+        # the exception that ended the connection), for its span.
+        self._outcome: str | BaseException | None = None
         self._counters = (
             counters if counters is not None else RouteCounters(spec.path, spec.handlers)
         )
@@ -146,12 +154,23 @@ class Dispatch(Inbound):
             return
         counters = self._counters.handlers[envelope.type]
         counters.received += 1
+        traced = None
+        if self._tracing is not None:
+            self._outcome = None
+            traced = self._tracing.started(self.id, envelope)
         try:
-            data = handler.structure(envelope.data, handler.schema)
-        except Exception as exc:
-            await self._bad_input(ValidationError(validation_details(exc)), envelope.id)
-            return
-        await self._call_handler(handler.handler, data, envelope, counters)
+            try:
+                data = handler.structure(envelope.data, handler.schema)
+            except Exception as exc:
+                await self._bad_input(ValidationError(validation_details(exc)), envelope.id)
+                return
+            await self._call_handler(handler.handler, data, envelope, counters)
+        except BaseException as exc:
+            self._outcome = exc  # cancelled (the connection is closing), or worse
+            raise
+        finally:
+            if traced is not None:
+                traced.end(self._outcome)
 
     async def _call_handler(
         self,
@@ -182,6 +201,7 @@ class Dispatch(Inbound):
                 return
         except MessageError as error:
             self._counters.error(error.code)
+            self._outcome = error.code
             await self._reply(encode_error(error.code, error.message, envelope.id, error.details))
             return
         except ConnectionClosed:
@@ -234,6 +254,7 @@ class Dispatch(Inbound):
             return
         # Any exception ends its connection only, BaseExceptions (KeyboardInterrupt,
         # SystemExit...) included: never the server.
+        self._outcome = exc
         self._stats.handler_errors += 1
         logger.error("handler error on %s (connection %s)", spec.path, self.id, exc_info=exc)
         if spec.on_error is not None and isinstance(exc, Exception):
@@ -251,6 +272,7 @@ class Dispatch(Inbound):
 
     async def _bad_input(self, error: MessageError, request_id: str | int | None) -> None:
         self._counters.error(error.code)
+        self._outcome = error.code
         await self._reply(encode_error(error.code, error.message, request_id, error.details))
         on_error = self._spec.on_error
         if on_error is not None:

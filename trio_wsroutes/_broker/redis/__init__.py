@@ -13,9 +13,9 @@ once: nothing is retried, a gap is counted, nothing is duplicated.
 
 Wire format of a message on the Redis channel ``<channel_prefix><topic>``::
 
-    wsr1 <kind> <origin> <seq>[ <signature>]\n<payload>
+    wsr1 <kind> <origin> <seq>[ <signature>][ <extensions>]\n<payload>
 
-    wsr1 h <origin> <seq>[ <signature>] <offset> <epoch>\n<payload>
+    wsr1 h <origin> <seq>[ <signature>][ <extensions>] <offset> <epoch>\n<payload>
 
 ``kind`` is ``t`` (a WebSocket text frame; ``payload`` is UTF-8), ``b`` (binary) or ``h``
 (a text frame with a history position, ``offset`` and ``epoch``, already spliced into the
@@ -24,7 +24,14 @@ payload); ``origin`` identifies the publishing broker (``<pid>-<hex>``, or ``-``
 is the frame exactly as it goes to WebSocket clients. With a ``secret``, ``signature`` is
 the hex HMAC-SHA256 of the kind, the channel, the origin, the seq and the payload, and
 for ``h`` also of the epoch and the offset (the payload carries them too); a message
-without a valid one is dropped. (Version 0.2 signed ``h`` messages without their
+without a valid one is dropped. ``extensions`` are optional ``<name>=<value>`` fields:
+``t=<ms>`` (the publish time, Unix ms), ``tp=<traceparent>`` and ``ts=<tracestate>``
+(the publish span's W3C trace context, with tracing), unknown names skipped, and with a
+``secret`` a last ``x=<hex HMAC-SHA256>`` over the signature and the fields before it; a
+known field with a bad value is left out and counted (``extensions_ignored``). The
+header is at most 1 024 bytes. Version 0.3 added the extensions: it accepts 0.2's
+messages, but a 0.2 process drops every 0.3 message as malformed, so processes of both
+versions cannot share Redis. (Version 0.2 signed ``h`` messages without their
 position: a 0.2 process and this one, sharing a secret, drop each other's history
 publications, so upgrade the processes of a deployment with history together.) A message
 that does not start with ``wsr1 `` is delivered as a text frame when there is no secret,

@@ -16,6 +16,7 @@ import attrs
 import trio
 
 from ..._history import History, HistoryPolicy
+from ..._metrics import LAG_BUCKETS, Histogram
 
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
@@ -115,6 +116,14 @@ class RedisBrokerStats:
     """With a ``secret``: publications on topics with history proposed again because
     their position was taken first (another process published on the topic, or the
     history was lost in Redis)."""
+    extensions_ignored: int = 0
+    """Received messages whose publish time or trace context was malformed or oversized:
+    delivered without it (with a ``secret``, an altered one fails the signature
+    instead: ``unauthenticated``)."""
+    lag: Histogram = attrs.field(factory=lambda: Histogram(LAG_BUCKETS), eq=False, repr=False)
+    """Seconds from the publish in another process (its wall clock, in ms) to the fan-out
+    here, of every message received from another process with a publish time; a
+    negative one (clocks apart) counts as 0. Exported as ``broker_lag_seconds``."""
 
 
 class Settings:

@@ -5,6 +5,7 @@ task that fans them out."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -24,12 +25,21 @@ from ._wire import MAX_HEADER, authentic, decode_wire
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
 
+    from ..._tracing import Tracing
+
 __all__ = ["Inbound"]
 
 _MAX_ORIGINS_PER_TOPIC: Final = 64
 _REPLAY_WINDOW: Final = 16
 """Without a secret, a sequence number at most this far behind its origin's last one is a
 duplicate; one further behind restarts the origin's tracking (the last one was forged)."""
+
+
+_Item = tuple[
+    str, Frame, Subscriber | None, int, str | None, int, tuple[bytes, bytes | None] | None
+]
+"""A message waiting for the fan-out: topic, frame, subscriber to skip, history offset
+(or 0) and epoch, publish time in ms (or 0), trace context (or ``None``)."""
 
 
 class Inbound:
@@ -56,14 +66,15 @@ class Inbound:
         # With a secret: the last position delivered per topic, kept after its last local
         # subscriber leaves, so that a replayed publication is not delivered again.
         self._replays = None if settings.secret is None else ReplayGuard()
-        # (topic, frame, subscriber to skip, history offset or 0, history epoch)
-        self._inbox: deque[tuple[str, Frame, Subscriber | None, int, str | None]] = deque()
+        self._inbox: deque[_Item] = deque()
         self.queued_bytes = 0
         """Payload bytes received and not yet fanned out."""
         self._lot = trio.lowlevel.ParkingLot()
         self._overflowing = False
         self.last_received = 0.0
         """When Redis last sent anything on the subscription connection (Trio's clock)."""
+        self.tracing: Tracing | None = None
+        """The server's tracing, if on: a delivery with a trace context gets a span."""
 
     def forget(self, topic: str) -> None:
         """Nobody here listens on ``topic`` any more: forget its sequence tracking."""
@@ -132,6 +143,8 @@ class Inbound:
         if secret is not None and not authentic(secret, channel, message):
             stats.unauthenticated += 1
             return
+        if message.ignored:
+            stats.extensions_ignored += 1
         outbound = self._outbound
         if message.epoch is not None and self._replays is not None:
             # Signed with its position: one at or before the last delivered is a replay.
@@ -188,7 +201,20 @@ class Inbound:
                 )
             return
         frame = Frame(message.payload, binary=message.binary)
-        inbox.append((topic, frame, exclude, message.offset, message.epoch))
+        traceparent = message.traceparent
+        inbox.append(
+            (
+                topic,
+                frame,
+                exclude,
+                message.offset,
+                message.epoch,
+                0 if own else message.published,
+                None
+                if traceparent is None or self.tracing is None
+                else (traceparent, message.tracestate),
+            )
+        )
         self.queued_bytes += size
         if self.queued_bytes > stats.inbound_queue_peak_bytes:
             stats.inbound_queue_peak_bytes = self.queued_bytes
@@ -202,6 +228,7 @@ class Inbound:
         recoveries = self._recoveries
         recovering = recoveries.recovering  # the same dicts for the broker's life
         lagging = recoveries.lagging
+        lag = self._stats.lag
         while True:
             if not inbox:
                 if self._overflowing:
@@ -212,15 +239,24 @@ class Inbound:
                     )
                 await self._lot.park()
                 continue
-            topic, frame, exclude, offset, epoch = inbox.popleft()
+            topic, frame, exclude, offset, epoch, published, trace = inbox.popleft()
             self.queued_bytes -= frame.size
+            if published:
+                seconds = time.time() - published / 1000
+                lag.observe(seconds if seconds > 0.0 else 0.0)  # clocks apart: 0
+            span = None
+            if trace is not None and self.tracing is not None:
+                span = self.tracing.deliver(topic, trace, frame, self._settings.policy)
             if recovering:
                 recoveries.buffer(topic, frame, offset, epoch, exclude)
             if lagging and offset:
                 skip = recoveries.skip_lagging(topic, offset, epoch)
-                table.fan_out(topic, frame, exclude, skip)
+                delivered = table.fan_out(topic, frame, exclude, skip)
             else:
-                table.fan_out(topic, frame, exclude)
+                delivered = table.fan_out(topic, frame, exclude)
+            if span is not None:
+                span.set_attribute("wsroutes.local_deliveries", delivered)
+                span.end()
             if table.pace():
                 await trio.lowlevel.checkpoint()
 

@@ -4,6 +4,7 @@ secret the positions a publisher proposes (see :class:`~trio_wsroutes.RedisBroke
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -17,10 +18,12 @@ from .._topics import TopicTable
 from ._common import Link, RedisBrokerStats, Settings, logger, new_origin, once, text
 from ._positions import MAX_TOPICS, Pending, Proposals
 from ._scripts import PUBLISH_SCRIPT, PUBLISH_SHA, load_scripts, publish_args
-from ._wire import HISTORY_HEADER, encode_wire
+from ._wire import HISTORY_HEADER, encode_wire, wire_extensions
 
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
+
+    from ..._tracing import Tracing
 
 __all__ = ["Outbound"]
 
@@ -69,6 +72,15 @@ class Outbound:
         """Who to skip when our own publications on topics with history come back from
         Redis: (origin, topic, seq) -> the publish's ``exclude``."""
         self._script_error_logged = False
+        self.tracing: Tracing | None = None
+        """The server's tracing, if on: messages carry the current span's context."""
+
+    def _extensions(self) -> bytes:
+        """The extension fields of a message published now (its time, its trace)."""
+        tracing = self.tracing
+        if tracing is None:
+            return wire_extensions(time.time_ns() // 1_000_000)
+        return tracing.wire_extensions()
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -82,7 +94,12 @@ class Outbound:
         delivered = self._table.fan_out(topic, frame, exclude)
         channel = settings.channel(topic)
         payload = encode_wire(
-            frame, self.origin, self._next_seq(topic), secret=settings.secret, channel=channel
+            frame,
+            self.origin,
+            self._next_seq(topic),
+            secret=settings.secret,
+            channel=channel,
+            extensions=self._extensions(),
         )
         if self._link.running:
             self._enqueue((b"PUBLISH", channel, payload), len(payload))
@@ -104,10 +121,13 @@ class Outbound:
         channel = settings.channel(topic)
         head = None if frame.binary else envelope_head(frame.payload, topic_json(topic))
         keys = settings.history_keys(topic)
+        extensions = self._extensions()
         item: tuple[bytes, ...] | Pending
         if head is None:
             # Binary, or not a JSON object: live only, unnumbered.
-            payload = encode_wire(frame, origin, seq, secret=settings.secret, channel=channel)
+            payload = encode_wire(
+                frame, origin, seq, secret=settings.secret, channel=channel, extensions=extensions
+            )
             if not link.running:
                 return int(await self._once(lambda client: client.publish(channel, payload)))
             item = (b"PUBLISH", channel, payload)
@@ -115,7 +135,7 @@ class Outbound:
                 item = Pending(topic, channel, keys, history, origin, seq, None, item)
             size = len(payload)
         elif self.proposals is not None:
-            pending = Pending(topic, channel, keys, history, origin, seq, head)
+            pending = Pending(topic, channel, keys, history, origin, seq, head, (), extensions)
             if not link.running:
                 return int(await self._once(lambda client: self._propose_once(client, pending)))
             item, size = pending, len(head) + 200
@@ -125,7 +145,7 @@ class Outbound:
                 log_ttl_ms=settings.log_ttl_ms(history),
                 meta_ttl_ms=settings.meta_ttl_ms,
                 channel=channel,
-                header=b"%s%s %d " % (HISTORY_HEADER, origin, seq),
+                header=b"%s%s %d %s " % (HISTORY_HEADER, origin, seq, extensions),
                 payload=head,
             )
             if not link.running:

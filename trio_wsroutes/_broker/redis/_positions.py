@@ -10,7 +10,7 @@ from typing import Final
 
 from ..._history import History, new_epoch, position_tail
 from ._scripts import PUBLISH_SHA, publish_args
-from ._wire import HISTORY_HEADER, sign_position
+from ._wire import HISTORY_HEADER, sign_extensions, sign_position
 
 __all__ = ["MAX_TOPICS", "Pending", "Proposals", "ReplayGuard"]
 
@@ -23,11 +23,13 @@ class Pending:
     """A publication on a topic with history, from a broker with a secret, waiting for
     its turn to be sent: its position is proposed (and signed) only then. ``head`` is
     ``None`` for a frame sent without a position (``command`` is its ``PUBLISH``): it is
-    held in order behind the topic's proposals."""
+    held in order behind the topic's proposals. ``extensions``: the wire format's
+    extension fields, as of the publish."""
 
     __slots__ = (
         "channel",
         "command",
+        "extensions",
         "first",
         "head",
         "history",
@@ -47,6 +49,7 @@ class Pending:
         seq: int,
         head: bytes | None,
         command: tuple[bytes, ...] = (),
+        extensions: bytes = b"",
     ) -> None:
         self.topic = topic
         self.channel = channel
@@ -56,6 +59,7 @@ class Pending:
         self.seq = seq
         self.head = head
         self.command = command
+        self.extensions = extensions
         self.first: float | None = None
         """When it was first proposed (Trio's clock)."""
 
@@ -98,11 +102,16 @@ class Proposals:
         signature = sign_position(
             self._secret, pending.channel, origin, seq, epoch_bytes, offset, payload
         )
-        header = b"%s%s %d %s %d %s\n" % (
+        extensions = pending.extensions
+        if extensions:
+            mac = sign_extensions(self._secret, signature, extensions)
+            extensions = b" %s x=%s" % (extensions, mac)
+        header = b"%s%s %d %s%s %d %s\n" % (
             HISTORY_HEADER,
             origin,
             seq,
             signature,
+            extensions,
             offset,
             epoch_bytes,
         )

@@ -13,6 +13,7 @@ from ..._messages import Frame
 
 __all__ = [
     "MAX_HEADER",
+    "MAX_TRACESTATE",
     "WIRE_MAGIC",
     "WireMessage",
     "authentic",
@@ -20,19 +21,33 @@ __all__ = [
     "encode_wire",
     "entry_problem",
     "sign",
+    "sign_extensions",
     "sign_position",
+    "wire_extensions",
 ]
 
 WIRE_MAGIC: Final = b"wsr1 "
 """The first bytes of every message this broker publishes (format version 1)."""
 HISTORY_HEADER: Final = WIRE_MAGIC + b"h "
-MAX_HEADER: Final = 256
+MAX_HEADER: Final = 1024
 """The longest header line a message may have."""
+MAX_TRACESTATE: Final = 256
+"""The longest ``tracestate`` a message carries (a longer one is left out)."""
 
 ORIGIN: Final = re.compile(rb"[0-9]{1,10}-[0-9a-f]{1,32}")
 SEQ: Final = re.compile(rb"0|[1-9][0-9]{0,18}")
 _OFFSET: Final = re.compile(rb"[1-9][0-9]{0,18}")
 SIGNATURE: Final = re.compile(rb"[0-9a-f]{64}")
+_EXTENSION: Final = re.compile(rb"([a-z]{1,16})=([\x21-\x7e]*)")
+_TIME: Final = re.compile(rb"0|[1-9][0-9]{0,15}")
+_TRACEPARENT: Final = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+# A W3C tracestate list-member without spaces (the header's separator): OpenTelemetry's
+# own pattern, so that its parser never refuses (and logs) what this one let through.
+_TRACESTATE_MEMBER: Final = re.compile(
+    rb"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+    rb"=[\x21-\x2b\x2d-\x3c\x3e-\x7e]{1,256}"
+)
+_MAX_TRACESTATE_MEMBERS: Final = 32
 
 
 class WireMessage(NamedTuple):
@@ -48,6 +63,20 @@ class WireMessage(NamedTuple):
     """The history epoch (``h`` messages), else ``None``."""
     signature: bytes | None = None
     """The hex HMAC-SHA256 the publisher added (with a secret), else ``None``."""
+    published: int = 0
+    """When it was published (the ``t`` extension field: Unix time in ms, the
+    publisher's clock), else 0."""
+    traceparent: bytes | None = None
+    """The W3C ``traceparent`` of the publish span (the ``tp`` field), else ``None``."""
+    tracestate: bytes | None = None
+    """Its W3C ``tracestate`` (the ``ts`` field), else ``None``."""
+    extensions: bytes = b""
+    """The extension fields as they came, without ``x``: what ``x`` signs."""
+    extensions_signature: bytes | None = None
+    """The ``x`` field: the HMAC-SHA256 of the extension fields (with a secret)."""
+    ignored: bool = False
+    """An extension field this version knows was malformed or oversized, and is left
+    out (the message is delivered without it)."""
 
     @property
     def kind(self) -> bytes:
@@ -62,6 +91,44 @@ def sign(
     mac = hmac.new(secret, b"wsr1\n%s\n%s\n%s\n%d\n" % (kind, channel, origin, seq), "sha256")
     mac.update(body)
     return mac.hexdigest().encode()
+
+
+def sign_extensions(secret: bytes, signature: bytes, extensions: bytes) -> bytes:
+    """The hex HMAC-SHA256 of a message's extension fields (the ``x`` field): bound to
+    the message by its ``signature``, which covers everything else."""
+    mac = hmac.new(secret, b"wsr1 x\n%s\n" % signature, "sha256")
+    mac.update(extensions)
+    return mac.hexdigest().encode()
+
+
+def wire_extensions(
+    published_ms: int, traceparent: bytes | None = None, tracestate: bytes = b""
+) -> bytes:
+    """The extension fields of a message: ``t=<published_ms>``, and with a trace context
+    ``tp=<traceparent>`` and ``ts=<tracestate>`` (left out when empty, longer than
+    :data:`MAX_TRACESTATE` or not sendable in the header)."""
+    if traceparent is None:
+        return b"t=%d" % published_ms
+    if tracestate and _tracestate_ok(tracestate):
+        return b"t=%d tp=%s ts=%s" % (published_ms, traceparent, tracestate)
+    return b"t=%d tp=%s" % (published_ms, traceparent)
+
+
+def _tracestate_ok(value: bytes) -> bool:
+    if len(value) > MAX_TRACESTATE:
+        return False
+    members = value.split(b",")
+    if len(members) > _MAX_TRACESTATE_MEMBERS:
+        return False
+    keys: set[bytes] = set()
+    for member in members:
+        if _TRACESTATE_MEMBER.fullmatch(member) is None:
+            return False
+        key = member.partition(b"=")[0]
+        if key in keys:
+            return False
+        keys.add(key)
+    return True
 
 
 def sign_position(
@@ -90,14 +157,31 @@ def encode_wire(
     *,
     secret: bytes | None = None,
     channel: bytes = b"",
+    extensions: bytes = b"",
 ) -> bytes:
-    """The bytes published on Redis for ``frame``: header line, then the payload; signed
-    for ``channel`` with ``secret`` if one is given."""
+    """The bytes published on Redis for ``frame``: header line (with the
+    ``extensions`` fields, see :func:`wire_extensions`), then the payload; signed for
+    ``channel`` with ``secret`` if one is given."""
     kind = b"b" if frame.binary else b"t"
+    payload = frame.payload
     if secret is None:
-        return b"%s%s %s %d\n%s" % (WIRE_MAGIC, kind, origin, seq, frame.payload)
-    signature = sign(secret, kind, channel, origin, seq, frame.payload)
-    return b"%s%s %s %d %s\n%s" % (WIRE_MAGIC, kind, origin, seq, signature, frame.payload)
+        if extensions:
+            return b"%s%s %s %d %s\n%s" % (WIRE_MAGIC, kind, origin, seq, extensions, payload)
+        return b"%s%s %s %d\n%s" % (WIRE_MAGIC, kind, origin, seq, payload)
+    signature = sign(secret, kind, channel, origin, seq, payload)
+    if extensions:
+        mac = sign_extensions(secret, signature, extensions)
+        return b"%s%s %s %d %s %s x=%s\n%s" % (
+            WIRE_MAGIC,
+            kind,
+            origin,
+            seq,
+            signature,
+            extensions,
+            mac,
+            payload,
+        )
+    return b"%s%s %s %d %s\n%s" % (WIRE_MAGIC, kind, origin, seq, signature, payload)
 
 
 def decode_wire(data: bytes) -> WireMessage | None:
@@ -106,7 +190,10 @@ def decode_wire(data: bytes) -> WireMessage | None:
     Data without the ``wsr1`` header is a text frame as it stands (valid UTF-8 only).
     Every header field is parsed strictly: an origin is ``-`` (with seq ``0``) or
     ``<digits>-<hex>``, numbers are decimal without leading zeros and at most 19 digits,
-    a signature is 64 lowercase hex digits, an epoch is an epoch.
+    a signature is 64 lowercase hex digits, an epoch is an epoch, an extension field is
+    ``<a-z>=<printable ASCII>``, each name once, ``x`` last. An extension field this
+    version knows with a value it refuses is left out (``ignored``); one it does not
+    know is skipped (a later version's), though ``x`` still signs it.
     """
     if not data.startswith(WIRE_MAGIC):
         try:
@@ -119,8 +206,8 @@ def decode_wire(data: bytes) -> WireMessage | None:
         return None
     fields = data[len(WIRE_MAGIC) : end].split(b" ")
     kind = fields[0]
-    offset, epoch, signature = 0, None, None
-    if kind == b"h" and len(fields) in (5, 6):
+    offset, epoch = 0, None
+    if kind == b"h" and len(fields) >= 5:
         offset_text, epoch_bytes = fields[-2], fields[-1]
         if _OFFSET.fullmatch(offset_text) is None or not epoch_bytes.isascii():
             return None
@@ -128,11 +215,9 @@ def decode_wire(data: bytes) -> WireMessage | None:
         if not is_epoch(epoch):
             return None
         offset = int(offset_text)
-        if len(fields) == 6:
-            signature = fields[3]
-    elif kind in (b"t", b"b") and len(fields) in (3, 4):
-        if len(fields) == 4:
-            signature = fields[3]
+        optional = fields[3:-2]
+    elif kind in (b"t", b"b") and len(fields) >= 3:
+        optional = fields[3:]
     else:
         return None
     origin, seq_text = fields[1], fields[2]
@@ -143,8 +228,11 @@ def decode_wire(data: bytes) -> WireMessage | None:
             return None
     elif ORIGIN.fullmatch(origin) is None:
         return None
-    if signature is not None and SIGNATURE.fullmatch(signature) is None:
-        return None
+    signature = None
+    if optional and b"=" not in optional[0]:
+        signature = optional.pop(0)
+        if SIGNATURE.fullmatch(signature) is None:
+            return None
     payload = data[end + 1 :]
     binary = kind == b"b"
     if not binary:
@@ -153,12 +241,58 @@ def decode_wire(data: bytes) -> WireMessage | None:
         except UnicodeDecodeError:
             return None
     origin_id = None if origin == b"-" else origin
-    return WireMessage(binary, origin_id, int(seq_text), payload, offset, epoch, signature)
+    seq = int(seq_text)
+    if not optional:
+        return WireMessage(binary, origin_id, seq, payload, offset, epoch, signature)
+    extensions = _parse_extensions(optional)
+    if extensions is None:
+        return None
+    return WireMessage(binary, origin_id, seq, payload, offset, epoch, signature, *extensions)
+
+
+_Extensions = tuple[int, bytes | None, bytes | None, bytes, bytes | None, bool]
+
+
+def _parse_extensions(tokens: list[bytes]) -> _Extensions | None:
+    published, traceparent, tracestate, mac, ignored = 0, None, None, None, False
+    names: set[bytes] = set()
+    for token in tokens:
+        match = _EXTENSION.fullmatch(token)
+        if match is None or mac is not None:
+            return None  # not a field, or one after x
+        name, value = match.groups()
+        if name in names:
+            return None
+        names.add(name)
+        if name == b"x":
+            if SIGNATURE.fullmatch(value) is None:
+                return None
+            mac = value
+        elif name == b"t":
+            if _TIME.fullmatch(value) is None:
+                ignored = True
+            else:
+                published = int(value)
+        elif name == b"tp":
+            if _TRACEPARENT.fullmatch(value) is None:
+                ignored = True
+            else:
+                traceparent = value
+        elif name == b"ts":
+            if _tracestate_ok(value):
+                tracestate = value
+            else:
+                ignored = True
+    if traceparent is None:
+        tracestate = None  # a state without its trace means nothing
+    signed = tokens[:-1] if mac is not None else tokens
+    return published, traceparent, tracestate, b" ".join(signed), mac, ignored
 
 
 def authentic(secret: bytes, channel: bytes, message: WireMessage) -> bool:
     """Whether ``message`` carries the signature ``secret`` gives it on ``channel`` (for
-    ``h``: at its position, which its payload must carry too)."""
+    ``h``: at its position, which its payload must carry too), and its extension fields,
+    if any, the signature ``x`` that binds them to it."""
     if message.signature is None or message.origin is None:
         return False
     if message.kind == b"h":
@@ -172,7 +306,16 @@ def authentic(secret: bytes, channel: bytes, message: WireMessage) -> bool:
     else:
         kind, origin, seq = message.kind, message.origin, message.seq
         expected = sign(secret, kind, channel, origin, seq, message.payload)
-    return hmac.compare_digest(expected, message.signature)
+    if not hmac.compare_digest(expected, message.signature):
+        return False
+    if not message.extensions and message.extensions_signature is None:
+        return True
+    # Extension fields are optional, but signed when present: none may be added, altered
+    # or moved from another message.
+    mac = message.extensions_signature
+    return mac is not None and hmac.compare_digest(
+        sign_extensions(secret, message.signature, message.extensions), mac
+    )
 
 
 def entry_problem(

@@ -8,7 +8,7 @@ import importlib.util
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import trio
 
@@ -30,6 +30,9 @@ from ._inbound import Inbound
 from ._outbound import Outbound
 from ._recovery import Recoveries
 from ._session import Session
+
+if TYPE_CHECKING:
+    from ..._tracing import Tracing
 
 __all__ = ["RedisBroker"]
 
@@ -92,25 +95,33 @@ class RedisBroker:
       a history entry); larger ones are dropped before they are decoded and counted
       (``stats.oversized``). Default: the server's ``max_payload_length`` (16 MiB).
 
-    **What comes from Redis is checked.** Every header field is parsed strictly (a
-    malformed message is dropped and counted in ``stats.malformed``), sizes are checked,
-    and with a ``secret`` signatures. Nothing dropped is delivered or touches the sequence
-    tracking. The tracking itself depends on the secret: with one, sequence numbers are
-    authentic, so one at or below its origin's last is a duplicate (a replay); without
-    one, a forged message could otherwise claim a huge number and make every later
-    message of that origin look like a duplicate, so a number at most 16 behind the
-    last is a duplicate and one further behind is believed, restarting the origin's
-    tracking (``stats.sequence_resets``). With a secret, a publication with a position
-    at or before the last one this process delivered on its topic is a replay, dropped
-    (``stats.duplicates``); that last position outlives the topic's local subscribers,
-    for the 100 000 topics most recently delivered on, as do the last three epochs a
-    topic left. What this cannot tell: a replay of a publication this process never
-    delivered (published while it had no subscriber on the topic, was disconnected, or
-    past those 100 000 topics) is delivered once, unchanged, at its real position,
-    which clients see as an offset at or before one they had. A secret does not hide
-    messages (Redis sees them) and does not stop the replay of a message without a
-    position whose origin this process no longer tracks (after its topic lost every
-    local subscriber, or 64 other origins since).
+    **Wire format and versions.** Each message carries its publish time (for
+    ``stats.lag``, the ``broker_lag_seconds`` metric) and, with the server's ``tracing``
+    option, the trace context of its publish span, in extension fields of its header
+    (see the package documentation). This changed the wire format in 0.3: a 0.3 process
+    accepts the messages of a 0.2 process, but a 0.2 process drops every message of a
+    0.3 process (``malformed``), so a 0.2 worker and a 0.3 worker cannot share Redis:
+    the workers of one deployment must run the same version (or the new one another
+    ``channel_prefix``).
+
+    **What comes from Redis is checked.** Every header field is parsed strictly (a malformed
+    message is dropped and counted in ``stats.malformed``), sizes are checked, and with a
+    ``secret`` signatures, those of the extension fields too. Nothing dropped is delivered
+    or touches the sequence tracking. The tracking itself depends on the secret: with one,
+    sequence numbers are authentic, so one at or below its origin's last is a duplicate (a
+    replay); without one, a forged message could otherwise claim a huge number and make
+    every later message of that origin look like a duplicate, so a number at most 16 behind
+    the last is a duplicate and one further behind is believed, restarting the origin's
+    tracking (``stats.sequence_resets``). With a secret, a publication with a position at or
+    before the last one this process delivered on its topic is a replay, dropped
+    (``stats.duplicates``); that last position outlives the topic's local subscribers, for
+    the 100 000 topics most recently delivered on, as do the last three epochs a topic left.
+    What this cannot tell: a replay of a publication this process never delivered (published
+    while it had no subscriber on the topic, was disconnected, or past those 100 000 topics)
+    is delivered once, unchanged, at its real position, which clients see as an offset at or
+    before one they had. A secret does not hide messages (Redis sees them) and does not stop
+    the replay of a message without a position whose origin this process no longer tracks
+    (after its topic lost every local subscriber, or 64 other origins since).
 
     **History.** A text publication on a topic with history goes to Redis only: one Lua
     script gives it the next offset, adds it to the topic's stream (at most ``size``
@@ -222,6 +233,7 @@ class RedisBroker:
             settings, stats, link, channels, inbound, outbound, self._wanted_topics
         )
         self._background: AbstractAsyncContextManager[None] | None = None
+        self._tracing: Tracing | None = None
         policy = HistoryPolicy.coerce(history)
         if policy is not None:
             self.configure_history(policy)
@@ -276,6 +288,13 @@ class RedisBroker:
             raise ValueError("max_payload_length must be a positive integer")
         if not self._settings.size_given:
             self._settings.max_message_size = max_payload_length
+
+    def configure_tracing(self, tracing: Tracing) -> None:
+        """The server's tracing (its ``tracing`` option; the server calls it): a publish
+        made while a span is current gets a ``PRODUCER`` span whose context goes with
+        the message, and a received message with a context gets a ``CONSUMER`` span, its
+        child (see the tracing guide)."""
+        self._tracing = self._outbound.tracing = self._inbound.tracing = tracing
 
     def configure_history(self, policy: HistoryPolicy) -> None:
         """Keep history in Redis for the topics ``policy`` matches (once; an equal
@@ -352,6 +371,11 @@ class RedisBroker:
         # A scheduling point every time (not every 16th, as fan-outs): a loop of publishes
         # must leave the sender its turns, or it outruns the bounded queue to Redis.
         await trio.lowlevel.checkpoint()
+        tracing = self._tracing
+        if tracing is not None:
+            return await tracing.publish(
+                self._outbound.publish, topic, frame, exclude, self._settings.policy
+            )
         return await self._outbound.publish(topic, frame, exclude)
 
     async def publish_binary(
