@@ -29,23 +29,6 @@ ALERTS = ROOT / "docs" / "grafana" / "alerts.yml"
 
 Kind = tuple[str, tuple[str, ...]]
 
-# Metrics of the broker and of the history that the guide, the dashboard and the alerts
-# describe before the server exports them. As soon as METRICS has one metric of a group,
-# it must have every one, with this kind and these labels: a group that lands renamed
-# fails here instead of leaving empty panels.
-ANNOUNCED: dict[str, dict[str, Kind]] = {
-    "broker": {
-        "broker_connected": ("gauge", ()),
-        "broker_reconnects_total": ("counter", ()),
-        "broker_lag_seconds": ("histogram", ()),
-        "broker_rejected_total": ("counter", ("reason",)),
-    },
-    "history": {
-        "history_publications": ("gauge", ()),
-        "history_bytes": ("gauge", ()),
-    },
-}
-
 # Labels Prometheus adds to every series it scrapes.
 TARGET_LABELS = {"job", "instance"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -56,13 +39,8 @@ NAME_TOKEN = re.compile(rf"\b{PREFIX}\w+")
 
 
 def exported() -> dict[str, Kind]:
-    """Every metric's full name -> (kind, labels): METRICS, plus the announced groups of
-    which METRICS has no metric yet."""
-    metrics = {PREFIX + spec.name: (spec.kind, spec.labels) for spec in METRICS}
-    for group in ANNOUNCED.values():
-        if not any(PREFIX + name in metrics for name in group):
-            metrics.update({PREFIX + name: kind for name, kind in group.items()})
-    return metrics
+    """Every metric's full name -> (kind, labels), from METRICS."""
+    return {PREFIX + spec.name: (spec.kind, spec.labels) for spec in METRICS}
 
 
 def series() -> dict[str, tuple[str, str]]:
@@ -160,14 +138,6 @@ def parts(expression: str) -> tuple[list[tuple[str, str | None]], set[str]]:
 
 
 # -- the tests ----------------------------------------------------------------------------
-
-
-def test_an_announced_group_lands_whole_with_its_kinds_and_labels() -> None:
-    specs = {spec.name: (spec.kind, spec.labels) for spec in METRICS}
-    for group, metrics in ANNOUNCED.items():
-        landed = {name: specs[name] for name in metrics if name in specs}
-        if landed:
-            assert landed == metrics, f"the {group} metrics differ from the docs' panels"
 
 
 def test_there_is_something_to_check() -> None:
