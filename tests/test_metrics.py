@@ -25,12 +25,14 @@ from trio_wsroutes import (
     Connection,
     Context,
     MessageError,
+    Metrics,
     Request,
     WebSocketServer,
     create_websocket_route,
     message,
 )
-from trio_wsroutes._observability import METRICS, Metrics, merge_snapshots
+from trio_wsroutes._metric_catalog import METRICS
+from trio_wsroutes._metrics_sharing import merge_snapshots
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20
@@ -90,7 +92,10 @@ def app(**options: Any) -> WebSocketServer:
     async def bye(ws: Connection[Pong | Joined], data: Bye, ctx: Context[None]) -> None:
         await ws.close(data.code, "bye")
 
-    secret = create_websocket_route("/secret").authenticate(lambda request: None)
+    def nobody(request: Request) -> None:
+        return None
+
+    secret = create_websocket_route("/secret").authenticate(nobody)
     options.setdefault("metrics", Metrics(process_metrics=False))
     return WebSocketServer([route, secret], handler_timeout=0.2, **options)
 

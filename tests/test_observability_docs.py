@@ -19,7 +19,7 @@ import promql_parser
 import pytest
 import yaml
 
-from trio_wsroutes._observability import METRICS
+from trio_wsroutes._metric_catalog import METRICS
 from trio_wsroutes._prometheus import PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent

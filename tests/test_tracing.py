@@ -34,6 +34,7 @@ from trio_wsroutes import (
     Context,
     History,
     MessageError,
+    Metrics,
     RedisBroker,
     WebSocketServer,
     create_websocket_route,
@@ -42,7 +43,6 @@ from trio_wsroutes import (
 from trio_wsroutes._broker.redis import decode_wire, encode_wire
 from trio_wsroutes._broker.redis._wire import authentic, wire_extensions
 from trio_wsroutes._frames import Frame
-from trio_wsroutes._observability import Metrics
 
 TIMEOUT = 20
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

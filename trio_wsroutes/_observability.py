@@ -16,18 +16,24 @@ import inspect
 import logging
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import orjson
 import trio
 
 from ._access_log import UserId, access_logger, default_user_id, log_connection, log_denied
+from ._metric_catalog import METRICS
 from ._metrics import Histogram, RouteCounters, RouteStats, ServerCounters, Snapshot
+from ._metrics_sharing import (
+    SHARE_INTERVAL,
+    alive,
+    merge_snapshots,
+    read_snapshots,
+    write_snapshot,
+)
 from ._request import Request, TrustedProxies
 
 if TYPE_CHECKING:
@@ -44,10 +50,7 @@ logger = logging.getLogger("trio_wsroutes")
 
 HTTPAnswer = tuple[int, Sequence[tuple[str, str]], bytes]
 
-SHARE_INTERVAL: Final = 1.0
-"""Seconds between two writes of a process' numbers to the shared directory."""
-
-__all__ = ["METRICS", "MetricSpec", "Metrics", "Observability", "merge_snapshots"]
+__all__ = ["Metrics", "Observability"]
 
 
 @attrs.frozen
@@ -94,160 +97,6 @@ class Metrics:
         if chosen is None:
             chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         return None if chosen is None else Path(chosen)
-
-
-@attrs.frozen
-class MetricSpec:
-    """One exported metric: its name (without the ``trio_wsroutes_`` prefix), kind,
-    help text and label names."""
-
-    name: str
-    kind: str
-    """``"counter"``, ``"gauge"`` or ``"histogram"``."""
-    help: str
-    labels: tuple[str, ...] = ()
-
-
-def _m(name: str, kind: str, help: str, *labels: str) -> MetricSpec:
-    return MetricSpec(name, kind, help, labels)
-
-
-METRICS: Final[tuple[MetricSpec, ...]] = (
-    # -- connections
-    _m("connections_open", "gauge", "Connections open now.", "route"),
-    _m("connections_opened_total", "counter", "Upgrades accepted.", "route"),
-    _m(
-        "connections_closed_total", "counter", "Connections ended, by close code.", "route", "code"
-    ),
-    _m(
-        "upgrades_denied_total",
-        "counter",
-        "Upgrade requests refused, by HTTP status and error code.",
-        "status",
-        "code",
-    ),
-    _m(
-        "upgrade_duration_seconds",
-        "histogram",
-        "From the upgrade request to the accepted connection (admission, authenticate, accept).",
-        "route",
-    ),
-    # -- messages
-    _m(
-        "messages_received_total",
-        "counter",
-        "Messages from clients, by declared type (_other: raw text, binary, invalid or "
-        "unknown types, heartbeat envelopes).",
-        "route",
-        "type",
-    ),
-    _m(
-        "messages_sent_total",
-        "counter",
-        "Messages to clients, by type (_published: deliveries of publications; "
-        "_other: acks, errors, pongs, raw frames).",
-        "route",
-        "type",
-    ),
-    _m("received_bytes_total", "counter", "Bytes of messages from clients.", "route"),
-    _m("sent_bytes_total", "counter", "Bytes of messages to clients.", "route"),
-    _m(
-        "error_replies_total",
-        "counter",
-        "Error envelopes sent, by code (VALIDATION_ERROR, RATE_LIMITED, INTERNAL_ERROR...).",
-        "route",
-        "code",
-    ),
-    _m("handler_duration_seconds", "histogram", "Handler run time.", "route", "type"),
-    _m(
-        "handler_timeouts_total",
-        "counter",
-        "Handlers stopped by handler_timeout.",
-        "route",
-        "type",
-    ),
-    # -- publish and subscribe
-    _m("publishes_total", "counter", "Publications made in this process."),
-    _m(
-        "deliveries_total",
-        "counter",
-        "Publications queued for subscribers of this process (one per subscriber).",
-    ),
-    _m(
-        "deliveries_dropped_total",
-        "counter",
-        'Publications not queued for a subscriber over its limit (policy "drop").',
-    ),
-    _m(
-        "slow_consumer_evictions_total",
-        "counter",
-        'Subscribers closed with 1013 over their limit (policy "close").',
-    ),
-    _m("subscriptions", "gauge", "Subscriptions of the open connections."),
-    _m("topics", "gauge", "Topics with at least one subscriber in this process."),
-    _m("outbound_queued_bytes", "gauge", "Bytes queued for clients and not yet written."),
-    _m("memory_budget_used_bytes", "gauge", "Bytes held against the memory budget."),
-    _m("memory_budget_limit_bytes", "gauge", "The memory budget (0: none)."),
-    # -- history
-    _m(
-        "recoveries_total",
-        "counter",
-        "Subscriptions that named a position, by result (recovered; not_recovered; "
-        "capped: more to send than max_recovery; limited: over recovery_rate).",
-        "result",
-    ),
-    _m("recovered_messages_total", "counter", "Publications sent by recoveries."),
-    _m(
-        "history_topics",
-        "gauge",
-        "Topics with history kept in this process' memory (MemoryBroker).",
-    ),
-    _m(
-        "history_publications",
-        "gauge",
-        "Publications kept in this process' memory (MemoryBroker).",
-    ),
-    _m(
-        "history_bytes",
-        "gauge",
-        "Payload bytes of the publications kept in this process' memory (MemoryBroker).",
-    ),
-    # -- the broker between processes (RedisBroker)
-    _m("broker_connected", "gauge", "1 while connected to Redis, else 0."),
-    _m("broker_reconnects_total", "counter", "Connections to Redis made again after a loss."),
-    _m("broker_published_total", "counter", "Messages handed to Redis and acknowledged."),
-    _m(
-        "broker_publish_lost_total",
-        "counter",
-        "Messages not carried to other processes (published while disconnected, over the "
-        "outbound queue, unacknowledged when the connection failed).",
-    ),
-    _m("broker_received_total", "counter", "Messages received from other processes."),
-    _m(
-        "broker_receive_dropped_total",
-        "counter",
-        "Received messages dropped: the local fan-out queue was full.",
-    ),
-    _m(
-        "broker_missed_total",
-        "counter",
-        "Messages of other processes that never arrived (gaps in their sequence).",
-    ),
-    _m(
-        "broker_rejected_total",
-        "counter",
-        "Received messages and history entries refused, by reason (malformed, oversized, "
-        "unauthenticated: failed the signature check, duplicate).",
-        "reason",
-    ),
-    _m(
-        "broker_lag_seconds",
-        "histogram",
-        "From the publish in another process to the delivery here (wall clocks; a negative "
-        "difference counts as 0).",
-    ),
-)
-"""Every metric the server exports, in the order of the exposition."""
 
 
 class Observability:
@@ -469,8 +318,8 @@ class Observability:
         shared = self._shared
         if shared is None:
             return mine
-        _write_snapshot(shared, mine)
-        return merge_snapshots(_read_snapshots(shared), _alive)
+        write_snapshot(shared, mine)
+        return merge_snapshots(read_snapshots(shared), alive)
 
     async def start_sharing(self, nursery: trio.Nursery) -> None:
         """Startup hook: write this process' numbers to the shared directory every
@@ -483,13 +332,13 @@ class Observability:
             try:
                 while True:
                     snapshot = self.snapshot()
-                    await trio.to_thread.run_sync(_write_snapshot, shared, snapshot)
+                    await trio.to_thread.run_sync(write_snapshot, shared, snapshot)
                     await trio.sleep(SHARE_INTERVAL)
             finally:
                 # A process that stops cleanly keeps its counters in the total and
                 # drops its gauges at once (its connections are gone).
                 with contextlib.suppress(OSError):
-                    _write_snapshot(shared, self.snapshot(), ended=True)
+                    write_snapshot(shared, self.snapshot(), ended=True)
 
         nursery.start_soon(share)
 
@@ -543,48 +392,6 @@ class Observability:
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
-def _snapshot_path(shared: Path, pid: int) -> Path:
-    return shared / f"trio_wsroutes-{pid}.json"
-
-
-def _write_snapshot(shared: Path, snapshot: Snapshot, *, ended: bool = False) -> None:
-    # Written aside, then renamed: a reader sees the old file or the new, never half.
-    if ended:
-        snapshot = {**snapshot, "ended": True}
-    data = orjson.dumps(snapshot)
-    fd, temporary = tempfile.mkstemp(dir=shared, prefix=".trio_wsroutes-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temporary, _snapshot_path(shared, int(snapshot["pid"])))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def _read_snapshots(shared: Path) -> list[Snapshot]:
-    snapshots: list[Snapshot] = []
-    for path in shared.glob("trio_wsroutes-*.json"):
-        try:
-            snapshots.append(orjson.loads(path.read_bytes()))
-        except (OSError, orjson.JSONDecodeError):
-            continue  # gone meanwhile, or not ours
-    return snapshots
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _count(broker: object, name: str) -> int:
     found = getattr(broker, name, 0)
     return found if isinstance(found, int) else 0
@@ -605,48 +412,3 @@ def _histogram(histogram: Histogram) -> dict[str, Any]:
         "counts": list(histogram.counts),
         "sum": histogram.total,
     }
-
-
-def merge_snapshots(snapshots: Iterable[Snapshot], live: Callable[[int], bool]) -> Snapshot:
-    """Add up the snapshots of several processes: counters and histograms of every
-    process (those of a process that ended still count), gauges of the ``live`` ones."""
-    merged: dict[str, dict[str, Any]] = {}
-    totals: dict[str, dict[tuple[str, ...], Any]] = {}
-    for snapshot in snapshots:
-        alive = not snapshot.get("ended") and live(int(snapshot.get("pid", 0)))
-        for name, metric in snapshot.get("metrics", {}).items():
-            if name not in merged:
-                merged[name] = {k: v for k, v in metric.items() if k != "samples"}
-                totals[name] = {}
-            if metric["kind"] == "gauge" and not alive:
-                continue
-            table = totals[name]
-            width = len(metric["labels"])
-            for sample in metric["samples"]:
-                key = tuple(sample[:width])
-                value = sample[width]
-                table[key] = _add(table.get(key), value)
-    return {
-        "pid": os.getpid(),
-        "time": time.time(),
-        "metrics": {
-            name: {**meta, "samples": [[*key, value] for key, value in totals[name].items()]}
-            for name, meta in merged.items()
-        },
-    }
-
-
-def _add(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    if isinstance(a, dict):
-        first = cast("Mapping[str, Any]", a)
-        second = cast("Mapping[str, Any]", b)
-        mine: list[int] = first["counts"]
-        theirs: list[int] = second["counts"]
-        return {
-            "bounds": first["bounds"],
-            "counts": [x + y for x, y in zip(mine, theirs, strict=True)],
-            "sum": first["sum"] + second["sum"],
-        }
-    return a + b
