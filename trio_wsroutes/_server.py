@@ -29,6 +29,7 @@ from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._frames import Frame
 from ._handlers import SubscribeCheck
 from ._history import History, HistoryPage, HistoryPolicy, Position
+from ._http_endpoints import HTTPEndpoints
 from ._lifespan import ShutdownHook, StartupHook, run_lifespan
 from ._messages import check_declared, encode_message
 from ._metrics import RouteStats
@@ -336,6 +337,10 @@ class WebSocketServer:
             self._startup_hooks.append(self._observability.start_sharing)
         self._shutdown_hooks: list[ShutdownHook] = []
         self._trio_token: trio.lowlevel.TrioToken | None = None
+        # Plain HTTP the server answers itself, on both transports.
+        self._http = HTTPEndpoints()
+        if self.metrics is not None:
+            self._http.add(self.metrics.path, self._observability.http_answer)
         _contain_hypercorn_failures()
 
     @property
@@ -535,10 +540,8 @@ class WebSocketServer:
                 on_interrupt=self._interrupted,
                 grace=self.options.close_timeout,
             )
-        elif (
-            kind == "http" and self.metrics is not None and scope.get("path") == self.metrics.path
-        ):
-            await self._observability.asgi(scope, receive, send)
+        elif kind == "http" and scope.get("path") in self._http:
+            await self._http.asgi(scope, receive, send)
         elif self.http_app is not None:
             await self.http_app(scope, receive, send)
         elif kind == "http":
@@ -713,11 +716,11 @@ def native_endpoints(
     )
 
     async def plain_http(request: Request) -> tuple[int, Sequence[tuple[str, str]], bytes]:
-        # The native server answers plain HTTP only with the metrics and to say where the
-        # WebSockets are.
-        metrics = server.metrics
-        if metrics is not None and request.path == metrics.path:
-            return await server._observability.http_answer(request)  # pyright: ignore[reportPrivateUsage]
+        # The native server answers plain HTTP only with its own endpoints (the metrics,
+        # the admin page) and to say where the WebSockets are.
+        answer = await server._http.answer(request)  # pyright: ignore[reportPrivateUsage]
+        if answer is not None:
+            return answer
         return server._admitter().plain_http(request.path)  # pyright: ignore[reportPrivateUsage]
 
     return options, server.serve_websocket, plain_http
