@@ -56,7 +56,8 @@ class CloseCode:
     INVALID_DATA: Final = 1007
     """A text message that is not UTF-8 (native transport)."""
     POLICY_VIOLATION: Final = 1008
-    """Origin refused, or the rate limit when configured to close."""
+    """Origin refused, the rate limit when configured to close, or a Close on the admin
+    page."""
     MESSAGE_TOO_BIG: Final = 1009
     """A message over ``max_payload_length``."""
     INTERNAL_ERROR: Final = 1011
@@ -72,7 +73,10 @@ CLOSE_CODES: Final[Mapping[int, str]] = MappingProxyType(
         CloseCode.PROTOCOL_ERROR: "the client broke RFC 6455 (native transport)",
         CloseCode.UNSUPPORTED_DATA: "a binary frame on a route without `on_binary`",
         CloseCode.INVALID_DATA: "a text message that is not valid UTF-8 (native transport)",
-        CloseCode.POLICY_VIOLATION: "the rate limit, when configured to close",
+        CloseCode.POLICY_VIOLATION: (
+            "the rate limit, when configured to close; an administrator's Close on the "
+            "admin page (reason `closed by an administrator`)"
+        ),
         CloseCode.MESSAGE_TOO_BIG: "a message over `max_payload_length`",
         CloseCode.INTERNAL_ERROR: "a handler crashed, or the heartbeat went unanswered",
         CloseCode.TRY_AGAIN_LATER: "evicted as a slow consumer (over `backpressure_limit`)",
