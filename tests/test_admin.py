@@ -33,13 +33,15 @@ from trio_wsroutes import (
     generate_json_schema,
     message,
 )
-from trio_wsroutes._admin import CLOSED_BY_ADMIN, UNKNOWN_CONNECTION
+from trio_wsroutes._admin import CLOSED_BY_ADMIN, AdminSite
 from trio_wsroutes._admin_messages import (
     AdminHello,
     AdminSnapshot,
     CloseConnection,
     RefreshSnapshot,
 )
+from trio_wsroutes._admin_snapshot import HISTORY_COUNT_LIMIT
+from trio_wsroutes._codes import UNKNOWN_CONNECTION
 from trio_wsroutes._observability import Metrics
 from trio_wsroutes.client import (
     Client,
@@ -117,10 +119,14 @@ def chat_server(**admin: Any) -> WebSocketServer:
     )
 
 
-def admin_route(server: WebSocketServer) -> Any:
-    site = server._admin_site  # the live route, for the typed client
+def admin_site(server: WebSocketServer) -> AdminSite:
+    site = server._admin_site
     assert site is not None
-    return site.route
+    return site
+
+
+def admin_route(server: WebSocketServer) -> Any:
+    return admin_site(server).route  # the live route, for the typed client
 
 
 def open_admin(server: WebSocketServer, address: BoundAddress, **options: Any) -> Any:
@@ -321,6 +327,49 @@ async def test_snapshots_come_by_themselves_with_rates(serve_live: ServeLive) ->
                     and snapshot.totals.messages_in_per_second > 0
                     and snapshot.totals.publishes_per_second > 0
                 )
+
+
+async def test_history_is_counted_up_to_a_bound(serve_live: ServeLive) -> None:
+    server = WebSocketServer(
+        [chat_route()],
+        admin=Admin(authenticate=staff_only),
+        history={"room:*": History(size=HISTORY_COUNT_LIMIT + 500)},
+    )
+    with trio.fail_after(TIMEOUT):
+        async with serve_live(server) as address, AsyncExitStack() as stack:
+            await join(stack, address, "a", "ada")
+            for n in range(HISTORY_COUNT_LIMIT + 200):
+                await server.publish("room:a", Said(str(n)))
+            admin = await stack.enter_async_context(open_admin(server, address))
+            await hello_then_snapshot(admin)
+            snapshot = await admin.request(RefreshSnapshot(), AdminSnapshot)
+    assert [(t.topic, t.history) for t in snapshot.topics] == [("room:a", HISTORY_COUNT_LIMIT)]
+
+
+async def test_a_failing_snapshot_costs_one_update_not_the_server(
+    serve_live: ServeLive, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = chat_server(interval=0.05)
+    sampler = admin_site(server).sampler
+    sample = sampler.sample
+    failures = 0
+
+    async def failing_twice() -> AdminSnapshot:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise RuntimeError("a bug in the snapshot")
+        return await sample()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve_live(server) as address, AsyncExitStack() as stack:
+            admin = await stack.enter_async_context(open_admin(server, address))
+            await hello_then_snapshot(admin)
+            sampler.sample = failing_twice  # type: ignore[method-assign]
+            await wait_until(lambda: failures == 2)
+            assert isinstance(await admin.receive(), AdminSnapshot)  # the next one came
+            await join(stack, address, "a", "bob")  # and the server still serves
+    assert "the admin page's snapshot failed" in caplog.text
 
 
 # -- closing a connection from the page ----------------------------------------------------

@@ -31,7 +31,7 @@ from ._admin_messages import AdminHello, AdminSnapshot, CloseConnection, Refresh
 from ._admin_snapshot import Sampler, ServerView, user_label
 from ._admission import refusal
 from ._auth import Reject, escape_controls
-from ._codes import AUTH_ERROR, UNAUTHORIZED, CloseCode
+from ._codes import AUTH_ERROR, UNAUTHORIZED, UNKNOWN_CONNECTION, CloseCode
 from ._context import Context
 from ._engine import Connection, close_now
 from ._errors import MessageError
@@ -48,14 +48,12 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._spec import RouteSpec
 
-__all__ = ["CLOSED_BY_ADMIN", "UNKNOWN_CONNECTION", "Admin", "AdminSite"]
+__all__ = ["CLOSED_BY_ADMIN", "Admin", "AdminSite"]
 
 logger = logging.getLogger("trio_wsroutes")
 
 CLOSED_BY_ADMIN: Final = "closed by an administrator"
 """The close reason of a connection closed from the admin page (code 1008)."""
-UNKNOWN_CONNECTION: Final = "UNKNOWN_CONNECTION"
-"""The error code of a ``close_connection`` naming no open connection."""
 
 AnyRoute = WebSocketRoute[Any, Any]
 
@@ -266,13 +264,18 @@ class AdminSite:
     async def _send_snapshots(self) -> None:
         while True:
             await self._wanted.wait()
-            if len(self.registry):
-                # Queued for every page at once; a page that cannot keep up is closed
-                # (1013) as any slow consumer.
-                self.registry.broadcast(await self.sampler.sample())
-            else:
+            if not len(self.registry):
                 self._wanted = trio.Event()
                 continue
+            try:
+                snapshot = await self.sampler.sample()
+            except Exception:
+                # A bug here must not take the server down with its lifespan.
+                logger.exception("the admin page's snapshot failed")
+            else:
+                # Queued for every page at once; a page that cannot keep up is closed
+                # (1013) as any slow consumer.
+                self.registry.broadcast(snapshot)
             await trio.sleep(self.admin.interval)
 
 

@@ -91,7 +91,9 @@ class TopicRow:
     topic: str
     subscribers: int
     history: int | None
-    """Publications kept, for a topic that keeps history; else ``None``."""
+    """Publications kept, for a topic that keeps history, counted up to 1000 (1000
+    means at least that many); ``None`` for a topic that keeps none, or when the broker
+    did not answer in time."""
 
 
 @attrs.frozen

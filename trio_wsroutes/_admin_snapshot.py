@@ -14,9 +14,10 @@ import math
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
+import trio
 
 from ._admin_messages import AdminSnapshot, ConnectionRow, HandlerRow, RouteRow, TopicRow, Totals
 
@@ -30,9 +31,13 @@ if TYPE_CHECKING:
     from ._registry import ConnectionRegistry
     from ._stats import ServerStats
 
-__all__ = ["Sampler", "ServerView"]
+__all__ = ["HISTORY_COUNT_LIMIT", "Sampler", "ServerView"]
 
 logger = logging.getLogger("trio_wsroutes")
+
+HISTORY_COUNT_LIMIT: Final = 1000
+"""Kept publications counted at most per topic and snapshot (reading them all, from
+Redis, every second, would cost as much as the history is long)."""
 
 
 class ServerView(Protocol):
@@ -193,17 +198,24 @@ class Sampler:
         busiest = heapq.nsmallest(
             self._max_rows, subscribed.items(), key=lambda item: (-item[1], item[0])
         )
-        rows: list[TopicRow] = []
-        for topic, _ in busiest:
-            kept: int | None = None
-            if policy is not None and policy.match(topic) is not None:
-                try:
-                    kept = len((await server.history(topic)).publications)
-                except Exception:
-                    # A broker that cannot answer now (Redis away): the page goes on.
-                    logger.debug("admin page: no history size for %r", topic, exc_info=True)
-            rows.append(TopicRow(topic, server.broker.subscriber_count(topic), kept))
-        return rows
+        kept: dict[str, int] = {}
+        if policy is not None:
+            # A broker slow to answer (Redis away) costs the page its history column,
+            # never its updates.
+            with trio.move_on_after(self._interval):
+                for topic, _ in busiest:
+                    if policy.match(topic) is None:
+                        continue
+                    try:
+                        page = await server.history(topic, limit=HISTORY_COUNT_LIMIT)
+                    except Exception:
+                        logger.debug("admin page: no history for %r", topic, exc_info=True)
+                        continue
+                    kept[topic] = len(page.publications)
+        return [
+            TopicRow(topic, server.broker.subscriber_count(topic), kept.get(topic))
+            for topic, _ in busiest
+        ]
 
     def _slowest(self, connections: list[Connection[Any]]) -> list[ConnectionRow]:
         now = time.time()

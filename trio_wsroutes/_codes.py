@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Final
 
 __all__ = [
+    "ADMIN_ERROR_CODES",
     "AUTH_ERROR",
     "BAD_REQUEST",
     "CLOSE_CODES",
@@ -29,6 +30,7 @@ __all__ = [
     "SERVER_BUSY",
     "TOO_MANY_CONNECTIONS",
     "TOO_MANY_TOPICS",
+    "UNKNOWN_CONNECTION",
     "UNAUTHORIZED",
     "UNKNOWN_TYPE",
     "UNSUPPORTED_SUBPROTOCOL",
@@ -123,6 +125,15 @@ ENVELOPE_ERROR_CODES: Final[Mapping[str, str]] = MappingProxyType(
 )
 """Every code the framework itself puts in an error envelope, with what it means.
 Handlers add their own with ``MessageError(message, code)``."""
+
+UNKNOWN_CONNECTION: Final = "UNKNOWN_CONNECTION"
+"""The admin page's ``close_connection`` named no open connection of the application."""
+
+ADMIN_ERROR_CODES: Final[Mapping[str, str]] = MappingProxyType(
+    {UNKNOWN_CONNECTION: "`close_connection` named no open connection of the application"}
+)
+"""The codes of error envelopes that only the admin page's live route sends (never an
+application's route, so never in its generated types)."""
 
 # -- codes in the JSON body of a denied upgrade (an HTTP response, never an envelope) ------
 

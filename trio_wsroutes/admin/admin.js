@@ -7,6 +7,7 @@
   const byId = (id) => document.getElementById(id);
   const CLOSE_REASON = "closed from the admin page";
   const CONFIRM_MS = 4000;
+  const HISTORY_COUNTED = 1000; // the server counts kept publications up to this
 
   let socket = null;
   let attempt = 0;
@@ -201,7 +202,8 @@
     renderRows(byId("topics"), snapshot.topics, (t) => t.topic, (t) => [
       ["mono clip", t.topic],
       ["num subscribers", integer.format(t.subscribers)],
-      ["num", t.history === null ? "\u2013" : integer.format(t.history)],
+      ["num", t.history === null ? "\u2013"
+        : `${integer.format(t.history)}${t.history >= HISTORY_COUNTED ? "+" : ""}`],
     ]);
     renderRows(byId("connections"), snapshot.connections, (c) => c.id, (c) => [
       ["mono", c.id.slice(0, 12)],
