@@ -469,7 +469,7 @@ def test_the_option_refuses_what_cannot_work() -> None:
         Admin()  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="authenticate"):
         Admin(authenticate="secret")  # type: ignore[arg-type]
-    for path in ("admin", "/admin/", "/", "/admin/:id", "/a b", "/admin?x=1"):
+    for path in ("admin", "/admin/", "/", "/admin/:id", "/a b", "/admin?x=1", "/ops/.."):
         with pytest.raises(ValueError, match="path"):
             Admin(authenticate=staff_only, path=path)
     with pytest.raises(TypeError, match="list of origins"):

@@ -71,7 +71,11 @@ def _check_authenticate(instance: Admin, attribute: attrs.Attribute[Any], value:
 
 
 def _check_path(instance: Admin, attribute: attrs.Attribute[str], value: object) -> None:
-    if not isinstance(value, str) or not _PATH.fullmatch(value):
+    if (
+        not isinstance(value, str)
+        or not _PATH.fullmatch(value)
+        or any(set(segment) == {"."} for segment in value.split("/"))
+    ):
         raise ValueError(
             f"Admin path {value!r} must be an absolute path of plain segments, without a "
             "trailing slash or parameters (like '/admin' or '/_ops/admin')"
