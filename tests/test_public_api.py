@@ -28,6 +28,8 @@ CONTRACT = {
 }
 
 ALSO_PUBLIC = {
+    # The admin page (docs/admin.rst).
+    "Admin",
     "Broker",
     "BoundAddress",
     "CloseCode",

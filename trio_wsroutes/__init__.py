@@ -14,6 +14,7 @@ Run with ``hypercorn --worker-class trio module:server``.
 """
 
 from ._access_log import JSONFormatter as JSONFormatter
+from ._admin import Admin as Admin
 from ._auth import Reject as Reject
 from ._auth import RequestInfo as RequestInfo
 from ._auth import create_token_auth as create_token_auth

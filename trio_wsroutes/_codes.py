@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Final
 
 __all__ = [
+    "ADMIN_ERROR_CODES",
     "AUTH_ERROR",
     "BAD_REQUEST",
     "CLOSE_CODES",
@@ -29,6 +30,7 @@ __all__ = [
     "SERVER_BUSY",
     "TOO_MANY_CONNECTIONS",
     "TOO_MANY_TOPICS",
+    "UNKNOWN_CONNECTION",
     "UNAUTHORIZED",
     "UNKNOWN_TYPE",
     "UNSUPPORTED_SUBPROTOCOL",
@@ -56,7 +58,8 @@ class CloseCode:
     INVALID_DATA: Final = 1007
     """A text message that is not UTF-8 (native transport)."""
     POLICY_VIOLATION: Final = 1008
-    """Origin refused, or the rate limit when configured to close."""
+    """Origin refused, the rate limit when configured to close, or a Close on the admin
+    page."""
     MESSAGE_TOO_BIG: Final = 1009
     """A message over ``max_payload_length``."""
     INTERNAL_ERROR: Final = 1011
@@ -72,7 +75,10 @@ CLOSE_CODES: Final[Mapping[int, str]] = MappingProxyType(
         CloseCode.PROTOCOL_ERROR: "the client broke RFC 6455 (native transport)",
         CloseCode.UNSUPPORTED_DATA: "a binary frame on a route without `on_binary`",
         CloseCode.INVALID_DATA: "a text message that is not valid UTF-8 (native transport)",
-        CloseCode.POLICY_VIOLATION: "the rate limit, when configured to close",
+        CloseCode.POLICY_VIOLATION: (
+            "the rate limit, when configured to close; an administrator's Close on the "
+            "admin page (reason `closed by an administrator`)"
+        ),
         CloseCode.MESSAGE_TOO_BIG: "a message over `max_payload_length`",
         CloseCode.INTERNAL_ERROR: "a handler crashed, or the heartbeat went unanswered",
         CloseCode.TRY_AGAIN_LATER: "evicted as a slow consumer (over `backpressure_limit`)",
@@ -119,6 +125,15 @@ ENVELOPE_ERROR_CODES: Final[Mapping[str, str]] = MappingProxyType(
 )
 """Every code the framework itself puts in an error envelope, with what it means.
 Handlers add their own with ``MessageError(message, code)``."""
+
+UNKNOWN_CONNECTION: Final = "UNKNOWN_CONNECTION"
+"""The admin page's ``close_connection`` named no open connection of the application."""
+
+ADMIN_ERROR_CODES: Final[Mapping[str, str]] = MappingProxyType(
+    {UNKNOWN_CONNECTION: "`close_connection` named no open connection of the application"}
+)
+"""The codes of error envelopes that only the admin page's live route sends (never an
+application's route, so never in its generated types)."""
 
 # -- codes in the JSON body of a denied upgrade (an HTTP response, never an envelope) ------
 

@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from ._access_log import UserId, access_logger, default_user_id, log_connection, log_denied
+from ._http_endpoints import answer_with
 from ._metric_catalog import METRICS
 from ._metrics import Histogram, RouteCounters, RouteStats, ServerCounters, Snapshot
 from ._metrics_sharing import (
@@ -367,29 +368,7 @@ class Observability:
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The metrics as an ASGI app (``server.metrics_app``)."""
-        if scope["type"] != "http":
-            return
-        method = scope.get("method", "GET")
-        if method not in ("GET", "HEAD"):
-            status: int = 405
-            headers: Sequence[tuple[str, str]] = [
-                ("allow", "GET, HEAD"),
-                ("content-type", "text/plain; charset=utf-8"),
-            ]
-            body = b"Method Not Allowed"
-        else:
-            status, headers, body = await self.http_answer(Request.from_scope(scope))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    *((k.encode(), v.encode()) for k, v in headers),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        await answer_with(self.http_answer, scope, send)
 
 
 def _count(broker: object, name: str) -> int:

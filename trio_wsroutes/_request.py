@@ -322,6 +322,7 @@ class Request:
         "client",
         "cookies_read",
         "headers",
+        "method",
         "path",
         "path_params",
         "peer",
@@ -342,6 +343,7 @@ class Request:
         scheme: str = "ws",
         subprotocols: Iterable[str] = (),
         peer: tuple[str, int] | None = None,
+        method: str = "GET",
     ) -> None:
         self.path: str = path
         """The request path, percent-decoded (``/chat/general``)."""
@@ -358,6 +360,9 @@ class Request:
         address the proxy reports (port 0 when it reports none)."""
         self.peer: tuple[str, int] | None = peer if peer is not None else client
         """The socket peer's ``(host, port)``, which is the proxy when there is one."""
+        self.method: str = method
+        """The HTTP method: ``GET`` for every upgrade; a plain HTTP request the server
+        answers itself (the metrics, the admin page) may be ``HEAD`` or another."""
         self.scheme: str = scheme
         """``ws`` or ``wss``."""
         self.subprotocols: tuple[str, ...] = tuple(subprotocols)
@@ -374,7 +379,7 @@ class Request:
         path_params: Mapping[str, str] | None = None,
         trusted_proxies: TrustedProxies | None = None,
     ) -> Request:
-        """Build a request from an ASGI WebSocket scope.
+        """Build a request from an ASGI WebSocket (or HTTP) scope.
 
         With ``trusted_proxies``, a peer among them has the forwarding header its
         proxies append (see :class:`TrustedProxies`) believed for the client address and
@@ -393,6 +398,7 @@ class Request:
             scheme=scheme,
             subprotocols=scope.get("subprotocols", ()),
             peer=peer,
+            method=str(scope.get("method", "GET")),
         )
         if trusted_proxies is not None:
             trusted_proxies.apply(request)

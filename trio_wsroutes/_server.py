@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import trio
 
-from ._access_log import UserId
+from ._access_log import UserId, default_user_id
+from ._admin import Admin, AdminSite
 from ._admission import Admission, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
 from ._codes import CloseCode
@@ -29,9 +30,10 @@ from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._frames import Frame
 from ._handlers import SubscribeCheck
 from ._history import History, HistoryPage, HistoryPolicy, Position
+from ._http_endpoints import HTTPEndpoints
 from ._lifespan import ShutdownHook, StartupHook, run_lifespan
 from ._messages import check_declared, encode_message
-from ._metrics import RouteStats
+from ._metrics import RouteCounters, RouteStats
 from ._observability import Metrics, Observability
 from ._origins import OriginPolicy
 from ._paths import Router
@@ -40,7 +42,7 @@ from ._request import Request, TrustedProxies
 from ._routes import ServerDefaults, WebSocketRoute, resolve_route
 from ._serving import BoundAddress as BoundAddress
 from ._serving import serve_natively, serve_under_hypercorn
-from ._spec import EngineOptions, RateLimit, SlowConsumerPolicy
+from ._spec import EngineOptions, RateLimit, RouteSpec, SlowConsumerPolicy
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
 from ._types import ASGIApp, Receive, Scope, Send
@@ -203,6 +205,10 @@ class WebSocketServer:
       between processes: ``True`` uses the global tracer provider, or pass a
       ``TracerProvider``. Off by default (nothing imported, nothing recorded). See the
       tracing guide.
+    * ``admin``: an :class:`Admin` serves a live admin page at its ``path`` (both
+      transports) to those its ``authenticate`` function lets in: connections, message
+      rates, handler latencies, memory, topics, the slowest consumers, and a Close
+      button. Nothing is served without it (the default). See the admin page guide.
     """
 
     def __init__(
@@ -242,6 +248,7 @@ class WebSocketServer:
         metrics: bool | Metrics | None = None,
         user_id: UserId | None = None,
         tracing: bool | TracerProvider | None = None,
+        admin: Admin | None = None,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -275,6 +282,8 @@ class WebSocketServer:
             raise TypeError("recovery_rate takes a RateLimit(messages_per_second, ...)")
         if max_recovery is not None and (type(max_recovery) is not int or max_recovery < 1):
             raise ValueError("max_recovery must be an integer >= 1 (or None)")
+        if admin is not None and not isinstance(admin, Admin):
+            raise TypeError("admin takes an Admin(authenticate=...)")
         self.router: Router[WebSocketRoute[Any, Any]] = Router(routes)
         """The routes by path (``router.match("/chat/general")``)."""
         self.http_app: ASGIApp | None = http_app
@@ -358,6 +367,22 @@ class WebSocketServer:
             self._startup_hooks.append(self._observability.start_sharing)
         self._shutdown_hooks: list[ShutdownHook] = []
         self._trio_token: trio.lowlevel.TrioToken | None = None
+        # Plain HTTP the server answers itself, on both transports.
+        self._http = HTTPEndpoints()
+        if self.metrics is not None:
+            self._http.add(self.metrics.path, self._observability.http_answer)
+        self.admin: Admin | None = admin
+        """Who may see the admin page, and where (the ``admin`` option), or ``None``."""
+        self._admin_site: AdminSite | None = None
+        if admin is not None:
+            site = self._admin_site = AdminSite(
+                admin,
+                self,
+                user_id=user_id if user_id is not None else default_user_id,
+                trusted_proxies=self.trusted_proxies,
+            )
+            self._http.add(admin.path, site.page)
+            self._startup_hooks.append(site.run)
         _contain_hypercorn_failures()
 
     @property
@@ -381,6 +406,11 @@ class WebSocketServer:
                 authorize_subscribe=self.authorize_subscribe,
             )
             specs = {route: resolve_route(route, defaults) for route in self.router.routes}
+            router, admitted = self.router, specs
+            site = self._admin_site
+            if site is not None:  # served, but not one of the application's routes
+                router = site.router(self.router.routes)
+                admitted = {**specs, site.route: resolve_route(site.route, defaults)}
             for path in cookie_routes_without_policy(list(specs.values())):
                 logger.warning(
                     "route %s authenticates with a cookie and has no allowed_origins: it "
@@ -389,8 +419,8 @@ class WebSocketServer:
                     path,
                 )
             admission = self._admission = Admission(
-                self.router,
-                specs,
+                router,
+                admitted,
                 stats=self.stats,
                 trusted_proxies=self.trusted_proxies,
                 max_query_params=self.max_query_params,
@@ -559,10 +589,8 @@ class WebSocketServer:
                 on_interrupt=self._interrupted,
                 grace=self.options.close_timeout,
             )
-        elif (
-            kind == "http" and self.metrics is not None and scope.get("path") == self.metrics.path
-        ):
-            await self._observability.asgi(scope, receive, send)
+        elif kind == "http" and scope.get("path") in self._http:
+            await self._http.asgi(scope, receive, send)
         elif self.http_app is not None:
             await self.http_app(scope, receive, send)
         elif kind == "http":
@@ -589,25 +617,25 @@ class WebSocketServer:
                 await transport.accept(admitted.subprotocol, ())
             except TransportClosed:
                 return
-            self.stats.connections_accepted += 1
+            registry, stats, counters = self._home(admitted.spec)
+            stats.connections_accepted += 1
             observability = self._observability
-            counters = observability.routes[admitted.spec.path]
             observability.accepted(counters, started)
             connection: Connection[Any] = Connection(
                 transport=transport,
                 spec=admitted.spec,
                 context=new_context(uuid.uuid4().hex, admitted.user, request),
                 broker=self.broker,
-                stats=self.stats,
+                stats=stats,
                 budget=self.memory,
                 recoveries=self._recoveries,
                 subprotocol=admitted.subprotocol,
                 since=admitted.positions,
-                on_gone=self.registry.discard,
+                on_gone=registry.discard,
                 counters=counters,
                 tracing=admitted.tracing,
             )
-            self.registry.add(connection)
+            registry.add(connection)
             try:
                 await run_connection(connection)
             finally:
@@ -615,6 +643,14 @@ class WebSocketServer:
                 # The connection keeps its place in the limits until its socket is closed.
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
+
+    def _home(self, spec: RouteSpec) -> tuple[ConnectionRegistry, ServerStats, RouteCounters]:
+        """Where a connection of ``spec``'s route is kept and counted: the admin page's
+        live route apart from the application's."""
+        site = self._admin_site
+        if site is not None and site.serves(spec):
+            return site.registry, site.stats, site.counters
+        return self.registry, self.stats, self._observability.routes[spec.path]
 
     # -- serving -------------------------------------------------------------------------
 
@@ -715,11 +751,16 @@ class WebSocketServer:
         once (native; under hypercorn once its shielded send returns), and one that
         never reads cannot hold the server past ``close_timeout``.
         """
-        for connection in self.registry.all():
-            close_now(connection, code, reason)
+        registries = [self.registry]
+        if self._admin_site is not None:
+            registries.append(self._admin_site.registry)
+        for registry in registries:
+            for connection in registry.all():
+                close_now(connection, code, reason)
         await trio.lowlevel.checkpoint()
         with trio.move_on_after(self.options.close_timeout):
-            await self.registry.wait_empty()
+            for registry in registries:
+                await registry.wait_empty()
 
 
 def native_endpoints(
@@ -741,11 +782,11 @@ def native_endpoints(
     )
 
     async def plain_http(request: Request) -> tuple[int, Sequence[tuple[str, str]], bytes]:
-        # The native server answers plain HTTP only with the metrics and to say where the
-        # WebSockets are.
-        metrics = server.metrics
-        if metrics is not None and request.path == metrics.path:
-            return await server._observability.http_answer(request)  # pyright: ignore[reportPrivateUsage]
+        # The native server answers plain HTTP only with its own endpoints (the metrics,
+        # the admin page) and to say where the WebSockets are.
+        answer = await server._http.answer(request)  # pyright: ignore[reportPrivateUsage]
+        if answer is not None:
+            return answer
         return server._admitter().plain_http(request.path)  # pyright: ignore[reportPrivateUsage]
 
     return options, server.serve_websocket, plain_http

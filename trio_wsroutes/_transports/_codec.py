@@ -242,8 +242,11 @@ class ServerCodec:
         """The upgrade will not be accepted (an HTTP answer follows)."""
         self._response = None
 
-    def respond(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> None:
-        """Owe an HTTP response; the connection ends after it."""
+    def respond(
+        self, status: int, headers: Sequence[tuple[str, str]], body: bytes, *, head: bool = False
+    ) -> None:
+        """Owe an HTTP response; the connection ends after it. ``head``: the answer to a
+        ``HEAD`` request, whose ``Content-Length`` is the body's and that has none."""
         try:
             phrase = http.HTTPStatus(status).phrase
         except ValueError:
@@ -263,7 +266,7 @@ class ServerCodec:
                 raw["Connection"] = f"{value}, close"
             elif name.lower() != "content-length":
                 raw[name] = value
-        self.send_response(WSResponse(status, phrase, raw, body))
+        self.send_response(WSResponse(status, phrase, raw, b"" if head else body))
 
     def send_response(self, response: WSResponse) -> None:
         """Owe a response the protocol prepared (an upgrade it refused)."""
@@ -289,6 +292,7 @@ class ServerCodec:
             client=client,
             scheme=scheme,
             subprotocols=subprotocols,
+            method=request.method,
         )
 
     # -- reading -------------------------------------------------------------------------

@@ -252,9 +252,12 @@ class NativeTransport:
         """The upgrade request as the server's :class:`~trio_wsroutes.Request`."""
         return ServerCodec.make_request(request, client=self.peer, scheme=self.scheme)
 
-    async def respond(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> None:
-        """Send an HTTP response; the connection then ends."""
-        self.codec.respond(status, headers, body)
+    async def respond(
+        self, status: int, headers: Sequence[tuple[str, str]], body: bytes, *, head: bool = False
+    ) -> None:
+        """Send an HTTP response (without its body for a ``HEAD``); the connection then
+        ends."""
+        self.codec.respond(status, headers, body, head=head)
         self._owed_changed()
         await self.flush()
 

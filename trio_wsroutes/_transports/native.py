@@ -87,7 +87,7 @@ async def serve_stream(
             return
         if not upgrade_requested(request):
             status, headers, body = await plain_http(transport.make_request(request))
-            await transport.respond(status, headers, body)
+            await transport.respond(status, headers, body, head=request.method == "HEAD")
             return
         response = transport.prepare(request)
         if response.status_code != 101:
