@@ -23,7 +23,7 @@ from trio_wsroutes._metric_catalog import METRICS
 from trio_wsroutes._prometheus import PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
-GUIDE = ROOT / "docs" / "observability.rst"
+GUIDE = ROOT / "docs" / "topics" / "observability.rst"
 DASHBOARD = ROOT / "docs" / "grafana" / "trio-wsroutes-dashboard.json"
 ALERTS = ROOT / "docs" / "grafana" / "alerts.yml"
 

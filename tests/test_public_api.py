@@ -28,7 +28,7 @@ CONTRACT = {
 }
 
 ALSO_PUBLIC = {
-    # The admin page (docs/admin.rst).
+    # The admin page (docs/topics/admin.rst).
     "Admin",
     "Broker",
     "BoundAddress",
@@ -68,7 +68,7 @@ ALSO_PUBLIC = {
     "Position",
     "Publication",
     "Recovery",
-    # Observability (docs/observability.rst): WebSocketServer(metrics=Metrics(...)),
+    # Observability (docs/topics/observability.rst): WebSocketServer(metrics=Metrics(...)),
     # server.route_stats, the access log's formatter.
     "Histogram",
     "JSONFormatter",
