@@ -66,6 +66,13 @@ ALSO_PUBLIC = {
     "Position",
     "Publication",
     "Recovery",
+    # Presence (docs/topics/presence.rst).
+    "Presence",
+    "PresenceEntry",
+    "PresenceJoin",
+    "PresenceLeave",
+    "PresencePolicy",
+    "PresenceStats",
 }
 
 

@@ -16,7 +16,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import trio
 
@@ -35,6 +35,14 @@ from ._metrics import RouteStats
 from ._observability import Metrics, Observability
 from ._origins import OriginPolicy
 from ._paths import Router
+from ._presence import (
+    Presence,
+    PresenceBroker,
+    PresenceEntry,
+    PresencePolicy,
+    PresenceStats,
+    PresenceTracker,
+)
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
 from ._routes import ServerDefaults, WebSocketRoute, resolve_route
@@ -187,6 +195,15 @@ class WebSocketServer:
       cannot multiply the server's output. Default: 2000 publications a second (burst
       4000) and 8 MiB a second per address; ``None`` for no limit. Behind a proxy, set
       ``trusted_proxies`` so that clients are told apart.
+    * ``presence``: topic patterns (``fnmatch``) mapped to :class:`Presence`
+      (``{"room:*": Presence(info=fn, events=True)}``), or a :class:`PresencePolicy`: a
+      connection subscribed to such a topic is listed with its user id and info, for
+      :meth:`presence` and :meth:`presence_stats` on every worker, and with ``events``
+      the topic's subscribers get ``presence_join`` / ``presence_leave`` once per user.
+      See the "Presence and users" guide.
+    * ``user_id``: ``fn(user) -> str | int | None``, what identifies ``ctx.user`` in the
+      access log and in presence (default: ``user.id``, or the user itself when it is a
+      string or an integer).
     """
 
     def __init__(
@@ -225,6 +242,7 @@ class WebSocketServer:
         authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
         metrics: bool | Metrics | None = None,
         user_id: UserId | None = None,
+        presence: Mapping[str, Presence] | PresencePolicy | None = None,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -294,6 +312,16 @@ class WebSocketServer:
                 raise TypeError(f"{type(self.broker).__name__} cannot keep history")
             configure(self.history_policy)
         self._recoveries = RecoveryLimiter(recovery_rate)
+        self.presence_policy: PresencePolicy | None = PresencePolicy.coerce(presence)
+        """Which topics list who is in them (the ``presence`` option), or ``None``."""
+        self._presence: PresenceTracker | None = None
+        if self.presence_policy is not None:
+            configure_presence = getattr(self.broker, "configure_presence", None)
+            if configure_presence is None:
+                raise TypeError(f"{type(self.broker).__name__} cannot keep presence")
+            configure_presence(self.presence_policy)
+            broker = cast("PresenceBroker", self.broker)
+            self._presence = PresenceTracker(self.presence_policy, broker, user_id)
         self.registry: ConnectionRegistry = ConnectionRegistry()
         """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
         self.stats: ServerStats = ServerStats()
@@ -424,6 +452,24 @@ class WebSocketServer:
         ``ValueError`` if ``topic`` keeps no history.
         """
         return await self.broker.history(topic, since=since, limit=limit)
+
+    async def presence(self, topic: str) -> list[PresenceEntry]:
+        """Who is in ``topic``, on every worker sharing the broker: one
+        :class:`PresenceEntry` (connection id, user id, info) per listed connection, in
+        no particular order. Raises ``ValueError`` if ``topic`` has no presence."""
+        return await self._presence_tracker(topic).entries(topic)
+
+    async def presence_stats(self, topic: str) -> PresenceStats:
+        """How many connections and distinct users are in ``topic``, on every worker
+        (cheap: two counters in Redis). Raises ``ValueError`` if ``topic`` has no
+        presence."""
+        return await self._presence_tracker(topic).stats(topic)
+
+    def _presence_tracker(self, topic: str) -> PresenceTracker:
+        tracker = self._presence
+        if tracker is None:
+            raise ValueError(f"topic {topic!r} has no presence (see the server's presence option)")
+        return tracker
 
     @property
     def route_stats(self) -> dict[str, RouteStats]:
@@ -578,6 +624,7 @@ class WebSocketServer:
                 since=admitted.positions,
                 on_gone=self.registry.discard,
                 counters=counters,
+                presence=self._presence,
             )
             self.registry.add(connection)
             try:
