@@ -22,6 +22,7 @@ import attrs
 from .._auth import token_places
 from .._messages import message_type
 from .._paths import PathPattern
+from .._presence import PresenceJoin, PresenceLeave
 from .._routes import WebSocketRoute
 from .._walk import qualified_name as _qualified
 from .._walk import shape
@@ -84,6 +85,15 @@ def silent_routes(source: RoutesSource, routes: Iterable[str] | None = None) -> 
         for route in _select(_route_list(source), routes)
         if not route.server_message_types and (route.handlers or route.connect_handler)
     ]
+
+
+_PRESENCE_CLASSES = (PresenceJoin, PresenceLeave)
+
+
+def _presence_events(source: RoutesSource) -> bool:
+    """Whether ``source`` is a server whose presence sends join and leave events."""
+    policy: object = getattr(source, "presence_policy", None)
+    return bool(getattr(policy, "events", False))
 
 
 def _select(
@@ -223,6 +233,7 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
     namespaces = namespace_names(all_routes)
     selected = sorted(_select(all_routes, routes), key=lambda r: r.path)
 
+    events = _presence_events(source)
     walker = TypeWalker()
     # (route, [(type, raw ref, class, (replies, acked))], [...])
     walked: list[
@@ -236,6 +247,8 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
         server_types: dict[type[Any], str] = {}
         server: list[tuple[str, Ref, type[Any], _Answers]] = []
         for cls in route.server_message_types:
+            if cls in _PRESENCE_CLASSES:
+                continue  # the framework's envelopes, described by the prelude
             wire = message_type(cls)
             if wire is None:  # pragma: no cover - server_messages() refuses these
                 raise TypeGenerationError(f"{_qualified(cls)} has no @message wire type")
@@ -393,6 +406,8 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
                 auth=_auth_schemes(route.authenticate_fn),
                 client_messages=message_defs(client),
                 server_messages=message_defs(server),
+                presence=events
+                or any(cls in _PRESENCE_CLASSES for cls in route.server_message_types),
             )
         )
     return ApiModel(tuple(route_models), tuple(definitions), walker.uses_any)

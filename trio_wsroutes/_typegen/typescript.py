@@ -104,12 +104,52 @@ export type JsonValue =
 """
 
 
+_PRESENCE: Final = """
+/**
+ * Who joined or left a topic that lists who is in it (the server's `presence` option with
+ * `events`): the user id (`null` for a connection without one) and the info the server
+ * lists with the connection (`null` without one).
+ */
+export interface WebSocketPresence {
+  user_id: string | number | null;
+  info: JsonValue;
+}
+
+/**
+ * A user's first connection joined `topic`: sent once per user, whatever the number of
+ * its connections, on every worker.
+ */
+export interface WebSocketPresenceJoinMessage {
+  type: "presence_join";
+  /** The topic joined. */
+  topic: string;
+  data: WebSocketPresence;
+  /** On a topic with history, its position, as any publication's. */
+  offset?: number;
+  epoch?: string;
+}
+
+/** A user's last connection left `topic` (or its server stopped and its entry expired). */
+export interface WebSocketPresenceLeaveMessage {
+  type: "presence_leave";
+  /** The topic left. */
+  topic: string;
+  data: WebSocketPresence;
+  /** On a topic with history, its position, as any publication's. */
+  offset?: number;
+  epoch?: string;
+}
+"""
+
+
 def render_typescript(model: ApiModel) -> str:
     """The TypeScript source for ``model``."""
     codes = "\n".join(f"  | {json.dumps(code)}" for code in ERROR_CODES)
     parts = [HEADER, "\n", _PRELUDE.format(codes=codes)]
-    if model.uses_any:
+    if model.uses_any or model.presence:
         parts.append(_JSON_VALUE)
+    if model.presence:
+        parts.append(_PRESENCE)
     for definition in model.definitions:
         parts.append("\n")
         parts.append(_definition(definition))
@@ -251,8 +291,10 @@ def _union(messages: list[str], indent: str) -> str:
     return "".join(f"\n{indent}  | {m}" for m in messages) + ";\n"
 
 
-def _data_map(messages: tuple[MessageDef, ...], indent: str, *, replies: bool) -> str:
-    if not messages:
+def _data_map(
+    messages: tuple[MessageDef, ...], indent: str, *, replies: bool, presence: bool = False
+) -> str:
+    if not messages and not presence:
         return "{}\n"
     lines: list[str] = []
     for message in messages:
@@ -260,6 +302,9 @@ def _data_map(messages: tuple[MessageDef, ...], indent: str, *, replies: bool) -
             answered = " or ".join(f"`{t}`" for t in message.replies)
             lines.append(_comment([f"Answered with {answered} (carrying the same `id`)."], indent))
         lines.append(f"{indent}{_key(message.type)}: {message.data.name};\n")
+    if presence:
+        lines.append(f"{indent}presence_join: WebSocketPresence;\n")
+        lines.append(f"{indent}presence_leave: WebSocketPresence;\n")
     return "{\n" + "".join(lines) + indent[:-2] + "}\n"
 
 
@@ -279,11 +324,14 @@ def _namespace(route: RouteModel) -> str:
     out.append("  export type ClientMessage =")
     out.append(_union([_envelope(m) for m in route.client_messages], "  "))
     framework = ["WebSocketErrorMessage"]
+    kinds = ["this route's messages", "error envelopes"]
     if route.acks:
         framework.append("WebSocketAckMessage")
-        what = "this route's messages, error envelopes and acks"
-    else:
-        what = "this route's messages and error envelopes"
+        kinds.append("acks")
+    if route.presence:
+        framework += ["WebSocketPresenceJoinMessage", "WebSocketPresenceLeaveMessage"]
+        kinds.append("presence events")
+    what = ", ".join(kinds[:-1]) + " and " + kinds[-1]
     out.append(f"\n  /** Messages the server sends: {what}. */\n")
     out.append("  export type ServerMessage =")
     server = [_server_envelope(m) for m in route.server_messages]
@@ -293,6 +341,6 @@ def _namespace(route: RouteModel) -> str:
     out.append(_data_map(route.client_messages, "    ", replies=True))
     out.append("\n  /** The `data` of each server message, by `type`. */\n")
     out.append("  export interface ServerData ")
-    out.append(_data_map(route.server_messages, "    ", replies=False))
+    out.append(_data_map(route.server_messages, "    ", replies=False, presence=route.presence))
     out.append("}\n")
     return "".join(out)
