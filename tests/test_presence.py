@@ -312,7 +312,7 @@ async def test_max_entries_lists_the_first_and_counts_everyone(
             clients = [await r.enter(name) for name in ("u1", "u2", "u3", "u4")]
             for ws in clients:
                 await ws.send(Sub("big:x"))
-            while (stats := await server.presence_stats("big:x")).clients < 4:
+            while (stats := await server.presence_stats("big:x")).clients < 4:  # noqa: ASYNC110
                 await trio.sleep(0.01)
             assert stats == PresenceStats(clients=4, users=4)
             assert len(await server.presence("big:x")) == 2
@@ -350,7 +350,7 @@ def test_presence_options_are_checked() -> None:
         broker.configure_presence(PresencePolicy({"*": Presence()}))
 
 
-def History_like() -> object:  # noqa: N802 - stands for a wrong value
+def History_like() -> object:
     return object()
 
 

@@ -52,11 +52,13 @@ async def stats(server: WebSocketServer, topic: str = "room:a") -> PresenceStats
 
 
 async def until_stats(server: WebSocketServer, expected: PresenceStats) -> None:
-    while await stats(server) != expected:
+    while await stats(server) != expected:  # noqa: ASYNC110 - polls other tasks' work
         await trio.sleep(0.05)
 
 
-async def only_markers(servers: list[WebSocketServer], watchers: list[Client[Out, Any]], n: int) -> None:
+async def only_markers(
+    servers: list[WebSocketServer], watchers: list[Client[Out, Any]], n: int
+) -> None:
     """Every server publishes marker ``n`` on room:a; each watcher must get them all, and
     nothing else in between (an event sent before a server's marker comes before it:
     one publisher's messages keep their order through Redis)."""
@@ -224,7 +226,7 @@ async def test_a_join_while_redis_is_down_is_made_and_announced_on_reconnection(
 ) -> None:
     stopped_redis.start()
     with trio.fail_after(TIMEOUT * 2):
-        async with two_servers(serve_live, stopped_redis.url, ttl=8.0) as (one, two, url1, url2):
+        async with two_servers(serve_live, stopped_redis.url, ttl=8.0) as (one, two, _, url2):
             async with AsyncExitStack() as stack:
                 carol = await enter(stack, url2, "carol")
                 stopped_redis.kill()

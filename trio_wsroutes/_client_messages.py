@@ -129,7 +129,10 @@ def route_types(route: WebSocketRoute[Any, Any]) -> RouteTypes:
         client[spec.schema] = (*client.get(spec.schema, ()), spec.type)
     # Presence events come to any route of a server with presence events: decoded
     # whether the route declares them or not.
-    server_wire: dict[type[Any], str] = {PresenceJoin: "presence_join", PresenceLeave: "presence_leave"}
+    server_wire: dict[type[Any], str] = {
+        PresenceJoin: "presence_join",
+        PresenceLeave: "presence_leave",
+    }
     for cls in route.server_message_types:
         wire = message_type(cls)
         if wire is not None:

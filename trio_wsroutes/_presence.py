@@ -289,7 +289,9 @@ class PresencePolicy:
         object.__setattr__(self, "_compiled", compiled)  # frozen: set once, here
 
     @classmethod
-    def coerce(cls, value: PresencePolicy | Mapping[str, Presence] | None) -> PresencePolicy | None:
+    def coerce(
+        cls, value: PresencePolicy | Mapping[str, Presence] | None
+    ) -> PresencePolicy | None:
         """The policy for a server's ``presence`` option: a :class:`PresencePolicy` as it
         is, a mapping of patterns to :class:`Presence` made into one, ``None`` (or an
         empty mapping) for none."""
@@ -379,13 +381,19 @@ def user_json(user_key: str) -> bytes:
 def decode_entry(connection_id: str, entry: bytes) -> PresenceEntry | None:
     """A :class:`PresenceEntry` from its stored JSON, or ``None`` if it is not one."""
     try:
-        value: Any = orjson.loads(entry)
+        value: object = orjson.loads(entry)
     except orjson.JSONDecodeError:
         return None
-    if type(value) is not list or len(cast("list[Any]", value)) != 2:
+    if not isinstance(value, list):
         return None
-    user_id, info = cast("list[Any]", value)
-    if user_id is not None and type(user_id) not in (str, int):
+    items = cast("list[object]", value)
+    if len(items) != 2:
+        return None
+    raw, info = items
+    user_id: str | int | None
+    if raw is None or (isinstance(raw, str | int) and not isinstance(raw, bool)):
+        user_id = raw
+    else:
         return None
     return PresenceEntry(connection_id, user_id, info)
 
@@ -395,7 +403,9 @@ def event_frame(kind: str, topic: str, user: bytes, info: bytes, *, with_topic: 
     a topic with history, whose publications get ``topic`` with their position."""
     data = b'{"user_id":%s,"info":%s}' % (user, info or b"null")
     if with_topic:
-        return Frame(b'{"type":"%s","topic":%s,"data":%s}' % (kind.encode(), topic_json(topic), data))
+        return Frame(
+            b'{"type":"%s","topic":%s,"data":%s}' % (kind.encode(), topic_json(topic), data)
+        )
     return Frame(b'{"type":"%s","data":%s}' % (kind.encode(), data))
 
 
@@ -437,7 +447,7 @@ class PresenceTracker:
     """The server's presence: makes a connection's entry when it subscribes, and hands
     joins, leaves and reads to the broker."""
 
-    __slots__ = ("broker", "policy", "_user_id")
+    __slots__ = ("_user_id", "broker", "policy")
 
     def __init__(
         self, policy: PresencePolicy, broker: PresenceBroker, user_id: UserId | None = None
@@ -462,14 +472,16 @@ class PresenceTracker:
             return None
         context = connection.context
         user_id: object = self._user_id(context.user)
-        if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, str | int)):
+        if user_id is not None and (
+            isinstance(user_id, bool) or not isinstance(user_id, str | int)
+        ):
             raise TypeError(
                 f"the server's user_id function returned {type(user_id).__name__}: "
                 "presence needs a str, an int or None"
             )
         info = b"null"
         if presence.info is not None:
-            value = presence.info(context)
+            value: object = presence.info(context)
             if inspect.isawaitable(value):
                 value = await cast("Awaitable[object]", value)
             if value is not None:
@@ -492,7 +504,7 @@ class PresenceTracker:
                         f"presence info for topic {topic!r} is {len(info)} bytes of JSON, "
                         f"over max_info_bytes={presence.max_info_bytes}"
                     )
-        return PresenceMember(connection.id, cast("str | int | None", user_id), info)
+        return PresenceMember(connection.id, user_id, info)
 
     async def join(self, topic: str, member: PresenceMember) -> None:
         """List ``member`` in ``topic`` (the connection is subscribed)."""

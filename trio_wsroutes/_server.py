@@ -320,8 +320,8 @@ class WebSocketServer:
             if configure_presence is None:
                 raise TypeError(f"{type(self.broker).__name__} cannot keep presence")
             configure_presence(self.presence_policy)
-            broker = cast("PresenceBroker", self.broker)
-            self._presence = PresenceTracker(self.presence_policy, broker, user_id)
+            presence_broker = cast("PresenceBroker", self.broker)
+            self._presence = PresenceTracker(self.presence_policy, presence_broker, user_id)
         self.registry: ConnectionRegistry = ConnectionRegistry()
         """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
         self.stats: ServerStats = ServerStats()

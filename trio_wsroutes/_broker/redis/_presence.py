@@ -269,8 +269,10 @@ class RedisPresence:
         members[member.connection_id] = member
         member.announced = not presence.events
         life, key_ttl = self._lifetimes(presence)
-        args = (life, b"%d" % presence.max_entries, key_ttl, b"0")
-        args += (member.connection_id.encode(), member.user_key.encode(), member.entry)
+        args = (
+            *(life, b"%d" % presence.max_entries, key_ttl, b"0"),
+            *(member.connection_id.encode(), member.user_key.encode(), member.entry),
+        )
         try:
             reply = await self._run("sync", self.keys(topic), args)
         except Exception as exc:
@@ -378,13 +380,13 @@ class RedisPresence:
             batch = list(members.values())
             for start in range(0, len(batch), _BATCH):
                 chunk = batch[start : start + _BATCH]
-                args = list(head)
+                argv = list(head)
                 for member in chunk:
-                    args += (member.connection_id.encode(), member.user_key.encode(), member.entry)
+                    argv += (member.connection_id.encode(), member.user_key.encode(), member.entry)
                 request = pub.create_request(
-                    b"EVALSHA", sha, b"3", *self.keys(topic), *args, timeout=timeout
+                    b"EVALSHA", sha, b"3", *self.keys(topic), *argv, timeout=timeout
                 )
-                calls.append((topic, presence, chunk, tuple(args), request))
+                calls.append((topic, presence, chunk, tuple(argv), request))
         for topic, presence, chunk, args, request in calls:
             try:
                 with trio.fail_after(timeout):
