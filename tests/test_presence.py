@@ -197,27 +197,41 @@ async def test_events_on_the_wire_and_on_a_topic_with_history(serve_live: ServeL
     server = make_server()
     async with serve_live(server) as address:
         with trio.fail_after(TIMEOUT):
-            url = f"{address.ws_url}/room/a?token=dora"
-            async with open_websocket_url(url) as ws:
-                # Her own join comes first (she is subscribed when she is listed).
-                assert await ws.get_message() == (
-                    '{"type":"presence_join","topic":"room:a",'
-                    '"data":{"user_id":"dora","info":{"name":"seat of dora"}}}'
+            base = f"{address.ws_url}/room/a?token="
+            async with open_websocket_url(base + "dora") as dora:
+                # Her own join is not sent to her: she knows.
+                assert orjson.loads(await dora.get_message())["type"] == "hello"
+                async with open_websocket_url(base + "eve") as eve:
+                    assert await dora.get_message() == (
+                        '{"type":"presence_join","topic":"room:a",'
+                        '"data":{"user_id":"eve","info":{"name":"seat of eve"}}}'
+                    )
+                    assert orjson.loads(await eve.get_message())["type"] == "hello"
+                    await eve.send_message('{"type":"sub","data":{"topic":"kept:x"},"id":1}')
+                    assert orjson.loads(await eve.get_message()) == {"type": "ack", "id": 1}
+                    await dora.send_message('{"type":"sub","data":{"topic":"kept:x"},"id":2}')
+                    # On a topic with history, the event is a publication like any: with
+                    # its position, and "topic" once.
+                    raw = await eve.get_message()
+                    assert raw.count('"topic"') == 1
+                    event = orjson.loads(raw)
+                    assert event["type"] == "presence_join"
+                    assert event["topic"] == "kept:x"
+                    # Eve's own join was published (offset 1) but not sent to her.
+                    assert event["offset"] == 2
+                    assert event["data"] == {"user_id": "dora", "info": {"name": "seat of dora"}}
+                    page = await server.history("kept:x")
+                    assert [p.position.offset for p in page.publications] == [1, 2]
+                    assert page.publications[1].payload == raw.encode()
+                    assert orjson.loads(await dora.get_message()) == {"type": "ack", "id": 2}
+                # Eve's leaves, one per topic (in either order).
+                leaves = sorted([await dora.get_message(), await dora.get_message()])
+                assert leaves[1] == (
+                    '{"type":"presence_leave","topic":"room:a",'
+                    '"data":{"user_id":"eve","info":{"name":"seat of eve"}}}'
                 )
-                assert orjson.loads(await ws.get_message())["type"] == "hello"
-                await ws.send_message('{"type":"sub","data":{"topic":"kept:x"},"id":1}')
-                # On a topic with history, the event is a publication like any: with its
-                # position, and "topic" once.
-                raw = await ws.get_message()
-                assert raw.count('"topic"') == 1
-                event = orjson.loads(raw)
-                assert event["type"] == "presence_join"
-                assert event["topic"] == "kept:x"
-                assert event["offset"] == 1
-                assert event["data"] == {"user_id": "dora", "info": {"name": "seat of dora"}}
-                page = await server.history("kept:x")
-                assert [p.payload for p in page.publications] == [raw.encode()]
-                assert orjson.loads(await ws.get_message()) == {"type": "ack", "id": 1}
+                assert orjson.loads(leaves[0])["type"] == "presence_leave"
+                assert '"topic":"kept:x","offset":3' in leaves[0]
 
 
 # -- who may see what ----------------------------------------------------------------------------

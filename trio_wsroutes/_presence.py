@@ -40,6 +40,7 @@ from ._frames import Frame
 from ._validation import converter
 
 if TYPE_CHECKING:
+    from ._broker import Subscriber
     from ._context import Context
 
 __all__ = [
@@ -210,9 +211,10 @@ class PresenceJoin:
 
         {"type": "presence_join", "topic": "room:a", "data": {"user_id": "u1", "info": {...}}}
 
-    Sent to the topic's subscribers (the joining connection too) when its
-    :class:`Presence` has ``events=True``; once per user, whatever the number of its
-    connections, on every worker. Declare it in a route's ``.server_messages(...)`` so
+    Sent to the topic's subscribers but the joining connection (which knows, and reads
+    who else is there with ``ws.presence(topic)``) when its :class:`Presence` has
+    ``events=True``; once per user, whatever the number of its connections, on every
+    worker. Declare it in a route's ``.server_messages(...)`` so
     that type checkers know ``client.receive()`` may return it; the client decodes it on
     any route. The server sends it itself: ``ws.send`` refuses it.
     """
@@ -348,10 +350,27 @@ class PresenceMember:
     """One connection in one topic, as brokers keep it: its ids and its entry encoded
     once, when it subscribes."""
 
-    __slots__ = ("announced", "connection_id", "entry", "info", "listed", "user_id", "user_key")
+    __slots__ = (
+        "announced",
+        "connection_id",
+        "entry",
+        "info",
+        "listed",
+        "subscriber",
+        "user_id",
+        "user_key",
+    )
 
-    def __init__(self, connection_id: str, user_id: str | int | None, info: bytes) -> None:
+    def __init__(
+        self,
+        connection_id: str,
+        user_id: str | int | None,
+        info: bytes,
+        subscriber: Subscriber | None = None,
+    ) -> None:
         self.connection_id = connection_id
+        self.subscriber = subscriber
+        """The connection, skipped by its own join event."""
         self.user_id = user_id
         self.info = info
         """The info as JSON (``null`` without one)."""
@@ -428,16 +447,18 @@ class PresenceBroker(Protocol):
 
 
 class _Subscribing(Protocol):
-    """What :class:`PresenceTracker` reads of a connection."""
+    """What :class:`PresenceTracker` reads of a connection (a broker's subscriber)."""
+
+    @property
+    def topics(self) -> frozenset[str]: ...
+
+    def deliver(self, frame: Frame) -> bool: ...
 
     @property
     def id(self) -> str: ...
 
     @property
     def context(self) -> Context[Any]: ...
-
-    @property
-    def topics(self) -> frozenset[str]: ...
 
 
 SubscribeCheck = Callable[[Any, str, Any], Any]
@@ -504,7 +525,7 @@ class PresenceTracker:
                         f"presence info for topic {topic!r} is {len(info)} bytes of JSON, "
                         f"over max_info_bytes={presence.max_info_bytes}"
                     )
-        return PresenceMember(connection.id, user_id, info)
+        return PresenceMember(connection.id, user_id, info, connection)
 
     async def join(self, topic: str, member: PresenceMember) -> None:
         """List ``member`` in ``topic`` (the connection is subscribed)."""

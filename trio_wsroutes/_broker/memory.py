@@ -161,7 +161,10 @@ class MemoryBroker:
         frame = event_frame(
             kind, topic, user_json(member.user_key), member.info, with_topic=with_topic
         )
-        await self.publish(topic, frame)
+        # A join goes to the others: the joining connection knows.
+        await self.publish(
+            topic, frame, exclude=member.subscriber if kind == PRESENCE_JOIN else None
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sweep expired history every second until cancelled (the server runs it during

@@ -51,6 +51,7 @@ from ..._presence import (
     event_frame,
     user_json,
 )
+from .._base import Subscriber
 from ._common import Link, RedisBrokerStats, Settings, describe, is_unexpected, logger, once
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ class RedisPresence:
         stats: RedisBrokerStats,
         link: Link,
         policy: PresencePolicy,
-        publish: Callable[[str, Frame], Awaitable[int]],
+        publish: Callable[[str, Frame, Subscriber | None], Awaitable[int]],
     ) -> None:
         self.policy = policy
         self._settings = settings
@@ -413,7 +414,9 @@ class RedisPresence:
                 continue  # re-added after Redis lost it: no event
             member.announced = True
             if state & 2 and presence.events:
-                await self._event(PRESENCE_JOIN, topic, member.user_key, member.info)
+                await self._event(
+                    PRESENCE_JOIN, topic, member.user_key, member.info, member.subscriber
+                )
 
     async def _gone(self, topic: str, presence: Presence, gone: list[Any]) -> None:
         """Leave events for the users a sweep found gone."""
@@ -429,11 +432,17 @@ class RedisPresence:
                     info = orjson.dumps(decoded.info)
             await self._event(PRESENCE_LEAVE, topic, user_key, info)
 
-    async def _event(self, kind: str, topic: str, user_key: str, info: bytes) -> None:
+    async def _event(
+        self,
+        kind: str,
+        topic: str,
+        user_key: str,
+        info: bytes,
+        exclude: Subscriber | None = None,
+    ) -> None:
         with_topic = self._settings.history_for(topic) is None
-        await self._publish(
-            topic, event_frame(kind, topic, user_json(user_key), info, with_topic=with_topic)
-        )
+        frame = event_frame(kind, topic, user_json(user_key), info, with_topic=with_topic)
+        await self._publish(topic, frame, exclude)
 
     @property
     def local_entries(self) -> int:

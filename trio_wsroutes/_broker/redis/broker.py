@@ -342,8 +342,8 @@ class RedisBroker:
             raise RuntimeError("this broker keeps no presence (see configure_presence)")
         return presence
 
-    async def _publish_event(self, topic: str, frame: Frame) -> int:
-        return await self.publish(topic, frame)
+    async def _publish_event(self, topic: str, frame: Frame, exclude: Subscriber | None) -> int:
+        return await self.publish(topic, frame, exclude=exclude)
 
     async def subscribe(
         self, topic: str, subscriber: Subscriber, *, since: Position | None = None
