@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -421,3 +422,48 @@ def test_entries_are_decoded_into_plain_values() -> None:
     entry = PresenceEntry("c1", "u", {"name": "n"})
     assert entry.info_as(Seat) == Seat("n")
     assert attrs.asdict(PresenceStats(1, 1)) == {"clients": 1, "users": 1}
+
+
+def test_generated_presence_types_compile_against_the_events_on_the_wire(tmp_path: Path) -> None:
+    from tests import _typescript
+    from tests.test_typegen_tsc import STRICT
+    from trio_wsroutes._envelope import with_position
+    from trio_wsroutes._history import Position
+    from trio_wsroutes._presence import event_frame
+
+    (tmp_path / "websocket-types.ts").write_text(generate_websocket_types(make_server()))
+    seat = orjson.dumps({"name": "seat of u"})
+    frames = [
+        event_frame("presence_join", "room:a", b'"u"', seat, with_topic=True),
+        event_frame("presence_leave", "room:a", b"7", b"null", with_topic=True),
+    ]
+    positioned = with_position(
+        event_frame("presence_join", "kept:x", b"null", seat, with_topic=False).payload,
+        "kept:x",
+        Position("e1", 3),
+    )
+    assert positioned is not None
+    wire = [orjson.loads(f.payload) for f in frames] + [orjson.loads(positioned)]
+    (tmp_path / "sample.ts").write_text(
+        'import type { RoomWebSocket } from "./websocket-types.js";\n'
+        f"export const wire: RoomWebSocket.ServerMessage[] = {orjson.dumps(wire).decode()};\n"
+        "export function seatOf(m: RoomWebSocket.ServerMessage): string | undefined {\n"
+        '  if (m.type === "presence_join" || m.type === "presence_leave") {\n'
+        "    const topic: string = m.topic;\n"
+        "    return m.data.info === null ? topic : m.data.info.name;\n"
+        "  }\n"
+        "  return undefined;\n"
+        "}\n"
+        "export const data: RoomWebSocket.ServerData['presence_join'] = "
+        '{ user_id: null, info: { name: "n" } };\n'
+    )
+    (tmp_path / "bad.ts").write_text(
+        'import type { RoomWebSocket } from "./websocket-types.js";\n'
+        "export const bad: RoomWebSocket.ServerData['presence_leave'] = "
+        "{ user_id: 1, info: { nope: 1 } };\n"
+    )
+    status, diagnostics, output = _typescript.tsc(
+        *STRICT, "websocket-types.ts", "sample.ts", "bad.ts", cwd=tmp_path
+    )
+    assert status != 0
+    assert [(d.file, d.line) for d in diagnostics] == [("bad.ts", 2)], output

@@ -238,6 +238,9 @@ class RouteModel:
     the route declares them (``PresenceJoin``, ``PresenceLeave``), or it is a route of a
     server with presence events (subscriptions are not tied to routes statically, so
     every route of such a server may get them)."""
+    presence_info: TypeNode | None = None
+    """The type of the info presence events carry (besides ``null``): the classes the
+    server's info functions are annotated to return; ``None``: any JSON."""
 
     @property
     def acks(self) -> bool:

@@ -110,31 +110,31 @@ _PRESENCE: Final = """
  * `events`): the user id (`null` for a connection without one) and the info the server
  * lists with the connection (`null` without one).
  */
-export interface WebSocketPresence {
+export interface WebSocketPresence<Info = JsonValue> {
   user_id: string | number | null;
-  info: JsonValue;
+  info: Info | null;
 }
 
 /**
  * A user's first connection joined `topic`: sent once per user, whatever the number of
  * its connections, on every worker.
  */
-export interface WebSocketPresenceJoinMessage {
+export interface WebSocketPresenceJoinMessage<Info = JsonValue> {
   type: "presence_join";
   /** The topic joined. */
   topic: string;
-  data: WebSocketPresence;
+  data: WebSocketPresence<Info>;
   /** On a topic with history, its position, as any publication's. */
   offset?: number;
   epoch?: string;
 }
 
 /** A user's last connection left `topic` (or its server stopped and its entry expired). */
-export interface WebSocketPresenceLeaveMessage {
+export interface WebSocketPresenceLeaveMessage<Info = JsonValue> {
   type: "presence_leave";
   /** The topic left. */
   topic: string;
-  data: WebSocketPresence;
+  data: WebSocketPresence<Info>;
   /** On a topic with history, its position, as any publication's. */
   offset?: number;
   epoch?: string;
@@ -292,9 +292,9 @@ def _union(messages: list[str], indent: str) -> str:
 
 
 def _data_map(
-    messages: tuple[MessageDef, ...], indent: str, *, replies: bool, presence: bool = False
+    messages: tuple[MessageDef, ...], indent: str, *, replies: bool, presence: str | None = None
 ) -> str:
-    if not messages and not presence:
+    if not messages and presence is None:
         return "{}\n"
     lines: list[str] = []
     for message in messages:
@@ -302,10 +302,20 @@ def _data_map(
             answered = " or ".join(f"`{t}`" for t in message.replies)
             lines.append(_comment([f"Answered with {answered} (carrying the same `id`)."], indent))
         lines.append(f"{indent}{_key(message.type)}: {message.data.name};\n")
-    if presence:
-        lines.append(f"{indent}presence_join: WebSocketPresence;\n")
-        lines.append(f"{indent}presence_leave: WebSocketPresence;\n")
+    if presence is not None:
+        lines.append(f"{indent}presence_join: WebSocketPresence{presence};\n")
+        lines.append(f"{indent}presence_leave: WebSocketPresence{presence};\n")
     return "{\n" + "".join(lines) + indent[:-2] + "}\n"
+
+
+def _presence_info(route: RouteModel) -> str | None:
+    """The type argument of the route's presence types (``<Seat>``, ``""`` for any
+    JSON), or ``None`` when it gets no presence events."""
+    if not route.presence:
+        return None
+    if route.presence_info is None:
+        return ""
+    return f"<{type_expression(route.presence_info)}>"
 
 
 def _namespace(route: RouteModel) -> str:
@@ -328,8 +338,12 @@ def _namespace(route: RouteModel) -> str:
     if route.acks:
         framework.append("WebSocketAckMessage")
         kinds.append("acks")
-    if route.presence:
-        framework += ["WebSocketPresenceJoinMessage", "WebSocketPresenceLeaveMessage"]
+    info = _presence_info(route)
+    if info is not None:
+        framework += [
+            f"WebSocketPresenceJoinMessage{info}",
+            f"WebSocketPresenceLeaveMessage{info}",
+        ]
         kinds.append("presence events")
     what = ", ".join(kinds[:-1]) + " and " + kinds[-1]
     out.append(f"\n  /** Messages the server sends: {what}. */\n")
@@ -341,6 +355,6 @@ def _namespace(route: RouteModel) -> str:
     out.append(_data_map(route.client_messages, "    ", replies=True))
     out.append("\n  /** The `data` of each server message, by `type`. */\n")
     out.append("  export interface ServerData ")
-    out.append(_data_map(route.server_messages, "    ", replies=False, presence=route.presence))
+    out.append(_data_map(route.server_messages, "    ", replies=False, presence=info))
     out.append("}\n")
     return "".join(out)
