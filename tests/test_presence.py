@@ -410,7 +410,7 @@ def test_generated_types_describe_presence_events_for_every_route_of_the_server(
         union = body[body.index("ServerMessage =") : body.index("ClientData")]
         assert "WebSocketPresenceJoinMessage" in union and "WebSocketPresenceLeaveMessage" in union
         data = body[body.index("interface ServerData") :]
-        assert "presence_join: WebSocketPresence;" in data.split("}")[0]
+        assert "presence_join: WebSocketPresence<Seat>;" in data.split("}")[0]
     # Without events, and without declaring them, a route's types do not mention them.
     quiet = create_websocket_route("/q").server_messages(Hello)
     assert "Presence" not in generate_websocket_types(
