@@ -41,7 +41,7 @@ from typing import Any
 import harness
 
 SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
-EXTRA_SYSTEMS = ("native-history",)
+EXTRA_SYSTEMS = ("native-history", "native-presence")
 """Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses them)."""
 LABELS = {
     "asgi": "trio_wsroutes, ASGI on hypercorn-trio",

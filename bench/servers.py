@@ -21,6 +21,9 @@ Systems:
   History(size=1000)}``): every delivery carries ``topic``, ``offset`` and ``epoch``, and
   the last 1 000 publications are kept. Not in the default suite; ``bench/history_live.py``
   compares it with ``native``.
+* ``native-presence``: ``native`` with presence on the topic (``presence={"feed":
+  Presence(info=...)}``): every subscriber is listed with a small info object. Not in the
+  default suite; ``bench/presence.py`` compares it with ``native``.
 * ``hypercorn``: the floor under ``asgi``: a plain ASGI app on hypercorn's trio worker
   that echoes and forwards the text as it came, no validation, a loop over the
   subscribers' ``send`` for the broadcast.
@@ -56,12 +59,21 @@ from trio_wsroutes import (
     Connection,
     Context,
     History,
+    Presence,
     WebSocketServer,
     create_websocket_route,
     message,
 )
 
-SYSTEMS = ("asgi", "native", "native-history", "hypercorn", "fastapi", "websockets")
+SYSTEMS = (
+    "asgi",
+    "native",
+    "native-history",
+    "native-presence",
+    "hypercorn",
+    "fastapi",
+    "websockets",
+)
 
 # -- trio_wsroutes -----------------------------------------------------------------------
 
@@ -92,9 +104,15 @@ class Tick:
     text: str
 
 
-def wsroutes_server(*, history: bool = False) -> WebSocketServer:
+@attrs.frozen
+class Seat:
+    name: str
+
+
+def wsroutes_server(*, history: bool = False, presence: bool = False) -> WebSocketServer:
     """The routes, as a user of this project writes them (default server options; with
-    ``history``, the topic keeps its last 1 000 publications)."""
+    ``history``, the topic keeps its last 1 000 publications; with ``presence``, it lists
+    its subscribers, each with a small info object)."""
     echo = create_websocket_route("/echo").server_messages(EchoOut)
 
     @echo.on("echo", Echo)
@@ -115,6 +133,9 @@ def wsroutes_server(*, history: bool = False) -> WebSocketServer:
 
     if history:
         return WebSocketServer([echo, sub, pub], history={"feed": History(size=1000)})
+    if presence:
+        seat = Presence(info=lambda ctx: Seat(f"guest-{ctx.connection_id[:6]}"))
+        return WebSocketServer([echo, sub, pub], presence={"feed": seat})
     return WebSocketServer([echo, sub, pub])
 
 
@@ -169,6 +190,8 @@ def run(system: str, port: int) -> None:
         trio.run(wsroutes_server().serve_native, "127.0.0.1", port)
     elif system == "native-history":
         trio.run(wsroutes_server(history=True).serve_native, "127.0.0.1", port)
+    elif system == "native-presence":
+        trio.run(wsroutes_server(presence=True).serve_native, "127.0.0.1", port)
     elif system == "hypercorn":
         from hypercorn.config import Config
         from hypercorn.trio import serve
