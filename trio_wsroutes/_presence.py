@@ -26,7 +26,7 @@ import inspect
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 import attrs
@@ -40,7 +40,6 @@ from ._frames import Frame
 from ._validation import converter
 
 if TYPE_CHECKING:
-    from ._broker import Subscriber
     from ._context import Context
 
 __all__ = [
@@ -346,6 +345,15 @@ def adopt_presence(current: PresencePolicy | None, policy: object) -> PresencePo
 # -- entries and events, encoded ---------------------------------------------------------------
 
 
+class _Subscriber(Protocol):
+    """A broker's subscriber (:class:`~trio_wsroutes.Subscriber`), as presence keeps it."""
+
+    @property
+    def topics(self) -> Collection[str]: ...
+
+    def deliver(self, frame: Frame) -> bool: ...
+
+
 class PresenceMember:
     """One connection in one topic, as brokers keep it: its ids and its entry encoded
     once, when it subscribes."""
@@ -366,7 +374,7 @@ class PresenceMember:
         connection_id: str,
         user_id: str | int | None,
         info: bytes,
-        subscriber: Subscriber | None = None,
+        subscriber: _Subscriber | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.subscriber = subscriber
@@ -446,13 +454,8 @@ class PresenceBroker(Protocol):
     async def presence_stats(self, topic: str) -> PresenceStats: ...
 
 
-class _Subscribing(Protocol):
+class _Subscribing(_Subscriber, Protocol):
     """What :class:`PresenceTracker` reads of a connection (a broker's subscriber)."""
-
-    @property
-    def topics(self) -> frozenset[str]: ...
-
-    def deliver(self, frame: Frame) -> bool: ...
 
     @property
     def id(self) -> str: ...
