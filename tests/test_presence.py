@@ -341,6 +341,7 @@ async def test_max_entries_lists_the_first_and_counts_everyone(
 def test_presence_options_are_checked() -> None:
     for bad in (
         {"ttl": 0},
+        {"ttl": 0.5},
         {"ttl": float("inf")},
         {"ttl": True},
         {"max_entries": -1},
@@ -467,3 +468,28 @@ def test_generated_presence_types_compile_against_the_events_on_the_wire(tmp_pat
     )
     assert status != 0
     assert [(d.file, d.line) for d in diagnostics] == [("bad.ts", 2)], output
+
+
+def test_json_schema_and_asyncapi_describe_presence_events() -> None:
+    import jsonschema
+
+    from tests import _typescript
+    from trio_wsroutes import generate_asyncapi, generate_json_schema
+
+    document = orjson.loads(generate_json_schema(make_server()))
+    defs = document["$defs"]
+    union = defs["RoomWebSocketServerMessage"]["oneOf"]
+    assert {"$ref": "#/$defs/WebSocketPresenceJoinMessage"} in union
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "#/$defs/RoomWebSocketServerMessage", "$defs": defs}
+    )
+    event = {"type": "presence_join", "topic": "room:a", "data": {"user_id": "u", "info": None}}
+    assert validator.is_valid(event)
+    assert validator.is_valid({**event, "offset": 3, "epoch": "e1"})
+    assert not validator.is_valid({**event, "topic": None})
+    asyncapi = orjson.loads(generate_asyncapi(make_server(), format="json"))
+    assert "server.presence_leave" in asyncapi["channels"]["RoomWebSocket"]["messages"]
+    assert "RoomWebSocket.send.presence_join" in asyncapi["operations"]
+    _typescript.require(_typescript.ASYNCAPI_SCHEMA)
+    official = jsonschema.Draft7Validator(orjson.loads(_typescript.ASYNCAPI_SCHEMA.read_bytes()))
+    assert [e.message for e in official.iter_errors(asyncapi)] == []

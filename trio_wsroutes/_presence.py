@@ -96,8 +96,9 @@ InfoFunction = Callable[["Context[Any]"], Any]
 
 
 def _check_ttl(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"Presence ttl must be a number of seconds > 0, not {value!r}")
+    # At least 1 s: entries are refreshed every ttl / 4 seconds.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
+        raise ValueError(f"Presence ttl must be a number of seconds >= 1, not {value!r}")
     if not math.isfinite(value):
         raise ValueError("Presence ttl must be finite")
 
@@ -149,7 +150,7 @@ class Presence:
       instead.
     * ``ttl``: with :class:`~trio_wsroutes.RedisBroker`, seconds after which the entries
       of a process that stopped refreshing them (killed, cut off from Redis) are gone,
-      leave events included. Each process refreshes its entries every ``ttl / 4``
+      leave events included (at least 1). Each process refreshes its entries every ``ttl / 4``
       seconds; an entry lives ``3/4 * ttl`` past its last refresh, so a Redis outage
       shorter than about ``ttl / 2`` loses no entry. In memory, entries go with their
       connections and the ttl plays no part.
