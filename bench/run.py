@@ -41,10 +41,10 @@ from typing import Any
 import harness
 
 SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
-EXTRA_SYSTEMS = ("native-history", "native-metrics", "native-tracing")
+EXTRA_SYSTEMS = ("native-history", "native-presence", "native-metrics", "native-tracing")
 """Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses
-``native-history``; ``--systems native,native-metrics,native-tracing`` measures what
-observability costs)."""
+``native-history``, ``bench/presence.py`` uses ``native-presence``; ``--systems
+native,native-metrics,native-tracing`` measures what observability costs)."""
 LABELS = {
     "asgi": "trio_wsroutes, ASGI on hypercorn-trio",
     "native": "trio_wsroutes, native transport",

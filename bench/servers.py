@@ -28,6 +28,9 @@ Systems:
 * ``native-tracing``: ``native`` with the ``tracing`` option on, an SDK
   ``TracerProvider`` that samples every span and exports none (the cost of making the
   spans; exporting is the SDK's). Not in the default suite.
+* ``native-presence``: ``native`` with presence on the topic (``presence={"feed":
+  Presence(info=...)}``): every subscriber is listed with a small info object. Not in the
+  default suite; ``bench/presence.py`` compares it with ``native``.
 * ``hypercorn``: the floor under ``asgi``: a plain ASGI app on hypercorn's trio worker
   that echoes and forwards the text as it came, no validation, a loop over the
   subscribers' ``send`` for the broadcast.
@@ -63,6 +66,7 @@ from trio_wsroutes import (
     Connection,
     Context,
     History,
+    Presence,
     WebSocketServer,
     create_websocket_route,
     message,
@@ -74,6 +78,7 @@ SYSTEMS = (
     "native-history",
     "native-metrics",
     "native-tracing",
+    "native-presence",
     "hypercorn",
     "fastapi",
     "websockets",
@@ -108,12 +113,18 @@ class Tick:
     text: str
 
 
+@attrs.frozen
+class Seat:
+    name: str
+
+
 def wsroutes_server(
-    *, history: bool = False, metrics: bool = False, tracing: bool = False
+    *, history: bool = False, presence: bool = False, metrics: bool = False, tracing: bool = False
 ) -> WebSocketServer:
     """The routes, as a user of this project writes them (default server options; with
-    ``history``, the topic keeps its last 1 000 publications; with ``metrics``, metrics
-    and the access log on; with ``tracing``, spans of every upgrade and message, made and
+    ``history``, the topic keeps its last 1 000 publications; with ``presence``, it lists
+    its subscribers, each with a small info object; with ``metrics``, metrics and the
+    access log on; with ``tracing``, spans of every upgrade and message, made and
     dropped)."""
     echo = create_websocket_route("/echo").server_messages(EchoOut)
 
@@ -141,6 +152,9 @@ def wsroutes_server(
         from opentelemetry.sdk.trace import TracerProvider
 
         return WebSocketServer([echo, sub, pub], tracing=TracerProvider())
+    if presence:
+        seat = Presence(info=lambda ctx: Seat(f"guest-{ctx.connection_id[:6]}"))
+        return WebSocketServer([echo, sub, pub], presence={"feed": seat})
     return WebSocketServer([echo, sub, pub])
 
 
@@ -227,6 +241,8 @@ def run(system: str, port: int) -> None:
         trio.run(wsroutes_server(history=True).serve_native, "127.0.0.1", port)
     elif system == "native-tracing":
         trio.run(wsroutes_server(tracing=True).serve_native, "127.0.0.1", port)
+    elif system == "native-presence":
+        trio.run(wsroutes_server(presence=True).serve_native, "127.0.0.1", port)
     elif system == "hypercorn":
         from hypercorn.config import Config
         from hypercorn.trio import serve

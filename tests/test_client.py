@@ -950,6 +950,7 @@ async def test_the_chat_command_line_client(serve_live: ServeLive) -> None:
     from examples.chat.app import Chat as ChatIn
     from examples.chat.app import ChatOut, Joined, chat
     from examples.chat.app import server as chat_server
+    from trio_wsroutes import PresenceJoin
 
     lines_in, lines_out = trio.open_memory_channel[str](10)
     output: list[str] = []
@@ -969,7 +970,16 @@ async def test_the_chat_command_line_client(serve_live: ServeLive) -> None:
                     nursery.start_soon(chat_client.run, url, "ada", read_line, output.append)
                     await wait_until(lambda: any(line.startswith("* you are") for line in output))
                     await lines_in.send("hello from the terminal\n")
-                    assert await other.receive() == ChatOut(
+                    # Ada's arrival, her rename, then her line (presence events typed).
+                    seen = [await other.receive() for _ in range(4)]
+                    assert [type(m).__name__ for m in seen] == [
+                        "PresenceJoin",
+                        "PresenceLeave",
+                        "PresenceJoin",
+                        "ChatOut",
+                    ]
+                    assert seen[2] == PresenceJoin("room:cli", None, {"name": "ada"})
+                    assert seen[3] == ChatOut(
                         user="ada", text="hello from the terminal", room="cli"
                     )
                     await other.send(ChatIn(text="hi ada"))

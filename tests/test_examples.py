@@ -37,6 +37,15 @@ def without_position(frame: dict[str, Any]) -> dict[str, Any]:
     return frame
 
 
+def presence(frame: dict[str, Any]) -> tuple[str, str]:
+    """A presence event on the room (which keeps history: it carries a position too):
+    its type and the name in its info."""
+    assert frame["type"] in ("presence_join", "presence_leave"), frame
+    without_position(frame)
+    assert frame["data"]["user_id"] is None  # the chat is anonymous: a user per connection
+    return frame["type"], frame["data"]["info"]["name"]
+
+
 async def test_chat_example_two_clients_talk(serve_live: ServeLive) -> None:
     async with serve_live(chat_server) as address:
         url = address.ws_url + "/chat/general"
@@ -45,13 +54,26 @@ async def test_chat_example_two_clients_talk(serve_live: ServeLive) -> None:
             assert hello_alice["type"] == "joined"
             assert hello_alice["data"]["room"] == "general"
             assert hello_alice["data"]["user_count"] == 1
+            guest_alice = hello_alice["data"]["you"]
+            assert hello_alice["data"]["people"] == [guest_alice]
 
             async with connect(url) as bob:
                 hello_bob = await receive(bob)
                 assert hello_bob["type"] == "joined"
                 assert hello_bob["data"]["user_count"] == 2
+                guest_bob = hello_bob["data"]["you"]
+                assert hello_bob["data"]["people"] == sorted([guest_alice, guest_bob])
+                # Alice hears of him; he does not hear of his own arrival.
+                assert presence(await receive(alice)) == ("presence_join", guest_bob)
 
-                await send(bob, {"type": "set_name", "data": {"name": "bob"}})
+                await send(bob, {"type": "set_name", "data": {"name": "bob"}, "id": "n"})
+                assert await receive(bob) == {"type": "ack", "id": "n"}
+                # Renamed: the room lists him under his new name.
+                assert presence(await receive(alice)) == ("presence_leave", guest_bob)
+                assert presence(await receive(alice)) == ("presence_join", "bob")
+                names = sorted(e.info["name"] for e in await chat_server.presence("room:general"))
+                assert names == sorted([guest_alice, "bob"])
+
                 await send(bob, {"type": "chat", "data": {"text": "hello alice"}})
                 expected = {
                     "type": "message",
@@ -84,6 +106,10 @@ async def test_chat_example_two_clients_talk(serve_live: ServeLive) -> None:
                 # Bob is still connected after the validation error.
                 await send(bob, {"type": "ping", "data": {"timestamp": 1}, "id": "p2"})
                 assert (await receive(bob))["id"] == "p2"
+            # He goes: alice hears it, and the room counts one again.
+            assert presence(await receive(alice)) == ("presence_leave", "bob")
+            stats = await chat_server.presence_stats("room:general")
+            assert (stats.clients, stats.users) == (1, 1)
 
 
 @pytest.mark.transports("hypercorn")  # the page is served by the http_app

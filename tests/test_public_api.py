@@ -74,6 +74,13 @@ ALSO_PUBLIC = {
     "JSONFormatter",
     "Metrics",
     "RouteStats",
+    # Presence (docs/topics/presence.rst).
+    "Presence",
+    "PresenceEntry",
+    "PresenceJoin",
+    "PresenceLeave",
+    "PresencePolicy",
+    "PresenceStats",
 }
 
 

@@ -513,14 +513,22 @@ async def test_chat_example_on_two_hypercorn_workers_shares_rooms_through_redis(
                             break
                         except (OSError, HandshakeError):  # not listening yet
                             await trio.sleep(0.1)
-                    assert json.loads(await ws.get_message())["type"] == "joined"
+                    joined = json.loads(await ws.get_message())
+                    assert joined["type"] == "joined"
+                    # Who is in the room comes from Redis: every worker's connections.
+                    assert joined["data"]["user_count"] == len(clients) + 1
+                    assert len(joined["data"]["people"]) == len(clients) + 1
                     clients.append(ws)
                 await clients[0].send_message(
                     json.dumps({"type": "chat", "data": {"text": "hello, both workers"}})
                 )
-                for ws in clients:
-                    msg = json.loads(await ws.get_message())
-                    assert msg["type"] == "message"
+                for i, ws in enumerate(clients):
+                    # The arrivals of those who came after it, once each, from either
+                    # worker, and the message.
+                    frames = [json.loads(await ws.get_message()) for _ in clients[i:]]
+                    types = sorted(frame["type"] for frame in frames)
+                    assert types == ["message"] + ["presence_join"] * (len(clients) - 1 - i)
+                    msg = next(frame for frame in frames if frame["type"] == "message")
                     assert msg["data"]["text"] == "hello, both workers"
     finally:
         process.terminate()

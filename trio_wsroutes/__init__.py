@@ -49,6 +49,12 @@ from ._metrics import Histogram as Histogram
 from ._metrics import RouteStats as RouteStats
 from ._observability import Metrics as Metrics
 from ._origins import OriginPolicy as OriginPolicy
+from ._presence import Presence as Presence
+from ._presence import PresenceEntry as PresenceEntry
+from ._presence import PresenceJoin as PresenceJoin
+from ._presence import PresenceLeave as PresenceLeave
+from ._presence import PresencePolicy as PresencePolicy
+from ._presence import PresenceStats as PresenceStats
 from ._registry import ConnectionRegistry as ConnectionRegistry
 from ._request import Headers as Headers
 from ._request import QueryParams as QueryParams

@@ -356,9 +356,8 @@ class Client(Generic[ServerT, ClientT_contra]):
         """The receive queue's entry for a server message (or error envelope) that
         answers no request; its position, if it has one, is kept at once."""
         wire: str = body["type"]
-        if wire not in self._types.server or not (
-            "topic" in body or "offset" in body or "epoch" in body
-        ):
+        # A position is an offset and an epoch (a presence event names its topic alone).
+        if wire not in self._types.server or not ("offset" in body or "epoch" in body):
             return Item(raw)
         topic, offset, epoch = body.get("topic"), body.get("offset"), body.get("epoch")
         seen = position(topic, offset, epoch)

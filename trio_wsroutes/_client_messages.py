@@ -17,6 +17,7 @@ from ._client_errors import ClientError, DecodeError, ServerError
 from ._errors import ErrorDetail
 from ._history import Position
 from ._messages import message_type
+from ._presence import PRESENCE_TYPES, PresenceJoin, PresenceLeave
 from ._routes import WebSocketRoute
 from ._validation import converter
 from ._validation_details import validation_details
@@ -107,6 +108,8 @@ class RouteTypes:
         if wire == "error":
             raise server_error(body, raw)
         cls = self.server.get(wire)
+        if wire in PRESENCE_TYPES:
+            return _presence_event(body, wire, raw)
         if cls is None:
             raise DecodeError(
                 f"unknown message type {wire!r} for route {self.path!r}",
@@ -124,7 +127,12 @@ def route_types(route: WebSocketRoute[Any, Any]) -> RouteTypes:
     client: dict[type[Any], tuple[str, ...]] = {}
     for spec in route.handlers.values():
         client[spec.schema] = (*client.get(spec.schema, ()), spec.type)
-    server_wire: dict[type[Any], str] = {}
+    # Presence events come to any route of a server with presence events: decoded
+    # whether the route declares them or not.
+    server_wire: dict[type[Any], str] = {
+        PresenceJoin: "presence_join",
+        PresenceLeave: "presence_leave",
+    }
     for cls in route.server_message_types:
         wire = message_type(cls)
         if wire is not None:
@@ -218,6 +226,29 @@ def _structure(body: dict[str, Any], cls: type[Any], raw: str) -> Any:
             raw=raw,
             id=body.get("id"),
         ) from None
+
+
+def _presence_event(body: dict[str, Any], wire: str, raw: str) -> PresenceJoin | PresenceLeave:
+    """A ``presence_join`` / ``presence_leave`` envelope: ``topic`` beside ``data``."""
+    data: Any = body.get("data")
+    topic: Any = body.get("topic")
+    fields = cast("dict[str, Any]", data) if type(data) is dict else None
+    user_id: Any = None if fields is None else fields.get("user_id")
+    if (
+        fields is None
+        or type(topic) is not str
+        or "user_id" not in fields
+        or (user_id is not None and type(user_id) not in (str, int))
+    ):
+        raise DecodeError(
+            f"invalid {wire!r} message: expected a string 'topic' and data with a "
+            "string, integer or null 'user_id'",
+            type=wire,
+            raw=raw,
+            id=body.get("id"),
+        )
+    cls = PresenceJoin if wire == "presence_join" else PresenceLeave
+    return cls(topic, user_id, fields.get("info"))
 
 
 def server_error(body: dict[str, Any], raw: str) -> ClientError:

@@ -25,8 +25,9 @@ __all__ = [
     "message_type",
 ]
 
-RESERVED_TYPES: Final = frozenset({"error", "ack"})
-"""Server-to-client wire types the framework uses itself."""
+RESERVED_TYPES: Final = frozenset({"error", "ack", "presence_join", "presence_leave"})
+"""Server-to-client wire types the framework uses itself (error envelopes,
+acknowledgements, presence events)."""
 
 _T = TypeVar("_T")
 _TYPE_ATTR: Final = "__wsroutes_message_type__"
@@ -49,8 +50,8 @@ def message(type: str) -> Callable[[builtins.type[_T]], builtins.type[_T]]:
         raise TypeError("@message needs a non-empty string: the wire type")
     if type in RESERVED_TYPES:
         raise ValueError(
-            f"{type!r} is a wire type the framework sends itself (error envelopes and "
-            "acknowledgements); choose another name"
+            f"{type!r} is a wire type the framework sends itself (error envelopes, "
+            "acknowledgements, presence events); choose another name"
         )
 
     def tag(cls: builtins.type[_T]) -> builtins.type[_T]:
@@ -76,6 +77,11 @@ _encoders: dict[type[Any], _Encoder] = {}
 def _encoder_for(cls: type[Any]) -> _Encoder:
     encoder = _encoders.get(cls)
     if encoder is None:
+        if cls.__dict__.get("__wsroutes_framework_message__"):
+            raise TypeError(
+                f"{cls.__qualname__} is sent by the server itself (presence events); "
+                "it cannot be sent or published"
+            )
         wire_type = message_type(cls)
         if wire_type is None:
             raise TypeError(

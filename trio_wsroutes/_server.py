@@ -16,7 +16,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import trio
 
@@ -37,6 +37,14 @@ from ._metrics import RouteCounters, RouteStats
 from ._observability import Metrics, Observability
 from ._origins import OriginPolicy
 from ._paths import Router
+from ._presence import (
+    Presence,
+    PresenceBroker,
+    PresenceEntry,
+    PresencePolicy,
+    PresenceStats,
+    PresenceTracker,
+)
 from ._registry import ConnectionRegistry
 from ._request import Request, TrustedProxies
 from ._routes import ServerDefaults, WebSocketRoute, resolve_route
@@ -196,10 +204,6 @@ class WebSocketServer:
       port (both transports): ``True`` or a :class:`Metrics` (path, who may read them,
       a directory shared by worker processes). Needs the ``metrics`` extra. Off by
       default; :attr:`route_stats` counts either way.
-    * ``user_id``: what names ``ctx.user`` in the access log (the ``trio_wsroutes.access``
-      logger): a function of the user returning a string, an integer or ``None``.
-      Default: the user's ``id`` attribute, or the user itself if it is a string or an
-      integer.
     * ``tracing``: OpenTelemetry spans (needs ``opentelemetry-api``, the ``tracing``
       extra) of upgrades, handled messages and, with :class:`RedisBroker`, publications
       between processes: ``True`` uses the global tracer provider, or pass a
@@ -209,6 +213,15 @@ class WebSocketServer:
       transports) to those its ``authenticate`` function lets in: connections, message
       rates, handler latencies, memory, topics, the slowest consumers, and a Close
       button. Nothing is served without it (the default). See the admin page guide.
+    * ``presence``: topic patterns (``fnmatch``) mapped to :class:`Presence`
+      (``{"room:*": Presence(info=fn, events=True)}``), or a :class:`PresencePolicy`: a
+      connection subscribed to such a topic is listed with its user id and info, for
+      :meth:`presence` and :meth:`presence_stats` on every worker, and with ``events``
+      the topic's subscribers get ``presence_join`` / ``presence_leave`` once per user.
+      See the "Presence and users" guide.
+    * ``user_id``: ``fn(user) -> str | int | None``, what identifies ``ctx.user`` in the
+      access log and in presence (default: ``user.id``, or the user itself when it is a
+      string or an integer).
     """
 
     def __init__(
@@ -249,6 +262,7 @@ class WebSocketServer:
         user_id: UserId | None = None,
         tracing: bool | TracerProvider | None = None,
         admin: Admin | None = None,
+        presence: Mapping[str, Presence] | PresencePolicy | None = None,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -320,6 +334,16 @@ class WebSocketServer:
                 raise TypeError(f"{type(self.broker).__name__} cannot keep history")
             configure(self.history_policy)
         self._recoveries = RecoveryLimiter(recovery_rate)
+        self.presence_policy: PresencePolicy | None = PresencePolicy.coerce(presence)
+        """Which topics list who is in them (the ``presence`` option), or ``None``."""
+        self._presence: PresenceTracker | None = None
+        if self.presence_policy is not None:
+            configure_presence = getattr(self.broker, "configure_presence", None)
+            if configure_presence is None:
+                raise TypeError(f"{type(self.broker).__name__} cannot keep presence")
+            configure_presence(self.presence_policy)
+            presence_broker = cast("PresenceBroker", self.broker)
+            self._presence = PresenceTracker(self.presence_policy, presence_broker, user_id)
         self.registry: ConnectionRegistry = ConnectionRegistry()
         """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
         self.stats: ServerStats = ServerStats()
@@ -479,6 +503,24 @@ class WebSocketServer:
         """
         return await self.broker.history(topic, since=since, limit=limit)
 
+    async def presence(self, topic: str) -> list[PresenceEntry]:
+        """Who is in ``topic``, on every worker sharing the broker: one
+        :class:`PresenceEntry` (connection id, user id, info) per listed connection, in
+        no particular order. Raises ``ValueError`` if ``topic`` has no presence."""
+        return await self._presence_tracker(topic).entries(topic)
+
+    async def presence_stats(self, topic: str) -> PresenceStats:
+        """How many connections and distinct users are in ``topic``, on every worker
+        (cheap: two counters in Redis). Raises ``ValueError`` if ``topic`` has no
+        presence."""
+        return await self._presence_tracker(topic).stats(topic)
+
+    def _presence_tracker(self, topic: str) -> PresenceTracker:
+        tracker = self._presence
+        if tracker is None:
+            raise ValueError(f"topic {topic!r} has no presence (see the server's presence option)")
+        return tracker
+
     @property
     def route_stats(self) -> dict[str, RouteStats]:
         """Each route's numbers since the server started, by route pattern: connections
@@ -634,6 +676,7 @@ class WebSocketServer:
                 on_gone=registry.discard,
                 counters=counters,
                 tracing=admitted.tracing,
+                presence=self._presence,
             )
             registry.add(connection)
             try:

@@ -10,9 +10,13 @@ the in-memory broker (the page is then told it could not recover, and shows the 
 there); with Redis (below) the history outlives the process, and the page gets what it
 missed across a restart too.
 
+The rooms list who is in them (``presence``): a connection entering a room is told who is
+there and how many (``joined``, from ``ws.presence`` and ``ws.presence_stats``), and the
+others hear of it (``presence_join``, then ``presence_leave``), under the name it goes by.
+
 Set ``WSROUTES_REDIS_URL`` (``redis://127.0.0.1:6379/0``) to share the rooms between
 processes through Redis, so that ``hypercorn --workers 2`` (or several hosts) serve one
-chat; unset, the rooms live in this process. ``user_count`` counts this process only.
+chat, who is in each room included; unset, the rooms live in this process.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from trio_wsroutes import (
     Context,
     History,
     MessageError,
+    Presence,
+    PresenceJoin,
+    PresenceLeave,
     RedisBroker,
     WebSocketServer,
     create_websocket_route,
@@ -87,26 +94,26 @@ class Pong:
 @message("joined")
 @attrs.frozen
 class Joined:
-    """Sent to a connection when it enters a room."""
+    """Sent to a connection when it enters a room: who is there (itself included)."""
 
     room: str
     you: str
     user_count: int
+    people: list[str]
 
 
-@message("left")
 @attrs.frozen
-class Left:
-    """Sent to the room when someone leaves it."""
+class Member:
+    """What a room lists for each connection in it (its presence info)."""
 
-    user: str
-    room: str
-    user_count: int
+    name: str
 
 
-ServerMessage = ChatOut | Pong | Joined | Left
+ServerMessage = ChatOut | Pong | Joined | PresenceJoin | PresenceLeave
 
-chat = create_websocket_route("/chat/:room").server_messages(ChatOut, Pong, Joined, Left)
+chat = create_websocket_route("/chat/:room").server_messages(
+    ChatOut, Pong, Joined, PresenceJoin, PresenceLeave
+)
 
 
 def _name(ctx: Context[None]) -> str:
@@ -114,23 +121,19 @@ def _name(ctx: Context[None]) -> str:
     return name if isinstance(name, str) else f"guest-{ctx.connection_id[:6]}"
 
 
+def member(ctx: Context[None]) -> Member:
+    """The presence info of a connection: the name it goes by when it enters a room."""
+    return Member(name=_name(ctx))
+
+
 @chat.on_connect
 async def joined(ws: Connection[ServerMessage], ctx: Context[None]) -> None:
     room = ctx.params["room"]
-    await ws.subscribe(f"room:{room}")
-    count = server.subscriber_count(f"room:{room}")  # `server` is defined below
-    await ws.send(Joined(room=room, you=_name(ctx), user_count=count))
-
-
-@chat.on_close
-async def left(ws: Connection[ServerMessage], code: int, reason: str, ctx: Context[None]) -> None:
-    room = ctx.params["room"]
-    topic = f"room:{room}"  # this connection has left it already
-    await server.publish(
-        topic,
-        Left(user=_name(ctx), room=room, user_count=server.subscriber_count(topic)),
-        route=chat,
-    )
+    topic = f"room:{room}"
+    await ws.subscribe(topic)  # listed in the room; the others get a presence_join
+    stats = await ws.presence_stats(topic)  # every worker's, with Redis
+    people = sorted(entry.info_as(Member).name for entry in await ws.presence(topic))
+    await ws.send(Joined(room=room, you=_name(ctx), user_count=stats.users, people=people))
 
 
 @chat.on("chat", Chat)
@@ -150,7 +153,14 @@ async def on_ping(ws: Connection[ServerMessage], data: Ping, ctx: Context[None])
 
 @chat.on("set_name", SetName)
 async def on_set_name(ws: Connection[ServerMessage], data: SetName, ctx: Context[None]) -> None:
+    if data.name == ctx.data.get("name"):
+        return
     ctx.data["name"] = data.name
+    # The room lists the name a connection entered with: leave, and enter again as the
+    # new one (the others see the old name leave and the new one join).
+    topic = f"room:{ctx.params['room']}"
+    await ws.unsubscribe(topic)
+    await ws.subscribe(topic)
 
 
 # -- the HTTP side: the page and its script, served by the same server --------------------
@@ -208,4 +218,5 @@ server = WebSocketServer(
     http_app=http_app,
     broker=RedisBroker(REDIS_URL) if REDIS_URL else None,
     history={"room:*": History(size=100, ttl=300.0)},
+    presence={"room:*": Presence(info=member, events=True)},
 )

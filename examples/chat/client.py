@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from trio_wsroutes import PresenceJoin, PresenceLeave
 from trio_wsroutes.client import (
     Client,
     ClientError,
@@ -28,7 +29,7 @@ from trio_wsroutes.client import (
     connect,
 )
 
-from .app import Chat, ChatOut, Joined, Left, Ping, Pong, ServerMessage, SetName, chat
+from .app import Chat, ChatOut, Joined, Ping, Pong, ServerMessage, SetName, chat
 
 ReadLine = Callable[[], Awaitable[str]]
 """Returns the next line typed, with its newline; ``""`` at the end of input."""
@@ -40,10 +41,14 @@ def describe(msg: ServerMessage) -> str:
     match msg:
         case ChatOut(user=user, text=text):
             return f"<{user}> {text}"
-        case Joined(room=room, you=you, user_count=count):
-            return f"* you are {you} in #{room} ({count} here)"
-        case Left(user=user, user_count=count):
-            return f"* {user} left ({count} here)"
+        case Joined(room=room, you=you, user_count=count, people=people):
+            return f"* you are {you} in #{room} ({count} here: {', '.join(people)})"
+        case PresenceJoin(info={"name": str(who)}):
+            return f"* {who} joined"
+        case PresenceLeave(info={"name": str(who)}):
+            return f"* {who} left"
+        case PresenceJoin() | PresenceLeave():
+            return "* someone came or went"
         case Pong(timestamp=timestamp):
             return f"* pong {timestamp}"
 

@@ -28,6 +28,7 @@ const status = element("status", HTMLSpanElement);
 const latency = element("latency", HTMLSpanElement);
 const textInput = element("text", HTMLInputElement);
 const nameInput = element("name", HTMLInputElement);
+const peopleList = element("people", HTMLSpanElement);
 
 function line(text: string, cls?: "info" | "error"): void {
   const p = document.createElement("div");
@@ -56,10 +57,34 @@ function report(error: unknown): void {
   if (!(error instanceof WebSocketClosedError)) line(describe(error), "error");
 }
 
+// Who is in the room, by name (a name may be there twice: two tabs, two guests).
+let people: string[] = [];
+
+function showPeople(): void {
+  peopleList.textContent = `${people.length}: ${people.join(", ")}`;
+}
+
 // Each handler gets the message's data, typed by its `type`.
 chat.on("message", (data) => line(`${data.user}: ${data.text}`));
-chat.on("joined", (data) => line(`You are ${data.you}; ${data.user_count} here`, "info"));
-chat.on("left", (data) => line(`${data.user} left; ${data.user_count} here`, "info"));
+chat.on("joined", (data) => {
+  people = [...data.people];
+  showPeople();
+  line(`You are ${data.you}; ${data.user_count} here`, "info");
+});
+// Presence events: their info is the room's `Member` (its name), typed from app.py.
+chat.on("presence_join", (data) => {
+  const name = data.info?.name ?? "someone";
+  people = [...people, name].sort();
+  showPeople();
+  line(`${name} joined`, "info");
+});
+chat.on("presence_leave", (data) => {
+  const name = data.info?.name ?? "someone";
+  const at = people.indexOf(name);
+  if (at >= 0) people.splice(at, 1);
+  showPeople();
+  line(`${name} left`, "info");
+});
 chat.onError((error: WebSocketClientError) => line(describe(error), "error"));
 
 /** A request: the promise resolves with the reply, typed as the handler declares (`pong`). */

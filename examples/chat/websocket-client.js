@@ -673,7 +673,8 @@ export class WebSocketClient {
             return;
         }
         const { topic, offset, epoch } = body;
-        if (topic !== undefined || offset !== undefined || epoch !== undefined) {
+        // A position is an offset and an epoch (a presence event names its topic alone).
+        if (offset !== undefined || epoch !== undefined) {
             if (typeof topic !== "string" ||
                 typeof epoch !== "string" ||
                 typeof offset !== "number" ||
@@ -806,7 +807,7 @@ export class WebSocketClient {
 const chatWebSocketRouteInfo = {
     path: "/chat/:room",
     client: ["chat", "ping", "set_name"],
-    server: ["joined", "left", "message", "pong"],
+    server: ["joined", "message", "pong", "presence_join", "presence_leave"],
     replies: {
         chat: ["ack"],
         ping: ["pong"],

@@ -60,6 +60,50 @@ export type WebSocketTopicPosition =
     }
   | { topic?: never; offset?: never; epoch?: never };
 
+/** Any JSON value (a `typing.Any` field). */
+export type JsonValue =
+  | string
+  | number
+  | boolean
+  | null
+  | JsonValue[]
+  | { [key: string]: JsonValue };
+
+/**
+ * Who joined or left a topic that lists who is in it (the server's `presence` option with
+ * `events`): the user id (`null` for a connection without one) and the info the server
+ * lists with the connection (`null` without one).
+ */
+export interface WebSocketPresence<Info = JsonValue> {
+  user_id: string | number | null;
+  info: Info | null;
+}
+
+/**
+ * A user's first connection joined `topic`: sent once per user, whatever the number of
+ * its connections, on every worker.
+ */
+export interface WebSocketPresenceJoinMessage<Info = JsonValue> {
+  type: "presence_join";
+  /** The topic joined. */
+  topic: string;
+  data: WebSocketPresence<Info>;
+  /** On a topic with history, its position, as any publication's. */
+  offset?: number;
+  epoch?: string;
+}
+
+/** A user's last connection left `topic` (or its server stopped and its entry expired). */
+export interface WebSocketPresenceLeaveMessage<Info = JsonValue> {
+  type: "presence_leave";
+  /** The topic left. */
+  topic: string;
+  data: WebSocketPresence<Info>;
+  /** On a topic with history, its position, as any publication's. */
+  offset?: number;
+  epoch?: string;
+}
+
 /**
  * Say something in the room (or in `room`, if given).
  *
@@ -82,7 +126,7 @@ export interface ChatOut {
 }
 
 /**
- * Sent to a connection when it enters a room.
+ * Sent to a connection when it enters a room: who is there (itself included).
  *
  * Python: `examples.chat.app.Joined` (as the server sends it).
  */
@@ -90,17 +134,16 @@ export interface Joined {
   room: string;
   you: string;
   user_count: number;
+  people: string[];
 }
 
 /**
- * Sent to the room when someone leaves it.
+ * What a room lists for each connection in it (its presence info).
  *
- * Python: `examples.chat.app.Left` (as the server sends it).
+ * Python: `examples.chat.app.Member` (as the server sends it).
  */
-export interface Left {
-  user: string;
-  room: string;
-  user_count: number;
+export interface Member {
+  name: string;
 }
 
 /**
@@ -149,14 +192,15 @@ export namespace ChatWebSocket {
     | { type: "ping"; data: Ping; id?: MessageId }
     | { type: "set_name"; data: SetName; id?: MessageId };
 
-  /** Messages the server sends: this route's messages, error envelopes and acks. */
+  /** Messages the server sends: this route's messages, error envelopes, acks and presence events. */
   export type ServerMessage =
     | ({ type: "joined"; data: Joined; id?: MessageId } & WebSocketTopicPosition)
-    | ({ type: "left"; data: Left; id?: MessageId } & WebSocketTopicPosition)
     | ({ type: "message"; data: ChatOut; id?: MessageId } & WebSocketTopicPosition)
     | ({ type: "pong"; data: Pong; id?: MessageId } & WebSocketTopicPosition)
     | WebSocketErrorMessage
-    | WebSocketAckMessage;
+    | WebSocketAckMessage
+    | WebSocketPresenceJoinMessage<Member>
+    | WebSocketPresenceLeaveMessage<Member>;
 
   /** The `data` of each client message, by `type`. */
   export interface ClientData {
@@ -169,8 +213,9 @@ export namespace ChatWebSocket {
   /** The `data` of each server message, by `type`. */
   export interface ServerData {
     joined: Joined;
-    left: Left;
     message: ChatOut;
     pong: Pong;
+    presence_join: WebSocketPresence<Member>;
+    presence_leave: WebSocketPresence<Member>;
   }
 }

@@ -17,8 +17,20 @@ from .._history import (
     adopt_policy,
 )
 from .._messages import Frame
+from .._presence import (
+    PRESENCE_JOIN,
+    PRESENCE_LEAVE,
+    PresenceEntry,
+    PresenceMember,
+    PresencePolicy,
+    PresenceStats,
+    adopt_presence,
+    event_frame,
+    user_json,
+)
 from ._base import Subscriber
 from ._history_store import SWEEP_INTERVAL, HistoryStore
+from ._presence_store import PresenceStore
 from ._topics import TopicTable
 
 __all__ = ["MemoryBroker"]
@@ -45,12 +57,17 @@ class MemoryBroker:
     what a subscriber missed and registering it happen with no checkpoint between them,
     so recovery has no gap and no duplicate. Reading the history of a topic creates
     nothing. The history lives and dies with the process.
+
+    **Presence** (the server's ``presence`` option, through :meth:`configure_presence`):
+    the entries of the connections of this process, in memory, counted in the server's
+    ``memory_budget``; join and leave events are fanned out like publications.
     """
 
     def __init__(self, *, history: HistoryPolicy | Mapping[str, History] | None = None) -> None:
         self._table = TopicTable()
         self._store: HistoryStore | None = None
         self._budget: MemoryBudget | None = None
+        self._presence: PresenceStore | None = None
         self.recoveries_capped: int = 0
         """Recoveries refused for having more than the policy's ``max_recovery``
         publications to send."""
@@ -77,6 +94,77 @@ class MemoryBroker:
         self._budget = budget
         if self._store is not None:
             self._store.use_budget(budget)
+        if self._presence is not None:
+            self._presence.use_budget(budget)
+
+    @property
+    def presence_policy(self) -> PresencePolicy | None:
+        """The presence policy, or ``None`` when no topic lists who is in it."""
+        store = self._presence
+        return None if store is None else store.policy
+
+    def configure_presence(self, policy: PresencePolicy) -> None:
+        """List who is in the topics ``policy`` matches (once; an equal policy again is
+        a no-op, another one a :class:`RuntimeError`). The server calls it with its
+        ``presence`` option."""
+        adopted = adopt_presence(self.presence_policy, policy)
+        if self._presence is None:
+            self._presence = PresenceStore(adopted, self._budget)
+
+    async def presence_join(self, topic: str, member: PresenceMember) -> None:
+        """List ``member`` in ``topic``; with events on, tell the topic's subscribers
+        when its user was not there yet."""
+        store = self._require_presence()
+        await trio.lowlevel.checkpoint()
+        new_user = store.join(topic, member)
+        member.announced = True
+        presence = store.policy.match(topic)
+        if new_user and presence is not None and presence.events:
+            await self._presence_event(PRESENCE_JOIN, topic, member)
+
+    async def presence_leave(self, topic: str, connection_id: str) -> None:
+        """Unlist the connection from ``topic`` (idempotent); with events on, tell the
+        topic's subscribers when it was its user's last connection there."""
+        store = self._require_presence()
+        gone = store.leave(topic, connection_id)
+        presence = store.policy.match(topic)
+        if gone is not None and presence is not None and presence.events:
+            await self._presence_event(PRESENCE_LEAVE, topic, gone)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def presence(self, topic: str) -> list[PresenceEntry]:
+        """The connections listed in ``topic``."""
+        store = self._require_presence()
+        await trio.lowlevel.checkpoint()
+        return store.entries(topic)
+
+    async def presence_stats(self, topic: str) -> PresenceStats:
+        """Connections and distinct users in ``topic``."""
+        store = self._require_presence()
+        await trio.lowlevel.checkpoint()
+        return store.stats(topic)
+
+    @property
+    def presence_bytes(self) -> int:
+        """Bytes held by presence entries now (counted in the memory budget)."""
+        return 0 if self._presence is None else self._presence.bytes
+
+    def _require_presence(self) -> PresenceStore:
+        store = self._presence
+        if store is None:
+            raise RuntimeError("this broker keeps no presence (see configure_presence)")
+        return store
+
+    async def _presence_event(self, kind: str, topic: str, member: PresenceMember) -> None:
+        with_topic = self._store is None or self._store.policy.match(topic) is None
+        frame = event_frame(
+            kind, topic, user_json(member.user_key), member.info, with_topic=with_topic
+        )
+        # A join goes to the others: the joining connection knows.
+        await self.publish(
+            topic, frame, exclude=member.subscriber if kind == PRESENCE_JOIN else None
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sweep expired history every second until cancelled (the server runs it during

@@ -34,6 +34,7 @@ from .._flow import Inbox, MemoryBudget, RecoveryLimiter
 from .._frames import Frame
 from .._history import NOT_RECOVERED, Position, Recovery
 from .._metrics import ConnectionCounts, RouteCounters
+from .._presence import PresenceEntry, PresenceMember, PresenceStats, PresenceTracker
 from .._spec import RouteSpec
 from .._stats import ServerStats
 from .._transports import Transport, TransportClosed
@@ -82,6 +83,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
     __slots__ = (
         "_broker",
         "_on_gone",
+        "_presence",
         "_recoveries",
         "_since",
         "_subscribed_bytes",
@@ -105,6 +107,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         on_gone: Callable[[Connection[Any]], None] = lambda _: None,
         counters: RouteCounters | None = None,
         tracing: MessageTracing | None = None,
+        presence: PresenceTracker | None = None,
     ) -> None:
         super().__init__(
             transport,
@@ -120,6 +123,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         self._broker = broker
         self._on_gone = on_gone
         self._recoveries = recoveries
+        self._presence = presence
         self._since: dict[str, Position] = since if since is not None else {}
         self._topics: set[str] = set()
         self._topics_snapshot: frozenset[str] | None = None  # what ``topics`` returned
@@ -241,6 +245,11 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             if not allowed:
                 raise MessageError("Not allowed to subscribe to this topic", FORBIDDEN_TOPIC)
             self._check_open()
+        presence = self._presence
+        member = None
+        if presence is not None and new:
+            member = await presence.member(topic, self)  # may refuse: before anything
+            self._check_open()
         # A position named in the upgrade request is used once: a later subscribe to the
         # same topic on this connection starts live.
         position = self._since.pop(topic, None) if since is None else since
@@ -258,6 +267,8 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             self._stats.recoveries_limited += 1
         if position is None:
             await self._broker.subscribe(topic, self)
+            if member is not None:
+                await self._present(topic, member)
             return NOT_RECOVERED
         self._recovering = True
         self._recovered_bytes = 0
@@ -265,6 +276,8 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             recovery = await self._broker.subscribe(topic, self, since=position)
         finally:
             self._recovering = False
+        if member is not None:
+            await self._present(topic, member)
         if limiter is not None:
             limiter.charge(address, recovery.missed, self._recovered_bytes)
         stats = self._stats
@@ -285,6 +298,27 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             cost = _SUBSCRIPTION_COST + len(topic)
             self._subscribed_bytes -= cost
             self._budget.release(cost)
+            if self._presence is not None:
+                await self._presence.leave(topic, self.id)
+
+    async def presence(self, topic: str) -> list[PresenceEntry]:
+        """Who is in ``topic`` (every worker): one :class:`PresenceEntry` per listed
+        connection (see the server's ``presence`` option and
+        :meth:`WebSocketServer.presence <trio_wsroutes.WebSocketServer.presence>`).
+
+        A connection sees the presence of the topics it may subscribe to: those it is
+        subscribed to, and those the route's ``authorize_subscribe`` allows. Raises
+        :class:`MessageError` (``FORBIDDEN_TOPIC``, ``INVALID_TOPIC``) otherwise, and
+        :class:`ValueError` for a topic without presence.
+        """
+        tracker = await self._presence_of(topic)
+        return await tracker.entries(topic)
+
+    async def presence_stats(self, topic: str) -> PresenceStats:
+        """How many connections and distinct users are in ``topic`` (every worker);
+        checked as :meth:`presence` is."""
+        tracker = await self._presence_of(topic)
+        return await tracker.stats(topic)
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection after the frames already queued are sent.
@@ -295,6 +329,25 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         await trio.lowlevel.checkpoint()
 
     # -- internals ---------------------------------------------------------------------
+
+    async def _present(self, topic: str, member: PresenceMember) -> None:
+        """List this connection in ``topic``, once subscribed."""
+        tracker = self._presence
+        assert tracker is not None
+        await tracker.join(topic, member)
+        if self.closed or topic not in self._topics:
+            # Closed or unsubscribed meanwhile (from another task): take it back.
+            with trio.CancelScope(shield=True):
+                await tracker.leave(topic, self.id)
+
+    async def _presence_of(self, topic: str) -> PresenceTracker:
+        tracker = self._presence
+        if tracker is None:
+            raise ValueError(f"topic {topic!r} has no presence (see the server's presence option)")
+        await tracker.check_visible(
+            self, topic, self._spec.authorize_subscribe, self._spec.options.max_topic_length
+        )
+        return tracker
 
     def _address(self) -> str:
         client = self.context.request.client
@@ -350,7 +403,11 @@ class Connection(Dispatch, Generic[ServerT_contra]):
                 try:
                     await self._broker.unsubscribe_all(self)  # it reads self.topics
                 finally:
-                    self._forget_topics()
+                    try:
+                        if self._presence is not None:
+                            await self._presence.leave_all(self.id, tuple(self._topics))
+                    finally:
+                        self._forget_topics()
                 if spec.on_close is not None:
                     with trio.move_on_after(spec.options.close_timeout):
                         state = self._close

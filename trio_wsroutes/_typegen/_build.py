@@ -22,6 +22,7 @@ import attrs
 from .._auth import token_places
 from .._messages import message_type
 from .._paths import PathPattern
+from .._presence import PresenceJoin, PresenceLeave
 from .._routes import WebSocketRoute
 from .._walk import qualified_name as _qualified
 from .._walk import shape
@@ -32,6 +33,7 @@ from ._model import (
     Definition,
     Direction,
     EnumDef,
+    LiteralType,
     MapType,
     MessageDef,
     ObjectDef,
@@ -84,6 +86,41 @@ def silent_routes(source: RoutesSource, routes: Iterable[str] | None = None) -> 
         for route in _select(_route_list(source), routes)
         if not route.server_message_types and (route.handlers or route.connect_handler)
     ]
+
+
+_PRESENCE_CLASSES = (PresenceJoin, PresenceLeave)
+
+
+def _presence_events(source: RoutesSource) -> bool:
+    """Whether ``source`` is a server whose presence sends join and leave events."""
+    policy: object = getattr(source, "presence_policy", None)
+    return bool(getattr(policy, "events", False))
+
+
+def _presence_info(source: RoutesSource) -> list[type[Any]] | None:
+    """The classes the info functions of ``source``'s patterns with events return, from
+    their return annotations (``-> Seat | None``); ``None`` when one cannot be told (no
+    annotation, or something else than attrs classes and ``None``): any JSON then."""
+    policy: Any = getattr(source, "presence_policy", None)
+    found: list[type[Any]] = []
+    for _, presence in getattr(policy, "rules", ()):
+        if not presence.events or presence.info is None:
+            continue
+        try:
+            hints = typing.get_type_hints(presence.info)
+        except Exception:
+            return None
+        if "return" not in hints:
+            return None
+        result = shape(hints["return"])
+        for member in result.args if result.kind == "union" else (result.type,):
+            if member is None or member is type(None):
+                continue
+            if not (isinstance(member, type) and attrs.has(member)):
+                return None
+            if member not in found:
+                found.append(member)
+    return found
 
 
 def _select(
@@ -223,7 +260,15 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
     namespaces = namespace_names(all_routes)
     selected = sorted(_select(all_routes, routes), key=lambda r: r.path)
 
+    events = _presence_events(source)
     walker = TypeWalker()
+    info_classes = _presence_info(source) if events else None
+    info_refs: list[Ref] | None = None
+    if info_classes is not None:
+        info_refs = [
+            _walk_message(walker, cls, "server", f"presence info {_qualified(cls)}")
+            for cls in info_classes
+        ]
     # (route, [(type, raw ref, class, (replies, acked))], [...])
     walked: list[
         tuple[
@@ -236,6 +281,8 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
         server_types: dict[type[Any], str] = {}
         server: list[tuple[str, Ref, type[Any], _Answers]] = []
         for cls in route.server_message_types:
+            if cls in _PRESENCE_CLASSES:
+                continue  # the framework's envelopes, described by the prelude
             wire = message_type(cls)
             if wire is None:  # pragma: no cover - server_messages() refuses these
                 raise TypeGenerationError(f"{_qualified(cls)} has no @message wire type")
@@ -360,6 +407,17 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
         )
     definitions.sort(key=lambda d: d.name)
 
+    # What presence events carry as info: the info classes (``never``: no info at all),
+    # or ``None`` for any JSON.
+    presence_info: TypeNode | None = None
+    if info_refs is not None:
+        presence_info = (
+            UnionType(tuple(final(ref) for ref in info_refs))
+            if len(info_refs) > 1
+            else final(info_refs[0])
+            if info_refs
+            else LiteralType(())
+        )
     route_models: list[RouteModel] = []
     for route, client, server in walked:
 
@@ -393,6 +451,9 @@ def build_model(source: RoutesSource, routes: Iterable[str] | None = None) -> Ap
                 auth=_auth_schemes(route.authenticate_fn),
                 client_messages=message_defs(client),
                 server_messages=message_defs(server),
+                presence=events
+                or any(cls in _PRESENCE_CLASSES for cls in route.server_message_types),
+                presence_info=presence_info,
             )
         )
     return ApiModel(tuple(route_models), tuple(definitions), walker.uses_any)

@@ -233,6 +233,14 @@ class RouteModel:
     """``None`` for a public route (no ``authenticate``, or ``no_auth``)."""
     client_messages: tuple[MessageDef, ...]
     server_messages: tuple[MessageDef, ...]
+    presence: bool = False
+    """Whether the server may send ``presence_join`` / ``presence_leave`` on this route:
+    the route declares them (``PresenceJoin``, ``PresenceLeave``), or it is a route of a
+    server with presence events (subscriptions are not tied to routes statically, so
+    every route of such a server may get them)."""
+    presence_info: TypeNode | None = None
+    """The type of the info presence events carry (besides ``null``): the classes the
+    server's info functions are annotated to return; ``None``: any JSON."""
 
     @property
     def acks(self) -> bool:
@@ -250,3 +258,8 @@ class ApiModel:
     """Sorted by name."""
     uses_any: bool
     """Some field is ``typing.Any`` (TypeScript then needs ``JsonValue``)."""
+
+    @property
+    def presence(self) -> bool:
+        """Some route may get presence events (the types then describe them)."""
+        return any(route.presence for route in self.routes)

@@ -28,6 +28,9 @@ FRAMEWORK_NAMES: Final = frozenset(
         "WebSocketAckMessage",
         "WebSocketErrorCode",
         "WebSocketTopicPosition",
+        "WebSocketPresence",
+        "WebSocketPresenceJoinMessage",
+        "WebSocketPresenceLeaveMessage",
         # The JSON Schema definitions of its fields.
         "WebSocketTopic",
         "WebSocketOffset",

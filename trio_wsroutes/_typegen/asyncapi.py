@@ -98,6 +98,9 @@ class _Channel:
         self.messages["server.error"] = {"$ref": "#/components/messages/WebSocketError"}
         if route.acks:
             self.messages["server.ack"] = {"$ref": "#/components/messages/WebSocketAck"}
+        if route.presence:
+            for wire, name in _PRESENCE_MESSAGES:
+                self.messages[f"server.{wire}"] = {"$ref": f"#/components/messages/{name}"}
         for message in route.client_messages:
             self.add("client", message)
 
@@ -174,7 +177,18 @@ class _Channel:
                 "server.ack",
                 "The server acknowledges a message whose handler returned nothing.",
             )
+        if self.route.presence:
+            for wire, _ in _PRESENCE_MESSAGES:
+                out[f"{ns}.send.{wire}"] = self.operation(
+                    "send", f"server.{wire}", f"The server sends `{wire}` (presence events)."
+                )
         return out
+
+
+_PRESENCE_MESSAGES: Final = (
+    ("presence_join", "WebSocketPresenceJoin"),
+    ("presence_leave", "WebSocketPresenceLeave"),
+)
 
 
 def build_asyncapi(
@@ -188,6 +202,8 @@ def build_asyncapi(
     """The AsyncAPI 3.0 document for ``model``, as JSON-ready data."""
     builder = SchemaBuilder(dialect="draft-07", ref_prefix="#/components/schemas/")
     schemas: Document = builder.framework_definitions()
+    if model.presence:
+        schemas.update(builder.presence_definitions())
     for definition in model.definitions:
         schemas[definition.name] = builder.definition(definition)
     security_schemes: Document = {}
@@ -233,6 +249,17 @@ def build_asyncapi(
             },
         },
     }
+    if model.presence:
+        for wire, name in _PRESENCE_MESSAGES:
+            components["messages"][name] = {
+                "name": wire,
+                "title": wire,
+                "summary": "A user's first connection joined a topic (once per user)."
+                if wire == "presence_join"
+                else "A user's last connection left a topic (once per user).",
+                "contentType": "application/json",
+                "payload": {"$ref": f"#/components/schemas/{name}Message"},
+            }
     if security_schemes:
         components["securitySchemes"] = dict(sorted(security_schemes.items()))
     document["components"] = components

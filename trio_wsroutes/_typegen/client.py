@@ -146,7 +146,10 @@ def _route_info(route: RouteModel, step: str) -> str:
     """The object literal the runtime checks frames against: the same text in TypeScript
     and JavaScript but for the indentation (``step``: 2 spaces, or tsc's 4)."""
     out = [_array("client", tuple(m.type for m in route.client_messages), step, step)]
-    out.append(_array("server", tuple(m.type for m in route.server_messages), step, step))
+    server = tuple(m.type for m in route.server_messages)
+    if route.presence:
+        server += ("presence_join", "presence_leave")
+    out.append(_array("server", server, step, step))
     replies = [
         (message.type, answers)
         for message in route.client_messages

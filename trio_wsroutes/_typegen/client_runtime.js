@@ -669,7 +669,8 @@ export class WebSocketClient {
             return;
         }
         const { topic, offset, epoch } = body;
-        if (topic !== undefined || offset !== undefined || epoch !== undefined) {
+        // A position is an offset and an epoch (a presence event names its topic alone).
+        if (offset !== undefined || epoch !== undefined) {
             if (typeof topic !== "string" ||
                 typeof epoch !== "string" ||
                 typeof offset !== "number" ||

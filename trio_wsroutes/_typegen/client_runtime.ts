@@ -27,7 +27,8 @@ export type ServerType<R extends RouteTypes> = Extract<keyof R["server"], string
 /**
  * A server message of route `R` (of type `K`, by default any of them), as the handlers of
  * {@link WebSocketClient.on} and the replies of {@link WebSocketClient.request} get it.
- * A publication on a topic with history also carries its `topic`, `offset` and `epoch`.
+ * A publication on a topic with history also carries its `topic`, `offset` and `epoch`;
+ * a presence event (`presence_join`, `presence_leave`) carries its `topic`.
  */
 export type ServerMessageOf<R extends RouteTypes, K extends ServerType<R> = ServerType<R>> =
   K extends unknown
@@ -954,7 +955,8 @@ export class WebSocketClient<R extends RouteTypes> {
       return;
     }
     const { topic, offset, epoch } = body;
-    if (topic !== undefined || offset !== undefined || epoch !== undefined) {
+    // A position is an offset and an epoch (a presence event names its topic alone).
+    if (offset !== undefined || epoch !== undefined) {
       if (
         typeof topic !== "string" ||
         typeof epoch !== "string" ||

@@ -218,6 +218,34 @@ class SchemaBuilder:
             },
         }
 
+    def presence_definitions(self) -> dict[str, Schema]:
+        """The presence events' envelopes (for models where some route gets them)."""
+        data: Schema = {
+            "description": "Who joined or left: the user id (null for a connection without "
+            "one) and the info the server lists with the connection.",
+            "type": "object",
+            "properties": {"user_id": {"type": ["string", "integer", "null"]}, "info": {}},
+            "required": ["user_id", "info"],
+        }
+        found: dict[str, Schema] = {"WebSocketPresence": data}
+        for name, wire, what in (
+            ("WebSocketPresenceJoinMessage", "presence_join", "first connection joined"),
+            ("WebSocketPresenceLeaveMessage", "presence_leave", "last connection left"),
+        ):
+            found[name] = {
+                "description": f"A user's {what} the topic (once per user).",
+                "type": "object",
+                "properties": {
+                    "type": {"const": wire},
+                    "topic": self.ref("WebSocketTopic"),
+                    "data": self.ref("WebSocketPresence"),
+                    "offset": self.ref("WebSocketOffset"),
+                    "epoch": self.ref("WebSocketEpoch"),
+                },
+                "required": ["type", "topic", "data"],
+            }
+        return found
+
     def route_union(self, route: RouteModel, direction: Literal["client", "server"]) -> Schema:
         """A whole message of ``route`` in one direction (a ``oneOf`` over its envelopes;
         the server's include the error envelope, and the ack where a handler may send one)."""
@@ -229,6 +257,9 @@ class SchemaBuilder:
             options.append(self.ref("WebSocketErrorMessage"))
             if route.acks:
                 options.append(self.ref("WebSocketAckMessage"))
+            if route.presence:
+                options.append(self.ref("WebSocketPresenceJoinMessage"))
+                options.append(self.ref("WebSocketPresenceLeaveMessage"))
             text = f"A message the server sends on {route.path}."
         if not options:
             return {"description": text + " (None: this route takes no messages.)", "not": {}}
@@ -244,6 +275,8 @@ def render_json_schema(model: ApiModel) -> str:
     """
     builder = SchemaBuilder(dialect="2020-12", ref_prefix="#/$defs/")
     defs: dict[str, Schema] = builder.framework_definitions()
+    if model.presence:
+        defs.update(builder.presence_definitions())
     for route in model.routes:
         defs[route.namespace + "ClientMessage"] = builder.route_union(route, "client")
         defs[route.namespace + "ServerMessage"] = builder.route_union(route, "server")

@@ -104,12 +104,52 @@ export type JsonValue =
 """
 
 
+_PRESENCE: Final = """
+/**
+ * Who joined or left a topic that lists who is in it (the server's `presence` option with
+ * `events`): the user id (`null` for a connection without one) and the info the server
+ * lists with the connection (`null` without one).
+ */
+export interface WebSocketPresence<Info = JsonValue> {
+  user_id: string | number | null;
+  info: Info | null;
+}
+
+/**
+ * A user's first connection joined `topic`: sent once per user, whatever the number of
+ * its connections, on every worker.
+ */
+export interface WebSocketPresenceJoinMessage<Info = JsonValue> {
+  type: "presence_join";
+  /** The topic joined. */
+  topic: string;
+  data: WebSocketPresence<Info>;
+  /** On a topic with history, its position, as any publication's. */
+  offset?: number;
+  epoch?: string;
+}
+
+/** A user's last connection left `topic` (or its server stopped and its entry expired). */
+export interface WebSocketPresenceLeaveMessage<Info = JsonValue> {
+  type: "presence_leave";
+  /** The topic left. */
+  topic: string;
+  data: WebSocketPresence<Info>;
+  /** On a topic with history, its position, as any publication's. */
+  offset?: number;
+  epoch?: string;
+}
+"""
+
+
 def render_typescript(model: ApiModel) -> str:
     """The TypeScript source for ``model``."""
     codes = "\n".join(f"  | {json.dumps(code)}" for code in ERROR_CODES)
     parts = [HEADER, "\n", _PRELUDE.format(codes=codes)]
-    if model.uses_any:
+    if model.uses_any or model.presence:
         parts.append(_JSON_VALUE)
+    if model.presence:
+        parts.append(_PRESENCE)
     for definition in model.definitions:
         parts.append("\n")
         parts.append(_definition(definition))
@@ -251,8 +291,10 @@ def _union(messages: list[str], indent: str) -> str:
     return "".join(f"\n{indent}  | {m}" for m in messages) + ";\n"
 
 
-def _data_map(messages: tuple[MessageDef, ...], indent: str, *, replies: bool) -> str:
-    if not messages:
+def _data_map(
+    messages: tuple[MessageDef, ...], indent: str, *, replies: bool, presence: str | None = None
+) -> str:
+    if not messages and presence is None:
         return "{}\n"
     lines: list[str] = []
     for message in messages:
@@ -260,7 +302,20 @@ def _data_map(messages: tuple[MessageDef, ...], indent: str, *, replies: bool) -
             answered = " or ".join(f"`{t}`" for t in message.replies)
             lines.append(_comment([f"Answered with {answered} (carrying the same `id`)."], indent))
         lines.append(f"{indent}{_key(message.type)}: {message.data.name};\n")
+    if presence is not None:
+        lines.append(f"{indent}presence_join: WebSocketPresence{presence};\n")
+        lines.append(f"{indent}presence_leave: WebSocketPresence{presence};\n")
     return "{\n" + "".join(lines) + indent[:-2] + "}\n"
+
+
+def _presence_info(route: RouteModel) -> str | None:
+    """The type argument of the route's presence types (``<Seat>``, ``""`` for any
+    JSON), or ``None`` when it gets no presence events."""
+    if not route.presence:
+        return None
+    if route.presence_info is None:
+        return ""
+    return f"<{type_expression(route.presence_info)}>"
 
 
 def _namespace(route: RouteModel) -> str:
@@ -279,11 +334,18 @@ def _namespace(route: RouteModel) -> str:
     out.append("  export type ClientMessage =")
     out.append(_union([_envelope(m) for m in route.client_messages], "  "))
     framework = ["WebSocketErrorMessage"]
+    kinds = ["this route's messages", "error envelopes"]
     if route.acks:
         framework.append("WebSocketAckMessage")
-        what = "this route's messages, error envelopes and acks"
-    else:
-        what = "this route's messages and error envelopes"
+        kinds.append("acks")
+    info = _presence_info(route)
+    if info is not None:
+        framework += [
+            f"WebSocketPresenceJoinMessage{info}",
+            f"WebSocketPresenceLeaveMessage{info}",
+        ]
+        kinds.append("presence events")
+    what = ", ".join(kinds[:-1]) + " and " + kinds[-1]
     out.append(f"\n  /** Messages the server sends: {what}. */\n")
     out.append("  export type ServerMessage =")
     server = [_server_envelope(m) for m in route.server_messages]
@@ -293,6 +355,6 @@ def _namespace(route: RouteModel) -> str:
     out.append(_data_map(route.client_messages, "    ", replies=True))
     out.append("\n  /** The `data` of each server message, by `type`. */\n")
     out.append("  export interface ServerData ")
-    out.append(_data_map(route.server_messages, "    ", replies=False))
+    out.append(_data_map(route.server_messages, "    ", replies=False, presence=info))
     out.append("}\n")
     return "".join(out)

@@ -22,12 +22,20 @@ from ..._history import (
     adopt_policy,
 )
 from ..._messages import Frame, encode_message
+from ..._presence import (
+    PresenceEntry,
+    PresenceMember,
+    PresencePolicy,
+    PresenceStats,
+    adopt_presence,
+)
 from .._base import Subscriber
 from .._topics import TopicTable
 from ._channels import Channels
 from ._common import Link, MiB, RedisBrokerStats, Settings, State
 from ._inbound import Inbound
 from ._outbound import Outbound
+from ._presence import RedisPresence
 from ._recovery import Recoveries
 from ._session import Session
 
@@ -175,6 +183,14 @@ class RedisBroker:
     from then on. A Redis restart without persistence loses the epoch, so the next
     publication starts a new one and old positions no longer recover.
 
+    **Presence** (the server's ``presence`` option, through :meth:`configure_presence`):
+    entries live in Redis for every process, and expire unless the process that listed
+    them refreshes them (every ``ttl / 4`` seconds; see :class:`~trio_wsroutes.Presence`),
+    so a process that dies leaves no entry behind for longer than ``ttl``. Three keys per
+    topic (``<channel_prefix>presence:{<topic>}``, ``presence-exp:`` and
+    ``presence-users:``), kept consistent by Lua scripts; join and leave events are
+    publications on the topic. See the "Presence and users" guide.
+
     Redis memory: each topic with history holds at most ``size`` publications and
     ``max_bytes`` bytes of them, and its keys expire after ``ttl`` (publications) and
     ``history_meta_ttl`` (epoch and offset) without publications. Under ``maxmemory``
@@ -234,6 +250,7 @@ class RedisBroker:
         )
         self._background: AbstractAsyncContextManager[None] | None = None
         self._tracing: Tracing | None = None
+        self._presence: RedisPresence | None = None
         policy = HistoryPolicy.coerce(history)
         if policy is not None:
             self.configure_history(policy)
@@ -300,6 +317,52 @@ class RedisBroker:
         """Keep history in Redis for the topics ``policy`` matches (once; an equal
         policy again is a no-op, another one a :class:`RuntimeError`)."""
         self._settings.policy = adopt_policy(self._settings.policy, policy)
+
+    @property
+    def presence_policy(self) -> PresencePolicy | None:
+        """The presence policy, or ``None`` when no topic lists who is in it."""
+        presence = self._presence
+        return None if presence is None else presence.policy
+
+    def configure_presence(self, policy: PresencePolicy) -> None:
+        """List who is in the topics ``policy`` matches, in Redis (once; an equal policy
+        again is a no-op, another one a :class:`RuntimeError`). Every process sharing
+        the topics needs the same policy."""
+        adopted = adopt_presence(self.presence_policy, policy)
+        if self._presence is None:
+            self._presence = RedisPresence(
+                self._settings, self.stats, self._link, adopted, self._publish_event
+            )
+
+    async def presence_join(self, topic: str, member: PresenceMember) -> None:
+        """List ``member`` in ``topic`` in Redis; with events on, the topic's subscribers
+        on every process hear of its user's first connection. While Redis is
+        unreachable, the broker lists it (and sends the event) once reconnected."""
+        await self._require_presence().join(topic, member)
+
+    async def presence_leave(self, topic: str, connection_id: str) -> None:
+        """Unlist the connection from ``topic`` (idempotent); with events on, a leave
+        event for its user's last connection."""
+        await self._require_presence().leave(topic, connection_id)
+
+    async def presence(self, topic: str) -> list[PresenceEntry]:
+        """The connections listed in ``topic``, every process (expired entries swept
+        first). Raises :class:`ConnectionError` while Redis is unreachable."""
+        return await self._require_presence().entries(topic)
+
+    async def presence_stats(self, topic: str) -> PresenceStats:
+        """Connections and users in ``topic``, every process: two counters read in one
+        script. Raises :class:`ConnectionError` while Redis is unreachable."""
+        return await self._require_presence().stats(topic)
+
+    def _require_presence(self) -> RedisPresence:
+        presence = self._presence
+        if presence is None:
+            raise RuntimeError("this broker keeps no presence (see configure_presence)")
+        return presence
+
+    async def _publish_event(self, topic: str, frame: Frame, exclude: Subscriber | None) -> int:
+        return await self.publish(topic, frame, exclude=exclude)
 
     async def subscribe(
         self, topic: str, subscriber: Subscriber, *, since: Position | None = None
@@ -433,9 +496,16 @@ class RedisBroker:
         ``await nursery.start(broker.run)`` returns after the first connection attempt,
         whether it succeeded or not (the broker keeps retrying in the background; local
         delivery works meanwhile). A server runs this in its lifespan; a broker runs once
-        at a time.
+        at a time. With presence, it also refreshes this process's entries.
         """
-        await self._session.run(task_status=task_status)
+        presence = self._presence
+        if presence is None:
+            await self._session.run(task_status=task_status)
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._session.run)
+            nursery.start_soon(presence.maintain)
+            task_status.started()
 
     async def flush(self) -> None:
         """Wait until every queued publish has been acknowledged by Redis or counted as
