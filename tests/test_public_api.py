@@ -66,6 +66,8 @@ ALSO_PUBLIC = {
     "Position",
     "Publication",
     "Recovery",
+    # Tokens that expire (docs/topics/authentication.rst).
+    "Authenticated",
 }
 
 

@@ -25,8 +25,9 @@ __all__ = [
     "message_type",
 ]
 
-RESERVED_TYPES: Final = frozenset({"error", "ack"})
-"""Server-to-client wire types the framework uses itself."""
+RESERVED_TYPES: Final = frozenset({"error", "ack", "refresh"})
+"""Wire types the framework uses itself: error envelopes, acknowledgements, and the token
+refresh exchange (both ways)."""
 
 _T = TypeVar("_T")
 _TYPE_ATTR: Final = "__wsroutes_message_type__"
@@ -49,8 +50,8 @@ def message(type: str) -> Callable[[builtins.type[_T]], builtins.type[_T]]:
         raise TypeError("@message needs a non-empty string: the wire type")
     if type in RESERVED_TYPES:
         raise ValueError(
-            f"{type!r} is a wire type the framework sends itself (error envelopes and "
-            "acknowledgements); choose another name"
+            f"{type!r} is a wire type the framework sends itself (error envelopes, "
+            "acknowledgements, token refreshes); choose another name"
         )
 
     def tag(cls: builtins.type[_T]) -> builtins.type[_T]:
