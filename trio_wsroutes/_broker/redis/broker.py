@@ -23,9 +23,11 @@ from ..._history import (
 )
 from ..._messages import Frame, encode_message
 from .._base import Subscriber
+from .._control import ControlHandler, UserCommand
 from .._topics import TopicTable
 from ._channels import Channels
 from ._common import Link, MiB, RedisBrokerStats, Settings, State
+from ._control import Control
 from ._inbound import Inbound
 from ._outbound import Outbound
 from ._recovery import Recoveries
@@ -217,9 +219,12 @@ class RedisBroker:
         recoveries = self._recoveries = Recoveries(
             settings, stats, link, channels, table, self._release
         )
-        inbound = self._inbound = Inbound(settings, stats, channels, outbound, recoveries, table)
+        control = self._control = Control(settings, stats)
+        inbound = self._inbound = Inbound(
+            settings, stats, channels, outbound, recoveries, table, control
+        )
         self._session = Session(
-            settings, stats, link, channels, inbound, outbound, self._wanted_topics
+            settings, stats, link, channels, inbound, outbound, self._wanted_topics, control
         )
         self._background: AbstractAsyncContextManager[None] | None = None
         policy = HistoryPolicy.coerce(history)
@@ -281,6 +286,20 @@ class RedisBroker:
         """Keep history in Redis for the topics ``policy`` matches (once; an equal
         policy again is a no-op, another one a :class:`RuntimeError`)."""
         self._settings.policy = adopt_policy(self._settings.policy, policy)
+
+    def configure_control(self, handler: ControlHandler) -> None:
+        """Hand the commands on users' connections that other processes send
+        (``server.disconnect(user=...)`` and the like) to ``await handler(command)``, one
+        at a time (the server calls it once, at construction). From then on each
+        session subscribes to the control channel too."""
+        self._control.handler = handler
+
+    async def publish_control(self, command: UserCommand) -> None:
+        """Carry ``command`` to every other process on the control channel (queued like a
+        publish: never waits on Redis; lost, and counted in ``publish_lost``, while
+        Redis is unreachable). This process's server has acted on it already."""
+        payload = self._control.encode(command, self._outbound.origin)
+        await self._outbound.publish_raw(self._settings.control_channel, payload)
 
     async def subscribe(
         self, topic: str, subscriber: Subscriber, *, since: Position | None = None
