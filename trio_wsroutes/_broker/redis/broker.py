@@ -166,6 +166,15 @@ class RedisBroker:
     from then on. A Redis restart without persistence loses the epoch, so the next
     publication starts a new one and old positions no longer recover.
 
+    **Users.** ``server.disconnect(user=...)``, ``server.subscribe(user=..., topic=...)`` and
+    ``server.unsubscribe(...)`` reach the user's connections in every process through one
+    more channel, ``channel_prefix + "\\x00control"`` (no topic's channel: a topic that
+    starts with ``"\\x00"`` gets a second one in its channel name), subscribed by every
+    server's broker. Its messages are parsed strictly and, with a ``secret``, signed,
+    dated and numbered: one that is malformed, unknown, over a minute old or replayed is
+    dropped and counted (``stats.control_invalid``), one with a bad signature too
+    (``stats.unauthenticated``).
+
     Redis memory: each topic with history holds at most ``size`` publications and
     ``max_bytes`` bytes of them, and its keys expire after ``ttl`` (publications) and
     ``history_meta_ttl`` (epoch and offset) without publications. Under ``maxmemory``
