@@ -10,30 +10,22 @@ one.
 
 from __future__ import annotations
 
-import inspect
-import logging
 import math
-import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode
 
 import attrs
 
-from ._auth import Reject, TokenPlaces, token_places
-from ._containment import must_propagate
+from ._auth import TokenPlaces
 from ._request import Headers, Request, parse_cookies
 
 __all__ = [
     "Authenticated",
-    "authenticate_token",
     "expiry_timestamp",
     "refresh_request",
     "unwrap",
 ]
-
-logger = logging.getLogger("trio_wsroutes")
 
 U = TypeVar("U")
 
@@ -140,28 +132,3 @@ def refresh_request(request: Request, token: str, places: TokenPlaces | None) ->
         subprotocols=request.subprotocols,
         peer=request.peer,
     )
-
-
-async def authenticate_token(
-    authenticate: Callable[[Request], Any], request: Request, token: str
-) -> tuple[Any, float | None] | None:
-    """Check ``token`` with the route's ``authenticate`` function, given the upgrade
-    ``request`` with the token in its place (:func:`refresh_request`): the user and their
-    expiry, or ``None`` when refused (``None`` returned, :class:`Reject` or any exception
-    raised, an expiry already past). Exceptions are logged, never raised."""
-    view = refresh_request(request, token, token_places(authenticate))
-    try:
-        result = authenticate(view)
-        if inspect.isawaitable(result):
-            result = await result
-        user, expires = unwrap(result)
-    except Reject:
-        return None
-    except BaseException as exc:
-        if must_propagate(exc):
-            raise
-        logger.error("authenticate failed on a token refresh of %s", request.path, exc_info=exc)  # noqa: TRY400
-        return None
-    if user is None or (expires is not None and expires <= time.time()):
-        return None
-    return user, expires

@@ -17,6 +17,8 @@ messages go on meanwhile.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -24,13 +26,17 @@ from typing import Any, Final, cast
 
 import trio
 
+from .._auth import Reject, token_places
+from .._containment import must_propagate
 from .._envelope import Envelope, encode_ack, encode_envelope
 from .._frames import Frame
 from .._request import Request
 from .._spec import RouteSpec, TokenRefreshTiming
-from .._tokens import authenticate_token
+from .._tokens import refresh_request, unwrap
 
-__all__ = ["MAX_TOKEN_LENGTH", "TokenRefresh", "token_refresh"]
+__all__ = ["MAX_TOKEN_LENGTH", "TokenRefresh", "authenticate_token", "token_refresh"]
+
+logger = logging.getLogger("trio_wsroutes")
 
 MAX_TOKEN_LENGTH: Final = 16 * 1024
 """The longest token a refresh may carry (an upgrade request's head is at most 16 KiB)."""
@@ -147,6 +153,31 @@ class TokenRefresh:
                 return  # no longer expires
             self.expires_at = expires
             self._lifetime_from = time.time()
+
+
+async def authenticate_token(
+    authenticate: Callable[[Request], Any], request: Request, token: str
+) -> tuple[Any, float | None] | None:
+    """Check ``token`` with the route's ``authenticate`` function, given the upgrade
+    ``request`` with the token in its place (:func:`refresh_request`): the user and their
+    expiry, or ``None`` when refused (``None`` returned, :class:`Reject` or any exception
+    raised, an expiry already past). Exceptions are logged, never raised."""
+    view = refresh_request(request, token, token_places(authenticate))
+    try:
+        result = authenticate(view)
+        if inspect.isawaitable(result):
+            result = await result
+        user, expires = unwrap(result)
+    except Reject:
+        return None
+    except BaseException as exc:
+        if must_propagate(exc):
+            raise
+        logger.error("authenticate failed on a token refresh of %s", request.path, exc_info=exc)  # noqa: TRY400
+        return None
+    if user is None or (expires is not None and expires <= time.time()):
+        return None
+    return user, expires
 
 
 def token_refresh(
