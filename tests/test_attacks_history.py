@@ -24,6 +24,7 @@ import attrs
 import orjson
 import pytest
 import trio
+import trio.testing
 
 from tests._rawws import PING, PONG, TEXT, RawClient, encode_frame, handshake, handshake_on
 from tests.conftest import ServeLive, wait_until
@@ -390,6 +391,23 @@ async def test_the_recovery_limit_is_per_address() -> None:
     assert not limiter.allows("10.0.0.1")
     assert limiter.allows("10.0.0.2")
     assert RecoveryLimiter(None).allows("10.0.0.1")
+
+
+def test_a_server_used_by_a_later_trio_run_keeps_its_recovery_allowance() -> None:
+    # Trio's clock starts anywhere in each run; a server object reused by the next run
+    # (as tests do) saw time go backwards and refused every recovery until it caught up.
+    limiter = RecoveryLimiter(RateLimit(10, burst=10))
+
+    async def charged() -> None:
+        limiter.charge("10.0.0.1", 1, 100)
+
+    async def allowed() -> bool:
+        return limiter.allows("10.0.0.1")
+
+    late = trio.testing.MockClock()
+    late.jump(10_000)
+    trio.run(charged, clock=late)
+    assert trio.run(allowed, clock=trio.testing.MockClock())
 
 
 # -- pongs ------------------------------------------------------------------------------------

@@ -266,6 +266,9 @@ SCENARIO_NAMES = [
     "wire_types_named_like_object_members_are_answered",
     "positions_are_capped_and_the_newest_resumed",
     "an_attempt_with_positions_that_fails_is_retried_without_them",
+    "refreshes_through_a_promise_returning_token_function",
+    "a_fixed_token_that_expires_ends_the_client_with_3000",
+    "does_not_reconnect_after_3003",
     "a_server_that_accepts_and_closes_at_once_sees_the_delays_grow",
 ]
 

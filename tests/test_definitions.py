@@ -135,7 +135,7 @@ def test_decimal_server_messages_are_supported() -> None:
     create_websocket_route("/r").server_messages(Price)
 
 
-@pytest.mark.parametrize("reserved", ["error", "ack"])
+@pytest.mark.parametrize("reserved", ["error", "ack", "refresh"])
 def test_reserved_wire_types_are_refused(reserved: str) -> None:
     with pytest.raises(ValueError, match="framework"):
         message(reserved)

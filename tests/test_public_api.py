@@ -81,6 +81,8 @@ ALSO_PUBLIC = {
     "PresenceLeave",
     "PresencePolicy",
     "PresenceStats",
+    # Tokens that expire (docs/topics/authentication.rst).
+    "Authenticated",
 }
 
 

@@ -67,6 +67,7 @@ from ._server import WebSocketServer as WebSocketServer
 from ._serving import StartupError as StartupError
 from ._spec import RateLimit as RateLimit
 from ._stats import ServerStats as ServerStats
+from ._tokens import Authenticated as Authenticated
 from ._typegen import TypeGenerationError as TypeGenerationError
 from ._typegen import generate_asyncapi as generate_asyncapi
 from ._typegen import generate_json_schema as generate_json_schema

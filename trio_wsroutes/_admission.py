@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -41,6 +42,7 @@ from ._paths import Router
 from ._request import Request, TrustedProxies
 from ._spec import RouteSpec
 from ._stats import ServerStats
+from ._tokens import unwrap
 from ._transports import Transport, TransportClosed
 
 if TYPE_CHECKING:
@@ -84,6 +86,10 @@ class Admitted:
     def traced(self, tracing: MessageTracing) -> Admitted:
         """This admission, with the spans of its connection's messages."""
         return attrs.evolve(self, tracing=tracing)
+
+    expires_at: float | None = None
+    """When the user's credentials expire (UNIX time; ``authenticate`` returned
+    :class:`~trio_wsroutes.Authenticated`), or ``None``."""
 
 
 def _cross_site_with_cookies(spec: RouteSpec, request: Request) -> bool:
@@ -231,11 +237,13 @@ class Admission:
             )
             return None
         user: Any = None
+        expires_at: float | None = None
         if spec.authenticate is not None:
             try:
                 user = spec.authenticate(request)
                 if inspect.isawaitable(user):
                     user = await user
+                user, expires_at = unwrap(user)
             except Reject as reject:
                 await self.deny(
                     transport, request, reject.status, reject.message, reject.code, reject.headers
@@ -249,6 +257,9 @@ class Admission:
                 return None
             if user is None:
                 await self.deny(transport, request, 401, "Unauthorized", UNAUTHORIZED)
+                return None
+            if expires_at is not None and expires_at <= time.time():
+                await self.deny(transport, request, 401, "Token expired", UNAUTHORIZED)
                 return None
             if _cross_site_with_cookies(spec, request):
                 # A browser sends its cookies with any page's WebSocket: without an origin
@@ -267,7 +278,7 @@ class Admission:
                     FORBIDDEN_ORIGIN,
                 )
                 return None
-        return Admitted(spec, user, subprotocol, positions)
+        return Admitted(spec, user, subprotocol, positions, expires_at)
 
     async def deny(
         self,

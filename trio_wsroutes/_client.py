@@ -45,7 +45,7 @@ from ._client_messages import (
     route_types,
     server_error,
 )
-from ._client_reconnection import RECONNECT_CLOSE_CODES, RETRY_STATUSES, Backoff, may_be_the_url
+from ._client_reconnection import RETRY_STATUSES, Backoff, may_be_the_url, reconnects_after
 from ._client_state import ConnectOptions, End, Pending, StreamOpener
 from ._client_websocket import close_of, open_websocket
 from ._envelope import MessageId, encode_envelope, encode_pong
@@ -393,7 +393,10 @@ class Client(Generic[ServerT, ClientT_contra]):
                     if self._closing:
                         return
                     backoff = self._options.backoff
-                    if backoff is None or code not in RECONNECT_CLOSE_CODES:
+                    token_function = callable(self._options.token)
+                    if backoff is None or not reconnects_after(
+                        code, token_function=token_function
+                    ):
                         self._end_with(_closed(code, reason, normal=code in (1000, 1001)))
                         return
                     if trio.current_time() - self._opened_at >= backoff.reset_after:
@@ -580,6 +583,10 @@ class Client(Generic[ServerT, ClientT_contra]):
                 wire: str = body["type"]
                 if wire == "ack":
                     continue  # answers nothing that waits: nothing to tell anyone
+                if wire == "refresh":  # reserved: the server asks for a new token
+                    if msg_id is not None and self._nursery is not None:
+                        self._nursery.start_soon(self._refresh, ws, msg_id)
+                    continue
                 if wire == "ping" and wire not in self._types.server:
                     # The route's envelope heartbeat (route.heartbeat()): answer at once.
                     await ws.send(encode_pong(msg_id).decode())
@@ -661,22 +668,44 @@ class Client(Generic[ServerT, ClientT_contra]):
         while len(self._abandoned) > _ABANDONED_LIMIT:
             del self._abandoned[next(iter(self._abandoned))]
 
-    async def _with_token(self, url: str) -> tuple[str, list[tuple[str, str]]]:
-        """The URL and headers of one connection attempt, with the token where the
-        route reads it: ``Authorization: Bearer`` where it reads that header (and for
-        routes whose ``authenticate`` is not ``create_token_auth``'s), else its query
-        parameter, else its cookie. A token function is called for every attempt."""
-        headers = list(self._options.headers)
+    async def _token(self) -> str | None:
+        """The token: the one given, or what the token function returns now."""
         source = self._options.token
         token: object = source
         if callable(source):
             token = source()
             if inspect.isawaitable(token):
                 token = await token
+        if token is not None and not isinstance(token, str):
+            raise TypeError(f"the token (function) gave a {type(token).__name__}, not a str")
+        return token
+
+    async def _refresh(self, ws: ClientConnection, request_id: MessageId) -> None:
+        """Answer the server's ``refresh`` request with a current token (a token function
+        is called for it). Without one, or when the function fails, nothing is sent: the
+        server closes the connection with 3000 when the old token expires."""
+        try:
+            token = await self._token()
+        except Exception:
+            _logger.exception("%s: the token function failed on a refresh", self.url)
+            return
+        if token is None:
+            return
+        text = encode_envelope("refresh", {"token": token}, request_id).decode()
+        try:
+            await ws.send(text)
+        except _WSConnectionClosed:
+            pass  # that connection is gone; the next one sends a token when it opens
+
+    async def _with_token(self, url: str) -> tuple[str, list[tuple[str, str]]]:
+        """The URL and headers of one connection attempt, with the token where the
+        route reads it: ``Authorization: Bearer`` where it reads that header (and for
+        routes whose ``authenticate`` is not ``create_token_auth``'s), else its query
+        parameter, else its cookie. A token function is called for every attempt."""
+        headers = list(self._options.headers)
+        token = await self._token()
         if token is None:
             return url, headers
-        if not isinstance(token, str):
-            raise TypeError(f"the token (function) gave a {type(token).__name__}, not a str")
         places = self._types.token
         if places is None or places.header:
             headers.append(("Authorization", f"Bearer {token}"))

@@ -16,11 +16,26 @@ __all__ = [
     "URL_STATUSES",
     "Backoff",
     "may_be_the_url",
+    "reconnects_after",
 ]
 
 RECONNECT_CLOSE_CODES: Final = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 """Close codes after which a client with ``reconnect`` reconnects: going away, lost
 (no close frame), internal error, service restart, try again later, bad gateway."""
+UNAUTHORIZED_CLOSE: Final = 3000
+"""The token expired (or a new one was refused): worth a reconnection only with a token
+function, which can fetch a fresh one."""
+
+
+def reconnects_after(code: int, *, token_function: bool) -> bool:
+    """Whether a client with ``reconnect`` reconnects after a close with ``code``: after
+    :data:`RECONNECT_CLOSE_CODES`, and after 3000 when its token is a function. Never
+    after 1000, 1008 (policy), 3003 (disconnected by the server) or any other code."""
+    if code == UNAUTHORIZED_CLOSE:
+        return token_function
+    return code in RECONNECT_CLOSE_CODES
+
+
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 """HTTP statuses of a denied upgrade that a reconnecting client retries (after the
 ``Retry-After`` the server gives, if longer than the backoff); any other denial ends it."""

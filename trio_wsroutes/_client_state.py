@@ -70,7 +70,8 @@ class ConnectOptions:
 
 Token = str | Callable[[], str | Awaitable[str]] | None
 """A token for the route's ``authenticate``: the token itself, or a function (sync or
-async) that returns a current one, called before every connection attempt."""
+async) that returns a current one, called before every connection attempt and for every
+``refresh`` request of the server."""
 
 StreamOpener = Callable[[], Awaitable[trio.abc.Stream]]
 """``await open_stream()``: the byte stream of one new connection."""

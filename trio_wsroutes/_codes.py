@@ -66,6 +66,13 @@ class CloseCode:
     """A handler crashed, or the peer missed a heartbeat (reason ``"heartbeat timeout"``)."""
     TRY_AGAIN_LATER: Final = 1013
     """Evicted as a slow consumer: more than ``backpressure_limit`` bytes were waiting."""
+    UNAUTHORIZED: Final = 3000
+    """The connection's token expired and no valid one came in time, or the new token
+    was refused (IANA-registered "Unauthorized"). A client that can fetch a fresh token
+    reconnects with it; one that cannot stops."""
+    FORBIDDEN: Final = 3003
+    """Disconnected by the server (``server.disconnect(user=...)``; IANA-registered
+    "Forbidden"): clients do not reconnect."""
 
 
 CLOSE_CODES: Final[Mapping[int, str]] = MappingProxyType(
@@ -82,6 +89,11 @@ CLOSE_CODES: Final[Mapping[int, str]] = MappingProxyType(
         CloseCode.MESSAGE_TOO_BIG: "a message over `max_payload_length`",
         CloseCode.INTERNAL_ERROR: "a handler crashed, or the heartbeat went unanswered",
         CloseCode.TRY_AGAIN_LATER: "evicted as a slow consumer (over `backpressure_limit`)",
+        CloseCode.UNAUTHORIZED: (
+            "the token expired and no valid one came in time, or the new one was refused; "
+            "a client with a token function reconnects, any other stops"
+        ),
+        CloseCode.FORBIDDEN: "disconnected by the server (`server.disconnect`); do not reconnect",
     }
 )
 """The close codes the server sends, with what each means."""
@@ -138,7 +150,8 @@ application's route, so never in its generated types)."""
 # -- codes in the JSON body of a denied upgrade (an HTTP response, never an envelope) ------
 
 UNAUTHORIZED: Final = "UNAUTHORIZED"
-"""The route's authenticate function returned ``None``."""
+"""The route's authenticate function returned ``None``, or credentials that have expired
+already."""
 AUTH_ERROR: Final = "AUTH_ERROR"
 """The route's authenticate function raised."""
 FORBIDDEN_ORIGIN: Final = "FORBIDDEN_ORIGIN"
@@ -160,7 +173,7 @@ DENIAL_CODES: Final[Mapping[str, tuple[int, str]]] = MappingProxyType(
     {
         BAD_REQUEST: (400, "a malformed upgrade request (too many query parameters)"),
         UNSUPPORTED_SUBPROTOCOL: (400, "none of the offered subprotocols is supported"),
-        UNAUTHORIZED: (401, "`authenticate` returned `None`"),
+        UNAUTHORIZED: (401, "`authenticate` returned `None`, or credentials expired already"),
         AUTH_ERROR: (401, "`authenticate` raised (the exception is logged, never sent)"),
         FORBIDDEN_ORIGIN: (403, "the `Origin` is not allowed"),
         NOT_FOUND: (404, "no route for the path"),

@@ -25,9 +25,9 @@ __all__ = [
     "message_type",
 ]
 
-RESERVED_TYPES: Final = frozenset({"error", "ack", "presence_join", "presence_leave"})
-"""Server-to-client wire types the framework uses itself (error envelopes,
-acknowledgements, presence events)."""
+RESERVED_TYPES: Final = frozenset({"error", "ack", "refresh", "presence_join", "presence_leave"})
+"""Wire types the framework uses itself: error envelopes, acknowledgements, the token
+refresh exchange (both ways) and presence events."""
 
 _T = TypeVar("_T")
 _TYPE_ATTR: Final = "__wsroutes_message_type__"
@@ -51,7 +51,7 @@ def message(type: str) -> Callable[[builtins.type[_T]], builtins.type[_T]]:
     if type in RESERVED_TYPES:
         raise ValueError(
             f"{type!r} is a wire type the framework sends itself (error envelopes, "
-            "acknowledgements, presence events); choose another name"
+            "acknowledgements, token refreshes, presence events); choose another name"
         )
 
     def tag(cls: builtins.type[_T]) -> builtins.type[_T]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from ._access_log import UserId, default_user_id
 from ._engine import Connection
 from ._frames import Frame
 from ._messages import encode_message
@@ -25,14 +26,23 @@ class ConnectionRegistry:
     waits on a slow client (one over its backpressure limit is evicted with 1013).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, user_id: UserId | None = None) -> None:
         self._connections: dict[str, Connection[Any]] = {}
+        self._user_id: UserId = user_id if user_id is not None else default_user_id
+        # User id -> that user's connections (by connection id); one entry per open
+        # connection with a user id, so bounded by the connections.
+        self._by_user_id: dict[str | int, dict[str, Connection[Any]]] = {}
+        self._user_ids: dict[str, str | int] = {}  # connection id -> its user id
         self._emptied = trio.Event()
         self._emptied.set()
 
     def add(self, connection: Connection[Any]) -> None:
         """Register an accepted connection (the server does this)."""
         self._connections[connection.id] = connection
+        key = self._key(connection)
+        if key is not None:
+            self._user_ids[connection.id] = key
+            self._by_user_id.setdefault(key, {})[connection.id] = connection
         if self._emptied.is_set():
             self._emptied = trio.Event()
 
@@ -40,8 +50,29 @@ class ConnectionRegistry:
         """Forget a connection (the server does this when it closes)."""
         if self._connections.get(connection.id) is connection:
             del self._connections[connection.id]
+            key = self._user_ids.pop(connection.id, None)
+            if key is not None:
+                mine = self._by_user_id.get(key)
+                if mine is not None and mine.pop(connection.id, None) is not None and not mine:
+                    del self._by_user_id[key]
             if not self._connections:
                 self._emptied.set()
+
+    def _key(self, connection: Connection[Any]) -> str | int | None:
+        # Read once per connection, when it is added: a token refresh may replace
+        # ctx.user, but only with a user that has the same id.
+        try:
+            key = self._user_id(connection.context.user)
+        except Exception:
+            logger.exception("the user_id function failed on %s", connection.id)
+            return None
+        return key if isinstance(key, str | int) and not isinstance(key, bool) else None
+
+    def by_user_id(self, user_id: str | int) -> list[Connection[Any]]:
+        """The open connections of the user with this id (what the server's ``user_id``
+        option gives for their ``ctx.user``; by default ``user.id``, or the user itself
+        when it is a string or an integer)."""
+        return list(self._by_user_id.get(user_id, {}).values())
 
     async def wait_empty(self) -> None:
         """Wait until no connection is open."""

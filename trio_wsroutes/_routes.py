@@ -41,9 +41,11 @@ from ._spec import (
     RateLimit,
     RateLimitAction,
     RouteSpec,
+    TokenRefreshTiming,
     choose_subprotocol,
     resolve_heartbeat,
 )
+from ._tokens import Authenticated
 from ._validation import converter, structure_hook_for
 
 __all__ = ["ServerDefaults", "WebSocketRoute", "create_websocket_route", "resolve_route"]
@@ -80,6 +82,7 @@ class ServerDefaults:
         "options",
         "origin_policy",
         "rate_limit",
+        "token_refresh",
     )
 
     def __init__(
@@ -93,7 +96,9 @@ class ServerDefaults:
         heartbeat_timeout: float = 20.0,
         forbid_unknown_keys: bool = False,
         authorize_subscribe: SubscribeCheck[Any, Any] | None = None,
+        token_refresh: TokenRefreshTiming | None = None,
     ) -> None:
+        self.token_refresh = token_refresh if token_refresh is not None else TokenRefreshTiming()
         self.authorize_subscribe = authorize_subscribe
         self.forbid_unknown_keys = forbid_unknown_keys
         self.options = options
@@ -146,6 +151,10 @@ class WebSocketRoute(Generic[UserT, ServerT, ClientT_co]):
         """The route's own :meth:`authorize_subscribe` check (else the server's)."""
         self.forbid_unknown_keys_setting: bool | None = None
         """The route's own unknown-keys rule (else the server's ``forbid_unknown_keys``)."""
+        self.refresh_before: float | None = None
+        """The route's own :meth:`token_refresh` ``before`` (else the server's)."""
+        self.refresh_grace: float | None = None
+        """The route's own :meth:`token_refresh` ``grace`` (else the server's)."""
         self.built: bool = False
 
     def __repr__(self) -> str:
@@ -258,6 +267,16 @@ class WebSocketRoute(Generic[UserT, ServerT, ClientT_co]):
 
     @overload
     def authenticate(
+        self, fn: Callable[[Request], Awaitable[Authenticated[U] | None]]
+    ) -> WebSocketRoute[U, ServerT, ClientT_co]: ...
+
+    @overload
+    def authenticate(
+        self, fn: Callable[[Request], Authenticated[U] | None]
+    ) -> WebSocketRoute[U, ServerT, ClientT_co]: ...
+
+    @overload
+    def authenticate(
         self, fn: Callable[[Request], Awaitable[U | None]]
     ) -> WebSocketRoute[U, ServerT, ClientT_co]: ...
 
@@ -273,7 +292,10 @@ class WebSocketRoute(Generic[UserT, ServerT, ClientT_co]):
 
         ``fn`` may be sync or async. ``None`` denies the upgrade with HTTP 401
         (``UNAUTHORIZED``); an exception denies with 401 (``AUTH_ERROR``) and is logged;
-        ``raise Reject(status, message, code)`` denies with that status.
+        ``raise Reject(status, message, code)`` denies with that status. Returning
+        :class:`Authenticated` (``Authenticated(user, expires_at=...)``) makes the
+        credentials expire: the server asks the client for a new token before then and
+        checks it with ``fn`` again (see :meth:`token_refresh`).
         """
         self._check_open()
         if not callable(fn):
@@ -559,6 +581,22 @@ class WebSocketRoute(Generic[UserT, ServerT, ClientT_co]):
         self.forbid_unknown_keys_setting = bool(forbid)
         return self
 
+    def token_refresh(
+        self, *, before: float | None = None, grace: float | None = None
+    ) -> WebSocketRoute[UserT, ServerT, ClientT_co]:
+        """When connections of this route whose credentials expire (``authenticate``
+        returned :class:`Authenticated`) ask for a new token: ``before`` seconds ahead of
+        the expiry (or half the remaining lifetime, when shorter), and how long the client
+        then has to send a valid one: ``grace`` seconds, and at least until the expiry.
+        Overrides the server's ``refresh_before`` (30) and ``refresh_grace`` (10).
+        """
+        self._check_open()
+        # Checks what was given (a missing one stays the server's).
+        TokenRefreshTiming(1.0 if before is None else before, 1.0 if grace is None else grace)
+        self.refresh_before = before
+        self.refresh_grace = grace
+        return self
+
     def select_subprotocol(self, offered: Iterable[str]) -> str | None:
         """The subprotocol to answer a client that offered ``offered`` (or ``None``)."""
         return choose_subprotocol(self.subprotocol_choices, offered)
@@ -642,6 +680,10 @@ def resolve_route(route: WebSocketRoute[Any, Any], defaults: ServerDefaults) -> 
             route.heartbeat_config, defaults.heartbeat_interval, defaults.heartbeat_timeout
         ),
         options=defaults.options,
+        token_refresh=TokenRefreshTiming(
+            route.refresh_before or defaults.token_refresh.before,
+            route.refresh_grace or defaults.token_refresh.grace,
+        ),
     )
 
 

@@ -25,7 +25,7 @@ from ._admin import Admin, AdminSite
 from ._admission import Admission, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
 from ._codes import CloseCode
-from ._engine import Connection, close_now, new_context, run_connection
+from ._engine import Connection, close_now, new_context, run_connection, token_refresh
 from ._flow import DEFAULT_RECOVERY_RATE, MemoryBudget, RecoveryLimiter
 from ._frames import Frame
 from ._handlers import SubscribeCheck
@@ -50,10 +50,11 @@ from ._request import Request, TrustedProxies
 from ._routes import ServerDefaults, WebSocketRoute, resolve_route
 from ._serving import BoundAddress as BoundAddress
 from ._serving import serve_natively, serve_under_hypercorn
-from ._spec import EngineOptions, RateLimit, RouteSpec, SlowConsumerPolicy
+from ._spec import EngineOptions, RateLimit, RouteSpec, SlowConsumerPolicy, TokenRefreshTiming
 from ._stats import ServerStats
 from ._transports import Transport, TransportClosed
 from ._types import ASGIApp, Receive, Scope, Send
+from ._users import Users
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -193,6 +194,15 @@ class WebSocketServer:
     * ``max_recovery``: publications one recovery sends at most (300, the history
       policy's default); a client that missed more gets ``recovered=False`` and nothing
       old, so the app sends it a snapshot.
+    * ``user_id``: ``fn(ctx.user)`` giving the id (``str`` or ``int``) of a connection's
+      user, for the access log, presence, :meth:`disconnect` and the like (default: ``user.id``, or
+      the user itself when it is a string or an integer).
+    * ``refresh_before`` (30) and ``refresh_grace`` (10): for users whose credentials
+      expire (``authenticate`` returned :class:`Authenticated`), seconds before the expiry
+      at which the server asks the client for a new token (half the remaining lifetime
+      when that is shorter), and seconds the client then has to send a valid one (at
+      least until the expiry); routes may set their own with
+      :meth:`WebSocketRoute.token_refresh`. See the authentication guide.
     * ``recovery_rate``: a :class:`RateLimit` on what recoveries send to one client
       address (``request.client``, proxy-aware): publications per second (with its
       ``burst``) and bytes per second. A recovery that finds the allowance spent
@@ -219,9 +229,6 @@ class WebSocketServer:
       :meth:`presence` and :meth:`presence_stats` on every worker, and with ``events``
       the topic's subscribers get ``presence_join`` / ``presence_leave`` once per user.
       See the "Presence and users" guide.
-    * ``user_id``: ``fn(user) -> str | int | None``, what identifies ``ctx.user`` in the
-      access log and in presence (default: ``user.id``, or the user itself when it is a
-      string or an integer).
     """
 
     def __init__(
@@ -263,6 +270,8 @@ class WebSocketServer:
         tracing: bool | TracerProvider | None = None,
         admin: Admin | None = None,
         presence: Mapping[str, Presence] | PresencePolicy | None = None,
+        refresh_before: float = 30.0,
+        refresh_grace: float = 10.0,
     ) -> None:
         if any(
             limit is not None and limit < 1
@@ -298,6 +307,8 @@ class WebSocketServer:
             raise ValueError("max_recovery must be an integer >= 1 (or None)")
         if admin is not None and not isinstance(admin, Admin):
             raise TypeError("admin takes an Admin(authenticate=...)")
+        self.token_refresh: TokenRefreshTiming = TokenRefreshTiming(refresh_before, refresh_grace)
+        """The ``refresh_before`` and ``refresh_grace`` options."""
         self.router: Router[WebSocketRoute[Any, Any]] = Router(routes)
         """The routes by path (``router.match("/chat/general")``)."""
         self.http_app: ASGIApp | None = http_app
@@ -334,6 +345,7 @@ class WebSocketServer:
                 raise TypeError(f"{type(self.broker).__name__} cannot keep history")
             configure(self.history_policy)
         self._recoveries = RecoveryLimiter(recovery_rate)
+        self._user_id: UserId = user_id if user_id is not None else default_user_id
         self.presence_policy: PresencePolicy | None = PresencePolicy.coerce(presence)
         """Which topics list who is in them (the ``presence`` option), or ``None``."""
         self._presence: PresenceTracker | None = None
@@ -343,9 +355,11 @@ class WebSocketServer:
                 raise TypeError(f"{type(self.broker).__name__} cannot keep presence")
             configure_presence(self.presence_policy)
             presence_broker = cast("PresenceBroker", self.broker)
-            self._presence = PresenceTracker(self.presence_policy, presence_broker, user_id)
-        self.registry: ConnectionRegistry = ConnectionRegistry()
-        """Every open connection: ``all()``, ``filter()``, ``get()``, ``broadcast()``."""
+            self._presence = PresenceTracker(self.presence_policy, presence_broker, self._user_id)
+        self.registry: ConnectionRegistry = ConnectionRegistry(user_id=self._user_id)
+        """Every open connection: ``all()``, ``filter()``, ``get()``, ``by_user_id()``,
+        ``broadcast()``."""
+        self._users = Users(self.registry, self.broker)
         self.stats: ServerStats = ServerStats()
         """Running counters: connections, slow-consumer drops and closes, handler errors."""
         self.options: EngineOptions = EngineOptions(
@@ -377,7 +391,7 @@ class WebSocketServer:
             memory=self.memory,
             broker=self.broker,
             metrics=self.metrics,
-            user_id=user_id,
+            user_id=self._user_id,
             trusted_proxies=self.trusted_proxies,
         )
         self._tracing: Tracing | None = None
@@ -402,7 +416,7 @@ class WebSocketServer:
             site = self._admin_site = AdminSite(
                 admin,
                 self,
-                user_id=user_id if user_id is not None else default_user_id,
+                user_id=self._user_id,
                 trusted_proxies=self.trusted_proxies,
             )
             self._http.add(admin.path, site.page)
@@ -428,6 +442,7 @@ class WebSocketServer:
                 heartbeat_timeout=self.heartbeat_timeout,
                 forbid_unknown_keys=self.forbid_unknown_keys,
                 authorize_subscribe=self.authorize_subscribe,
+                token_refresh=self.token_refresh,
             )
             specs = {route: resolve_route(route, defaults) for route in self.router.routes}
             router, admitted = self.router, specs
@@ -540,6 +555,39 @@ class WebSocketServer:
         if self.metrics is None:
             raise RuntimeError("metrics_app needs WebSocketServer(metrics=True)")
         return self._observability.asgi
+
+    # -- acting on users, in every process -------------------------------------------
+
+    async def disconnect(
+        self, *, user: str | int, code: int = CloseCode.FORBIDDEN, reason: str = ""
+    ) -> int:
+        """Close every connection of ``user`` (a user id: what the ``user_id`` option
+        gives for ``ctx.user``), in this process and, through the broker, in every other
+        (:class:`RedisBroker`); returns how many were closed here.
+
+        The close goes out at once (what is queued for them is dropped), with ``code``:
+        by default 3003 (:attr:`CloseCode.FORBIDDEN`), after which the clients of this
+        package do not reconnect. ``code`` is 1000, 1001, 1008, 1011, 1012, 1013 or
+        3000-4999; ``reason`` at most 123 bytes of UTF-8. To keep the user out, also
+        refuse them in ``authenticate``.
+        """
+        return await self._users.disconnect(user, code, reason)
+
+    async def subscribe(self, *, user: str | int, topic: str) -> int:
+        """Subscribe every connection of ``user`` (a user id) to ``topic``, in this
+        process and every other; returns how many were subscribed here.
+
+        The server decides: ``authorize_subscribe`` is not asked; the limits
+        (``max_topics_per_connection``, ``max_topic_length``, ``memory_budget``) apply,
+        and a connection that hits one is left as it is (logged). Connections the user
+        opens later are not subscribed: subscribe them in ``on_connect``.
+        """
+        return await self._users.subscribe(user, topic)
+
+    async def unsubscribe(self, *, user: str | int, topic: str) -> int:
+        """Unsubscribe every connection of ``user`` (a user id) from ``topic``, in this
+        process and every other; returns how many were subscribed here."""
+        return await self._users.unsubscribe(user, topic)
 
     def subscriber_count(self, topic: str) -> int:
         """How many connections of this process are subscribed to ``topic`` (with
@@ -677,6 +725,11 @@ class WebSocketServer:
                 counters=counters,
                 tracing=admitted.tracing,
                 presence=self._presence,
+                refresh=None
+                if admitted.expires_at is None
+                else token_refresh(
+                    admitted.spec, request, admitted.user, admitted.expires_at, self._user_id
+                ),
             )
             registry.add(connection)
             try:

@@ -27,6 +27,7 @@ __all__ = [
     "RateLimitAction",
     "RouteSpec",
     "SlowConsumerPolicy",
+    "TokenRefreshTiming",
     "choose_subprotocol",
     "resolve_heartbeat",
 ]
@@ -128,6 +129,24 @@ class EngineOptions:
     max_topic_length: int = 256
 
 
+@attrs.frozen
+class TokenRefreshTiming:
+    """When a connection whose credentials expire asks its client for a new token
+    (``before`` seconds ahead of the expiry, or half the credentials' remaining lifetime
+    when that is shorter), and how long the client has to send a valid one: until
+    ``grace`` seconds after the request, and at least until the expiry (so never more
+    than ``grace`` past it)."""
+
+    before: float = 30.0
+    grace: float = 10.0
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.before > 0 and math.isfinite(self.before)):
+            raise ValueError("refresh_before must be a positive number of seconds")
+        if not (self.grace > 0 and math.isfinite(self.grace)):
+            raise ValueError("refresh_grace must be a positive number of seconds")
+
+
 Hook = Callable[..., Awaitable[Any]]
 
 
@@ -158,6 +177,8 @@ class RouteSpec:
     heartbeat: Heartbeat | None
     """The route's heartbeat (:func:`resolve_heartbeat`), before the transport is known."""
     options: EngineOptions
+    token_refresh: TokenRefreshTiming = attrs.field(factory=TokenRefreshTiming)
+    """When to ask for a new token, and how long to wait for it (expiring credentials)."""
 
     def heartbeat_on(self, can_ping: bool) -> Heartbeat | None:
         """The heartbeat that applies on a transport that can (or cannot) send WebSocket

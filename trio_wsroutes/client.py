@@ -108,13 +108,17 @@ def connect(
       ``Authorization: Bearer`` header if it reads that (and for any other
       ``authenticate``), else its query parameter, else its cookie. It may be a function
       (sync or async) returning the token: it is called before every connection and
-      reconnection, so a token that expires can be renewed. ``headers`` are added to
-      the upgrade request; ``origin`` sets ``Origin``.
+      reconnection, and when the server asks for a new token over the open connection
+      (its ``refresh`` request, for credentials that expire: see the authentication
+      guide), whose answer it is. ``headers`` are added to the upgrade request;
+      ``origin`` sets ``Origin``.
     * ``subprotocols`` to offer (default: those the route declares).
     * ``ssl_context`` for ``wss://`` (default: the system's trust store).
     * ``reconnect``: ``True`` or a :class:`Backoff` to reconnect after a loss or a
-      close with 1001, 1011, 1012, 1013 or 1014 (never after :meth:`Client.close`, a
-      close with another code, or a denial other than 429, 500, 502, 503, 504).
+      close with 1001, 1011, 1012, 1013 or 1014, or 3000 (the token expired) when
+      ``token`` is a function, which can fetch a fresh one (never after
+      :meth:`Client.close`, a close with another code, such as 1008 or 3003, "disconnected
+      by the server", or a denial other than 429, 500, 502, 503, 504).
       ``on_reconnect()`` runs in a task after each reconnection. Topics with history
       resume where the client was: each reconnection sends ``since=TOPIC@EPOCH:OFFSET``
       for the most recently seen topics (at most :data:`MAX_RESUME_POSITIONS`, and

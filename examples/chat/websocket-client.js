@@ -99,8 +99,12 @@ const MAX_SINCE_LENGTH = 512;
 /** Close codes after which the client reconnects: going away, lost, internal error,
  * service restart, try again later, bad gateway. */
 const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
+/** The token expired or was refused: reconnect only with a token function (a fresh one). */
+const UNAUTHORIZED = 3000;
 const ABANDONED_LIMIT = 4096;
 const MAX_TIMER = 2147483647;
+/** The attempt of a connection that never started (its token function failed). */
+const NO_ATTEMPT = { url: "", sent: new Map(), leftOut: new Map() };
 function isRecord(value) {
     return typeof value === "object" && value !== null && !Array.isArray(value);
 }
@@ -460,13 +464,13 @@ export class WebSocketClient {
         }
     }
     /**
-     * The URL of the next attempt: with the token, and a `since` parameter for each kept
+     * The URL of the next attempt: with `token`, and a `since` parameter for each kept
      * position that fits (the most recently seen first) unless `withPositions` is false.
      */
-    #attempt(withPositions) {
+    #attempt(withPositions, token) {
         const url = new URL(this.#base.href);
-        if (this.#token !== undefined)
-            url.searchParams.set(this.#tokenParam, this.#token);
+        if (token !== undefined)
+            url.searchParams.set(this.#tokenParam, token);
         url.searchParams.delete("since");
         let params = 0;
         url.searchParams.forEach(() => {
@@ -496,7 +500,29 @@ export class WebSocketClient {
     }
     #open(withPositions = true) {
         const generation = ++this.#generation;
-        const attempt = this.#attempt(withPositions);
+        const token = this.#token;
+        if (typeof token !== "function") {
+            this.#connect(generation, this.#attempt(withPositions, token));
+            return;
+        }
+        // A token function: the socket opens once it has given a token.
+        Promise.resolve()
+            .then(token)
+            .then((value) => {
+            if (this.#generation !== generation)
+                return; // closed (or superseded) meanwhile
+            if (typeof value !== "string")
+                throw new TypeError("the token function gave no string");
+            this.#connect(generation, this.#attempt(withPositions, value));
+        })
+            .catch((error) => {
+            if (this.#generation !== generation)
+                return;
+            // As a connection that failed: the first ends the client, a reconnection retries.
+            this.#lost(1006, `no token: ${String(error)}`, NO_ATTEMPT);
+        });
+    }
+    #connect(generation, attempt) {
         const ws = this.#protocols === undefined
             ? new WebSocket(attempt.url)
             : new WebSocket(attempt.url, this.#protocols);
@@ -645,6 +671,12 @@ export class WebSocketClient {
                 this.#answer(answers, "ack", undefined, frame);
             return; // an ack answers nothing that waits: nothing to tell anyone
         }
+        if (type === "refresh") {
+            // Reserved: the server asks for a new token before the current one expires.
+            if (id !== undefined)
+                this.#refresh(ws, id);
+            return;
+        }
         const known = this.#route.server.includes(type);
         if (type === "ping" && !known) {
             // The route's envelope heartbeat: answer at once.
@@ -696,6 +728,24 @@ export class WebSocketClient {
         const listeners = this.#handlers.get(type);
         if (listeners !== undefined)
             call(listeners, message.data, message);
+    }
+    /** Answer the server's `refresh` request `id` on `ws` with a current token. */
+    #refresh(ws, id) {
+        const token = this.#token;
+        if (token === undefined)
+            return; // the server closes with 3000 when the old one expires
+        Promise.resolve()
+            .then(() => (typeof token === "function" ? token() : token))
+            .then((value) => {
+            if (typeof value !== "string")
+                throw new TypeError("the token function gave no string");
+            if (ws.readyState === WebSocket.OPEN) {
+                ws.send(JSON.stringify({ type: "refresh", id, data: { token: value } }));
+            }
+        })
+            .catch((error) => {
+            this.#report(new WebSocketClientError(`no token for the refresh: ${String(error)}`));
+        });
     }
     #answer(pending, type, message, frame) {
         pending.done();
@@ -753,10 +803,12 @@ export class WebSocketClient {
         }
         // The first connection must open (as with the Python client): a failure there is
         // more likely a wrong URL or a denial (which browsers report as 1006) than a loss.
+        // After 3000 (token expired), only a token function can bring a fresh token.
+        const renewable = code === UNAUTHORIZED && typeof this.#token === "function";
         const retry = backoff !== null &&
             !this.#closing &&
             this.#everOpened &&
-            RECONNECT_CODES.has(code) &&
+            (RECONNECT_CODES.has(code) || renewable) &&
             this.#attempts < backoff.maxAttempts;
         for (const pending of [...this.#pending.values()]) {
             if (pending.sentOn === this.#generation) {

@@ -115,20 +115,34 @@ export interface Backoff {
   resetAfter?: number | undefined;
 }
 
+/**
+ * A token, or a function that gives a current one (its promise, or the token itself):
+ * called before each connection and reconnection, and when the server asks for a new
+ * token before the current one expires.
+ */
+export type TokenSource = string | (() => string | Promise<string>);
+
 /** The options of `connect...(url, options)`. */
 export interface ConnectOptions {
   /**
    * A token for the route's `create_token_auth`, sent in the query (browsers cannot set
-   * headers on a WebSocket), as `tokenParam`.
+   * headers on a WebSocket), as `tokenParam`; or a function giving one (or its promise),
+   * called before each connection attempt. When the server asks for a new token (its
+   * `refresh` request, for credentials that expire), the client answers with the token,
+   * calling the function again: a function can fetch a fresh one, so the connection goes
+   * on without a reconnection, and after a close with 3000 (token expired) the client
+   * reconnects with a fresh one.
    */
-  token?: string | undefined;
+  token?: TokenSource | undefined;
   /** The query parameter for `token` (default: the route's, else `"token"`). */
   tokenParam?: string | undefined;
   /** Subprotocols to offer. */
   protocols?: string | string[] | undefined;
   /**
-   * Reconnect after a lost connection or a close with 1001, 1011, 1012, 1013 or 1014
-   * (default `true`; a {@link Backoff} tunes the waits, `false` never reconnects).
+   * Reconnect after a lost connection or a close with 1001, 1011, 1012, 1013 or 1014, or
+   * with 3000 (the token expired) when `token` is a function (default `true`; a
+   * {@link Backoff} tunes the waits, `false` never reconnects). Never after 1000, 1008
+   * (policy), 3003 (disconnected by the server) or another code.
    */
   reconnect?: boolean | Backoff | undefined;
   /**
@@ -320,6 +334,8 @@ const MAX_SINCE_LENGTH = 512;
 /** Close codes after which the client reconnects: going away, lost, internal error,
  * service restart, try again later, bad gateway. */
 const RECONNECT_CODES: ReadonlySet<number> = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
+/** The token expired or was refused: reconnect only with a token function (a fresh one). */
+const UNAUTHORIZED = 3000;
 const ABANDONED_LIMIT = 4096;
 const MAX_TIMER = 2147483647;
 
@@ -349,6 +365,9 @@ interface Attempt {
   /** The positions kept that are not in the URL. */
   readonly leftOut: ReadonlyMap<string, Position>;
 }
+
+/** The attempt of a connection that never started (its token function failed). */
+const NO_ATTEMPT: Attempt = { url: "", sent: new Map(), leftOut: new Map() };
 
 interface Outgoing {
   readonly text: string;
@@ -493,7 +512,7 @@ export class WebSocketClient<R extends RouteTypes> {
 
   readonly #route: RouteInfo;
   readonly #base: URL;
-  readonly #token: string | undefined;
+  readonly #token: TokenSource | undefined;
   readonly #tokenParam: string;
   readonly #protocols: string | string[] | undefined;
   readonly #backoff: Retry | null;
@@ -750,12 +769,12 @@ export class WebSocketClient<R extends RouteTypes> {
   }
 
   /**
-   * The URL of the next attempt: with the token, and a `since` parameter for each kept
+   * The URL of the next attempt: with `token`, and a `since` parameter for each kept
    * position that fits (the most recently seen first) unless `withPositions` is false.
    */
-  #attempt(withPositions: boolean): Attempt {
+  #attempt(withPositions: boolean, token: string | undefined): Attempt {
     const url = new URL(this.#base.href);
-    if (this.#token !== undefined) url.searchParams.set(this.#tokenParam, this.#token);
+    if (token !== undefined) url.searchParams.set(this.#tokenParam, token);
     url.searchParams.delete("since");
     let params = 0;
     url.searchParams.forEach(() => {
@@ -788,7 +807,27 @@ export class WebSocketClient<R extends RouteTypes> {
 
   #open(withPositions = true): void {
     const generation = ++this.#generation;
-    const attempt = this.#attempt(withPositions);
+    const token = this.#token;
+    if (typeof token !== "function") {
+      this.#connect(generation, this.#attempt(withPositions, token));
+      return;
+    }
+    // A token function: the socket opens once it has given a token.
+    Promise.resolve()
+      .then(token)
+      .then((value: unknown) => {
+        if (this.#generation !== generation) return; // closed (or superseded) meanwhile
+        if (typeof value !== "string") throw new TypeError("the token function gave no string");
+        this.#connect(generation, this.#attempt(withPositions, value));
+      })
+      .catch((error: unknown) => {
+        if (this.#generation !== generation) return;
+        // As a connection that failed: the first ends the client, a reconnection retries.
+        this.#lost(1006, `no token: ${String(error)}`, NO_ATTEMPT);
+      });
+  }
+
+  #connect(generation: number, attempt: Attempt): void {
     const ws =
       this.#protocols === undefined
         ? new WebSocket(attempt.url)
@@ -934,6 +973,11 @@ export class WebSocketClient<R extends RouteTypes> {
       if (answers !== undefined) this.#answer(answers, "ack", undefined, frame);
       return; // an ack answers nothing that waits: nothing to tell anyone
     }
+    if (type === "refresh") {
+      // Reserved: the server asks for a new token before the current one expires.
+      if (id !== undefined) this.#refresh(ws, id);
+      return;
+    }
     const known = this.#route.server.includes(type);
     if (type === "ping" && !known) {
       // The route's envelope heartbeat: answer at once.
@@ -989,6 +1033,23 @@ export class WebSocketClient<R extends RouteTypes> {
     }
     const listeners = this.#handlers.get(type);
     if (listeners !== undefined) call(listeners, message.data, message);
+  }
+
+  /** Answer the server's `refresh` request `id` on `ws` with a current token. */
+  #refresh(ws: WebSocket, id: MessageId): void {
+    const token = this.#token;
+    if (token === undefined) return; // the server closes with 3000 when the old one expires
+    Promise.resolve()
+      .then(() => (typeof token === "function" ? token() : token))
+      .then((value: unknown) => {
+        if (typeof value !== "string") throw new TypeError("the token function gave no string");
+        if (ws.readyState === WebSocket.OPEN) {
+          ws.send(JSON.stringify({ type: "refresh", id, data: { token: value } }));
+        }
+      })
+      .catch((error: unknown) => {
+        this.#report(new WebSocketClientError(`no token for the refresh: ${String(error)}`));
+      });
   }
 
   #answer(
@@ -1052,11 +1113,13 @@ export class WebSocketClient<R extends RouteTypes> {
     }
     // The first connection must open (as with the Python client): a failure there is
     // more likely a wrong URL or a denial (which browsers report as 1006) than a loss.
+    // After 3000 (token expired), only a token function can bring a fresh token.
+    const renewable = code === UNAUTHORIZED && typeof this.#token === "function";
     const retry =
       backoff !== null &&
       !this.#closing &&
       this.#everOpened &&
-      RECONNECT_CODES.has(code) &&
+      (RECONNECT_CODES.has(code) || renewable) &&
       this.#attempts < backoff.maxAttempts;
     for (const pending of [...this.#pending.values()]) {
       if (pending.sentOn === this.#generation) {

@@ -11,6 +11,7 @@
 import type { RpcWebSocket } from "./websocket-types.js";
 import {
   connectBeatWebSocket,
+  connectExpiringWebSocket,
   connectFlapWebSocket,
   connectManyWebSocket,
   connectNosinceWebSocket,
@@ -410,6 +411,65 @@ const scenarios: Record<string, () => Promise<void>> = {
     const lost = verdicts[1];
     check(lost?.topic === "many:nosince" && !lost.recovered && lost.position === null, "lost");
     await client.close();
+  },
+
+  async refreshes_through_a_promise_returning_token_function() {
+    // Tokens live 1.5 s; the server asks for a new one halfway through each.
+    let calls = 0;
+    const token = async (): Promise<string> => {
+      calls += 1;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      return `ada:${calls}:${Date.now() / 1000 + 1.5}`;
+    };
+    const client = connectExpiringWebSocket(new URL("/expiring", base).href, {
+      token,
+      reconnect: { initial: 20 },
+    });
+    try {
+      await within(client.opened, "the connection");
+      const deadline = Date.now() + WAIT;
+      let generation = 0;
+      while (generation < 3) {
+        if (Date.now() > deadline) throw new Error(`timed out at generation ${generation}`);
+        generation = (await within(client.request("whoami", {}), "whoami")).data.generation;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      check(client.reconnects === 0, `two refreshes, ${client.reconnects} reconnections`);
+      check(calls >= 3, `the function gave every token: ${calls}`);
+    } finally {
+      await client.close();
+    }
+  },
+
+  async a_fixed_token_that_expires_ends_the_client_with_3000() {
+    // The refresh sends the same token again, which the server refuses (no later expiry):
+    // without a function to fetch a fresh one, the client does not reconnect.
+    const fixed = `ada:1:${Date.now() / 1000 + 1.5}`;
+    const client = connectExpiringWebSocket(new URL("/expiring", base).href, {
+      token: fixed,
+      reconnect: { initial: 20 },
+    });
+    try {
+      const info = await within(client.closed, "the end");
+      check(info.code === 3000 && !info.reconnecting, `closed with ${info.code}`);
+      check(client.reconnects === 0, "not reconnected");
+    } finally {
+      await client.close();
+    }
+  },
+
+  async does_not_reconnect_after_3003() {
+    const ada = await join("kick", "user-ada", { reconnect: { initial: 20 } });
+    const bob = await join("kick", "user-bob");
+    try {
+      await within(bob.request("kick", { user: "ada" }), "the kick");
+      const info = await within(ada.closed, "ada's end");
+      check(info.code === 3003 && info.reason === "kicked", `closed with ${info.code}`);
+      check(!info.reconnecting && ada.reconnects === 0, "for good");
+      await within(bob.request("ping", { timestamp: 1 }), "bob is still served");
+    } finally {
+      await Promise.all([ada.close(), bob.close()]);
+    }
   },
 
   async a_server_that_accepts_and_closes_at_once_sees_the_delays_grow() {

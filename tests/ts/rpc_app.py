@@ -15,6 +15,10 @@ client's side): ``/proto`` names its client messages like ``Object.prototype``'s
 ``/many/{key}`` subscribes a connection to many topics with history (again on each
 connection) and tells it which ``since`` values its upgrade named; ``/nosince`` refuses
 any upgrade that names positions; ``/flap`` accepts and closes at once with 1012.
+
+Users and tokens: ``kick`` on ``/rpc/...`` disconnects a user (3003); ``/expiring`` takes
+tokens ``NAME:GENERATION:EXPIRY`` (UNIX seconds) that expire, asks for a new one halfway
+(``token_refresh``), and tells a connection which token it holds now (``whoami``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import attrs
 import trio
 
 from trio_wsroutes import (
+    Authenticated,
     Connection,
     Context,
     History,
@@ -162,6 +167,16 @@ async def on_drop(ws: Connection[Out], data: Drop, ctx: Context[str]) -> None:
     for n in range(data.missed):
         await server.publish(topic, Said(text=f"missed {n}", by="server"))
     await ws.close(data.code, "dropped on purpose")
+
+
+@attrs.frozen
+class Kick:
+    user: str
+
+
+@rpc.on("kick", Kick)
+async def on_kick(ws: Connection[Out], data: Kick, ctx: Context[str]) -> None:
+    await server.disconnect(user=data.user, reason="kicked")
 
 
 @rpc.on("weird", Weird)
@@ -319,7 +334,45 @@ async def flap_connected(ws: Connection[Tally], ctx: Context[None]) -> None:
     await ws.close(1012, "restarting")
 
 
+@attrs.frozen
+class Holder:
+    id: str
+    generation: int
+
+
+@attrs.frozen
+class WhoAmI:
+    pass
+
+
+@message("me")
+@attrs.frozen
+class Me:
+    id: str
+    generation: int
+
+
+def verify_expiring(token: str) -> Authenticated[Holder] | None:
+    name, generation, expiry = [*token.split(":"), "", ""][:3]
+    if not name or not generation.isdigit():
+        return None
+    return Authenticated(Holder(name, int(generation)), expires_at=float(expiry))
+
+
+expiring = (
+    create_websocket_route("/expiring")
+    .server_messages(Me)
+    .authenticate(create_token_auth(verify_expiring))
+    .token_refresh(before=1.0, grace=0.5)
+)
+
+
+@expiring.on("whoami", WhoAmI)
+async def on_whoami(ws: Connection[Me], data: WhoAmI, ctx: Context[Holder]) -> Me:
+    return Me(ctx.user.id, ctx.user.generation)
+
+
 server = WebSocketServer(
-    [rpc, beat, proto, many, nosince, flap],
+    [rpc, beat, proto, many, nosince, flap, expiring],
     history={"room:*": History(size=100), "many:*": History(size=10)},
 )

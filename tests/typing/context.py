@@ -8,6 +8,7 @@ from typing import assert_type
 import attrs
 
 from trio_wsroutes import (
+    Authenticated,
     Connection,
     Context,
     Request,
@@ -48,12 +49,27 @@ async def verify(token: str) -> User | None:
     return None
 
 
+async def verify_expiring(token: str) -> Authenticated[User] | None:
+    return None
+
+
+def expiring_auth(request: Request) -> Authenticated[User] | None:
+    return None
+
+
 sync_route = create_websocket_route("/s").server_messages(Note).authenticate(sync_auth)
 async_route = create_websocket_route("/a").authenticate(async_auth).server_messages(Note)
 token_route = (
     create_websocket_route("/t").server_messages(Note).authenticate(create_token_auth(verify))
 )
 public = create_websocket_route("/p").server_messages(Note)
+# Credentials that expire: ctx.user is still the user, not the wrapper.
+expiring_token_route = (
+    create_websocket_route("/e")
+    .server_messages(Note)
+    .authenticate(create_token_auth(verify_expiring))
+)
+expiring_route = create_websocket_route("/f").server_messages(Note).authenticate(expiring_auth)
 
 
 @sync_route.on_connect
@@ -73,6 +89,22 @@ async def on_async(ws: Connection[Note], ctx: Context[User]) -> None:
 @token_route.on_connect
 async def on_token(ws: Connection[Note], ctx: Context[User]) -> None:
     assert_type(ctx.user.id, int)
+
+
+@expiring_token_route.on_connect
+async def on_expiring_token(ws: Connection[Note], ctx: Context[User]) -> None:
+    assert_type(ctx.user.name, str)
+
+
+@expiring_route.on_connect
+async def on_expiring(ws: Connection[Note], ctx: Context[User]) -> None:
+    assert_type(ctx.user, User)
+
+
+@expiring_route.on_close  # expect-error
+async def on_expiring_close(
+    ws: Connection[Note], code: int, reason: str, ctx: Context[Authenticated[User]]
+) -> None: ...
 
 
 @public.on_connect

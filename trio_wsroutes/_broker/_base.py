@@ -54,6 +54,15 @@ class Broker(Protocol):
     binary frame cannot carry a position, and numbering a frame the client cannot see
     would look like a gap to it.
 
+    **Users across processes.** A broker that links processes may also define
+    ``configure_control(handler)`` (the server calls it once, at construction, with
+    ``async handler(command)``) and ``async publish_control(command)``: the server acts
+    on a user's connections in its own process (``server.disconnect(user=...)``,
+    ``server.subscribe(user=..., topic=...)``, ``server.unsubscribe(...)``), then hands
+    the command to ``publish_control``; the broker carries it to the other processes and
+    gives it to their ``handler``. A broker without them (``MemoryBroker``) leaves each
+    process on its own.
+
     A broker that needs a background task (a connection to hold, like
     :class:`~trio_wsroutes.RedisBroker`) also defines
     ``async def run(self, *, task_status=trio.TASK_STATUS_IGNORED)``: the server starts it

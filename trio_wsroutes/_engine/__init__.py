@@ -7,5 +7,17 @@ from .connection import Connection as Connection
 from .connection import close_now as close_now
 from .connection import new_context as new_context
 from .connection import run_connection as run_connection
+from .connection import subscribe_by_server as subscribe_by_server
+from .refresh import TokenRefresh as TokenRefresh
+from .refresh import token_refresh as token_refresh
 
-__all__ = ["Connection", "ConnectionClosed", "close_now", "new_context", "run_connection"]
+__all__ = [
+    "Connection",
+    "ConnectionClosed",
+    "TokenRefresh",
+    "close_now",
+    "new_context",
+    "run_connection",
+    "subscribe_by_server",
+    "token_refresh",
+]

@@ -41,6 +41,7 @@ from .._transports import Transport, TransportClosed
 from .closing import CloseEvent
 from .dispatch import Dispatch
 from .inbound import InboundItem
+from .refresh import TokenRefresh
 
 if TYPE_CHECKING:
     from .._broker import Broker
@@ -53,6 +54,7 @@ __all__ = [
     "connection_counts",
     "new_context",
     "run_connection",
+    "subscribe_by_server",
 ]
 
 logger = logging.getLogger("trio_wsroutes")
@@ -62,6 +64,7 @@ ServerT_contra = TypeVar("ServerT_contra", contravariant=True)
 # Task names shared by every connection (Trio would otherwise build a string per task).
 _WRITER_TASK: Final = "trio_wsroutes connection writer"
 _READER_TASK: Final = "trio_wsroutes connection reader"
+_REFRESH_TASK: Final = "trio_wsroutes token refresh"
 _GOODBYE_TIMEOUT: Final = 1.0
 """Seconds a connection cancelled from outside may take to send its 1001."""
 _SUBSCRIPTION_COST: Final = 400
@@ -108,6 +111,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         counters: RouteCounters | None = None,
         tracing: MessageTracing | None = None,
         presence: PresenceTracker | None = None,
+        refresh: TokenRefresh | None = None,
     ) -> None:
         super().__init__(
             transport,
@@ -128,6 +132,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         self._topics: set[str] = set()
         self._topics_snapshot: frozenset[str] | None = None  # what ``topics`` returned
         self._subscribed_bytes = 0  # held by subscriptions, in the memory budget
+        self._refresh = refresh
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -221,6 +226,9 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         ``authorize_subscribe`` says no; raised in a handler, it reaches the client as an
         error envelope.
         """
+        return await self._subscribe(topic, since, authorize=True)
+
+    async def _subscribe(self, topic: str, since: Position | None, *, authorize: bool) -> Recovery:
         if not isinstance(topic, str):
             raise TypeError("topic must be a string")
         self._check_open()
@@ -237,7 +245,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             )
         if new and self._budget.exceeded:
             raise MessageError("The server cannot take more subscriptions now", TOO_MANY_TOPICS)
-        check = self._spec.authorize_subscribe
+        check = self._spec.authorize_subscribe if authorize else None
         if check is not None and new:
             allowed = check(self, topic, self.context)
             if inspect.isawaitable(allowed):
@@ -362,6 +370,15 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         super()._overflow(flush=flush)
         self._on_gone(self)
 
+    def _expired(self, reason: str) -> None:
+        """No valid token came in time (or a refused one): close with 3000."""
+        logger.info("closing %s: %s", self.id, reason)
+        self._advance(CloseEvent.CLOSE, CloseCode.UNAUTHORIZED, reason)
+
+    def _set_user(self, user: Any) -> None:
+        """A new token was accepted: ``ctx.user`` is the user it gave (same id)."""
+        self.context._user = user  # pyright: ignore[reportPrivateUsage]
+
     def _forget_topics(self) -> None:
         """The broker has dropped every subscription: forget them, give their memory
         back."""
@@ -379,6 +396,14 @@ class Connection(Dispatch, Generic[ServerT_contra]):
                 self._cancel_scope = nursery.cancel_scope
                 nursery.start_soon(self._write, name=_WRITER_TASK)
                 nursery.start_soon(self._read, inbox, name=_READER_TASK)
+                if self._refresh is not None:
+                    nursery.start_soon(
+                        self._refresh.run,
+                        self._enqueue,
+                        self._expired,
+                        self._set_user,
+                        name=_REFRESH_TASK,
+                    )
                 await self._dispatch(inbox)
         except trio.Cancelled:
             # Cancelled from outside (the connection ends its own nursery itself): the
@@ -445,6 +470,13 @@ def new_context(connection_id: str, user: Any, request: Request) -> Context[Any]
 async def run_connection(connection: Connection[Any]) -> None:
     """Run an accepted connection until it ends (the server's entry into the engine)."""
     await connection._run()  # pyright: ignore[reportPrivateUsage]
+
+
+async def subscribe_by_server(connection: Connection[Any], topic: str) -> None:
+    """Subscribe ``connection`` to ``topic`` on the server's own decision
+    (``server.subscribe(user=...)``): the route's ``authorize_subscribe`` is not asked,
+    every limit still applies."""
+    await connection._subscribe(topic, None, authorize=False)  # pyright: ignore[reportPrivateUsage]
 
 
 def close_now(connection: Connection[Any], code: int, reason: str) -> None:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from .._codes import HANDLER_TIMEOUT, INTERNAL_ERROR, RATE_LIMITED, UNKNOWN_TYPE, CloseCode
+from .._codes import (
+    HANDLER_TIMEOUT,
+    INTERNAL_ERROR,
+    INVALID_MESSAGE,
+    RATE_LIMITED,
+    UNKNOWN_TYPE,
+    CloseCode,
+)
 from .._containment import must_propagate
 from .._context import Context
 from .._envelope import Envelope, encode_ack, encode_error, encode_pong, parse_envelope
@@ -37,6 +44,7 @@ from .._validation_details import validation_details
 from .closing import CloseEvent, ConnectionClosed
 from .inbound import Inbound, InboundItem, RateLimited
 from .outbound import Closing
+from .refresh import TokenRefresh
 
 if TYPE_CHECKING:
     from .._tracing import MessageTracing
@@ -70,7 +78,7 @@ FAILURE_POLICY: Final[Mapping[str, Failure]] = {
 class Dispatch(Inbound):
     """The dispatcher of a connection, on top of its inbound layer."""
 
-    __slots__ = ("_counters", "_outcome", "_spec", "_tracing", "context")
+    __slots__ = ("_counters", "_outcome", "_refresh", "_spec", "_tracing", "context")
 
     def __init__(
         self,
@@ -94,6 +102,7 @@ class Dispatch(Inbound):
         )
         self.context: Context[Any] = context
         """The connection's :class:`~trio_wsroutes.Context` (user, params, data)."""
+        self._refresh: TokenRefresh | None = None  # when the credentials expire
 
     async def _dispatch(self, inbox: Inbox[InboundItem]) -> None:
         """The dispatcher task: ``on_connect``, then every message in order until the
@@ -140,6 +149,14 @@ class Dispatch(Inbound):
             return
         handler = spec.handlers.get(envelope.type)
         if handler is None:
+            if envelope.type == "refresh":  # reserved: never a handler's
+                refresh = self._refresh
+                problem = (
+                    "No token refresh was requested" if refresh is None else refresh.take(envelope)
+                )
+                if problem is not None:
+                    await self._bad_input(ProtocolError(problem, INVALID_MESSAGE), envelope.id)
+                return
             heartbeat = self._timers.heartbeat
             if heartbeat is not None and heartbeat.envelope and envelope.type in ("ping", "pong"):
                 if envelope.type == "ping":

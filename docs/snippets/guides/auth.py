@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import attrs
 
 from trio_wsroutes import (
+    Authenticated,
     Connection,
     Context,
     Reject,
@@ -12,8 +15,10 @@ from trio_wsroutes import (
     WebSocketServer,
     create_token_auth,
     create_websocket_route,
+    extract_token,
     message,
 )
+from trio_wsroutes.client import connect
 
 
 @attrs.frozen
@@ -81,9 +86,58 @@ async def hello(ws: Connection[Welcome], data: Hello, ctx: Context[None]) -> Wel
 
 # [/first-message]
 
+# [expiring]
+SESSIONS = {"s-ada": ("ada", time.time() + 3600)}  # token -> (user id, expiry)
+
+
+async def verify_session(token: str) -> Authenticated[User] | None:
+    found = SESSIONS.get(token)  # in real life: a JWT's "sub" and "exp", checked
+    if found is None:
+        return None
+    user_id, expires_at = found
+    return Authenticated(User(user_id), expires_at=expires_at)
+
+
+feed = (
+    create_websocket_route("/feed")
+    .authenticate(create_token_auth(verify_session))
+    .token_refresh(before=60, grace=15)  # ask a minute ahead; wait 15 s for the answer
+)
+# [/expiring]
+
+
+# [custom-refresh]
+async def expiring_api_key(request: Request) -> Authenticated[User] | None:
+    # extract_token reads the bearer header first: where a token sent on the open
+    # connection is put when this function checks it again.
+    token = extract_token(request, query_param_name="access_token")
+    found = SESSIONS.get(token or "")
+    if found is None:
+        return None
+    return Authenticated(User(found[0]), expires_at=found[1])
+
+
+reports = create_websocket_route("/reports").authenticate(expiring_api_key)
+# [/custom-refresh]
+
+
+# [client-refresh]
+async def fetch_token() -> str:
+    # Called before every connection and whenever the server asks for a new token.
+    return "s-ada"  # in real life: POST /token with a refresh token
+
+
+async def follow_the_feed(url: str) -> None:
+    async with connect(url, feed, token=fetch_token, reconnect=True) as client:
+        async for msg in client:
+            print(msg)
+
+
+# [/client-refresh]
+
 # [server]
 server = WebSocketServer(
-    [chat, admin, lobby],
+    [chat, admin, lobby, feed, reports],
     allowed_origins=["https://app.example.com"],  # the default for routes without their own
     trusted_proxies=["10.0.0.0/8"],  # believe X-Forwarded-For only from the load balancer
 )

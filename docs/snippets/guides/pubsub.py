@@ -89,3 +89,25 @@ async def alert_admins(text: str) -> int:
 
 
 # [/registry]
+
+
+# [users]
+@attrs.frozen
+class Ban:
+    user_id: str
+
+
+@prices.on("ban", Ban)
+async def ban(ws: Connection[Price], data: Ban, ctx: Context[None]) -> None:
+    # (A route for admins, in real life.) Every tab of that user, on every worker:
+    # closed with 3003, and not reconnected.
+    await server.disconnect(user=data.user_id, reason="banned")
+
+
+async def upgraded_to_premium(user_id: str) -> None:
+    # Their open connections get the premium feed at once, on every worker (the route's
+    # authorize_subscribe is not asked: the server decides).
+    await server.subscribe(user=user_id, topic="price:premium")
+
+
+# [/users]

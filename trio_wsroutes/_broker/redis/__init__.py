@@ -65,6 +65,9 @@ The parts, one job each, composed by :class:`RedisBroker` (``broker.py``):
 * ``_inbound.py``: receiving, checking and queueing messages, and the local fan-out;
 * ``_outbound.py``: publishing, the queue to Redis and its pipelining, the proposals;
 * ``_recovery.py``: history reads, subscribers recovering, their buffers, the lagging;
+* ``_control.py``: the control channel (``<channel_prefix>\\x00control``), which carries
+  commands on a user's connections (``server.disconnect(user=...)`` and the like) to
+  every process: its own strictly parsed, signed-with-a-secret message kind ``c``;
 * ``_wire.py``, ``_scripts.py``, ``_positions.py``: the wire format, the Lua scripts and
   the positions a signing broker keeps; ``_common.py``: options, counters, errors.
 """

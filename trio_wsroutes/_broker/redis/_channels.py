@@ -60,6 +60,22 @@ class Channels:
                 event.set()
         return events
 
+    def subscribe_control(self) -> list[trio.Event]:
+        """Send ``SUBSCRIBE`` for the control channel; the event is set when Redis
+        acknowledges it (or when the session ends)."""
+        sub = self._link.sub
+        if sub is None:
+            return []
+        channel = self._settings.control_channel
+        self.subscribed.add(channel)
+        event = trio.Event()
+        self._waiters.setdefault(channel, deque()).append(event)
+        try:
+            sub.send_command(b"SUBSCRIBE", channel)
+        except Exception:
+            event.set()  # the connection is failing: the next session subscribes again
+        return [event]
+
     async def join(self, topic: str) -> bool:
         """Make sure this process is subscribed to ``topic``'s channel and wait (at most
         ``timeout``) until Redis has acknowledged it, so that what other processes

@@ -124,6 +124,15 @@ class RedisBrokerStats:
     """Seconds from the publish in another process (its wall clock, in ms) to the fan-out
     here, of every message received from another process with a publish time; a
     negative one (clocks apart) counts as 0. Exported as ``broker_lag_seconds``."""
+    control_received: int = 0
+    """Commands on a user's connections (``server.disconnect(user=...)``,
+    ``server.subscribe(user=...)``, ...) received from other processes and handed to the
+    server."""
+    control_invalid: int = 0
+    """Messages on the control channel dropped: not in its format (each field is parsed
+    strictly), a command this version does not know, or, with a ``secret``, sent more
+    than a minute away from this process's clock or replayed. (A forged signature counts
+    in ``unauthenticated``.)"""
 
 
 class Settings:
@@ -133,6 +142,7 @@ class Settings:
 
     __slots__ = (
         "base_delay",
+        "control_channel",
         "health_interval",
         "max_bytes",
         "max_delay",
@@ -185,6 +195,8 @@ class Settings:
         self.url = url
         self.safe_url = _without_password(parts)
         self.prefix = channel_prefix
+        self.control_channel: bytes = (channel_prefix + "\x00control").encode()
+        """The channel of commands on users' connections: no topic's channel."""
         self.max_messages = max_queued_messages
         self.max_bytes = max_queued_bytes
         self.base_delay = reconnect_delay
@@ -199,7 +211,10 @@ class Settings:
         self.policy: HistoryPolicy | None = None
 
     def channel(self, topic: str) -> bytes:
-        """The Redis channel of ``topic``."""
+        """The Redis channel of ``topic``: the prefix and the topic (a topic that starts
+        with NUL gets one more, so that no topic has the control channel's name)."""
+        if topic.startswith("\x00"):
+            return (self.prefix + "\x00" + topic).encode()
         return (self.prefix + topic).encode()
 
     def history_for(self, topic: str) -> History | None:

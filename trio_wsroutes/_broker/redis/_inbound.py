@@ -17,6 +17,7 @@ from .._base import Subscriber
 from .._topics import TopicTable
 from ._channels import Channels
 from ._common import RedisBrokerStats, Settings, logger
+from ._control import Control
 from ._outbound import Outbound
 from ._positions import ReplayGuard
 from ._recovery import Recoveries
@@ -55,8 +56,10 @@ class Inbound:
         outbound: Outbound,
         recoveries: Recoveries,
         table: TopicTable,
+        control: Control,
     ) -> None:
         self._settings = settings
+        self._control = control
         self._stats = stats
         self._channels = channels
         self._outbound = outbound
@@ -126,7 +129,9 @@ class Inbound:
     def _on_message(self, channel: bytes, data: bytes) -> None:
         topic = self._channels.topics.get(channel)
         if topic is None:
-            return  # a channel we just left
+            if channel == self._settings.control_channel:
+                self._control.received(data, self._outbound.own_origins)
+            return  # else a channel we just left
         stats = self._stats
         max_size = self._settings.max_message_size
         if len(data) > max_size + MAX_HEADER:

@@ -165,6 +165,15 @@ class Outbound:
             count -= 1
         return count
 
+    async def publish_raw(self, channel: bytes, payload: bytes) -> int:
+        """Queue ``payload`` for ``channel`` as it is (a control message); on a broker
+        that is not running, publish it at once: how many processes Redis reached."""
+        if self._link.running:
+            self._enqueue((b"PUBLISH", channel, payload), len(payload))
+            await trio.lowlevel.checkpoint()
+            return 0
+        return int(await self._once(lambda client: client.publish(channel, payload)))
+
     async def _propose_once(self, client: Any, pending: Pending) -> int:
         """Commit ``pending`` through ``client``, proposing again while refused; how many
         processes it reached."""

@@ -22,6 +22,7 @@ from ._common import (
     logger,
     require_coredis,
 )
+from ._control import Control
 from ._inbound import Inbound
 from ._outbound import Outbound
 from ._scripts import load_scripts
@@ -45,7 +46,9 @@ class Session:
         inbound: Inbound,
         outbound: Outbound,
         wanted: Callable[[], list[str]],
+        control: Control,
     ) -> None:
+        self._control = control
         self._settings = settings
         self._stats = stats
         self._link = link
@@ -77,6 +80,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._inbound.fan_out_loop)
+                nursery.start_soon(self._control.loop)
                 await nursery.start(self._connect_loop)
                 task_status.started()
         finally:
@@ -151,6 +155,8 @@ class Session:
             nursery.start_soon(self._inbound.drain, sub, gate)
             topics = self._wanted()
             waiters = self._channels.subscribe(topics)
+            if self._control.handler is not None:
+                waiters += self._channels.subscribe_control()
             with trio.fail_after(settings.timeout + len(topics) / 10_000):
                 for event in waiters:
                     await event.wait()

@@ -30,9 +30,11 @@ from ..._presence import (
     adopt_presence,
 )
 from .._base import Subscriber
+from .._control import ControlHandler, UserCommand
 from .._topics import TopicTable
 from ._channels import Channels
 from ._common import Link, MiB, RedisBrokerStats, Settings, State
+from ._control import Control
 from ._inbound import Inbound
 from ._outbound import Outbound
 from ._presence import RedisPresence
@@ -190,6 +192,14 @@ class RedisBroker:
     topic (``<channel_prefix>presence:{<topic>}``, ``presence-exp:`` and
     ``presence-users:``), kept consistent by Lua scripts; join and leave events are
     publications on the topic. See the "Presence and users" guide.
+    **Users.** ``server.disconnect(user=...)``, ``server.subscribe(user=..., topic=...)`` and
+    ``server.unsubscribe(...)`` reach the user's connections in every process through one
+    more channel, ``channel_prefix + "\\x00control"`` (no topic's channel: a topic that
+    starts with ``"\\x00"`` gets a second one in its channel name), subscribed by every
+    server's broker. Its messages are parsed strictly and, with a ``secret``, signed,
+    dated and numbered: one that is malformed, unknown, over a minute old or replayed is
+    dropped and counted (``stats.control_invalid``), one with a bad signature too
+    (``stats.unauthenticated``).
 
     Redis memory: each topic with history holds at most ``size`` publications and
     ``max_bytes`` bytes of them, and its keys expire after ``ttl`` (publications) and
@@ -244,9 +254,12 @@ class RedisBroker:
         recoveries = self._recoveries = Recoveries(
             settings, stats, link, channels, table, self._release
         )
-        inbound = self._inbound = Inbound(settings, stats, channels, outbound, recoveries, table)
+        control = self._control = Control(settings, stats)
+        inbound = self._inbound = Inbound(
+            settings, stats, channels, outbound, recoveries, table, control
+        )
         self._session = Session(
-            settings, stats, link, channels, inbound, outbound, self._wanted_topics
+            settings, stats, link, channels, inbound, outbound, self._wanted_topics, control
         )
         self._background: AbstractAsyncContextManager[None] | None = None
         self._tracing: Tracing | None = None
@@ -363,6 +376,20 @@ class RedisBroker:
 
     async def _publish_event(self, topic: str, frame: Frame, exclude: Subscriber | None) -> int:
         return await self.publish(topic, frame, exclude=exclude)
+
+    def configure_control(self, handler: ControlHandler) -> None:
+        """Hand the commands on users' connections that other processes send
+        (``server.disconnect(user=...)`` and the like) to ``await handler(command)``, one
+        at a time (the server calls it once, at construction). From then on each
+        session subscribes to the control channel too."""
+        self._control.handler = handler
+
+    async def publish_control(self, command: UserCommand) -> None:
+        """Carry ``command`` to every other process on the control channel (queued like a
+        publish: never waits on Redis; lost, and counted in ``publish_lost``, while
+        Redis is unreachable). This process's server has acted on it already."""
+        payload = self._control.encode(command, self._outbound.origin)
+        await self._outbound.publish_raw(self._settings.control_channel, payload)
 
     async def subscribe(
         self, topic: str, subscriber: Subscriber, *, since: Position | None = None
