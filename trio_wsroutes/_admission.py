@@ -278,7 +278,7 @@ class Admission:
                     FORBIDDEN_ORIGIN,
                 )
                 return None
-        return Admitted(spec, user, subprotocol, positions, expires_at)
+        return Admitted(spec, user, subprotocol, positions, expires_at=expires_at)
 
     async def deny(
         self,

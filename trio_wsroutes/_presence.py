@@ -377,11 +377,11 @@ class PresenceMember:
         info: bytes,
         subscriber: _Subscriber | None = None,
     ) -> None:
-        self.connection_id = connection_id
-        self.subscriber = subscriber
+        self.connection_id: str = connection_id
+        self.subscriber: _Subscriber | None = subscriber
         """The connection, skipped by its own join event."""
-        self.user_id = user_id
-        self.info = info
+        self.user_id: str | int | None = user_id
+        self.info: bytes = info
         """The info as JSON (``null`` without one)."""
         # A connection without a user id is a user of its own: "#" never starts JSON.
         self.user_key: str = (
@@ -390,9 +390,9 @@ class PresenceMember:
         """What tells users apart: the user id as JSON, or ``#<connection id>``."""
         self.entry: bytes = b"[%s,%s]" % (user_json(self.user_key), info)
         """``[user_id, info]`` as JSON: the entry listed under the connection id."""
-        self.listed = False
+        self.listed: bool = False
         """Whether it is listed (not over the topic's ``max_entries``)."""
-        self.announced = False
+        self.announced: bool = False
         """Whether its join was decided on (its event sent, or not needed)."""
 
     @property
@@ -477,8 +477,8 @@ class PresenceTracker:
     def __init__(
         self, policy: PresencePolicy, broker: PresenceBroker, user_id: UserId | None = None
     ) -> None:
-        self.policy = policy
-        self.broker = broker
+        self.policy: PresencePolicy = policy
+        self.broker: PresenceBroker = broker
         self._user_id: UserId = user_id if user_id is not None else default_user_id
 
     def presence_of(self, topic: str) -> Presence:
