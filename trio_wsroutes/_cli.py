@@ -473,7 +473,7 @@ def _serve_workers(args: argparse.Namespace, server: Any, paths: str) -> int:
 
     try:
         trio.run(supervise, plan, announce)
-    except (StartupError, WorkerStartFailed) as exc:
+    except (StartupError, WorkerStartFailed, ValueError) as exc:
         raise _Failure(exc.strerror if isinstance(exc, StartupError) else str(exc)) from None
     print(f"{_prog()}: stopped", file=sys.stderr, flush=True)
     return 0
