@@ -8,7 +8,8 @@
 ``run.py`` starts these pinned to the load-generator core(s) and reads one JSON object from
 stdout (``idle`` prints a ``ready`` line, waits for a line on stdin, then closes).
 ``--start-at`` (a ``time.time()``) lets several processes measure the same window.
-``--server-pid`` adds the server's CPU use over the window.
+``--server-pid`` adds the server's CPU use over the window (repeated: the sum, for
+worker processes).
 
 The clients do as little per frame as they can so that the server is the limit: the
 fan-out subscribers count frames without parsing them (every 1024th is parsed to check
@@ -106,8 +107,8 @@ def close_on_close_frame(transport: WSTransport, frame: WSFrame) -> None:
 class Window:
     """The measured interval: CPU of this process and of the server, core usage."""
 
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
+    def __init__(self, server_pids: list[int] | None) -> None:
+        self.server_pids = server_pids or []
         self.latencies: list[int] = []
         self.count = 0
         self.measuring = False
@@ -118,7 +119,7 @@ class Window:
 
     def open(self) -> None:
         self._cores0 = harness.core_times()
-        self._server0 = harness.process_cpu_seconds(self.server_pid) if self.server_pid else 0
+        self._server0 = self._server_cpu()
         self._cpu0 = time.process_time()
         self.started = time.perf_counter()
         self.measuring = True
@@ -128,16 +129,19 @@ class Window:
         self.ended = time.perf_counter()
         cpu = time.process_time() - self._cpu0
         elapsed = self.ended - self.started
-        server = harness.process_cpu_seconds(self.server_pid) if self.server_pid else 0
+        server = self._server_cpu()
         self.result = {
             "elapsed": elapsed,
             "count": self.count,
             "rate": self.count / elapsed if elapsed else 0.0,
             "client_cpu": cpu / elapsed if elapsed else 0.0,
-            "server_cpu": (server - self._server0) / elapsed if self.server_pid else None,
+            "server_cpu": (server - self._server0) / elapsed if self.server_pids else None,
             "core_busy": harness.core_busy(self._cores0, harness.core_times()),
             "latency_us": latency_sample(self.latencies),
         }
+
+    def _server_cpu(self) -> float:
+        return sum(harness.process_cpu_seconds(pid) for pid in self.server_pids)
 
 
 def latency_sample(latencies_ns: list[int], keep: int = 10_000) -> list[float]:
@@ -653,7 +657,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--server-pid", type=int, action="append", help="repeatable: summed")
     parser.add_argument("--start-at", type=float, default=0.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=5.0)
