@@ -47,6 +47,7 @@ from typing import Any, NoReturn, cast
 from ._cli_watch import SOURCES_FLAG, project_sources, reload_loop, watch_install_hint, watch_loop
 from ._routes import WebSocketRoute
 from ._serving import program_name
+from ._targets import TargetError, load_target
 from ._typegen import (
     TypeGenerationError,
     client_language,
@@ -186,34 +187,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen-fds", help=argparse.SUPPRESS)
     serve.set_defaults(command_parser=serve)
     return parser
-
-
-def load_target(target: str, app_dir: str = ".") -> object:
-    """Import ``module:attribute`` (with ``app_dir`` first on ``sys.path``)."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name:
-        raise _Failure(f"TARGET must look like module:attribute, got {target!r}")
-    directory = str(Path(app_dir).resolve())
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise _Failure(
-                f"cannot import {module_name!r}: no such module in {directory}"
-            ) from None
-        raise
-    found: object = module
-    for part in (attribute or "server").split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise _Failure(
-                f"module {module_name!r} has no attribute {attribute or 'server'!r}"
-            ) from None
-    return found
 
 
 _EXPECTED = "expected a WebSocketServer, a route or a list of routes"
@@ -520,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.watch:
             return _watch(args, arguments)
         return _generate(args)
-    except (_Failure, TypeGenerationError) as exc:
+    except (_Failure, TargetError, TypeGenerationError) as exc:
         print(f"{_prog()}: error: {exc}", file=sys.stderr)
         # A server that cannot start exits 2 (as when it cannot listen); generation 1.
         return 2 if args.command == "serve" else 1

@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from ._serving import BoundAddress, StartupError, serve_natively
+from ._targets import TargetError, load_target
 
 if TYPE_CHECKING:
     from ._server import WebSocketServer
@@ -504,14 +505,13 @@ def serve_native_workers(
     topics. Use a ``RedisBroker``, or pass ``allow_memory_broker=True`` for an app that
     shares no topic between connections.
     """
-    from ._cli import _Failure, load_target  # pyright: ignore[reportPrivateUsage]
     from ._server import WebSocketServer
 
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     try:
         server = load_target(target, app_dir)
-    except _Failure as exc:
+    except TargetError as exc:
         raise ValueError(str(exc)) from None
     if not isinstance(server, WebSocketServer):
         raise TypeError(f"{target} is not a WebSocketServer")
