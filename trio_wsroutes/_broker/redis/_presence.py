@@ -55,7 +55,7 @@ from .._base import Subscriber
 from ._common import Link, RedisBrokerStats, Settings, describe, is_unexpected, logger, once
 
 if TYPE_CHECKING:
-    from coredis.connection import BaseConnection
+    from ._common import Requests
 
 __all__ = ["READ_SCRIPT", "SYNC_SCRIPT", "RedisPresence"]
 
@@ -451,7 +451,7 @@ class RedisPresence:
 
 
 async def _evalsha(
-    pub: BaseConnection,
+    pub: Requests,
     sha: bytes,
     script: bytes,
     keys: tuple[bytes, ...],

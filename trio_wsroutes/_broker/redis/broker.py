@@ -258,9 +258,24 @@ class RedisBroker:
         inbound = self._inbound = Inbound(
             settings, stats, channels, outbound, recoveries, table, control
         )
-        self._session = Session(
-            settings, stats, link, channels, inbound, outbound, self._wanted_topics, control
-        )
+        if settings.cluster:
+            from ._cluster import ClusterSession
+
+            self._session: Session = ClusterSession(
+                settings,
+                stats,
+                link,
+                channels,
+                inbound,
+                outbound,
+                self._wanted_topics,
+                control,
+                recoveries,
+            )
+        else:
+            self._session = Session(
+                settings, stats, link, channels, inbound, outbound, self._wanted_topics, control
+            )
         self._background: AbstractAsyncContextManager[None] | None = None
         self._tracing: Tracing | None = None
         self._presence: RedisPresence | None = None
