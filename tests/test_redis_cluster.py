@@ -19,7 +19,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from tests._redis_cluster import RedisCluster, redis_cluster  # noqa: F401  # the fixture
+from tests._redis_cluster import RedisCluster
 from tests.conftest import live_server, wait_until
 from tests.presence_app import make_server
 from tests.test_history import Recorder
@@ -217,7 +217,7 @@ async def test_a_user_is_disconnected_on_another_server_on_the_cluster(
     a = app(broker=broker(redis_cluster, history=None))
     b = app(broker=broker(redis_cluster, history=None))
     with trio.fail_after(TIMEOUT):
-        async with live_server(a) as on_a, live_server(b, "native") as on_b:
+        async with live_server(a), live_server(b, "native") as on_b:
             await wait_until(lambda: a.broker.connected and b.broker.connected)  # type: ignore[attr-defined]
             async with user(on_b, "ada") as ada, user(on_b, "bob") as bob:
                 for ws in (ada, bob):
