@@ -171,9 +171,35 @@ class RedisCluster:
                         return node
         raise LookupError(f"no node owns slot {slot}")
 
+    def move_slot(self, name: bytes, target: ClusterNode) -> None:
+        """Move the slot of ``name`` to ``target`` with its keys, as ``redis-cli --cluster
+        reshard`` does (IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE on every node)."""
+        source = self.node_of(name)
+        slot = self.nodes[0].command("CLUSTER", "KEYSLOT", name.decode()).strip().lstrip(b":")
+        ids = {node.port: bulk(node.command("CLUSTER", "MYID")) for node in self.nodes}
+        target.command("CLUSTER", "SETSLOT", slot.decode(), "IMPORTING", ids[source.port])
+        source.command("CLUSTER", "SETSLOT", slot.decode(), "MIGRATING", ids[target.port])
+        while True:
+            reply = source.command("CLUSTER", "GETKEYSINSLOT", slot.decode(), "100")
+            keys = [key.decode() for key in reply.split(b"\r\n")[2::2] if key]
+            if not keys:
+                break
+            moved = source.command(
+                "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *keys
+            )
+            assert moved.startswith(b"+OK"), moved
+        for node in (target, source, *self.nodes):
+            node.command("CLUSTER", "SETSLOT", slot.decode(), "NODE", ids[target.port])
+
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+def bulk(reply: bytes) -> str:
+    """The string in a RESP bulk or simple string reply."""
+    lines = reply.split(b"\r\n")
+    return (lines[1] if reply.startswith(b"$") else lines[0][1:]).decode()
 
 
 def require_cluster_tools() -> tuple[str, str]:
