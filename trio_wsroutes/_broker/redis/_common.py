@@ -165,6 +165,7 @@ class Settings:
         "max_messages",
         "max_recovery_buffer",
         "meta_ttl_ms",
+        "once_client",
         "policy",
         "prefix",
         "safe_url",
@@ -232,6 +233,9 @@ class Settings:
         self.size_given = max_message_size is not None
         self.max_message_size: int = max_message_size or DEFAULT_MAX_MESSAGE_SIZE
         self.policy: HistoryPolicy | None = None
+        self.once_client: Callable[[Settings], tuple[Any, Callable[[Any], Any]]] | None = None
+        """On a cluster: makes the client (and its wrapper) a broker that is not running
+        uses for one call (set by the broker, so that this module imports no other)."""
 
     def tag(self, topic: str) -> str:
         """``topic`` in braces: the hash tag that puts every key and (on a cluster) the
@@ -341,10 +345,8 @@ async def once(
 
     wrap: Callable[[Any], Any] = _same
     client: Any
-    if settings.cluster:
-        from ._cluster import cluster_once_client
-
-        client, wrap = cluster_once_client(settings)
+    if settings.once_client is not None:
+        client, wrap = settings.once_client(settings)
     else:
         client = Redis.from_url(
             settings.url,
