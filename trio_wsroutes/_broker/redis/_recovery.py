@@ -109,9 +109,13 @@ class Recoveries:
         assert policy is not None
         return self._reading(topic, history, since, None, cap=policy.max_recovery)
 
-    async def _read_for(self, topic: str, read: HistoryRead, group: list[_Recovering]) -> str:
+    async def _read_for(
+        self, topic: str, read: HistoryRead, group: list[_Recovering], *, live: bool = False
+    ) -> str:
         """Confirm the topic's channel, then read its stream for the recoveries of
-        ``group`` (again from where it ended while a buffer overflows); the outcome."""
+        ``group`` (again from where it ended while a buffer overflows); the outcome.
+        Cancelled, the recoveries end; with ``live``, their subscribers go back to the
+        table (they were live before: a catch-up)."""
         settings = self._settings
         outcome = "unread"
         try:
@@ -145,6 +149,12 @@ class Recoveries:
                 outcome = "unread"
                 logger.debug("redis broker: recovery on %r failed: %s", topic, describe(exc))
         except BaseException:
+            # Live ones back first, so that ending the others does not leave the channel.
+            if live:
+                for recovering in group:
+                    if not recovering.cancelled:
+                        self._end(topic, recovering, release=False)
+                        self._table.add(topic, recovering.subscriber)
             for recovering in group:
                 self._end(topic, recovering, release=True)  # cancelled, or a bug
             raise
@@ -205,7 +215,7 @@ class Recoveries:
             # Out of the table while recovering (the topic's channel stays: it recovers).
             self._table.discard(topic, recovering.subscriber)
         read = self._recovery_read(topic, history, since)
-        outcome = await self._read_for(topic, read, group)
+        outcome = await self._read_for(topic, read, group, live=True)
         stats = self._stats
         done = outcome == "done" and read.epoch is not None
         if done:
