@@ -324,7 +324,9 @@ async def test_a_slot_moving_to_another_master_resubscribes_and_catches_up(
     assert recorder.offsets == list(range(1, last + 1))
     numbers = recorder.numbers
     assert numbers == sorted(set(numbers))
-    assert publisher.stats.publish_lost == count[0] - len(numbers)
+    # Each one that did not arrive is counted lost (a few counted may have arrived:
+    # those in flight when the session ended, unacknowledged).
+    assert publisher.stats.publish_lost >= count[0] - len(numbers)
     assert subscriber.stats.connects >= 2  # a new session on the new slot map
     assert subscriber.stats.catch_ups_failed == 0
 
