@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
-from ..._history import Position
+from ..._history import History, Position
 from ._channels import Channels
 from ._common import (
     ConnectionLost,
@@ -131,6 +131,9 @@ class Node:
     def name(self) -> str:
         return f"{self.host}:{self.port}"
 
+
+_Held = tuple[str, History, Position, list[Any]]
+"""A topic held for a catch-up: its history, its last position here, its recoveries."""
 
 SlotMap = tuple[tuple[int, int, str, int], ...]
 """``(first slot, last slot, host, port)`` of each range, sorted."""
@@ -495,17 +498,15 @@ class ClusterSession(Session):
             node.up = True
             channel = settings.channel
             topics = [t for t in self._wanted() if router.owner(channel(t)) is node]
-            waiters = self._channels.subscribe(topics)
-            if (
-                self._control.handler is not None
-                and router.owner(settings.control_channel) is node
-            ):
-                waiters += self._channels.subscribe_control()
-            with trio.fail_after(settings.timeout + len(topics) / 10_000):
-                for event in waiters:
-                    await event.wait()
-            if not node.up or node.sub is not sub:
-                raise ConnectionLost("subscription connection lost")
+            # Topics to catch up are held (live publications buffered) from before their
+            # subscription is made again: none is delivered past the gap first.
+            held = self._hold(topics) if node.gap else []
+            try:
+                await self._subscribe(router, node, sub, topics)
+            except BaseException:
+                for topic, _, _, group in held:
+                    self._recoveries.unhold(topic, group)
+                raise
             router.tried(node)
             if node.gap:
                 node.gap = False
@@ -514,19 +515,49 @@ class ClusterSession(Session):
                     node.name,
                     len(topics),
                 )
-                nursery.start_soon(self._catch_up, topics)
+                nursery.start_soon(self._catch_up, held)
             nursery.start_soon(self._ping, sub)
 
-    async def _catch_up(self, topics: list[str]) -> None:
-        """The subscriptions of ``topics`` had a gap: each topic with history sends its
-        local subscribers what they missed, from the stream."""
+    async def _subscribe(
+        self, router: Router, node: Node, sub: BaseConnection, topics: list[str]
+    ) -> None:
+        """Subscribe ``topics`` (and the control channel if it is ``node``'s) on the
+        node's new connection ``sub``, and wait until Redis acknowledges them."""
+        settings = self._settings
+        waiters = self._channels.subscribe(topics)
+        control = settings.control_channel
+        if self._control.handler is not None and router.owner(control) is node:
+            waiters += self._channels.subscribe_control()
+        with trio.fail_after(settings.timeout + len(topics) / 10_000):
+            for event in waiters:
+                await event.wait()
+        if not node.up or node.sub is not sub:
+            raise ConnectionLost("subscription connection lost")
+
+    def _hold(self, topics: list[str]) -> list[_Held]:
+        """The subscriptions of ``topics`` had a gap: hold the local subscribers of each
+        topic with history that delivered something here, with its last position."""
         delivered = self._inbound.delivered
         assert delivered is not None
+        held: list[_Held] = []
         for topic in topics:
             history = self._settings.history_for(topic)
             last = delivered.get(topic)
             if history is not None and last is not None:
-                await self._recoveries.catch_up(topic, history, Position(*last))
+                group = self._recoveries.hold(topic)
+                if group:
+                    held.append((topic, history, Position(*last), group))
+        return held
+
+    async def _catch_up(self, held: list[_Held]) -> None:
+        """Catch the held topics up, one after the other (each held until its turn)."""
+        for index, (topic, history, since, group) in enumerate(held):
+            try:
+                await self._recoveries.catch_up(topic, history, since, group)
+            except BaseException:
+                for later, _, _, waiting in held[index + 1 :]:
+                    self._recoveries.unhold(later, waiting)
+                raise
 
     async def _ping(self, sub: BaseConnection) -> None:
         """Check the node's subscription connection every ``health_check_interval``."""

@@ -149,14 +149,11 @@ class Recoveries:
                 outcome = "unread"
                 logger.debug("redis broker: recovery on %r failed: %s", topic, describe(exc))
         except BaseException:
-            # Live ones back first, so that ending the others does not leave the channel.
             if live:
+                self.unhold(topic, group)
+            else:
                 for recovering in group:
-                    if not recovering.cancelled:
-                        self._end(topic, recovering, release=False)
-                        self._table.add(topic, recovering.subscriber)
-            for recovering in group:
-                self._end(topic, recovering, release=True)  # cancelled, or a bug
+                    self._end(topic, recovering, release=True)  # cancelled, or a bug
             raise
         return outcome
 
@@ -194,26 +191,46 @@ class Recoveries:
             stats.recovered_messages += missed
         return Recovery(recovered=True, missed=missed)
 
-    async def catch_up(self, topic: str, history: History, since: Position) -> bool:
-        """On a cluster, after a gap in ``topic``'s subscription: send its local
-        subscribers the publications after ``since`` (the last one fanned out here), from
-        the stream, as a recovery does (live ones buffered meanwhile), then the live ones.
-        ``False`` when the stream cannot say what was missed (``stats.catch_ups_failed``):
-        the subscribers get the live ones, and the gap shows in their offsets."""
+    def hold(self, topic: str) -> list[_Recovering]:
+        """On a cluster, before ``topic``'s subscription is made again after a gap: take
+        its local subscribers out of the table into recoveries (what comes live is
+        buffered for them from now on) until :meth:`catch_up` or :meth:`unhold`."""
         mine = self.recovering.setdefault(topic, {})
         group: list[_Recovering] = []
         for subscriber in self._table.subscribers(topic):
             if subscriber not in mine:
                 recovering = mine[subscriber] = _Recovering(subscriber)
                 group.append(recovering)
+        if not mine:
+            del self.recovering[topic]
+        for recovering in group:
+            # Out of the table while held (the topic's channel stays: it recovers).
+            self._table.discard(topic, recovering.subscriber)
+        return group
+
+    def unhold(self, topic: str, group: list[_Recovering]) -> None:
+        """Put the subscribers :meth:`hold` took back in the table, as they were (what
+        was buffered for them is dropped: the gap stays, as without a catch-up)."""
+        # Live ones back first, so that ending the others does not leave the channel.
+        for recovering in group:
+            if not recovering.cancelled:
+                self._end(topic, recovering, release=False)
+                self._table.add(topic, recovering.subscriber)
+        for recovering in group:
+            self._end(topic, recovering, release=True)
+
+    async def catch_up(
+        self, topic: str, history: History, since: Position, group: list[_Recovering]
+    ) -> bool:
+        """On a cluster, once ``topic``'s subscription is back after a gap: send the
+        subscribers :meth:`hold` took the publications after ``since`` (the last one
+        fanned out here before the gap), from the stream, then what was buffered, as a
+        recovery does, and make them live again. ``False`` when the stream cannot say
+        what was missed (``stats.catch_ups_failed``): they get what was buffered, and
+        the gap shows in their offsets."""
         if not group:
-            if not mine:
-                del self.recovering[topic]
             await trio.lowlevel.checkpoint()
             return True
-        for recovering in group:
-            # Out of the table while recovering (the topic's channel stays: it recovers).
-            self._table.discard(topic, recovering.subscriber)
         read = self._recovery_read(topic, history, since)
         outcome = await self._read_for(topic, read, group, live=True)
         stats = self._stats
