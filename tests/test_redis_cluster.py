@@ -87,7 +87,7 @@ def shard_channels(cluster: RedisCluster) -> dict[int, set[bytes]]:
 
 def test_cluster_urls_are_checked() -> None:
     with pytest.raises(ValueError, match="host:port"):
-        RedisBroker("redis+cluster://127.0.0.1/").url  # noqa: B018
+        RedisBroker("redis+cluster://127.0.0.1/")
     with pytest.raises(ValueError, match="database 0"):
         RedisBroker("redis+cluster://127.0.0.1:7000/3")
     with pytest.raises(ValueError, match="cannot contain"):

@@ -328,7 +328,9 @@ class RedisBroker:
 
     @property
     def connected(self) -> bool:
-        """``True`` while both Redis connections are up and every topic is subscribed."""
+        """``True`` while both Redis connections are up and every topic is subscribed (on a
+        cluster: while the broker holds a slot map and at least one master is up; the
+        topics of a master that is down are not subscribed meanwhile)."""
         return self._link.state == "connected"
 
     @property
