@@ -191,6 +191,12 @@ async def test_history_recovers_on_another_server_on_every_shard(
                 assert await handle.publish(topic, Said("cron", 12)) == 1
                 await received(again, 9)
                 assert again.offsets[-1] == 12
+            # And on a topic without history: a sharded publish, one process reached.
+            news = Recorder()
+            await worker_b.subscribe("news", news)
+            assert await RedisBroker(cluster.url).publish("news", Said("cron", 1)) == 1
+            await received(news, 1)
+            assert news.numbers == [1]
 
 
 async def test_presence_is_shared_across_servers_on_the_cluster(
