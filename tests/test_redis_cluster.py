@@ -19,6 +19,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from tests._redis import free_port, require_coredis
 from tests._redis_cluster import RedisCluster
 from tests.conftest import live_server, wait_until
 from tests.presence_app import make_server
@@ -115,6 +116,23 @@ def test_cluster_urls_are_checked() -> None:
         names = [settings.channel(topic), *settings.history_keys(topic)]
         assert len({hash_slot(name) for name in names}) == 1, topic
     assert settings.channel("a}b") != settings.channel("a")
+
+
+async def test_an_unreachable_cluster_is_retried_and_local_delivery_goes_on() -> None:
+    require_coredis()
+    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"  # nobody there
+    lonely = RedisBroker(url, reconnect_delay=0.05, max_reconnect_delay=0.2, timeout=1.0)
+    with trio.fail_after(TIMEOUT):
+        async with lonely:
+            assert lonely.state == "disconnected"
+            recorder = Recorder()
+            recorder.topics.add("news")
+            await lonely.subscribe("news", recorder)
+            assert await lonely.publish("news", Said("x", 1)) == 1
+            assert recorder.numbers == [1]
+            assert lonely.stats.publish_lost == 1
+        with pytest.raises(ConnectionError, match="could not publish to Redis"):
+            await RedisBroker(url, timeout=1.0).publish("news", Said("x", 2))
 
 
 async def test_publications_on_every_shard_reach_the_other_server_in_order(
