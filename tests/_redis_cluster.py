@@ -97,6 +97,10 @@ class ClusterNode(RedisServer):
                 raise RuntimeError(f"redis-server did not start: see {self.log_path}")
             time.sleep(0.02)
 
+    def knows_replica(self, port: int) -> bool:
+        """Whether this node sees the replica on ``port`` connected."""
+        return _knows(self, port)
+
     def cluster_ok(self, masters: int) -> bool:
         """Whether this node says the cluster is ok and knows ``masters`` masters with
         slots, every one connected."""
@@ -114,6 +118,17 @@ class ClusterNode(RedisServer):
             if "fail" not in line.split()[2] and " connected" in line and len(line.split()) > 8
         ]
         return len(healthy) == masters
+
+
+def _knows(node: ClusterNode, port: int) -> bool:
+    try:
+        nodes = node.command("CLUSTER", "NODES").decode(errors="replace")
+    except OSError:
+        return False
+    return any(
+        f"127.0.0.1:{port}@" in line and "slave" in line and " connected" in line
+        for line in nodes.splitlines()
+    )
 
 
 class RedisCluster:
@@ -158,9 +173,10 @@ class RedisCluster:
 
     def node_of(self, name: bytes) -> ClusterNode:
         """The node whose slots hold ``name`` (a key or sharded channel)."""
-        reply = self.nodes[0].command("CLUSTER", "KEYSLOT", name.decode())
+        running = [node for node in self.nodes if node.process is not None]
+        reply = running[0].command("CLUSTER", "KEYSLOT", name.decode())
         slot = int(reply.strip().lstrip(b":"))
-        for node in self.nodes:
+        for node in running:
             for line in node.command("CLUSTER", "NODES").decode().splitlines():
                 fields = line.split()
                 if len(fields) < 3 or "myself" not in fields[2]:
@@ -170,6 +186,42 @@ class RedisCluster:
                     if first.isdigit() and int(first) <= slot <= int(last or first):
                         return node
         raise LookupError(f"no node owns slot {slot}")
+
+    def add_replica(self, master: ClusterNode) -> ClusterNode:
+        """Start one more node and make it ``master``'s replica; return once it has
+        synchronised and every node knows it."""
+        replica = ClusterNode(self.nodes[0].executable, self.nodes[0].log_path.parent)
+        replica.start()
+        master_id = bulk(master.command("CLUSTER", "MYID"))
+        subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "add-node",
+                f"127.0.0.1:{replica.port}",
+                f"127.0.0.1:{master.port}",
+                "--cluster-slave",
+                "--cluster-master-id",
+                master_id,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=CLUSTER_TIMEOUT,
+        )
+        self.nodes.append(replica)
+        deadline = time.monotonic() + CLUSTER_TIMEOUT
+        while b"master_link_status:up" not in replica.command("INFO", "replication") or not all(
+            node.knows_replica(replica.port) for node in self.nodes if node is not replica
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not synchronise")
+            time.sleep(0.05)
+        return replica
+
+    def replicated(self, master: ClusterNode, replica: ClusterNode) -> bool:
+        """Whether ``replica`` has applied everything ``master`` wrote."""
+        offset = field(master.command("INFO", "replication"), b"master_repl_offset")
+        return field(replica.command("INFO", "replication"), b"slave_repl_offset") == offset
 
     def move_slot(self, name: bytes, target: ClusterNode) -> None:
         """Move the slot of ``name`` to ``target`` with its keys, as ``redis-cli --cluster
@@ -194,6 +246,14 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+def field(info: bytes, name: bytes) -> bytes:
+    """A field of an ``INFO`` reply."""
+    for line in info.split(b"\r\n"):
+        if line.startswith(name + b":"):
+            return line.partition(b":")[2]
+    return b""
 
 
 def bulk(reply: bytes) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from tests._redis import free_port, require_coredis
-from tests._redis_cluster import RedisCluster
+from tests._redis_cluster import RedisCluster, require_cluster_tools
 from tests.conftest import live_server, wait_until
 from tests.presence_app import make_server
 from tests.test_history import Recorder
@@ -75,6 +76,14 @@ def one_topic_per_node(cluster: RedisCluster, prefix: str) -> list[str]:
         found.setdefault(cluster.node_of(channel(topic)).port, topic)
         n += 1
     return [found[node.port] for node in cluster.nodes]
+
+
+def owner(cluster: RedisCluster, name: bytes) -> object:
+    """The running node that owns the slot of ``name``, or ``None`` (none does now)."""
+    try:
+        return cluster.node_of(name)
+    except LookupError:
+        return None
 
 
 def shard_channels(cluster: RedisCluster) -> dict[int, set[bytes]]:
@@ -417,3 +426,46 @@ async def test_a_killed_master_stops_only_its_shard_and_its_topics_resume_honest
         since = Position(old_epoch, old_offsets[-1])
         assert await resumer.subscribe(dead_topic, Recorder(), since=since) == Recovery(False, 0)
     assert publisher.stats.publish_lost > 0  # counted, not hidden
+
+
+async def test_a_failover_moves_the_subscription_to_the_promoted_replica(
+    tmp_path: Path,
+) -> None:
+    # A cluster of its own: three masters, and a replica of the master of the topic.
+    executable, cli = require_cluster_tools()
+    cluster = RedisCluster(executable, cli, tmp_path)
+    try:
+        await trio.to_thread.run_sync(cluster.start)
+        topic = one_topic_per_node(cluster, "room:failover")[0]
+        master = cluster.nodes[0]
+        replica = await trio.to_thread.run_sync(cluster.add_replica, master)
+        publisher, subscriber = broker(cluster), broker(cluster)
+        recorder = Recorder()
+        recorder.topics.add(topic)
+        with trio.fail_after(TIMEOUT):
+            async with publisher, subscriber:
+                await subscriber.subscribe(topic, recorder)
+                for n in range(1, 11):
+                    await publisher.publish(topic, Said("p", n))
+                await received(recorder, 10)
+                # Everything so far is on the replica (replication is asynchronous: a
+                # failover can lose what the master had not sent it yet).
+                await wait_until(lambda: cluster.replicated(master, replica))
+                master.kill()
+                async with publishing(publisher, [topic]) as count:
+                    # Lost until the replica is promoted and the broker sees the new map.
+                    await wait_until(lambda: owner(cluster, channel(topic)) is replica)
+                    await received(recorder, len(recorder.messages) + 20)
+                await publisher.flush()
+                last = (await publisher.history(topic, limit=0)).position.offset
+                await wait_until(lambda: recorder.offsets[-1:] == [last])
+    finally:
+        cluster.stop()
+    # One epoch, every committed publication once and in order, the others counted lost.
+    assert runs(recorder) == [(recorder.messages[0]["epoch"], list(range(1, last + 1)))]
+    numbers = recorder.numbers
+    assert numbers[:10] == list(range(1, 11))
+    assert numbers[10:] == sorted(set(numbers[10:]))
+    assert publisher.stats.publish_lost >= count[0] - (len(numbers) - 10)
+    assert subscriber.stats.connects >= 2  # a new session on the new slot map
+    assert subscriber.stats.catch_ups_failed == 0
