@@ -78,10 +78,17 @@ class Inbound:
         """When Redis last sent anything on the subscription connection (Trio's clock)."""
         self.tracing: Tracing | None = None
         """The server's tracing, if on: a delivery with a trace context gets a span."""
+        self.on_unsubscribed: Callable[[bytes], None] | None = None
+        """On a cluster: called when Redis ends a subscription this process holds."""
+        self.delivered: dict[str, tuple[str, int]] | None = {} if settings.cluster else None
+        """On a cluster: the last position fanned out on each topic with local
+        subscribers, from which a topic catches up after a gap in its subscription."""
 
     def forget(self, topic: str) -> None:
         """Nobody here listens on ``topic`` any more: forget its sequence tracking."""
         self._seen.pop(topic, None)
+        if self.delivered is not None:
+            self.delivered.pop(topic, None)
 
     async def drain(self, sub: BaseConnection, gate: Any) -> None:
         """Move what Redis pushes into the bounded fan-out queue, as fast as it arrives.
@@ -119,12 +126,19 @@ class Inbound:
         kind, channel = items[0], items[1]
         if not isinstance(channel, bytes):
             return
-        if kind == b"message" and len(items) == 3:
+        if (kind == b"message" or kind == b"smessage") and len(items) == 3:
             data = items[2]
             if isinstance(data, bytes):
                 self._on_message(channel, data)
-        elif kind == b"subscribe":
+        elif kind == b"subscribe" or kind == b"ssubscribe":
             self._channels.acknowledged(channel)
+        elif (
+            kind == b"sunsubscribe"
+            and channel in self._channels.subscribed
+            and self.on_unsubscribed is not None
+        ):
+            # A cluster ended a sharded subscription we did not leave: its slot moved.
+            self.on_unsubscribed(channel)
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         topic = self._channels.topics.get(channel)
@@ -234,6 +248,7 @@ class Inbound:
         recovering = recoveries.recovering  # the same dicts for the broker's life
         lagging = recoveries.lagging
         lag = self._stats.lag
+        positions = self.delivered
         while True:
             if not inbox:
                 if self._overflowing:
@@ -252,6 +267,8 @@ class Inbound:
             span = None
             if trace is not None and self.tracing is not None:
                 span = self.tracing.deliver(topic, trace, frame, self._settings.policy)
+            if positions is not None and offset and epoch is not None and topic in table:
+                positions[topic] = (epoch, offset)
             if recovering:
                 recoveries.buffer(topic, frame, offset, epoch, exclude)
             if lagging and offset:
