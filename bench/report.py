@@ -21,13 +21,24 @@ import harness
 DOCS = harness.ROOT / "docs"
 INCLUDE = DOCS / "benchmarks-results.inc"
 CHART = DOCS / "_static" / "benchmarks.png"
-ORDER = ("native", "asgi", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
+ORDER = (
+    "native",
+    "asgi",
+    "hypercorn",
+    "fastapi",
+    "websockets",
+    "websockets-trio",
+    "bun",
+    "floor",
+    "floor-batched",
+)
 SHORT = {
     "asgi": "trio_wsroutes ASGI (hypercorn-trio)",
     "native": "trio_wsroutes native",
     "hypercorn": "plain ASGI on hypercorn-trio",
     "fastapi": "FastAPI + pydantic, uvicorn",
     "websockets": "websockets on uvloop, raw",
+    "websockets-trio": "websockets on Trio, raw",
     "bun": "Bun + Zod",
     "floor": "floor: a bare sock.send loop",
     "floor-batched": "floor, batched per recv",
@@ -38,6 +49,7 @@ COLORS = {
     "hypercorn": "#9e9e9e",
     "fastapi": "#e39a2d",
     "websockets": "#b5487a",
+    "websockets-trio": "#d98cb3",
     "bun": "#3c9d5d",
     "floor": "#555555",
     "floor-batched": "#888888",

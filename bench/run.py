@@ -40,7 +40,17 @@ from typing import Any
 
 import harness
 
-SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
+SYSTEMS = (
+    "asgi",
+    "native",
+    "hypercorn",
+    "fastapi",
+    "websockets",
+    "websockets-trio",
+    "bun",
+    "floor",
+    "floor-batched",
+)
 EXTRA_SYSTEMS = ("native-history", "native-presence", "native-metrics", "native-tracing")
 """Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses
 ``native-history``, ``bench/presence.py`` uses ``native-presence``; ``--systems
@@ -54,6 +64,7 @@ LABELS = {
     "hypercorn": "plain ASGI app on hypercorn-trio (floor)",
     "fastapi": "FastAPI + pydantic on uvicorn",
     "websockets": "websockets asyncio server on uvloop, raw echo / broadcast() (no validation)",
+    "websockets-trio": "websockets Trio server, raw echo / broadcast() (no validation)",
     "bun": "Bun.serve + Zod (ceiling)",
     "floor": "fan-out floor: one pre-framed message, sock.send to each subscriber (floor.py)",
     "floor-batched": "fan-out floor, batched: the messages of one recv in one sock.send each",
