@@ -22,22 +22,9 @@ from typing import Any
 import harness
 
 REFERENCE = "native"
-SHOWN_SYSCALLS = (
-    "sendto",
-    "recvfrom",
-    "sendmsg",
-    "recvmsg",
-    "write",
-    "writev",
-    "read",
-    "epoll_wait",
-    "epoll_pwait",
-    "epoll_ctl",
-    "accept4",
-    "close",
-    "futex",
-)
-"""The system calls a report names one by one, when present; the rest are summed."""
+SHOWN_PER_MESSAGE = 0.05
+"""A report names the system calls made at least this often per message; the rest are
+summed as ``other``."""
 
 
 def strace() -> str | None:
@@ -118,16 +105,22 @@ def parse_strace_summary(text: str) -> dict[str, int]:
 
 
 def per_message(calls: Mapping[str, int], messages: float) -> dict[str, float]:
-    """Calls per message: the named kinds one by one, the rest as ``other`` and all of
-    them as ``total``."""
+    """Calls per message of every kind, the most frequent first, and of all of them as
+    ``total``."""
     if not messages:
         return {}
-    out = {name: calls[name] / messages for name in SHOWN_SYSCALLS if calls.get(name)}
-    other = sum(n for name, n in calls.items() if name not in SHOWN_SYSCALLS)
-    if other:
-        out["other"] = other / messages
-    out["total"] = sum(calls.values()) / messages
-    return {k: round(v, 3) for k, v in out.items()}
+    out = {name: round(n / messages, 3) for name, n in sorted(calls.items(), key=lambda c: -c[1])}
+    out["total"] = round(sum(calls.values()) / messages, 3)
+    return out
+
+
+def shown_syscalls(calls: Mapping[str, float]) -> list[tuple[str, float]]:
+    """The kinds a report names (made at least :data:`SHOWN_PER_MESSAGE` times per
+    message, the most frequent first), then ``other`` for the rest."""
+    kinds = sorted(((k, v) for k, v in calls.items() if k != "total"), key=lambda c: -c[1])
+    named = [(k, v) for k, v in kinds if v >= SHOWN_PER_MESSAGE]
+    rest = sum(v for k, v in kinds if v < SHOWN_PER_MESSAGE)
+    return named + ([("other", rest)] if rest >= 0.005 else [])
 
 
 # -- ratios of the native transport to each peer -----------------------------------------

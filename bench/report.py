@@ -201,7 +201,7 @@ def syscalls_cell(cell: dict[str, Any]) -> str:
     calls = cell.get("syscalls")
     if not calls:
         return "n/a"
-    kinds = [f"{name} {value:.2f}" for name, value in calls.items() if name != "total"]
+    kinds = [f"{name} {value:.2f}" for name, value in figures.shown_syscalls(calls)]
     return f"{calls['total']:.2f}\n" + "\n".join(kinds)
 
 

@@ -718,7 +718,7 @@ def targets(
                     caveat.append(f"{system} client-limited, so the ratio may be high")
         for key, cell in ((top, a), (bottom, b)):
             if key and cell and cell.get("all_disturbed"):
-                caveat.append(f"{key[0]} disturbed by other processes in every run")
+                caveat.append(f"{key[0]} disturbed in every run (other processes or steal)")
         result.update(
             {
                 "value": value,
