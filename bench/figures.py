@@ -114,12 +114,12 @@ def per_message(calls: Mapping[str, int], messages: float) -> dict[str, float]:
     return out
 
 
-def shown_syscalls(calls: Mapping[str, float]) -> list[tuple[str, float]]:
-    """The kinds a report names (made at least :data:`SHOWN_PER_MESSAGE` times per
-    message, the most frequent first), then ``other`` for the rest."""
+def shown_syscalls(calls: Mapping[str, float], most: int = 6) -> list[tuple[str, float]]:
+    """The kinds a report names (the ``most`` most frequent of those made at least
+    :data:`SHOWN_PER_MESSAGE` times per message), then ``other`` for the rest."""
     kinds = sorted(((k, v) for k, v in calls.items() if k != "total"), key=lambda c: -c[1])
-    named = [(k, v) for k, v in kinds if v >= SHOWN_PER_MESSAGE]
-    rest = sum(v for k, v in kinds if v < SHOWN_PER_MESSAGE)
+    named = [(k, v) for k, v in kinds if v >= SHOWN_PER_MESSAGE][:most]
+    rest = sum(v for k, v in kinds[len(named) :])
     return named + ([("other", rest)] if rest >= 0.005 else [])
 
 
