@@ -60,6 +60,7 @@ def _capabilities(transport: Transport) -> tuple[bool, bool]:
         )
     return known
 
+
 COALESCE_BYTES: Final = 64 * 1024
 """Held published bytes past which a connection writes at once instead of waiting for
 the publisher to yield (held frames are not counted against ``backpressure_limit`` until
