@@ -468,13 +468,17 @@ class ClusterSession(Session):
         settings = self._settings
         location = TCPLocation(node.host, node.port)
 
-        async def open_one(nursery: trio.Nursery, budget: Any) -> BaseConnection:
+        async def open_one(
+            nursery: trio.Nursery, budget: Any, subscribing: bool
+        ) -> BaseConnection:
             connection = ClusterConnection(
                 location,
                 connect_timeout=settings.timeout,
                 processing_budget=budget,
                 **self._options,
             )
+            if subscribing:
+                self._inbound.attach(connection)
 
             async def hold(*, task_status: trio.TaskStatus[None]) -> None:
                 await connection.run(task_status=task_status)
@@ -486,8 +490,8 @@ class ClusterSession(Session):
         async with trio.open_nursery() as nursery:
             with trio.fail_after(settings.timeout):
                 gate = anyio.CapacityLimiter(1)
-                sub = await open_one(nursery, gate)
-                pub = await open_one(nursery, anyio.CapacityLimiter(1))
+                sub = await open_one(nursery, gate, True)
+                pub = await open_one(nursery, anyio.CapacityLimiter(1), False)
                 if settings.policy is not None:
                     for _, script in SCRIPTS:
                         await pub.create_request(

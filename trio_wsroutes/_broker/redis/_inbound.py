@@ -90,8 +90,26 @@ class Inbound:
         if self.delivered is not None:
             self.delivered.pop(topic, None)
 
+    def attach(self, sub: BaseConnection) -> bool:
+        """Before ``sub`` runs: have coredis hand each push to the checks and the
+        fan-out queue as it parses it, in its reader task, so that a message costs no
+        task switch, memory stream or processing budget of its own; whether coredis
+        is built as expected (if not, :meth:`drain` moves the pushes)."""
+        connection = cast(Any, sub)
+        buffer = getattr(connection, "_push_message_buffer_in", None)
+        if not callable(getattr(buffer, "send_nowait", None)) or not hasattr(
+            connection, "_processing_budget"
+        ):
+            return False
+        connection._push_message_buffer_in = _Direct(buffer, self._on_push)
+        # Nothing waits in coredis' buffer to be processed: reading needs no budget.
+        connection._processing_budget = _NO_BUDGET
+        return True
+
     async def drain(self, sub: BaseConnection, gate: Any) -> None:
-        """Move what Redis pushes into the bounded fan-out queue, as fast as it arrives.
+        """Move what Redis pushes into the bounded fan-out queue, as fast as it arrives
+        (on a connection :meth:`attach` prepared, nothing arrives here: this waits
+        until the connection ends).
 
         coredis parses every chunk read from the socket into an unbounded buffer. When
         coredis exposes that buffer as we expect, it is emptied at every turn without
@@ -151,6 +169,7 @@ class Inbound:
         if len(data) > max_size + MAX_HEADER:
             stats.oversized += 1  # not even decoded
             return
+        secret = self._settings.secret
         message = decode_wire(data)
         if message is None:
             stats.malformed += 1
@@ -158,7 +177,6 @@ class Inbound:
         if len(message.payload) > max_size:
             stats.oversized += 1
             return
-        secret = self._settings.secret
         if secret is not None and not authentic(secret, channel, message):
             stats.unauthenticated += 1
             return
@@ -281,6 +299,42 @@ class Inbound:
                 span.end()
             if table.pace():
                 await trio.lowlevel.checkpoint()
+
+
+class _Direct:
+    """Stands in for coredis' push-message buffer: what coredis puts in it goes to
+    ``on_push`` at once; everything else (closing it at the connection's end, which
+    ends :meth:`Inbound.drain`) is the buffer's own."""
+
+    __slots__ = ("_buffer", "send_nowait")
+
+    def __init__(self, buffer: Any, on_push: Callable[[object], None]) -> None:
+        self._buffer = buffer
+        self.send_nowait = on_push
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._buffer, name)
+
+    async def __aenter__(self) -> Any:
+        return await self._buffer.__aenter__()
+
+    async def __aexit__(self, *exc_info: object) -> Any:
+        return await self._buffer.__aexit__(*exc_info)
+
+
+class _NoBudget:
+    """A processing budget that never waits."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_BUDGET: Final = _NoBudget()
 
 
 def _nowait_receiver(connection: BaseConnection) -> Callable[[], Any] | None:

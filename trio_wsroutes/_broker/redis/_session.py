@@ -148,7 +148,7 @@ class Session:
         async with trio.open_nursery() as nursery:
             with trio.fail_after(settings.timeout):
                 gate = anyio.CapacityLimiter(1)
-                sub = await self._open(nursery, gate)
+                sub = await self._open(nursery, gate, self._inbound.attach)
                 pub = await self._open(nursery, anyio.CapacityLimiter(1))
                 if settings.policy is not None:
                     await load_scripts(pub, settings.timeout)
@@ -187,12 +187,19 @@ class Session:
             self._down_since = None
             connected()
 
-    async def _open(self, nursery: trio.Nursery, budget: Any) -> BaseConnection:
+    async def _open(
+        self,
+        nursery: trio.Nursery,
+        budget: Any,
+        prepare: Callable[[BaseConnection], object] | None = None,
+    ) -> BaseConnection:
         # One connection of our own (not leased from the pool), so that it is never
         # shared and its push-message reader can be throttled by ``budget``.
         pool = self._pool
         kwargs = {**pool.connection_kwargs, "processing_budget": budget}
         connection: BaseConnection = pool.connection_class(pool.location, **kwargs)
+        if prepare is not None:
+            prepare(connection)
 
         async def hold(*, task_status: trio.TaskStatus[None]) -> None:
             await connection.run(task_status=task_status)
