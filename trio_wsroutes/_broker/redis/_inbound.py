@@ -21,7 +21,7 @@ from ._control import Control
 from ._outbound import Outbound
 from ._positions import ReplayGuard
 from ._recovery import Recoveries
-from ._wire import MAX_HEADER, authentic, decode_wire
+from ._wire import MAX_HEADER, WIRE_MAGIC, authentic, decode_wire
 
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
@@ -34,6 +34,11 @@ _MAX_ORIGINS_PER_TOPIC: Final = 64
 _REPLAY_WINDOW: Final = 16
 """Without a secret, a sequence number at most this far behind its origin's last one is a
 duplicate; one further behind restarts the origin's tracking (the last one was forged)."""
+
+
+_LIVE_KINDS: Final = (b"t ", b"b ")
+_ORIGIN_END: Final = 7 + 44
+"""Where an origin (at most 10 digits, ``-``, 32 hex digits) and its space end, at most."""
 
 
 _Item = tuple[
@@ -170,6 +175,19 @@ class Inbound:
             stats.oversized += 1  # not even decoded
             return
         secret = self._settings.secret
+        if secret is None and data[5:7] in _LIVE_KINDS and data.startswith(WIRE_MAGIC):
+            # Our own publication coming back, on a topic without history: it was
+            # delivered here when it was published. Dropped unparsed (the payload is
+            # not even checked as UTF-8); anything else is parsed and counted as usual.
+            space = data.find(b" ", 7, _ORIGIN_END)
+            if (
+                space > 0
+                and data[7:space] in self._outbound.own_origins
+                and self._settings.history_for(topic) is None
+            ):
+                end = data.find(b"\n", space, MAX_HEADER)
+                if end > 0 and len(data) - end - 1 <= max_size:
+                    return
         message = decode_wire(data)
         if message is None:
             stats.malformed += 1
