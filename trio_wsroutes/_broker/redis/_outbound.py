@@ -14,7 +14,7 @@ import trio
 from ..._history import History, envelope_head, topic_json
 from ..._messages import Frame
 from .._base import Subscriber
-from .._topics import TopicTable
+from .._topics import YIELD_EVERY, TopicTable
 from ._common import Link, NodeDown, RedisBrokerStats, Settings, logger, new_origin, once, text
 from ._positions import MAX_TOPICS, Pending, Proposals
 from ._scripts import PUBLISH_SCRIPT, PUBLISH_SHA, load_scripts, publish_args
@@ -213,6 +213,16 @@ class Outbound:
         return seq
 
     # -- the queue to Redis ------------------------------------------------------------------
+
+    def crowded(self) -> bool:
+        """Whether a publish should let the sender run first: as many commands wait for
+        it as a fan-out makes between two scheduling points (fewer with a smaller
+        queue), or half the queue's bytes."""
+        settings = self._settings
+        return (
+            len(self._outgoing) >= min(YIELD_EVERY, settings.max_messages)
+            or self._outgoing_bytes * 2 >= settings.max_bytes
+        )
 
     def _enqueue(self, command: tuple[bytes, ...] | Pending, size: int) -> bool:
         """Queue a command for Redis; ``False`` (counted lost) if it cannot be."""

@@ -497,9 +497,14 @@ class RedisBroker:
         returns how many local subscribers it will reach then.
         """
         frame = message if isinstance(message, Frame) else encode_message(message)
-        # A scheduling point every time (not every 16th, as fan-outs): a loop of publishes
-        # must leave the sender its turns, or it outruns the bounded queue to Redis.
-        await trio.lowlevel.checkpoint()
+        # A cancellation point every time, a scheduling point as fan-outs have them (so
+        # that publications made together are written together, see TopicTable) and
+        # whenever a batch waits for Redis: a loop of publishes leaves the sender its
+        # turns, and does not outrun the bounded queue to Redis.
+        if self._table.pace() or self._outbound.crowded():
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         tracing = self._tracing
         if tracing is not None:
             return await tracing.publish(
