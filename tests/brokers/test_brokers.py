@@ -291,3 +291,30 @@ async def test_reading_history_creates_nothing(
     position = reader.last()
     assert position.offset == 1
     assert position.epoch not in (first.position.epoch, second.position.epoch)
+
+
+async def test_a_loop_of_publishes_yields_every_16th_publication(open_broker: OpenBroker) -> None:
+    # Publications made together are written to each subscriber together: a loop of
+    # publishes lets other tasks run every 16th publication, not after each one (each
+    # turn would write every subscriber's frames in a system call of its own).
+    member = Member()
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            await trio.lowlevel.checkpoint()
+            turns += 1
+
+    with trio.fail_after(TIMEOUT):
+        async with open_broker(None) as broker:
+            await join(broker, "live", member)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(other_task)
+                await trio.sleep(0.01)
+                turns = 0
+                for n in range(64):
+                    await broker.publish("live", said(n))
+                assert 3 <= turns <= 8  # 64 / 16, and the first may come sooner
+                nursery.cancel_scope.cancel()
+            assert len(member.frames) == 64

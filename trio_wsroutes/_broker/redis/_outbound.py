@@ -14,7 +14,7 @@ import trio
 from ..._history import History, envelope_head, topic_json
 from ..._messages import Frame
 from .._base import Subscriber
-from .._topics import YIELD_EVERY, TopicTable
+from .._topics import TopicTable
 from ._common import Link, NodeDown, RedisBrokerStats, Settings, logger, new_origin, once, text
 from ._positions import MAX_TOPICS, Pending, Proposals
 from ._scripts import PUBLISH_SCRIPT, PUBLISH_SHA, load_scripts, publish_args
@@ -215,12 +215,11 @@ class Outbound:
     # -- the queue to Redis ------------------------------------------------------------------
 
     def crowded(self) -> bool:
-        """Whether a publish should let the sender run first: as many commands wait for
-        it as a fan-out makes between two scheduling points (fewer with a smaller
-        queue), or half the queue's bytes."""
+        """Whether a publish should let the sender run first: half the queue to Redis
+        (in messages or bytes) waits for it."""
         settings = self._settings
         return (
-            len(self._outgoing) >= min(YIELD_EVERY, settings.max_messages)
+            len(self._outgoing) * 2 >= settings.max_messages
             or self._outgoing_bytes * 2 >= settings.max_bytes
         )
 

@@ -499,8 +499,8 @@ class RedisBroker:
         frame = message if isinstance(message, Frame) else encode_message(message)
         # A cancellation point every time, a scheduling point as fan-outs have them (so
         # that publications made together are written together, see TopicTable) and
-        # whenever a batch waits for Redis: a loop of publishes leaves the sender its
-        # turns, and does not outrun the bounded queue to Redis.
+        # whenever half the queue to Redis waits: a loop of publishes leaves the sender
+        # its turns, and does not outrun the bounded queue.
         if self._table.pace() or self._outbound.crowded():
             await trio.lowlevel.checkpoint()
         else:
