@@ -88,12 +88,13 @@ trio.run(main)
 """
 
 
+SCRIPT = Path(tempfile.gettempdir()) / f"redis_path_child_{os.getpid()}.py"
+
+
 def _child(
     role: str, url: str, args: argparse.Namespace, count: int, callgrind: Path | None
 ) -> subprocess.Popen[bytes]:
-    script = Path(tempfile.gettempdir()) / f"redis_path_child_{os.getpid()}.py"
-    script.write_text(CHILD)
-    command = [sys.executable, str(script), role, url, str(count)]
+    command = [sys.executable, str(SCRIPT), role, url, str(count)]
     command += [str(args.subscribers), str(args.burst), str(args.pace)]
     if getattr(args, "profile", None):
         command[1:1] = ["-m", "cProfile", "-o", f"{args.profile}.{role}"]
@@ -170,6 +171,7 @@ def main() -> None:
         raise SystemExit("valgrind is not installed")
     cases = ["publisher", "receiver"] if args.case == "both" else [args.case]
     with tempfile.TemporaryDirectory() as tmp:
+        SCRIPT.write_text(CHILD)
         redis = RedisServer(executable, Path(tmp))
         try:
             redis.start()
@@ -188,6 +190,7 @@ def main() -> None:
                     print(f"{case:10} {per_us:8.1f} µs CPU per publication  {result}", flush=True)
         finally:
             redis.kill()
+            SCRIPT.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
