@@ -134,6 +134,37 @@ def test_wire_format_round_trips_and_rejects_malformed_messages() -> None:
         assert decode_wire(bad) is None, bad
 
 
+def test_the_usual_header_is_parsed_as_strictly_as_any_other() -> None:
+    # Most messages have an origin, a sequence number and a publish time and nothing
+    # else: the same fields, the same limits, as in any other header.
+    def plain(header: bytes, payload: bytes = b"{}") -> WireMessage | None:
+        return decode_wire(b"wsr1 " + header + b"\n" + payload)
+
+    expected = WireMessage(False, b"42-abc", 7, b"{}", published=5, extensions=b"t=5")
+    assert plain(b"t 42-abc 7 t=5") == expected
+    assert plain(b"b 42-abc 7 t=5", b"\xff") == expected._replace(binary=True, payload=b"\xff")
+    assert plain(b"t - 0 t=5") == expected._replace(origin=None, seq=0)
+    longest = b"t 1234567890-" + b"f" * 32 + b" " + b"9" * 19 + b" t=" + b"9" * 16
+    message = plain(longest)
+    assert message is not None and message.published == int(b"9" * 16)
+    # A publish time it refuses is left out; the message stays.
+    for refused in (b"05", b"9" * 17, b""):
+        assert plain(b"t 42-abc 7 t=" + refused) == expected._replace(
+            published=0, extensions=b"t=" + refused, ignored=True
+        )
+    for bad in (
+        (b"t 42-abc 7 t=5", b"\xff"),  # a text payload must be UTF-8
+        (b"t 42-ABC 7 t=5", b"{}"),
+        (b"t 12345678901-a 7 t=5", b"{}"),
+        (b"t 42-" + b"a" * 33 + b" 7 t=5", b"{}"),
+        (b"t 42-abc 07 t=5", b"{}"),
+        (b"t 42-abc " + b"1" * 20 + b" t=5", b"{}"),
+        (b"t - 1 t=5", b"{}"),
+        (b"t 42-abc 7 t=5 t=6", b"{}"),
+    ):
+        assert plain(*bad) is None, bad
+
+
 @pytest.fixture
 def coredis() -> None:
     """Skip (fail in CI) without coredis; a sync fixture, so the reason shows."""
