@@ -38,6 +38,18 @@ TURN: Final = 0.1
 _Queued = tuple[tuple[bytes, ...] | Pending, int]
 
 
+class _Pipelined:
+    """A command as coredis' ``create_request_batch`` takes it."""
+
+    __slots__ = ("name", "serialized_arguments")
+
+    decode = None
+
+    def __init__(self, command: tuple[bytes, ...]) -> None:
+        self.name = command[0]
+        self.serialized_arguments = command[1:]
+
+
 class Outbound:
     """The publishing side of a broker: its origin and sequence numbers, the queue to
     Redis (bounded in messages and bytes: past it a publish is counted lost, never
@@ -277,6 +289,9 @@ class Outbound:
         out = self._outgoing
         proposals = self.proposals
         stats = self._stats
+        # A coredis connection pipelines a batch as one request (a cluster's router
+        # sends each command to its own master).
+        together = getattr(pub, "create_request_batch", None)
         while True:
             if not out:
                 if self._overflowing:
@@ -293,14 +308,25 @@ class Outbound:
                 continue
             self._in_flight = len(batch)
             timeout = self._settings.timeout
-            requests = [
-                pub.create_request(*self._command(item), timeout=timeout) for item, _ in batch
-            ]
+            commands = [self._command(item) for item, _ in batch]
+            requests: list[Awaitable[Any]] | None = None
+            replies: list[Any] = []
+            if together is not None and len(commands) > 1:
+                # One request for the whole batch: its replies, errors in their places.
+                pipelined = [_Pipelined(command) for command in commands]
+                replies = await together(pipelined, timeout=timeout)
+            else:
+                requests = [pub.create_request(*command, timeout=timeout) for command in commands]
             reload = False
             again: list[_Queued] = []
-            for (item, size), request in zip(batch, requests, strict=True):
+            for index, (item, size) in enumerate(batch):
                 try:
-                    reply = await request
+                    if requests is not None:
+                        reply = await requests[index]
+                    else:
+                        reply = replies[index]
+                        if isinstance(reply, BaseException):
+                            raise reply
                 except NodeDown:
                     # On a cluster: this command's master is down (the others go on).
                     self._in_flight -= 1
