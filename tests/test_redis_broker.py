@@ -1069,3 +1069,29 @@ async def test_history_entries_are_checked_like_messages(redis: RedisServer) -> 
             big = await small.history("room:a", since=Position(epoch, 2))
             assert (big.recovered, big.publications) == (False, ())
             assert small.stats.oversized == 1
+
+
+async def test_publications_redis_lost_the_script_for_are_counted_and_the_next_go_through(
+    redis: RedisServer,
+) -> None:
+    # Redis restarted without its scripts (here: flushed): the publications sent
+    # together meanwhile are each counted lost, the broker loads the scripts again, and
+    # the next publications are numbered and delivered.
+    broker = history_broker(redis.url)
+    room = Positions()
+    with trio.fail_after(30):
+        async with broker:
+            room.topics.add("room:a")
+            await broker.subscribe("room:a", room)
+            await broker.publish("room:a", Said("x", 1))
+            await broker.flush()
+            assert redis.command("SCRIPT", "FLUSH") == b"+OK\r\n"
+            for n in (2, 3, 4):  # queued together: one batch
+                await broker.publish("room:a", Said("x", n))
+            await broker.flush()
+            assert broker.stats.publish_lost == 3
+            await broker.publish("room:a", Said("x", 5))
+            await broker.flush()
+            await wait_until(lambda: len(room.offsets) == 2, 10)
+    assert room.offsets == [1, 2]
+    assert [m["data"]["n"] for m in room.messages] == [1, 5]
