@@ -65,6 +65,10 @@ class TopicTable:
         subscribers = self._topics.get(topic)
         return len(subscribers) if subscribers else 0
 
+    def subscribers(self, topic: str) -> list[Subscriber]:
+        """The subscribers of ``topic`` (a copy)."""
+        return list(self._topics.get(topic, ()))
+
     def is_subscribed(self, topic: str, subscriber: Subscriber) -> bool:
         """Whether ``subscriber`` is subscribed to ``topic``."""
         subscribers = self._topics.get(topic)

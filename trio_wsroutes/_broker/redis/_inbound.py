@@ -17,6 +17,7 @@ from .._base import Subscriber
 from .._topics import TopicTable
 from ._channels import Channels
 from ._common import RedisBrokerStats, Settings, logger
+from ._continuity import Continuity
 from ._control import Control
 from ._outbound import Outbound
 from ._positions import ReplayGuard
@@ -57,8 +58,10 @@ class Inbound:
         recoveries: Recoveries,
         table: TopicTable,
         control: Control,
+        continuity: Continuity,
     ) -> None:
         self._settings = settings
+        self._continuity = continuity
         self._control = control
         self._stats = stats
         self._channels = channels
@@ -82,6 +85,7 @@ class Inbound:
     def forget(self, topic: str) -> None:
         """Nobody here listens on ``topic`` any more: forget its sequence tracking."""
         self._seen.pop(topic, None)
+        self._continuity.forget(topic)
 
     async def drain(self, sub: BaseConnection, gate: Any) -> None:
         """Move what Redis pushes into the bounded fan-out queue, as fast as it arrives.
@@ -234,6 +238,7 @@ class Inbound:
         recovering = recoveries.recovering  # the same dicts for the broker's life
         lagging = recoveries.lagging
         lag = self._stats.lag
+        see = self._continuity.see
         while True:
             if not inbox:
                 if self._overflowing:
@@ -252,6 +257,8 @@ class Inbound:
             span = None
             if trace is not None and self.tracing is not None:
                 span = self.tracing.deliver(topic, trace, frame, self._settings.policy)
+            if offset and epoch is not None:
+                see(topic, epoch, offset)  # a gap ends the subscribers that can resume
             if recovering:
                 recoveries.buffer(topic, frame, offset, epoch, exclude)
             if lagging and offset:

@@ -22,6 +22,7 @@ from ._common import (
     logger,
     require_coredis,
 )
+from ._continuity import Continuity
 from ._control import Control
 from ._inbound import Inbound
 from ._outbound import Outbound
@@ -47,8 +48,10 @@ class Session:
         outbound: Outbound,
         wanted: Callable[[], list[str]],
         control: Control,
+        continuity: Continuity,
     ) -> None:
         self._control = control
+        self._continuity = continuity
         self._settings = settings
         self._stats = stats
         self._link = link
@@ -181,6 +184,9 @@ class Session:
                     len(topics),
                     self._stats.publish_lost - self._lost_at_disconnect,
                 )
+            if self._down_since is not None:
+                # Cut off until now: what did this process miss on its topics?
+                nursery.start_soon(self._continuity.check)
             self._down_since = None
             connected()
 
