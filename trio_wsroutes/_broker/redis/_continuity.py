@@ -49,6 +49,12 @@ class Continuity:
         follow the last (a later offset, or another epoch) means those in between were
         lost on the way; an earlier one changes nothing (a replay, or one a recovered
         subscriber is skipped for)."""
+        if topic not in self._table:
+            # Only recovering subscribers: they read the stream up to what they get live.
+            # Tracking starts again with the first live one.
+            if self.last:
+                self.last.pop(topic, None)
+            return
         last = self.last.get(topic)
         if last is not None:
             if last[0] == epoch:
@@ -58,7 +64,7 @@ class Continuity:
                     self.lost(topic, f"offsets {last[1] + 1} to {offset - 1}")
             else:
                 self.lost(topic, "another epoch")
-        if topic in self._table:
+        if topic in self._table:  # not if every subscriber resumes
             self.last[topic] = (epoch, offset)
 
     def forget(self, topic: str) -> None:
@@ -76,6 +82,11 @@ class Continuity:
                 table.discard(topic, subscriber)  # may forget the topic: last of its own
                 table.discard_all(subscriber)
                 ended += 1
+        if not ended:
+            logger.debug(
+                "redis broker: publications on %r were lost on their way (%s)", topic, what
+            )
+            return
         self._stats.history_resumes += ended
         logger.warning(
             "redis broker: publications on %r were lost on their way (%s); %d local "
