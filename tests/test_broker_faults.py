@@ -296,6 +296,35 @@ async def test_a_stall_past_the_health_check_is_detected_and_nothing_is_lost_sil
                 assert watchers[0].verdicts == []
 
 
+async def test_what_was_missed_at_the_end_of_a_stall_comes_back_without_a_later_one(
+    serve_live: ServeLive, redis: RedisServer
+) -> None:
+    """Nothing is published after the stall: no jump in offsets will ever show the gap, so
+    the reconnection itself must find it (the topic's last position in Redis is past
+    the one delivered) and the subscriber must get the missed publications."""
+    with trio.fail_after(40):
+        async with tcp_proxy(redis.port) as proxy:
+            async with scene(
+                serve_live, redis.url, proxy.url(), health_check_interval=0.5, timeout=1.0
+            ) as (one, two, _, _, watchers):
+                publisher = Publisher(one)
+                for _ in range(5):
+                    await publisher.one_more()
+                await wait_until(lambda: all(len(w.seen) == 5 for w in watchers))
+                proxy.pause()
+                await wait_until(lambda: not broker_of(two).connected, timeout=15)
+                for _ in range(20):
+                    await publisher.one_more()
+                await broker_of(one).flush()
+                final = await last_position(one)
+                proxy.resume()
+                await wait_until(functools.partial(all_at, watchers, final), timeout=20)
+                for watcher in watchers:
+                    watcher.check(final)
+                assert [v.recovered for v in watchers[1].verdicts] == [True]
+                assert watchers[0].verdicts == []
+
+
 async def test_a_stall_shorter_than_the_health_check_loses_nothing_and_needs_no_recovery(
     serve_live: ServeLive, redis: RedisServer
 ) -> None:
