@@ -10,7 +10,7 @@ connections it holds are closed on exit. Everything is bounded: one read of at m
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 import trio
@@ -90,7 +90,7 @@ class TcpProxy:
 
 
 @asynccontextmanager
-async def tcp_proxy(target_port: int) -> AsyncIterator[TcpProxy]:
+async def tcp_proxy(target_port: int) -> AsyncGenerator[TcpProxy]:
     """Forward 127.0.0.1:<free port> to 127.0.0.1:``target_port`` until exit."""
     proxy = TcpProxy(target_port)
     async with trio.open_nursery() as nursery:

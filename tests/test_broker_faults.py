@@ -15,7 +15,7 @@ nothing asserts on timing.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -200,7 +200,7 @@ class Publisher:
 @asynccontextmanager
 async def scene(
     serve_live: ServeLive, url_one: str, url_two: str, **options: Any
-) -> AsyncIterator[tuple[WebSocketServer, WebSocketServer, str, str, list[Watcher]]]:
+) -> AsyncGenerator[tuple[WebSocketServer, WebSocketServer, str, str, list[Watcher]]]:
     """Two servers (``one`` on ``url_one``, ``two`` on ``url_two``), a watcher on each,
     connected and subscribed."""
     one, two = make_server(url_one), make_server(url_two, **options)
@@ -291,6 +291,9 @@ async def test_a_stall_past_the_health_check_is_detected_and_nothing_is_lost_sil
                 # Two's subscriber missed what one published during the stall: told to
                 # resume (1012), it recovered every one of them from the history.
                 assert broker_of(two).stats.history_resumes >= 1
+                metric = two._observability.snapshot()["metrics"]  # pyright: ignore[reportPrivateUsage]
+                resumes = metric["broker_history_resumes_total"]["samples"]
+                assert resumes == [[broker_of(two).stats.history_resumes]]
                 assert any(v.recovered for v in watchers[1].verdicts), watchers[1].verdicts
                 assert not any(not v.recovered for v in watchers[1].verdicts)
                 assert watchers[0].verdicts == []
