@@ -28,6 +28,7 @@ class TcpProxy:
         """Connections accepted so far."""
         self._flowing = trio.Event()
         self._flowing.set()
+        self._stalled: dict[int, trio.Event] = {}  # connections paused one by one
         self._scopes: set[trio.CancelScope] = set()
 
     @property
@@ -37,32 +38,49 @@ class TcpProxy:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def pause(self) -> None:
-        """Stop forwarding, both ways, on every connection (new ones too); sockets stay
-        open, so neither side sees a reset or an end of stream."""
-        if not self.paused:
+    def pause(self, only: int | None = None) -> None:
+        """Stop forwarding, both ways, on every connection (new ones too), or ``only`` on
+        the one accepted in that place (0: the first); sockets stay open, so neither
+        side sees a reset or an end of stream."""
+        if only is not None:
+            self._stalled.setdefault(only, trio.Event())
+        elif not self.paused:
             self._flowing = trio.Event()
 
     def resume(self) -> None:
-        """Forward again, what was held first."""
+        """Forward again, everywhere, what was held first."""
         self._flowing.set()
+        for event in self._stalled.values():
+            event.set()
+        self._stalled.clear()
+
+    async def _until_flowing(self, index: int) -> None:
+        while True:
+            stalled = self._stalled.get(index)
+            if stalled is not None:
+                await stalled.wait()
+            elif not self._flowing.is_set():
+                await self._flowing.wait()
+            else:
+                return
 
     def cut(self) -> None:
         """Close every connection held now (both sockets)."""
         for scope in list(self._scopes):
             scope.cancel()
 
-    async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream) -> None:
+    async def _pump(self, index: int, source: trio.SocketStream, sink: trio.SocketStream) -> None:
         while True:
-            await self._flowing.wait()
+            await self._until_flowing(index)
             data = await source.receive_some(_CHUNK)
             if not data:
                 return
-            await self._flowing.wait()  # held while paused, sent on resume
+            await self._until_flowing(index)  # held while paused, sent on resume
             await sink.send_all(data)
 
     async def serve(self, client: trio.SocketStream) -> None:
         """Forward one accepted connection (``trio.serve_tcp``'s handler)."""
+        index = self.connections
         self.connections += 1
         with trio.CancelScope() as scope:
             self._scopes.add(scope)
@@ -75,7 +93,7 @@ class TcpProxy:
                             source: trio.SocketStream, sink: trio.SocketStream
                         ) -> None:
                             try:
-                                await self._pump(source, sink)
+                                await self._pump(index, source, sink)
                             except (trio.BrokenResourceError, trio.ClosedResourceError):
                                 pass
                             # One side ended: end the other too.

@@ -82,10 +82,11 @@ class RedisBroker:
     * ``timeout``: seconds for connecting, for Redis to acknowledge a command, and for
       ``async with`` to flush queued publishes at exit.
     * ``health_check_interval``: seconds without traffic before the subscription
-      connection is checked with a ``PING``; one not answered within ``timeout`` ends the
-      session as a lost connection. A network that goes silent (no reset, no end of
-      stream) is so noticed within ``health_check_interval + timeout`` seconds, and within
-      ``timeout`` of a publish; a shorter stall loses nothing.
+      connection is checked with a ``PING``, and between two ``PING`` commands on the
+      publishing connection; one not answered within ``timeout`` ends the session as a
+      lost connection. A network that goes silent (no reset, no end of stream) on either
+      connection is so noticed within ``health_check_interval + timeout`` seconds, and
+      within ``timeout`` of a publish; a shorter stall loses nothing.
     * ``history``: the history policy (as the server's ``history`` option), for a broker
       used without a server, such as a publisher-only handle; a server passes its own
       with :meth:`configure_history`. Every process publishing to a topic with history
