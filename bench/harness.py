@@ -150,12 +150,18 @@ def python_command(script: str, *args: str) -> list[str]:
 
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), in seconds."""
+    return sum(process_cpu_split(pid))
+
+
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process (all its threads), in seconds: ``utime``
+    and ``stime`` of /proc/PID/stat."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def rss_bytes(pid: int | str = "self") -> int:
@@ -181,6 +187,20 @@ def core_times() -> dict[int, tuple[float, float]]:
     return times
 
 
+def core_steal() -> dict[int, tuple[float, float]]:
+    """Per core: (stolen seconds, total seconds) since boot, from /proc/stat: the time
+    the hypervisor ran something else while this core had work (the ``steal`` column)."""
+    times: dict[int, tuple[float, float]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        ticks = [int(v) for v in values[:8]]
+        steal = ticks[7] if len(ticks) > 7 else 0
+        times[int(name[3:])] = (steal / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS)
+    return times
+
+
 def core_busy(
     before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
 ) -> dict[int, float]:
@@ -194,12 +214,15 @@ def core_busy(
 
 def machine() -> dict[str, Any]:
     """What the results were measured on."""
-    model = ""
+    cpuinfo: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, sep, value = line.partition(":")
+            if not sep and cpuinfo:
+                break  # the first core's block is enough
+            if sep:
+                cpuinfo.setdefault(key.strip(), value.strip())
+    model = cpuinfo.get("model name", "")
     memory = 0
     with contextlib.suppress(OSError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -208,9 +231,14 @@ def machine() -> dict[str, Any]:
     return {
         "cores": os.cpu_count() or 1,
         "cpu": model,
+        "cpu_mhz": cpuinfo.get("cpu MHz", ""),
+        "cache": cpuinfo.get("cache size", ""),
+        # A virtual machine's cores are shared with other guests: see the steal figures.
+        "virtual": "hypervisor" in cpuinfo.get("flags", "").split(),
         "memory_gib": round(memory / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "python_build": f"{platform.python_implementation()} {platform.python_compiler()}",
         "loadavg_at_start": os.getloadavg()[0],
     }
 

@@ -8,7 +8,10 @@
 ``run.py`` starts these pinned to the load-generator core(s) and reads one JSON object from
 stdout (``idle`` prints a ``ready`` line, waits for a line on stdin, then closes).
 ``--start-at`` (a ``time.time()``) lets several processes measure the same window.
-``--server-pid`` adds the server's CPU use over the window.
+``--server-pid`` adds the server's CPU use over the window, user and system apart
+(repeated: the sum, for worker processes); ``--strace FILE`` also counts its system calls
+over the window with ``strace -c -f`` (which slows the server down: ``run.py
+--syscalls`` does it in a repetition of its own).
 
 The clients do as little per frame as they can so that the server is the limit: the
 fan-out subscribers count frames without parsing them (every 1024th is parsed to check
@@ -31,8 +34,10 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
+import figures
 import harness
 import picows
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
@@ -106,19 +111,25 @@ def close_on_close_frame(transport: WSTransport, frame: WSFrame) -> None:
 class Window:
     """The measured interval: CPU of this process and of the server, core usage."""
 
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
+    def __init__(self, server_pids: list[int] | None, strace: Path | None = None) -> None:
+        self.server_pids = server_pids or []
         self.latencies: list[int] = []
         self.count = 0
         self.measuring = False
         self.started = self.ended = 0.0
-        self._cpu0 = self._server0 = 0.0
+        self._cpu0 = 0.0
+        self._server0 = (0.0, 0.0)
         self._cores0: dict[int, tuple[float, float]] = {}
+        self._steal0: dict[int, tuple[float, float]] = {}
+        self._trace = figures.SyscallTrace(self.server_pids, strace) if strace else None
         self.result: dict[str, Any] = {}
 
     def open(self) -> None:
+        if self._trace is not None:
+            self._trace.start()  # attached before the window: its calls are the window's
         self._cores0 = harness.core_times()
-        self._server0 = harness.process_cpu_seconds(self.server_pid) if self.server_pid else 0
+        self._steal0 = harness.core_steal()
+        self._server0 = self._server_cpu()
         self._cpu0 = time.process_time()
         self.started = time.perf_counter()
         self.measuring = True
@@ -128,16 +139,28 @@ class Window:
         self.ended = time.perf_counter()
         cpu = time.process_time() - self._cpu0
         elapsed = self.ended - self.started
-        server = harness.process_cpu_seconds(self.server_pid) if self.server_pid else 0
+        user, system = self._server_cpu()
+        user -= self._server0[0]
+        system -= self._server0[1]
+        steal = harness.core_busy(self._steal0, harness.core_steal())
         self.result = {
             "elapsed": elapsed,
             "count": self.count,
             "rate": self.count / elapsed if elapsed else 0.0,
             "client_cpu": cpu / elapsed if elapsed else 0.0,
-            "server_cpu": (server - self._server0) / elapsed if self.server_pid else None,
+            "server_cpu": (user + system) / elapsed if self.server_pids and elapsed else None,
+            "server_user": user / elapsed if self.server_pids and elapsed else None,
+            "server_system": system / elapsed if self.server_pids and elapsed else None,
             "core_busy": harness.core_busy(self._cores0, harness.core_times()),
+            "core_steal": steal,
             "latency_us": latency_sample(self.latencies),
         }
+        if self._trace is not None:
+            self.result["syscalls"] = self._trace.stop()
+
+    def _server_cpu(self) -> tuple[float, float]:
+        splits = [harness.process_cpu_split(pid) for pid in self.server_pids]
+        return sum(u for u, _ in splits), sum(s for _, s in splits)
 
 
 def latency_sample(latencies_ns: list[int], keep: int = 10_000) -> list[float]:
@@ -238,7 +261,7 @@ class EchoClient(WSListener):  # type: ignore[misc]
 
 
 async def echo(args: argparse.Namespace) -> dict[str, Any]:
-    window = Window(args.server_pid)
+    window = Window(args.server_pid, args.strace)
     state = EchoState(window)
     clients: list[EchoClient] = []
 
@@ -386,7 +409,7 @@ class Publisher(WSListener):  # type: ignore[misc]
 
 
 async def fanout(args: argparse.Namespace) -> dict[str, Any]:
-    window = Window(args.server_pid)
+    window = Window(args.server_pid, args.strace)
     fan = FanOut(window, args.subscribers, args.inflight)
     subscribers: list[Subscriber] = []
 
@@ -525,7 +548,7 @@ class Handshake(asyncio.Protocol):
 async def connect(args: argparse.Namespace) -> dict[str, Any]:
     """Handshakes per second: each worker opens a connection (TCP, upgrade), closes it
     (close frames both ways, then TCP), and opens the next."""
-    window = Window(args.server_pid)
+    window = Window(args.server_pid, args.strace)
     loop = asyncio.get_running_loop()
     request = (
         f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nUpgrade: websocket\r\n"
@@ -653,8 +676,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--server-pid", type=int, action="append", help="repeatable: summed")
     parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument(
+        "--strace", type=Path, help="count the server's system calls in the window (a file)"
+    )
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=50)

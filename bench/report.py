@@ -16,18 +16,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import figures
 import harness
 
 DOCS = harness.ROOT / "docs"
 INCLUDE = DOCS / "benchmarks-results.inc"
 CHART = DOCS / "_static" / "benchmarks.png"
-ORDER = ("native", "asgi", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
+ORDER = (
+    "native",
+    "asgi",
+    "hypercorn",
+    "fastapi",
+    "websockets",
+    "websockets-trio",
+    "bun",
+    "floor",
+    "floor-batched",
+)
 SHORT = {
     "asgi": "trio_wsroutes ASGI (hypercorn-trio)",
     "native": "trio_wsroutes native",
     "hypercorn": "plain ASGI on hypercorn-trio",
     "fastapi": "FastAPI + pydantic, uvicorn",
     "websockets": "websockets on uvloop, raw",
+    "websockets-trio": "websockets on Trio, raw",
     "bun": "Bun + Zod",
     "floor": "floor: a bare sock.send loop",
     "floor-batched": "floor, batched per recv",
@@ -38,6 +50,7 @@ COLORS = {
     "hypercorn": "#9e9e9e",
     "fastapi": "#e39a2d",
     "websockets": "#b5487a",
+    "websockets-trio": "#d98cb3",
     "bun": "#3c9d5d",
     "floor": "#555555",
     "floor-batched": "#888888",
@@ -60,6 +73,9 @@ class Results:
         self.summary = {(s["system"], s["scenario"]): s for s in data["summary"]}
         self.targets: list[dict[str, Any]] = data["targets"]
         self.runs: list[dict[str, Any]] = data["runs"]
+        # Older results files have no ratios: the runs have what they need.
+        ratios = data.get("ratios") or figures.rep_ratios(self.runs)
+        self.ratios = {(r["peer"], r["scenario"]): r for r in ratios}
         present = {s["system"] for s in data["summary"]}
         self.systems = [s for s in ORDER if s in present]
         self.scenarios = {s["scenario"] for s in data["summary"]}
@@ -138,6 +154,103 @@ def memory_cell(results: Results, system: str, scenario: str) -> str:
     return f"{number(cell['median'], 1)}\n{latency(cell, 'opening: ')}"
 
 
+def span(summary: dict[str, Any], digits: int = 2) -> str:
+    """``median (min-max)``, or the median alone when there is no range."""
+    text = number(summary["median"], digits)
+    if summary.get("min") is not None and summary["max"] > summary["min"]:
+        text += f" ({number(summary['min'], digits)}\u2013{number(summary['max'], digits)})"
+    return text
+
+
+def cost_cell(cell: dict[str, Any]) -> str:
+    """Server CPU µs per message: user + system when split, else the total."""
+    total = cell.get("us_per_delivery")
+    digits = 2 if total is not None and total < 10 else 1
+    if cell.get("us_user") is not None:
+        total = cell["us_user"] + (cell["us_system"] or 0)
+        return (
+            f"{number(total, digits)}\nuser {number(cell['us_user'], digits)} · "
+            f"system {number(cell['us_system'], digits)}"
+        )
+    return number(total, digits)
+
+
+def ratio_cell(results: Results, system: str, scenario: str) -> str:
+    if system == figures.REFERENCE:
+        return "(reference)"
+    found = results.ratios.get((system, scenario))
+    if not found or "ratio" not in found:
+        return "n/a"
+    text = span(found["ratio"])
+    reps = found["reps"]
+    if len(reps) > 1 or found.get("disturbed_reps"):
+        text += "\n" + " ".join(f"{r['ratio']:.2f}{'*' if r['disturbed'] else ''}" for r in reps)
+    return text
+
+
+def steal_cell(cell: dict[str, Any]) -> str:
+    if cell.get("steal") is None:
+        return "n/a"
+    text = f"{cell['steal']:.1%}"
+    if cell.get("stolen"):
+        text += f"\n{cell['stolen']} run(s) disturbed"
+    return text
+
+
+def syscalls_cell(cell: dict[str, Any]) -> str:
+    calls = cell.get("syscalls")
+    if not calls:
+        return "n/a"
+    kinds = [f"{name} {value:.2f}" for name, value in figures.shown_syscalls(calls)]
+    return f"{calls['total']:.2f}\n" + "\n".join(kinds)
+
+
+def cost_table(results: Results) -> str:
+    """Per scenario and system: the figure with its range, what each message cost the
+    server, the reference's ratio to it repetition by repetition, steal, system calls."""
+    cells = [
+        (scenario, label, system, cell)
+        for scenario, label in THROUGHPUT
+        for system in results.systems
+        if (cell := results.get(system, scenario)) is not None
+    ]
+    if not cells:
+        return ""
+    steal = any(c.get("steal") is not None for *_, c in cells)
+    calls = any(c.get("syscalls") for *_, c in cells)
+    split = any(c.get("us_user") is not None for *_, c in cells)
+    header = [
+        "scenario, system",
+        "figure: median (min\u2013max)",
+        "server CPU µs per message" + (": user · system" if split else ""),
+        f"{SHORT[figures.REFERENCE]} / this: median (min\u2013max), then each repetition",
+    ]
+    header += ["steal (most)"] if steal else []
+    header += ["system calls per message"] if calls else []
+    rows = []
+    for scenario, label, system, cell in cells:
+        row = [
+            f"{label.replace(' msgs/s', '').replace('handshakes/s', 'handshakes')}\n"
+            f"{SHORT[system]}",
+            span(cell, 0),
+            cost_cell(cell),
+            ratio_cell(results, system, scenario),
+        ]
+        row += [steal_cell(cell)] if steal else []
+        row += [syscalls_cell(cell)] if calls else []
+        rows.append(row)
+    return table(
+        "What each message costs: the figure (median and range over the repetitions), "
+        "the server's CPU per echoed message, fan-out delivery or handshake, the native "
+        "transport's figure over each system's in the same repetition (``*``: a "
+        "disturbed repetition, left out of the median)"
+        + ("; the most CPU time the hypervisor stole from a measured core" if steal else "")
+        + ("; system calls per message, from one repetition under strace" if calls else ""),
+        header,
+        rows,
+    )
+
+
 def shown(path: Path) -> str:
     try:
         return str(path.relative_to(harness.ROOT))
@@ -205,6 +318,17 @@ def floor_paragraph(results: Results) -> str:
     )
 
 
+def cpu_description(machine: dict[str, Any]) -> str:
+    text = machine["cpu"] or "unknown CPU"
+    if machine.get("cpu_mhz"):
+        text += f", {float(machine['cpu_mhz']):,.0f} MHz"
+    if machine.get("cache"):
+        text += f", {machine['cache']} cache"
+    if machine.get("virtual"):
+        text += ", a virtual machine"
+    return text
+
+
 def render_include(results: Results, source: Path) -> str:
     meta = results.meta
     m = meta["machine"]
@@ -224,8 +348,9 @@ def render_include(results: Results, source: Path) -> str:
         "",
         f"    $ {meta['command']}",
         "",
-        f"* **Machine**: {m['cores']} cores ({m['cpu'] or 'unknown CPU'}), "
-        f"{m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
+        f"* **Machine**: {m['cores']} cores ({cpu_description(m)}), "
+        f"{m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}"
+        f"{' (' + m['python_build'] + ')' if m.get('python_build') else ''}; "
         f"{meta['pinning']}; {meta['client_processes']} load-generator process(es); {load}.",
         f"* **Runs**: {params['reps']} repetition{'s' if params['reps'] != 1 else ''} of "
         "every system and scenario (the floors: fan-out without compression only), each on a "
@@ -300,6 +425,9 @@ def render_include(results: Results, source: Path) -> str:
     paragraph = floor_paragraph(results)
     if paragraph:
         out.append(paragraph)
+    costs = cost_table(results)
+    if costs:
+        out.append(costs)
     out.append(
         table(
             "Targets (issue 19): ratios of this run's medians",
@@ -324,6 +452,13 @@ def render_include(results: Results, source: Path) -> str:
         if c["median"] is not None and results.limited(c)
     )
     disturbed = sum(c.get("disturbed", 0) for c in results.summary.values())
+    steals = [r["steal"] for r in results.runs if r.get("steal") is not None]
+    stolen = ""
+    if steals:
+        stolen = (
+            f" CPU time the hypervisor stole from a measured core: median "
+            f"{harness.median(steals):.1%}, at most {max(steals):.1%}."
+        )
     failed = sum(c.get("failed", 0) for c in results.summary.values())
     runs = sum(c["runs"] for c in results.summary.values())
     out += [
@@ -331,8 +466,9 @@ def render_include(results: Results, source: Path) -> str:
         f"across systems: {'; '.join(noise)}. CPU used by other processes on the two "
         f"measured cores during the windows: median "
         f"{harness.median(others) if others else 0:.0%}, at most "
-        f"{max(others, default=0):.0%} of a core. {disturbed} of {runs} runs were disturbed "
-        f"(other processes took 25% of a core or more during the window): they are kept in "
+        f"{max(others, default=0):.0%} of a core.{stolen} {disturbed} of {runs} runs were "
+        f"disturbed (other processes took 25% of a core or more during the window"
+        f"{', or the hypervisor 5% of one' if steals else ''}): they are kept in "
         f"the results file and left out of the medians. {failed} failed.",
         "",
     ]

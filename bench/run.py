@@ -1,9 +1,10 @@
-"""The benchmark suite: this project (ASGI under hypercorn-trio, and native) against the
-plain hypercorn-trio app (the floor of the ASGI mode), FastAPI + pydantic on uvicorn (what
-a Python user would write instead), the ``websockets`` asyncio server on uvloop echoing and
+"""The benchmark suite: this project (ASGI under hypercorn-trio, and native) against the plain
+hypercorn-trio app (the floor of the ASGI mode), FastAPI + pydantic on uvicorn (what a
+Python user would write instead), the ``websockets`` asyncio server on uvloop echoing and
 broadcasting raw frames (the protocol library under the native transport, with nothing on
-top), Bun (the ceiling) and the fan-out floor (``floor.py``: a bare Python loop handing one
-pre-framed message to every subscriber's socket), on one machine in one run.
+top), the same library's Trio server (the native transport's event loop), Bun (the ceiling)
+and the fan-out floor (``floor.py``: a bare Python loop handing one pre-framed message to
+every subscriber's socket), on one machine in one run.
 
     python bench/run.py --mode short     # a quick check, about 3 minutes
     python bench/run.py --mode full      # the documentation's figures, about 45 minutes
@@ -13,11 +14,14 @@ Each run starts a fresh server process (``servers.py``, ``floor.py`` or
 ``bun/server.ts``) pinned to core 0 and picows load generators (``loadgen.py``) pinned to
 the other core(s); the repetitions go round the systems in a different order each time;
 results (every repetition, medians, p50/p99 latencies, CPU of client and server,
-deliveries per server CPU-second, how busy the cores were, the targets) go to
-``bench/results/MODE.json`` after every run. ``report.py`` turns a results file into the
-docs' table and chart. The p99 target compares the native transport with a baseline
-results file (``--baseline``, by default the committed ``bench/results/full.json``, read
-before anything is written). The full run takes about 45 minutes.
+deliveries per server CPU-second, server CPU microseconds per message split into user
+and system time, how busy the cores were and how much of them the hypervisor stole, the
+native transport's ratio to each peer in every repetition, the targets) go to
+``bench/results/MODE.json`` after every run. ``--syscalls`` adds one repetition under
+``strace -c -f`` for the server's system calls per message, by kind. ``report.py``
+turns a results file into the docs' table and chart. The p99 target compares the
+native transport with a baseline results file (``--baseline``, by default the committed
+``bench/results/full.json``, read before anything is written). The full run takes about 45 minutes.
 127.0.0.1 only; every run is bounded in time.
 """
 
@@ -38,9 +42,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import figures
 import harness
 
-SYSTEMS = ("asgi", "native", "hypercorn", "fastapi", "websockets", "bun", "floor", "floor-batched")
+SYSTEMS = (
+    "asgi",
+    "native",
+    "hypercorn",
+    "fastapi",
+    "websockets",
+    "websockets-trio",
+    "bun",
+    "floor",
+    "floor-batched",
+)
 EXTRA_SYSTEMS = ("native-history", "native-presence", "native-metrics", "native-tracing")
 """Accepted by ``--systems``, not run by default (``bench/history_live.py`` uses
 ``native-history``, ``bench/presence.py`` uses ``native-presence``; ``--systems
@@ -54,6 +69,7 @@ LABELS = {
     "hypercorn": "plain ASGI app on hypercorn-trio (floor)",
     "fastapi": "FastAPI + pydantic on uvicorn",
     "websockets": "websockets asyncio server on uvloop, raw echo / broadcast() (no validation)",
+    "websockets-trio": "websockets Trio server, raw echo / broadcast() (no validation)",
     "bun": "Bun.serve + Zod (ceiling)",
     "floor": "fan-out floor: one pre-framed message, sock.send to each subscriber (floor.py)",
     "floor-batched": "fan-out floor, batched: the messages of one recv in one sock.send each",
@@ -63,6 +79,7 @@ ONLY = {"floor": ("fanout-200", "fanout-1000"), "floor-batched": ("fanout-200", 
 CLIENT_LIMIT = 0.9  # a load-generator core this busy means the client may be the limit
 SERVER_LIMIT = 0.9
 DISTURBED = 0.25  # other processes used this much of the measured cores: left out
+STOLEN = 0.05  # the hypervisor took this much of a measured core's time: left out too
 
 
 @dataclass(frozen=True)
@@ -135,7 +152,13 @@ class Run:
     client_limited: bool = False
     server_saturated: bool = False
     other_load: float | None = None
+    # Server CPU microseconds per message (echo), delivery (fan-out) or handshake.
+    server_user_us: float | None = None
+    server_system_us: float | None = None
+    steal: float | None = None  # the largest share of a measured core's time stolen
     disturbed: bool = False
+    traced: bool = False  # under strace (--syscalls): counts calls, its timings do not count
+    syscalls: dict[str, float] | None = None  # calls per message, by kind
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -189,6 +212,7 @@ def throughput(
     clients: int,
     port: int,
     pid: int,
+    trace: Path | None = None,
 ) -> None:
     common = ["--port", str(port), "--server-pid", str(pid)]
     common += ["--warmup", str(mode.warmup), "--seconds", str(mode.seconds)]
@@ -206,6 +230,8 @@ def throughput(
             args += ["--subscribers", str(scenario.subscribers), "--inflight", str(mode.inflight)]
             if scenario.deflate:
                 args.append("--deflate")
+        if trace is not None and index == 0:
+            args += ["--strace", str(trace)]
         processes.append(loadgen(pinning, index, args))
     results = [finish(p, timeout=mode.warmup + mode.seconds + 90) for p in processes]
     run.value = sum(r["rate"] for r in results)
@@ -222,6 +248,13 @@ def throughput(
     # Deliveries (messages, handshakes) per second of the server's CPU time: what its
     # work costs, whichever side was the limit.
     run.per_cpu = run.value / run.server_cpu if run.server_cpu else None
+    if run.value and results[0].get("server_user") is not None:
+        run.server_user_us = 1e6 * results[0]["server_user"] / run.value
+        run.server_system_us = 1e6 * results[0]["server_system"] / run.value
+    if "syscalls" in results[0] and run.value:
+        # The traced window is process 0's; every process measured the same window.
+        messages = run.value * results[0]["elapsed"]
+        run.syscalls = figures.per_message(results[0]["syscalls"], messages)
     run.client_limited = run.client_cpu >= CLIENT_LIMIT
     run.server_saturated = (run.server_cpu or 0) >= SERVER_LIMIT
     busy = results[0]["core_busy"]
@@ -231,6 +264,11 @@ def throughput(
             ours[core] = ours.get(core, 0.0) + cpu
         run.other_load = sum(max(0.0, busy[str(c)] - ours.get(c, 0.0)) for c in ours)
         run.disturbed = run.other_load >= DISTURBED
+    steal = results[0].get("core_steal") or {}
+    measured = [str(c) for c in (*pinning.server, *pinning.clients)] or list(steal)
+    if any(c in steal for c in measured):
+        run.steal = max(steal[c] for c in measured if c in steal)
+        run.disturbed = run.disturbed or run.steal >= STOLEN
     keep = ("negotiated", "compressed_fraction", "stalled", "misaligned", "errors")
     keep += ("mismatched_replies", "closed_by_server", "connect_failures", "published")
     keep += ("disconnected",)
@@ -238,6 +276,7 @@ def throughput(
         "client_processes": clients,
         "client_cpu_per_process": [round(r["client_cpu"], 3) for r in results],
         "core_busy": busy,
+        "core_steal": steal,
         **{k: results[0][k] for k in keep if k in results[0]},
     }
     seen = ("stalled", "misaligned", "errors", "mismatched_replies", "disconnected")
@@ -326,9 +365,16 @@ def idle_memory(
 
 
 def measure(
-    system: str, scenario: Scenario, rep: int, mode: Mode, pinning: harness.Pinning, clients: int
+    system: str,
+    scenario: Scenario,
+    rep: int,
+    mode: Mode,
+    pinning: harness.Pinning,
+    clients: int,
+    *,
+    traced: bool = False,
 ) -> Run:
-    run = Run(system, scenario.name, rep)
+    run = Run(system, scenario.name, rep, traced=traced)
     port = harness.free_port()
     started = time.monotonic()
     try:
@@ -337,17 +383,24 @@ def measure(
             if scenario.kind == "idle":
                 idle_memory(run, scenario, mode, pinning, clients, port, server.pid)
             else:
-                throughput(run, scenario, mode, pinning, clients, port, server.pid)
+                trace = harness.RESULTS / "logs" / f"strace-{port}.txt" if traced else None
+                throughput(run, scenario, mode, pinning, clients, port, server.pid, trace)
     except Exception as exc:  # one failed run must not end the suite
         run.error = f"{type(exc).__name__}: {exc}"
     value = "-" if run.value is None else f"{run.value:,.1f}"
     flags = " client-limited" if run.client_limited else ""
-    flags += f" DISTURBED (others used {run.other_load:.0%})" if run.disturbed else ""
+    if run.disturbed:
+        flags += f" DISTURBED (others used {run.other_load or 0:.0%}, {run.steal or 0:.0%} stolen)"
+    if run.syscalls:
+        flags += f" {run.syscalls['total']:.2f} syscalls each (under strace)"
     flags += f" ERROR {run.error}" if run.error else ""
     cpu = ""
     if run.client_cpu is not None:
         cpu = f" (client {run.client_cpu:.0%}, server {run.server_cpu or 0:.0%}"
-        cpu += f", {run.per_cpu:,.0f}/CPU-s)" if run.per_cpu else ")"
+        cpu += f", {run.per_cpu:,.0f}/CPU-s" if run.per_cpu else ""
+        if run.server_user_us is not None:
+            cpu += f", {run.server_user_us:.1f}+{run.server_system_us or 0:.1f} us user+sys"
+        cpu += ")"
     print(
         f"  {scenario.name:<20} {system:<13} {value:>12} {scenario.unit:<15}"
         f" p50 {run.p50_ms or 0:7.2f} ms  p99 {run.p99_ms or 0:7.2f} ms{cpu}{flags}"
@@ -362,7 +415,7 @@ def measure(
 
 def usable(runs: Sequence[Run]) -> list[Run]:
     """The runs that count: no error, and, unless all were, not disturbed."""
-    good = [r for r in runs if r.value is not None and r.error is None]
+    good = [r for r in runs if r.value is not None and r.error is None and not r.traced]
     return [r for r in good if not r.disturbed] or good
 
 
@@ -377,7 +430,9 @@ def summarize(
     summary = []
     for scenario in scenarios:
         for system in systems:
-            mine = [r for r in runs if r.system == system and r.scenario == scenario]
+            every = [r for r in runs if r.system == system and r.scenario == scenario]
+            mine = [r for r in every if not r.traced]
+            traced = [r.syscalls for r in every if r.traced and r.syscalls]
             if not mine:
                 continue
             good = [r for r in mine if r.value is not None and r.error is None]
@@ -413,6 +468,13 @@ def summarize(
                     "client_limited": sum(r.client_limited for r in good),
                     "server_saturated": sum(r.server_saturated for r in good),
                     "other_load": median_of([r.other_load for r in good]),
+                    # Server CPU microseconds per message, user and system (medians).
+                    "us_user": median_of([r.server_user_us for r in good]),
+                    "us_system": median_of([r.server_system_us for r in good]),
+                    # The most stolen of any measured run (the disturbed ones included).
+                    "steal": max((r.steal for r in mine if r.steal is not None), default=None),
+                    "stolen": sum((r.steal or 0) >= STOLEN for r in mine),
+                    "syscalls": traced[0] if traced else None,
                     "errors": sorted({r.error for r in mine if r.error}),
                 }
             )
@@ -656,7 +718,7 @@ def targets(
                     caveat.append(f"{system} client-limited, so the ratio may be high")
         for key, cell in ((top, a), (bottom, b)):
             if key and cell and cell.get("all_disturbed"):
-                caveat.append(f"{key[0]} disturbed by other processes in every run")
+                caveat.append(f"{key[0]} disturbed in every run (other processes or steal)")
         result.update(
             {
                 "value": value,
@@ -755,7 +817,14 @@ def print_summary(summary: list[dict[str, Any]], goals: list[dict[str, Any]]) ->
             latency = f" p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} ms"
         cpu = ""
         if s["per_cpu"]:
-            cpu = f" {s['per_cpu']:,.0f}/CPU-s ({s['us_per_delivery']:.2f} us each)"
+            cpu = f" {s['per_cpu']:,.0f}/CPU-s ({s['us_per_delivery']:.2f} us each"
+            if s.get("us_user") is not None:
+                cpu += f": {s['us_user']:.2f} user + {s['us_system'] or 0:.2f} sys"
+            cpu += ")"
+        if s.get("steal"):
+            cpu += f" steal up to {s['steal']:.1%}"
+        if s.get("syscalls"):
+            cpu += f" {s['syscalls']['total']:.2f} syscalls/msg"
         limited = (
             f" client-limited in {s['client_limited']}/{s['runs']}" if s["client_limited"] else ""
         )
@@ -770,6 +839,19 @@ def print_summary(summary: list[dict[str, Any]], goals: list[dict[str, Any]]) ->
                 f"p99 {cell['p99_ms']:.2f} ms vs {cell['baseline_p99_ms']:.2f} ms"
                 f" (x{cell['p99_ratio']:.2f}){'' if cell['judged'] else ', not judged'}"
             )
+
+
+def print_ratios(ratios: list[dict[str, Any]]) -> None:
+    if not ratios:
+        return
+    print(f"\n{figures.REFERENCE} / peer, per repetition (median, min-max; * disturbed)")
+    for r in ratios:
+        each = " ".join(f"{x['ratio']:.2f}{'*' if x['disturbed'] else ''}" for x in r["reps"])
+        ratio = r["ratio"]
+        print(
+            f"  {r['scenario']:<20} {r['peer']:<15} x{ratio['median']:.2f} "
+            f"({ratio['min']:.2f}-{ratio['max']:.2f})  [{each}]"
+        )
 
 
 # -- main --------------------------------------------------------------------------------
@@ -793,6 +875,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="results file (default bench/results/MODE.json)")
     parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="after the measured repetitions, one more under strace -c -f: the server's "
+        "system calls per message by kind (needs strace; its timings are not counted)",
+    )
+    parser.add_argument(
         "--baseline",
         default=str(harness.RESULTS / "full.json"),
         help="results file the native p99 target compares with ('' for none; default the "
@@ -810,6 +898,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name}")
+    if args.syscalls and figures.strace() is None:
+        parser.error(
+            "--syscalls needs strace, which is not installed "
+            "(apt-get install strace, or leave out --syscalls)"
+        )
     notes = []
     for name in list(systems):
         if name not in SYSTEMS and name not in EXTRA_SYSTEMS:
@@ -842,6 +935,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "labels": LABELS,
         "notes": notes,
         "baseline": baseline,
+        "syscalls": args.syscalls,
     }
     for note in notes:
         print(note)
@@ -851,30 +945,45 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{args.mode}: {size}; {meta['pinning']}; results in {out}")
     runs: list[Run] = []
     started = time.monotonic()
-    for rep in range(mode.reps):
-        print(f"repetition {rep + 1}/{mode.reps}", flush=True)
+    traced_reps = 1 if args.syscalls else 0
+    for rep in range(mode.reps + traced_reps):
+        traced = rep >= mode.reps
+        if traced:
+            print("one more repetition under strace (system calls; timings not counted)")
+        else:
+            print(f"repetition {rep + 1}/{mode.reps}", flush=True)
         for scenario in scenarios:
+            if traced and SCENARIOS[scenario].kind == "idle":
+                continue
             # A different order each repetition, so that drift in the machine's load
-            # does not always fall on the same system.
+            # does not always fall on the same system. Each scenario's systems run one
+            # after the other, so the ratios of one repetition compare like with like.
             shift = rep % len(systems)
             for system in systems[shift:] + systems[:shift]:
                 if not serves(system, scenario):
                     continue
-                runs.append(measure(system, SCENARIOS[scenario], rep, mode, pinning, clients))
+                runs.append(
+                    measure(
+                        system, SCENARIOS[scenario], rep, mode, pinning, clients, traced=traced
+                    )
+                )
                 summary = summarize(runs, systems, scenarios)
                 meta["elapsed_seconds"] = round(time.monotonic() - started)
                 meta["loadavg_at_end"] = os.getloadavg()[0]
+                every = [asdict(r) for r in runs]
                 harness.write_json(
                     out,
                     {
                         "meta": meta,
                         "summary": summary,
                         "targets": targets(summary, runs, baseline),
-                        "runs": [asdict(r) for r in runs],
+                        "ratios": figures.rep_ratios(every),
+                        "runs": every,
                     },
                 )
     summary = summarize(runs, systems, scenarios)
     print_summary(summary, targets(summary, runs, baseline))
+    print_ratios(figures.rep_ratios([asdict(r) for r in runs]))
     print(f"\n{len(runs)} runs in {time.monotonic() - started:.0f} s; results in {out}")
 
 

@@ -41,6 +41,10 @@ Systems:
   frame back as it came and ``/pub`` hands it to ``websockets.broadcast()``, no parsing
   and no validation (``bench/websockets_peer.py``): the protocol library under the native
   transport, with its own asyncio server and nothing on top.
+* ``websockets-trio``: the same, on the Trio server of ``websockets``
+  (``websockets.trio.server.serve``; ``/pub`` awaits ``broadcast()``)
+  (``bench/websockets_trio_peer.py``): the protocol library on the native transport's
+  event loop, with nothing on top.
 
 The Bun peer is ``bench/bun/server.ts``; the fan-out floor (a bare Python loop of
 ``sock.send``) is ``bench/floor.py``. Every server accepts permessage-deflate when a
@@ -82,6 +86,7 @@ SYSTEMS = (
     "hypercorn",
     "fastapi",
     "websockets",
+    "websockets-trio",
 )
 
 # -- trio_wsroutes -----------------------------------------------------------------------
@@ -260,6 +265,10 @@ def run(system: str, port: int) -> None:
         import websockets_peer
 
         websockets_peer.run(port)
+    elif system == "websockets-trio":
+        import websockets_trio_peer
+
+        websockets_trio_peer.run(port)
     else:
         raise SystemExit(f"unknown system {system!r}; one of {', '.join(SYSTEMS)}")
 

@@ -18,6 +18,7 @@ import trio
 
 from tests._redis import redis as redis  # the one Redis fixture, for every test
 from tests._redis import stopped_redis as stopped_redis
+from tests._redis_cluster import redis_cluster as redis_cluster  # a module's cluster
 from trio_wsroutes import BoundAddress, WebSocketServer
 from trio_wsroutes.testing import TransportName
 

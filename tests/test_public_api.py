@@ -51,8 +51,9 @@ ALSO_PUBLIC = {
     "ValidationError",
     "WebSocketRoute",
     "converter",
-    # Scaling out (docs/topics/scaling.rst).
+    # Scaling out (docs/topics/scaling.rst, docs/topics/deploying.rst).
     "RedisBroker",
+    "serve_native_workers",
     "RedisBrokerStats",
     # Client types (the server method's function forms; docs/topics/client-types.rst).
     "TypeGenerationError",

@@ -74,3 +74,4 @@ from ._typegen import generate_json_schema as generate_json_schema
 from ._typegen import generate_websocket_types as generate_websocket_types
 from ._validation import converter as converter
 from ._version import __version__ as __version__
+from ._workers import serve_native_workers as serve_native_workers

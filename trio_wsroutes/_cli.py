@@ -3,7 +3,7 @@ a development server.
 
 ::
 
-    trio-wsroutes serve app.main:server [--native] [--host H] [--port P] [--reload]
+    trio-wsroutes serve app.main:server [--native [--workers N]] [--host H] [--port P] [--reload]
     trio-wsroutes typegen app.main:server -o client/websocket-types.ts [--routes /a /b] [--watch]
     trio-wsroutes typegen app.main:server -o src/websocket-types.ts --client src/client.ts
     trio-wsroutes schema app.main:server -o schema.json
@@ -24,7 +24,8 @@ prints the version.
 ``serve`` runs the server (hypercorn's trio worker, or ``--native``) until Ctrl+C or
 SIGTERM, which close every connection with 1001 and return cleanly; ``--reload`` runs it
 in a child process and restarts it, gracefully, when a Python file under ``--app-dir``
-changes.
+changes. ``--native --workers N`` serves one port from N worker processes under a
+supervisor that forwards the shutdown and restarts a worker that dies.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import reprlib
 import sys
@@ -45,6 +47,7 @@ from typing import Any, NoReturn, cast
 from ._cli_watch import SOURCES_FLAG, project_sources, reload_loop, watch_install_hint, watch_loop
 from ._routes import WebSocketRoute
 from ._serving import program_name
+from ._targets import TargetError, load_target
 from ._typegen import (
     TypeGenerationError,
     client_language,
@@ -166,36 +169,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restart when the server's Python files change (needs watchfiles)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --native: N worker processes on one port, supervised (default: 1, "
+        "one process); more than one needs a RedisBroker to share topics",
+    )
+    serve.add_argument(
+        "--allow-memory-broker",
+        action="store_true",
+        help="with --workers: allow a MemoryBroker (each worker keeps its own topics)",
+    )
+    # A worker of a supervisor: the socket to talk to it, the listening sockets it shares.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--listen-fds", help=argparse.SUPPRESS)
     serve.set_defaults(command_parser=serve)
     return parser
-
-
-def load_target(target: str, app_dir: str = ".") -> object:
-    """Import ``module:attribute`` (with ``app_dir`` first on ``sys.path``)."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name:
-        raise _Failure(f"TARGET must look like module:attribute, got {target!r}")
-    directory = str(Path(app_dir).resolve())
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise _Failure(
-                f"cannot import {module_name!r}: no such module in {directory}"
-            ) from None
-        raise
-    found: object = module
-    for part in (attribute or "server").split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise _Failure(
-                f"module {module_name!r} has no attribute {attribute or 'server'!r}"
-            ) from None
-    return found
 
 
 _EXPECTED = "expected a WebSocketServer, a route or a list of routes"
@@ -392,9 +383,16 @@ def _serve(args: argparse.Namespace) -> int:
             detail = exc.reason if isinstance(exc, ssl.SSLError) else None
             reason = exc.strerror or detail or str(exc)
             raise _Failure(f"cannot load the certificate ({files}): {reason}") from None
+    paths = ", ".join(route.path for route in server.routes)
+    if args.worker is not None:
+        from ._workers import run_worker
+
+        fds = [int(fd) for fd in args.listen_fds.split(",")] if args.listen_fds else []
+        return run_worker(server, args.host, args.port, context, args.worker, fds)
+    if args.workers > 1:
+        return _serve_workers(args, server, paths)
     serve = server.serve_native if args.native else server.serve
     transport = "native transport" if args.native else "hypercorn"
-    paths = ", ".join(route.path for route in server.routes)
 
     class Announce(trio.TaskStatus[list[BoundAddress]]):
         """Says where the server listens, once it does (as ``task_status``: ``serve``
@@ -413,6 +411,43 @@ def _serve(args: argparse.Namespace) -> int:
         await serve(args.host, args.port, ssl_context=context, task_status=Announce())
 
     trio.run(run)
+    print(f"{_prog()}: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, server: Any, paths: str) -> int:
+    import trio
+
+    from ._serving import BoundAddress, StartupError
+    from ._workers import WorkerPlan, WorkerStartFailed, check_broker, supervise, worker_argv
+
+    try:
+        check_broker(server, args.workers, args.allow_memory_broker, "--allow-memory-broker")
+    except ValueError as exc:
+        raise _Failure(str(exc)) from None
+    argv = worker_argv(
+        args.target, args.host, args.port, args.app_dir, args.certfile, args.keyfile
+    )
+    plan = WorkerPlan(argv, args.workers, args.host, args.port, server.options.close_timeout)
+    if not logging.getLogger().handlers:  # say restarts on stderr, as the other lines
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"{_prog()}: %(message)s"))
+        logging.getLogger("trio_wsroutes.workers").addHandler(handler)
+        logging.getLogger("trio_wsroutes.workers").setLevel(logging.INFO)
+
+    def announce(addresses: list[BoundAddress]) -> None:
+        for address in addresses:
+            print(
+                f"{_prog()}: serving {args.target} on {address.ws_url} (native transport, "
+                f"{args.workers} workers; routes: {paths}); Ctrl+C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    try:
+        trio.run(supervise, plan, announce)
+    except (StartupError, WorkerStartFailed, ValueError) as exc:
+        raise _Failure(exc.strerror if isinstance(exc, StartupError) else str(exc)) from None
     print(f"{_prog()}: stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -443,13 +478,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             if args.keyfile is not None and args.certfile is None:
                 command_parser.error("--keyfile needs --certfile")
+            if args.workers < 1:
+                command_parser.error(f"--workers must be at least 1, got {args.workers}")
+            if args.workers > 1 and not args.native:
+                command_parser.error(
+                    "--workers needs --native (under hypercorn: hypercorn --worker-class trio "
+                    "--workers N)"
+                )
+            if args.workers > 1 and args.reload:
+                command_parser.error("--reload runs one process: drop --workers")
             if args.reload:
                 return _serve_reloading(args, arguments)
             return _serve(args)
         if args.watch:
             return _watch(args, arguments)
         return _generate(args)
-    except (_Failure, TypeGenerationError) as exc:
+    except (_Failure, TargetError, TypeGenerationError) as exc:
         print(f"{_prog()}: error: {exc}", file=sys.stderr)
         # A server that cannot start exits 2 (as when it cannot listen); generation 1.
         return 2 if args.command == "serve" else 1

@@ -50,22 +50,7 @@ DURATION_BUCKETS: Final = (
 )
 """Upper bounds (seconds) of the duration histograms: handlers and upgrades."""
 
-LAG_BUCKETS: Final = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+LAG_BUCKETS: Final = DURATION_BUCKETS[:-1]
 """Upper bounds (seconds) of the publish-to-delivery lag between processes."""
 
 

@@ -196,10 +196,12 @@ async def serve_natively(
     ssl_context: ssl.SSLContext | None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None,
     handle_signals: bool | None,
+    open_listeners: Callable[[], Awaitable[list[trio.SocketListener]]] | None = None,
     task_status: trio.TaskStatus[list[BoundAddress]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """:meth:`WebSocketServer.serve_native <trio_wsroutes.WebSocketServer.serve_native>`,
-    with the server's ``endpoints`` (see ``native_endpoints``)."""
+    with the server's ``endpoints`` (see ``native_endpoints``). ``open_listeners``
+    replaces ``trio.open_tcp_listeners(port, host=host)`` (a worker's listeners)."""
     from ._transports import native
 
     options, serve_websocket, plain_http = endpoints
@@ -216,7 +218,10 @@ async def serve_natively(
     ):
         lifespan = LifespanDriver(server)
         await lifespan.startup(outer)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        if open_listeners is None:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        else:
+            listeners = await open_listeners()
         try:
             addresses: list[BoundAddress] = []
             for listener in listeners:

@@ -436,22 +436,30 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             self._drop_outbound()
             self._release_inbox()  # what the inbox still held
             self._on_gone(self)
-            with trio.CancelScope(shield=True):
+            # Most connections of a busy server never subscribe and have no on_close:
+            # their end needs no shielded scope (a tenth of a handshake's scopes).
+            if self._topics or spec.on_close is not None:
+                with trio.CancelScope(shield=True):
+                    await self._leave_and_say_goodbye(spec)
+
+    async def _leave_and_say_goodbye(self, spec: RouteSpec) -> None:
+        """Leave every topic (the broker, presence), then call ``on_close``."""
+        if self._topics:  # the broker holds only what is listed here (see _subscribe)
+            try:
+                await self._broker.unsubscribe_all(self)  # it reads self.topics
+            finally:
                 try:
-                    await self._broker.unsubscribe_all(self)  # it reads self.topics
+                    if self._presence is not None:
+                        await self._presence.leave_all(self.id, tuple(self._topics))
                 finally:
-                    try:
-                        if self._presence is not None:
-                            await self._presence.leave_all(self.id, tuple(self._topics))
-                    finally:
-                        self._forget_topics()
-                if spec.on_close is not None:
-                    with trio.move_on_after(spec.options.close_timeout):
-                        state = self._close
-                        assert state.code is not None
-                        await self._call(
-                            "on_close", spec.on_close(self, state.code, state.reason, self.context)
-                        )
+                    self._forget_topics()
+        if spec.on_close is not None:
+            with trio.move_on_after(spec.options.close_timeout):
+                state = self._close
+                assert state.code is not None
+                await self._call(
+                    "on_close", spec.on_close(self, state.code, state.reason, self.context)
+                )
 
 
 def connection_counts(connection: Connection[Any]) -> ConnectionCounts:

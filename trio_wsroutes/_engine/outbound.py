@@ -27,7 +27,7 @@ instructions) and because every idle connection would pay for an object per part
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Final, cast
 
 import trio
 
@@ -42,6 +42,24 @@ from .closing import CloseEvent, CloseState, ConnectionClosed
 __all__ = ["COALESCE_BYTES", "Closing", "Outbound", "Signal"]
 
 logger = logging.getLogger("trio_wsroutes")
+
+_CAPABILITIES: dict[type, tuple[bool, bool]] = {}
+
+
+def _capabilities(transport: Transport) -> tuple[bool, bool]:
+    """Whether ``transport`` is a :class:`FrameTransport` and a
+    :class:`NonBlockingWriter`, decided on the first instance of its class: ``isinstance``
+    against a runtime-checkable protocol walks the protocol's members, about 5 % of a
+    handshake's CPU, and a transport class has the same members on every instance."""
+    kind = type(transport)
+    known = _CAPABILITIES.get(kind)
+    if known is None:
+        known = _CAPABILITIES[kind] = (
+            isinstance(transport, FrameTransport),
+            isinstance(transport, NonBlockingWriter),
+        )
+    return known
+
 
 COALESCE_BYTES: Final = 64 * 1024
 """Held published bytes past which a connection writes at once instead of waiting for
@@ -125,8 +143,9 @@ class Outbound:
         self._cancel_scope: trio.CancelScope | None = None  # the connection's tasks
         self._outbox: Outbox[Closing | Signal] = Outbox(budget)
         # What this transport can do besides the core (decided once, here).
-        self._frames = transport if isinstance(transport, FrameTransport) else None
-        self._nowait = transport if isinstance(transport, NonBlockingWriter) else None
+        frames, nowait = _capabilities(transport)
+        self._frames = cast("FrameTransport | None", transport if frames else None)
+        self._nowait = cast("NonBlockingWriter | None", transport if nowait else None)
         self._coalesced: list[Frame] | None = None  # kept once made: one list per connection
         self._coalesced_bytes = 0
         self._coalescer: Coalescer | None = None

@@ -26,6 +26,15 @@ server = WebSocketServer(
 # [/server]
 
 
+# [cluster]
+def cluster_broker() -> RedisBroker:
+    # Any of the cluster's nodes; the others are found from its slot map.
+    return RedisBroker("redis+cluster://:password@10.0.0.1:7000,10.0.0.2:7000/")
+
+
+# [/cluster]
+
+
 # [outside]
 async def announce(url: str, updates: list[ChatOut], snapshot: bytes) -> None:
     # One message: connect, publish, disconnect. Returns how many server processes

@@ -58,9 +58,17 @@ every process. Without a secret Redis gives it the next offset; with one, the pu
 proposes the position it signed and the script commits it only if it is the next one
 (see :class:`RedisBroker`). History needs Redis 6.2 or later.
 
+On a Redis Cluster (``redis+cluster://``) the channel of topic ``t`` is
+``<channel_prefix>{<t>}``, a sharded channel in the slot of the topic's keys (a topic that
+is empty or holds a ``}`` is tagged ``{#<digest>}<t>`` instead, keys and channel alike),
+and the history script publishes with ``SPUBLISH``.
+
 The parts, one job each, composed by :class:`RedisBroker` (``broker.py``):
 
 * ``_session.py``: holding the two connections, reconnecting, resubscribing;
+* ``_cluster.py``: the same on a Redis Cluster: the slot map, a connection pair and a
+  reconnection loop per master, the routing of each command to its slot's master, and
+  the catch-up of topics with history after a gap in a master's subscription;
 * ``_channels.py``: the channels subscribed, ``SUBSCRIBE``/``UNSUBSCRIBE`` and their
   acknowledgements;
 * ``_inbound.py``: receiving, checking and queueing messages, and the local fan-out;

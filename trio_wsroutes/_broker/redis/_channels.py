@@ -119,6 +119,13 @@ class Channels:
             except Exception:
                 pass  # the connection is failing; the next one subscribes only what is needed
 
+    def unreachable(self, channel: bytes) -> None:
+        """On a cluster: ``channel``'s master is down, so it is not subscribed (whoever
+        waits for it stops waiting; the master's next connection subscribes it)."""
+        self.subscribed.discard(channel)
+        for event in self._waiters.pop(channel, ()):
+            event.set()
+
     def reset(self) -> None:
         """The session ended: nothing is subscribed, nobody waits any more."""
         self.subscribed.clear()

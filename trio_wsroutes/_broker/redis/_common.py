@@ -4,12 +4,13 @@ connections (:class:`Link`), and how Redis failures are told and described."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import Any, Final, Literal, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -18,14 +19,16 @@ import trio
 from ..._history import History, HistoryPolicy
 from ..._metrics import LAG_BUCKETS, Histogram
 
-if TYPE_CHECKING:
-    from coredis.connection import BaseConnection
-
 __all__ = [
+    "CLUSTER_SCHEMES",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MiB",
+    "NodeDown",
     "ConnectionLost",
     "Link",
+    "Requests",
+    "Routes",
+    "Subscriptions",
     "RedisBrokerStats",
     "Settings",
     "State",
@@ -45,6 +48,9 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * MiB
 """``max_message_size`` until the server gives its ``max_payload_length``."""
 
 State = Literal["stopped", "connecting", "connected", "disconnected"]
+
+CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
+"""URL schemes of a Redis Cluster: its nodes, comma-separated (``host:port,host:port``)."""
 
 
 @attrs.define
@@ -129,6 +135,14 @@ class RedisBrokerStats:
     """Seconds from the publish in another process (its wall clock, in ms) to the fan-out
     here, of every message received from another process with a publish time; a
     negative one (clocks apart) counts as 0. Exported as ``broker_lag_seconds``."""
+    catch_ups: int = 0
+    """On a Redis Cluster: topics with history whose subscription had a gap (their
+    master was down or their slot moved) and whose local subscribers were then sent
+    every publication they missed, from the history."""
+    catch_ups_failed: int = 0
+    """Of those, the ones whose history could not give back what was missed (the master
+    restarted without its data, or the history no longer reaches back): the subscribers
+    see the gap in the offsets, or a new epoch."""
     control_received: int = 0
     """Commands on a user's connections (``server.disconnect(user=...)``,
     ``server.subscribe(user=...)``, ...) received from other processes and handed to the
@@ -147,6 +161,7 @@ class Settings:
 
     __slots__ = (
         "base_delay",
+        "cluster",
         "control_channel",
         "health_interval",
         "max_bytes",
@@ -155,6 +170,7 @@ class Settings:
         "max_messages",
         "max_recovery_buffer",
         "meta_ttl_ms",
+        "once_client",
         "policy",
         "prefix",
         "safe_url",
@@ -181,8 +197,16 @@ class Settings:
         max_message_size: int | None,
     ) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {url!r}")
+        if parts.scheme not in ("redis", "rediss", "unix", *CLUSTER_SCHEMES):
+            raise ValueError(
+                "not a Redis URL (redis://, rediss://, unix://, redis+cluster:// or "
+                f"rediss+cluster://): {url!r}"
+            )
+        self.cluster = parts.scheme in CLUSTER_SCHEMES
+        """Whether ``url`` names a Redis Cluster (sharded pub/sub, keys by slot)."""
+        if self.cluster and ("{" in channel_prefix or "}" in channel_prefix):
+            # A brace in the prefix would move the hash tag off the topic.
+            raise ValueError("with a Redis Cluster, channel_prefix cannot contain '{' or '}'")
         if max_queued_messages < 1 or max_queued_bytes < 1 or max_recovery_buffer < 1:
             raise ValueError("queue limits must be positive")
         if not 0 < reconnect_delay <= max_reconnect_delay:
@@ -214,10 +238,27 @@ class Settings:
         self.size_given = max_message_size is not None
         self.max_message_size: int = max_message_size or DEFAULT_MAX_MESSAGE_SIZE
         self.policy: HistoryPolicy | None = None
+        self.once_client: Callable[[Settings], tuple[Any, Callable[[Any], Any]]] | None = None
+        """On a cluster: makes the client (and its wrapper) a broker that is not running
+        uses for one call (set by the broker, so that this module imports no other)."""
+
+    def tag(self, topic: str) -> str:
+        """``topic`` in braces: the hash tag that puts every key and (on a cluster) the
+        channel of one topic in one cluster slot. On a cluster, a topic that is empty or
+        holds a ``}`` (which would end the tag early) is tagged with a digest of itself,
+        followed by the topic, so that names stay distinct."""
+        if not self.cluster or (topic and "}" not in topic):
+            return f"{{{topic}}}"
+        digest = hashlib.sha1(topic.encode(), usedforsecurity=False).hexdigest()[:24]
+        return f"{{#{digest}}}{topic}"
 
     def channel(self, topic: str) -> bytes:
         """The Redis channel of ``topic``: the prefix and the topic (a topic that starts
-        with NUL gets one more, so that no topic has the control channel's name)."""
+        with NUL gets one more, so that no topic has the control channel's name). On a
+        cluster, the prefix and the topic's hash tag (:meth:`tag`), a sharded channel in
+        the slot of the topic's keys."""
+        if self.cluster:
+            return (self.prefix + self.tag(topic)).encode()
         if topic.startswith("\x00"):
             return (self.prefix + "\x00" + topic).encode()
         return (self.prefix + topic).encode()
@@ -230,7 +271,7 @@ class Settings:
     def history_keys(self, topic: str) -> tuple[bytes, bytes]:
         """The two keys of ``topic``'s history: its meta hash and its stream."""
         # The hash tag {topic} keeps both keys in one cluster slot, as a script needs.
-        base = f"{self.prefix}h:{{{topic}}}:".encode()
+        base = f"{self.prefix}h:{self.tag(topic)}:".encode()
         return base + b"m", base + b"l"
 
     def log_ttl_ms(self, history: History) -> int:
@@ -240,19 +281,58 @@ class Settings:
         return min(self.meta_ttl_ms, max(1, math.ceil(history.ttl * 1000)))
 
 
+class Requests(Protocol):
+    """What the broker asks of its publishing connection: a coredis connection, or on a
+    cluster the router that sends each command to its slot's master."""
+
+    def create_request(
+        self,
+        command: bytes,
+        *args: Any,
+        timeout: float | None = None,
+    ) -> Awaitable[Any]:
+        """Send a command; await the result for its reply."""
+        ...
+
+
+class Subscriptions(Protocol):
+    """What the broker asks of its subscription connection (see :class:`Requests`)."""
+
+    def send_command(self, command: bytes, *args: Any) -> None:
+        """Send a command that gets no reply (``SUBSCRIBE``, ``UNSUBSCRIBE``)."""
+        ...
+
+
+class Routes(Protocol):
+    """On a cluster: which channels' masters are up."""
+
+    def live(self, name: bytes) -> object | None:
+        """The master of ``name``'s slot if it is up, else ``None``."""
+        ...
+
+
 class Link:
     """A broker's Redis connections, as its session holds them now: the other parts
     read them, only the session changes them."""
 
-    __slots__ = ("pub", "running", "state", "sub")
+    __slots__ = ("pub", "router", "running", "state", "sub")
 
     def __init__(self) -> None:
         self.state: State = "stopped"
         self.running = False
-        self.sub: BaseConnection | None = None
+        self.sub: Subscriptions | None = None
         """The subscription connection, while up."""
-        self.pub: BaseConnection | None = None
+        self.pub: Requests | None = None
         """The publishing connection, also for history reads, while up."""
+        self.router: Routes | None = None
+        """On a cluster, while connected: the slot map of the session."""
+
+    def reachable(self, channel: bytes) -> bool:
+        """Whether commands for ``channel``'s slot can be sent now."""
+        if self.state != "connected":
+            return False
+        router = self.router
+        return router is None or router.live(channel) is not None
 
 
 async def once(
@@ -268,16 +348,21 @@ async def once(
     from coredis import Redis
     from coredis.retry import NoRetryPolicy
 
-    client = Redis.from_url(
-        settings.url,
-        retry_policy=NoRetryPolicy(),
-        connect_timeout=settings.timeout,
-        stream_timeout=settings.timeout,
-    )
+    wrap: Callable[[Any], Any] = _same
+    client: Any
+    if settings.once_client is not None:
+        client, wrap = settings.once_client(settings)
+    else:
+        client = Redis.from_url(
+            settings.url,
+            retry_policy=NoRetryPolicy(),
+            connect_timeout=settings.timeout,
+            stream_timeout=settings.timeout,
+        )
     try:
         with trio.fail_after(2 * settings.timeout):
             async with client:
-                return await call(client)
+                return await call(wrap(client))
     except Exception as exc:
         if is_unexpected(exc):
             raise
@@ -286,6 +371,15 @@ async def once(
         raise ConnectionError(
             f"could not {what} Redis at {settings.safe_url}: {describe(exc)}"
         ) from exc
+
+
+def _same(client: Any) -> Any:
+    return client
+
+
+class NodeDown(ConnectionError):
+    """On a Redis Cluster: the master owning a command's slot is unreachable (or its
+    connection failed during the command)."""
 
 
 class ConnectionLost(Exception):

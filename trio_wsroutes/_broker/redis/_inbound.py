@@ -81,11 +81,20 @@ class Inbound:
         """When Redis last sent anything on the subscription connection (Trio's clock)."""
         self.tracing: Tracing | None = None
         """The server's tracing, if on: a delivery with a trace context gets a span."""
+        self.on_unsubscribed: Callable[[bytes], None] | None = None
+        """On a cluster: called when Redis ends a subscription this process holds."""
 
     def forget(self, topic: str) -> None:
         """Nobody here listens on ``topic`` any more: forget its sequence tracking."""
         self._seen.pop(topic, None)
         self._continuity.forget(topic)
+
+    @property
+    def delivered(self) -> dict[str, tuple[str, int]]:
+        """The last position fanned out on each topic with history and local subscribers
+        (kept by :class:`Continuity`): on a cluster, where a topic catches up from after
+        a gap in its subscription."""
+        return self._continuity.last
 
     async def drain(self, sub: BaseConnection, gate: Any) -> None:
         """Move what Redis pushes into the bounded fan-out queue, as fast as it arrives.
@@ -123,12 +132,19 @@ class Inbound:
         kind, channel = items[0], items[1]
         if not isinstance(channel, bytes):
             return
-        if kind == b"message" and len(items) == 3:
+        if (kind == b"message" or kind == b"smessage") and len(items) == 3:
             data = items[2]
             if isinstance(data, bytes):
                 self._on_message(channel, data)
-        elif kind == b"subscribe":
+        elif kind == b"subscribe" or kind == b"ssubscribe":
             self._channels.acknowledged(channel)
+        elif (
+            kind == b"sunsubscribe"
+            and channel in self._channels.subscribed
+            and self.on_unsubscribed is not None
+        ):
+            # A cluster ended a sharded subscription we did not leave: its slot moved.
+            self.on_unsubscribed(channel)
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         topic = self._channels.topics.get(channel)

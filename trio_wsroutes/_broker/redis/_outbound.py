@@ -15,15 +15,14 @@ from ..._history import History, envelope_head, topic_json
 from ..._messages import Frame
 from .._base import Subscriber
 from .._topics import TopicTable
-from ._common import Link, RedisBrokerStats, Settings, logger, new_origin, once, text
+from ._common import Link, NodeDown, RedisBrokerStats, Settings, logger, new_origin, once, text
 from ._positions import MAX_TOPICS, Pending, Proposals
 from ._scripts import PUBLISH_SCRIPT, PUBLISH_SHA, load_scripts, publish_args
 from ._wire import HISTORY_HEADER, encode_wire, wire_extensions
 
 if TYPE_CHECKING:
-    from coredis.connection import BaseConnection
-
     from ..._tracing import Tracing
+    from ._common import Requests
 
 __all__ = ["Outbound"]
 
@@ -112,13 +111,13 @@ class Outbound:
         """Publish on a topic with history: through Redis to every process, this one
         included, so that all subscribers see Redis' order."""
         link, settings, table = self._link, self._settings, self._table
-        if link.running and link.state != "connected":
+        channel = settings.channel(topic)
+        if link.running and not link.reachable(channel):
             # Redis holds the offsets: deliver here at once, without a position.
             self._stats.publish_lost += 1
             return table.fan_out(topic, frame, exclude)
         seq = self._next_seq(topic)  # first: it may start a new origin
         origin = self.origin
-        channel = settings.channel(topic)
         head = None if frame.binary else envelope_head(frame.payload, topic_json(topic))
         keys = settings.history_keys(topic)
         extensions = self._extensions()
@@ -262,7 +261,7 @@ class Outbound:
         self._overflowing = False
         self._sent_lot.unpark_all()
 
-    async def sender(self, pub: BaseConnection) -> None:
+    async def sender(self, pub: Requests) -> None:
         """Pipeline what is queued on the publishing connection ``pub`` until it fails."""
         from coredis.exceptions import NoScriptError, ResponseError
 
@@ -293,6 +292,11 @@ class Outbound:
             for (item, size), request in zip(batch, requests, strict=True):
                 try:
                     reply = await request
+                except NodeDown:
+                    # On a cluster: this command's master is down (the others go on).
+                    self._in_flight -= 1
+                    stats.publish_lost += 1
+                    continue
                 except ResponseError as exc:
                     # A history script failed in Redis: that publication is lost.
                     self._in_flight -= 1

@@ -52,10 +52,19 @@ from ..._presence import (
     user_json,
 )
 from .._base import Subscriber
-from ._common import Link, RedisBrokerStats, Settings, describe, is_unexpected, logger, once
+from ._common import (
+    Link,
+    NodeDown,
+    RedisBrokerStats,
+    Settings,
+    describe,
+    is_unexpected,
+    logger,
+    once,
+)
 
 if TYPE_CHECKING:
-    from coredis.connection import BaseConnection
+    from ._common import Requests
 
 __all__ = ["READ_SCRIPT", "SYNC_SCRIPT", "RedisPresence"]
 
@@ -216,7 +225,7 @@ class RedisPresence:
 
     def keys(self, topic: str) -> tuple[bytes, bytes, bytes]:
         """The three keys of ``topic``'s presence."""
-        tag = f"{{{topic}}}".encode()
+        tag = self._settings.tag(topic).encode()  # one cluster slot for the three
         prefix = self._settings.prefix.encode()
         return (
             prefix + b"presence:" + tag,
@@ -360,9 +369,15 @@ class RedisPresence:
         """Send the leaves that failed, then refresh (or re-add) every entry of this
         process and sweep its topics, in one pipeline."""
         pending = self._pending_leaves
-        while pending and self._link.state == "connected":
+        for _ in range(len(pending)):
+            if self._link.state != "connected":
+                break
             topic, member = pending[0]
-            await self._leave(topic, member)
+            try:
+                await self._leave(topic, member)
+            except NodeDown:
+                pending.rotate(-1)  # its cluster master is down: later
+                continue
             pending.popleft()
         pub = self._link.pub
         if pub is None or self._link.state != "connected":
@@ -394,6 +409,10 @@ class RedisPresence:
                     reply = cast("list[Any]", await request)
             except NoScriptError:  # Redis lost its scripts (a restart, SCRIPT FLUSH)
                 reply = await _evalsha(pub, sha, script, self.keys(topic), args, timeout)
+            except NodeDown:
+                # On a cluster, this topic's master is down: the others are refreshed,
+                # and the next sync after it is back lists these entries again.
+                continue
             self._failing = False
             await self._gone(topic, presence, cast("list[Any]", reply[1]))
             await self._settle(topic, presence, chunk, cast("list[Any]", reply[0]))
@@ -451,7 +470,7 @@ class RedisPresence:
 
 
 async def _evalsha(
-    pub: BaseConnection,
+    pub: Requests,
     sha: bytes,
     script: bytes,
     keys: tuple[bytes, ...],

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import trio
+
 from ..._history import (
     NOT_RECOVERED,
     History,
@@ -86,39 +88,8 @@ class Recoveries:
         recovered: the caller subscribes it live, at once (no checkpoint between)."""
         recovering = _Recovering(subscriber)
         self.recovering.setdefault(topic, {})[subscriber] = recovering
-        settings = self._settings
-        policy = settings.policy
-        assert policy is not None
-        read = self._reading(topic, history, since, None, cap=policy.max_recovery)
-        outcome = "unread"
-        try:
-            try:
-                pub = self._link.pub
-                if pub is not None and await self._channels.join(topic):
-                    keys = settings.history_keys(topic)
-                    rounds = 0
-                    while True:
-                        recovering.dirty = False
-                        reply = await evalsha(pub, READ_SHA, keys, read.args(), settings.timeout)
-                        outcome = read.take(reply)
-                        if outcome == "more":
-                            continue
-                        if outcome != "done" or recovering.cancelled or not recovering.dirty:
-                            break
-                        # The buffer overflowed during that read: what it dropped is in
-                        # the stream, read on from there.
-                        rounds += 1
-                        if rounds >= _RECOVERY_ROUNDS:
-                            outcome = "overflowed"
-                            break
-            except Exception as exc:
-                if is_unexpected(exc):
-                    raise
-                outcome = "unread"
-                logger.debug("redis broker: recovery on %r failed: %s", topic, describe(exc))
-        except BaseException:
-            self._end(topic, recovering, release=True)  # cancelled, or a bug
-            raise
+        read = self._recovery_read(topic, history, since)
+        outcome = await self._read_for(topic, read, [recovering])
         # From here until the subscriber is live, no checkpoint: nothing comes in between.
         if recovering.cancelled:
             return NOT_RECOVERED  # unsubscribed meanwhile (and cleaned up then)
@@ -131,7 +102,70 @@ class Recoveries:
                 self._count_failure(topic, read)
             stats.recoveries_failed += 1
             return None
+        return self._go_live(topic, recovering, read)
+
+    def _recovery_read(self, topic: str, history: History, since: Position) -> HistoryRead:
+        policy = self._settings.policy
+        assert policy is not None
+        return self._reading(topic, history, since, None, cap=policy.max_recovery)
+
+    async def _read_for(
+        self, topic: str, read: HistoryRead, group: list[_Recovering], *, live: bool = False
+    ) -> str:
+        """Confirm the topic's channel, then read its stream for the recoveries of
+        ``group`` (again from where it ended while a buffer overflows); the outcome.
+        Cancelled, the recoveries end; with ``live``, their subscribers go back to the
+        table (they were live before: a catch-up)."""
+        settings = self._settings
+        outcome = "unread"
+        try:
+            try:
+                pub = self._link.pub
+                if pub is not None and await self._channels.join(topic):
+                    keys = settings.history_keys(topic)
+                    rounds = 0
+                    while True:
+                        for recovering in group:
+                            recovering.dirty = False
+                        reply = await evalsha(pub, READ_SHA, keys, read.args(), settings.timeout)
+                        outcome = read.take(reply)
+                        if outcome == "more":
+                            continue
+                        if (
+                            outcome != "done"
+                            or all(r.cancelled for r in group)
+                            or not any(r.dirty for r in group)
+                        ):
+                            break
+                        # A buffer overflowed during that read: what it dropped is in
+                        # the stream, read on from there.
+                        rounds += 1
+                        if rounds >= _RECOVERY_ROUNDS:
+                            outcome = "overflowed"
+                            break
+            except Exception as exc:
+                if is_unexpected(exc):
+                    raise
+                outcome = "unread"
+                logger.debug("redis broker: recovery on %r failed: %s", topic, describe(exc))
+        except BaseException:
+            if live:
+                self.unhold(topic, group)
+            else:
+                for recovering in group:
+                    self._end(topic, recovering, release=True)  # cancelled, or a bug
+            raise
+        return outcome
+
+    def _go_live(
+        self, topic: str, recovering: _Recovering, read: HistoryRead, *, count: bool = True
+    ) -> Recovery:
+        """Deliver what ``read`` read, then the buffered publications it did not, and
+        make the subscriber live (no checkpoint); ``count`` it as a recovery."""
+        stats = self._stats
+        subscriber = recovering.subscriber
         epoch, last = read.epoch, read.last
+        assert epoch is not None
         frames = [Frame(payload) for _, payload in read.publications()]
         missed = len(frames)
         for offset, frame_epoch, frame in recovering.frames:
@@ -152,9 +186,82 @@ class Recoveries:
             for offset, frame_epoch, _ in recovering.frames
         ):
             self.lagging.setdefault(topic, {})[subscriber] = (epoch, last)
-        stats.recoveries += 1
-        stats.recovered_messages += missed
+        if count:
+            stats.recoveries += 1
+            stats.recovered_messages += missed
         return Recovery(recovered=True, missed=missed)
+
+    def hold(self, topic: str) -> list[_Recovering]:
+        """On a cluster, before ``topic``'s subscription is made again after a gap: take
+        its local subscribers out of the table into recoveries (what comes live is
+        buffered for them from now on) until :meth:`catch_up` or :meth:`unhold`."""
+        mine = self.recovering.setdefault(topic, {})
+        group: list[_Recovering] = []
+        for subscriber in self._table.subscribers(topic):
+            if subscriber not in mine:
+                recovering = mine[subscriber] = _Recovering(subscriber)
+                group.append(recovering)
+        if not mine:
+            del self.recovering[topic]
+        for recovering in group:
+            # Out of the table while held (the topic's channel stays: it recovers).
+            self._table.discard(topic, recovering.subscriber)
+        return group
+
+    def unhold(self, topic: str, group: list[_Recovering]) -> None:
+        """Put the subscribers :meth:`hold` took back in the table, as they were (what
+        was buffered for them is dropped: the gap stays, as without a catch-up)."""
+        # Live ones back first, so that ending the others does not leave the channel.
+        for recovering in group:
+            if not recovering.cancelled:
+                self._end(topic, recovering, release=False)
+                self._table.add(topic, recovering.subscriber)
+        for recovering in group:
+            self._end(topic, recovering, release=True)
+
+    async def catch_up(
+        self, topic: str, history: History, since: Position, group: list[_Recovering]
+    ) -> bool:
+        """On a cluster, once ``topic``'s subscription is back after a gap: send the
+        subscribers :meth:`hold` took the publications after ``since`` (the last one
+        fanned out here before the gap), from the stream, then what was buffered, as a
+        recovery does, and make them live again. ``False`` when the stream cannot say
+        what was missed (``stats.catch_ups_failed``): they get what was buffered, and
+        the gap shows in their offsets."""
+        if not group:
+            await trio.lowlevel.checkpoint()
+            return True
+        read = self._recovery_read(topic, history, since)
+        outcome = await self._read_for(topic, read, group, live=True)
+        stats = self._stats
+        done = outcome == "done" and read.epoch is not None
+        if done:
+            stats.catch_ups += 1
+        else:
+            stats.catch_ups_failed += 1
+            if outcome == "failed":
+                self._count_failure(topic, read)
+            logger.warning(
+                "redis broker: %r missed publications that its history cannot give back "
+                "(%s); its subscribers see the gap in the offsets",
+                topic,
+                outcome,
+            )
+        for recovering in group:
+            if recovering.cancelled:
+                continue
+            self._end(topic, recovering, release=False)
+            if done:
+                self._go_live(topic, recovering, read, count=False)
+                continue
+            subscriber = recovering.subscriber
+            if all(subscriber.deliver(frame) for _, _, frame in recovering.frames):
+                self._table.add(topic, subscriber)
+            else:
+                self._table.discard_all(subscriber)
+        if not self._table.subscriber_count(topic) and topic not in self.recovering:
+            self._release(topic)
+        return done
 
     def is_recovering(self, topic: str, subscriber: Subscriber) -> bool:
         """Whether ``subscriber`` is recovering on ``topic`` now."""

@@ -29,7 +29,7 @@ from ..._history import History, Position, new_epoch
 from ._wire import entry_problem
 
 if TYPE_CHECKING:
-    from coredis.connection import BaseConnection
+    from ._common import Requests
 
 __all__ = [
     "PUBLISH_SCRIPT",
@@ -308,7 +308,7 @@ READ_SHA: Final = hashlib.sha1(READ_SCRIPT).hexdigest().encode()
 SCRIPTS: Final = ((PUBLISH_SHA, PUBLISH_SCRIPT), (READ_SHA, READ_SCRIPT))
 
 
-async def load_scripts(pub: BaseConnection, timeout: float) -> None:  # noqa: ASYNC109
+async def load_scripts(pub: Requests, timeout: float) -> None:  # noqa: ASYNC109
     """Load both scripts on the connection ``pub`` (coredis), so that ``EVALSHA`` finds
     them."""
     for _, script in SCRIPTS:
@@ -316,7 +316,7 @@ async def load_scripts(pub: BaseConnection, timeout: float) -> None:  # noqa: AS
 
 
 async def evalsha(
-    pub: BaseConnection,
+    pub: Requests,
     sha: bytes,
     keys: tuple[bytes, ...],
     args: tuple[bytes, ...],

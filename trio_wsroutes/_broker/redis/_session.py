@@ -71,13 +71,7 @@ class Session:
                 "this RedisBroker is already running: give each server its own instance"
             )
         require_coredis()
-        from coredis import ConnectionPool
-
-        # Only to parse the URL into a connection class, location and options: the two
-        # connections are made and held here, not leased from the pool.
-        self._pool = ConnectionPool.from_url(
-            self._settings.url, connect_timeout=self._settings.timeout
-        )
+        self._prepare()
         link.running = True
         link.state = "connecting"
         try:
@@ -90,6 +84,15 @@ class Session:
             self._end()
             link.running = False
             link.state = "stopped"
+
+    def _prepare(self) -> None:
+        from coredis import ConnectionPool
+
+        # Only to parse the URL into a connection class, location and options: the two
+        # connections are made and held here, not leased from the pool.
+        self._pool = ConnectionPool.from_url(
+            self._settings.url, connect_timeout=self._settings.timeout
+        )
 
     async def _connect_loop(self, *, task_status: trio.TaskStatus[None]) -> None:
         attempt = 0

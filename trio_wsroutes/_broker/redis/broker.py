@@ -70,7 +70,9 @@ class RedisBroker:
     Options:
 
     * ``url``: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or
-      ``unix:///path/to/socket``.
+      ``unix:///path/to/socket``; for a Redis Cluster (7.0 or later),
+      ``redis+cluster://[user:password@]host:port,host:port,...`` (any of its nodes: the
+      others are found from them; ``rediss+cluster://`` with TLS; database 0 only).
     * ``channel_prefix``: Redis channel of topic ``t`` is ``channel_prefix + t``.
     * ``max_queued_messages`` / ``max_queued_bytes``: the bound of each of the two queues,
       messages waiting for Redis and messages from Redis waiting for local fan-out. A
@@ -219,6 +221,25 @@ class RedisBroker:
     dropped and counted (``stats.control_invalid``), one with a bad signature too
     (``stats.unauthenticated``).
 
+    **Redis Cluster** (a ``redis+cluster://`` URL): the slot map comes from the first node
+    named that answers, and each master gets two connections of its own. A topic's keys
+    and its channel (``channel_prefix + "{" + topic + "}"``) carry the topic as hash tag,
+    so they share one slot: its scripts run on that slot's master and its publications
+    are sharded (``SPUBLISH``/``SSUBSCRIBE``), carried by that master alone. The control
+    channel is sharded too, on the slot of its name. A master that is down stops only
+    the topics of its slots (their publications are counted lost; on topics with history
+    they are delivered here without a position, as while one Redis is down); the other
+    masters' topics keep flowing. A ``MOVED``/``ASK`` reply, Redis ending a sharded
+    subscription (its slot moved) or a master down makes the broker read the slot map
+    again; when it changed (resharding, a replica promoted), the broker reconnects to
+    the new map. After any gap in a master's subscription, each topic with history and
+    local subscribers *catches up*: its stream is read after the last position this
+    process delivered on it and the missed publications are delivered in order before
+    the live ones (``stats.catch_ups``); when the history cannot give them back (the
+    master restarted without its data, a new epoch), ``stats.catch_ups_failed`` counts
+    it and the gap shows in the offsets, and a client resuming from its position gets
+    ``recovered=False``. See the "Scaling out" guide.
+
     Redis memory: each topic with history holds at most ``size`` publications and
     ``max_bytes`` bytes of them, and its keys expire after ``ttl`` (publications) and
     ``history_meta_ttl`` (epoch and offset) without publications. Under ``maxmemory``
@@ -277,17 +298,34 @@ class RedisBroker:
         inbound = self._inbound = Inbound(
             settings, stats, channels, outbound, recoveries, table, control, continuity
         )
-        self._session = Session(
-            settings,
-            stats,
-            link,
-            channels,
-            inbound,
-            outbound,
-            self._wanted_topics,
-            control,
-            continuity,
-        )
+        if settings.cluster:
+            from ._cluster import ClusterSession, cluster_once_client
+
+            settings.once_client = cluster_once_client
+            self._session: Session = ClusterSession(
+                settings,
+                stats,
+                link,
+                channels,
+                inbound,
+                outbound,
+                self._wanted_topics,
+                control,
+                continuity,
+                recoveries,
+            )
+        else:
+            self._session = Session(
+                settings,
+                stats,
+                link,
+                channels,
+                inbound,
+                outbound,
+                self._wanted_topics,
+                control,
+                continuity,
+            )
         self._background: AbstractAsyncContextManager[None] | None = None
         self._tracing: Tracing | None = None
         self._presence: RedisPresence | None = None
@@ -318,7 +356,9 @@ class RedisBroker:
 
     @property
     def connected(self) -> bool:
-        """``True`` while both Redis connections are up and every topic is subscribed."""
+        """``True`` while both Redis connections are up and every topic is subscribed (on a
+        cluster: while the broker holds a slot map and at least one master is up; the
+        topics of a master that is down are not subscribed meanwhile)."""
         return self._link.state == "connected"
 
     @property

@@ -1,0 +1,326 @@
+"""``trio-wsroutes serve --native --workers N``: real supervisor and worker processes on
+127.0.0.1, serving ``tests/workers_app.py``. Which worker accepts a connection is up to
+the kernel, so the tests connect until they have met every worker they need."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+from websockets.exceptions import ConnectionClosed, InvalidMessage
+from websockets.trio.client import ClientConnection, connect
+
+import trio_wsroutes
+from tests._redis import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.workers_app:server"
+SERVE = [sys.executable, "-m", "trio_wsroutes._cli", "serve", APP, "--native"]
+GRACE = 5.0  # the app's close_timeout (the default)
+TIMEOUT = 30  # generous: the machine is shared, and each worker imports the app
+
+
+class Supervisor:
+    """A running ``serve --workers`` process, its log, and the port it announced."""
+
+    def __init__(self, process: trio.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+        self.port = 0
+        self.tls: ssl.SSLContext | None = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def announced(self) -> None:
+        pattern = re.compile(r"serving \S+ on wss?://127\.0\.0\.1:(\d+)")
+        while (match := pattern.search(self.output())) is None:
+            assert self.process.poll() is None, self.output()
+            await trio.sleep(0.05)
+        self.port = int(match.group(1))
+
+    def url(self, path: str) -> str:
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{path}"
+
+    @asynccontextmanager
+    async def client(self, path: str) -> AsyncIterator[tuple[ClientConnection, int]]:
+        """A connection and the pid of the worker that greeted it."""
+        async with connect(self.url(path), ssl=self.tls, ping_interval=None) as ws:
+            greeting = json.loads(await ws.recv())
+            assert greeting["type"] == "pid"
+            yield ws, int(greeting["data"]["pid"])
+
+    async def meet_workers(
+        self, stack: AsyncExitStack, path: str, count: int, *, a_worker_died: bool = False
+    ) -> dict[int, ClientConnection]:
+        """Open connections until ``count`` different workers hold one; one per worker.
+        After ``a_worker_died``, a connection may fail: the kernel had queued it on the
+        dead worker's socket (a client reconnects)."""
+        found: dict[int, ClientConnection] = {}
+        for _ in range(1000):
+            try:
+                ws, pid = await stack.enter_async_context(self.client(path))
+            except Exception as exc:
+                if not (a_worker_died and _lost(exc)):
+                    raise
+                await trio.sleep(0.02)
+                continue
+            found.setdefault(pid, ws)
+            if len(found) == count:
+                return found
+            # Which worker accepts is up to the kernel: give the other one time to wake.
+            await trio.sleep(0.02)
+        raise AssertionError(f"1000 connections went to {sorted(found)} only")
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception it groups) says the connection was lost."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_lost(inner) for inner in exc.exceptions)
+    return isinstance(exc, OSError | InvalidMessage | EOFError)
+
+
+@asynccontextmanager
+async def supervisor(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, group: bool = False
+) -> AsyncIterator[Supervisor]:
+    """Start ``serve --native --port 0 ARGS`` and wait until it says it serves; kill it
+    (and its workers, by pid) on the way out if it is still running."""
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            [*SERVE, "--port", "0", *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, **(env or {})},
+            start_new_session=group,  # its own process group, as a terminal's job
+        )
+    running = Supervisor(process, log)
+    try:
+        with trio.fail_after(TIMEOUT):
+            await running.announced()
+        yield running
+    finally:
+        if process.returncode is None:
+            workers = _children(process.pid)
+            process.kill()
+            await process.wait()
+            for pid in workers:
+                with _gone_already():
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc``)."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(") ")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat.rpartition(") ")[2].startswith("Z")
+
+
+@contextmanager
+def _gone_already() -> Iterator[None]:
+    try:
+        yield
+    except ProcessLookupError:
+        pass
+
+
+async def close_code(ws: ClientConnection) -> int | None:
+    """Read until the server closes; its close code (``None`` without a close frame)."""
+    try:
+        while True:
+            await ws.recv()
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None
+
+
+async def test_two_workers_serve_one_port(tmp_path: Path) -> None:
+    async with supervisor(tmp_path, "--workers", "2", "--allow-memory-broker") as running:
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                workers = await running.meet_workers(stack, "/pid", 2)
+        assert running.process.pid not in workers  # the supervisor serves no one itself
+        assert sorted(workers) == sorted(_children(running.process.pid))
+
+
+async def test_one_worker_is_the_process_itself(tmp_path: Path) -> None:
+    # --workers 1 (the default) runs no supervisor: the process started serves.
+    async with supervisor(tmp_path, "--workers", "1") as running:
+        with trio.fail_after(TIMEOUT):
+            async with running.client("/pid") as (_, pid):
+                assert pid == running.process.pid
+
+
+async def test_a_publish_reaches_subscribers_in_every_worker_through_redis(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    env = {"WSROUTES_REDIS_URL": redis.url}
+    async with supervisor(tmp_path, "--workers", "2", env=env) as running:
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                workers = await running.meet_workers(stack, "/room", 2)
+                clients = list(workers.values())
+                await clients[0].send(json.dumps({"type": "say", "data": {"text": "to all"}}))
+                for ws in clients:
+                    said = json.loads(await ws.recv())
+                    assert said["type"] == "said"
+                    assert said["data"] == {"text": "to all", "pid": next(iter(workers))}
+
+
+@pytest.mark.parametrize("how", ["SIGTERM-to-supervisor", "SIGINT-to-group"])
+async def test_a_signal_closes_every_client_in_every_worker_with_1001(
+    tmp_path: Path, how: str
+) -> None:
+    group = how.endswith("group")
+    args = ("--workers", "2", "--allow-memory-broker")
+    async with supervisor(tmp_path, *args, group=group) as running:
+        codes: list[int | None] = []
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                workers = await running.meet_workers(stack, "/pid", 2)
+                if group:  # Ctrl+C in a terminal: every process of the job gets it
+                    os.killpg(running.process.pid, signal.SIGINT)
+                else:  # a process manager that signals the main process only
+                    os.kill(running.process.pid, signal.SIGTERM)
+                with trio.fail_after(GRACE + 10):
+                    for ws in workers.values():
+                        codes.append(await close_code(ws))
+                    returncode = await running.process.wait()
+        assert codes == [1001, 1001]
+        assert returncode == 0
+        assert not any(_alive(pid) for pid in workers)  # no worker left behind
+        assert "Traceback" not in running.output()
+        assert running.output().rstrip().endswith("trio-wsroutes: stopped")
+
+
+async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(tmp_path: Path) -> None:
+    async with supervisor(tmp_path, "--workers", "2", "--allow-memory-broker") as running:
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                first = await running.meet_workers(stack, "/pid", 2)
+            victim, survivor = sorted(first)
+            os.kill(victim, signal.SIGKILL)
+            # The port keeps serving (by the survivor) while the victim is replaced, and
+            # the replacement serves too.
+            async with AsyncExitStack() as stack:
+                after = await running.meet_workers(stack, "/pid", 2, a_worker_died=True)
+        assert survivor in after
+        assert victim not in after
+        assert sorted(after) == sorted(_children(running.process.pid))
+        assert f"(pid {victim}) was killed by SIGKILL" in running.output()
+        assert "restarting it in 0.5 s" in running.output()
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    async with supervisor(tmp_path, "--workers", "2", "--allow-memory-broker") as running:
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                workers = await running.meet_workers(stack, "/pid", 2)
+                running.process.kill()
+                await running.process.wait()
+                for ws in workers.values():  # each worker shuts down, gracefully
+                    assert await close_code(ws) == 1001
+            while any(_alive(pid) for pid in workers):  # noqa: ASYNC110 (other processes)
+                await trio.sleep(0.05)
+
+
+def run_serve(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SERVE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_two_workers_with_a_memory_broker_refuse_to_start() -> None:
+    result = run_serve("--port", "0", "--workers", "2")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("trio-wsroutes: error: 2 workers with a MemoryBroker")
+    assert "RedisBroker" in lines[0]
+    assert "--allow-memory-broker" in lines[0]
+
+
+def test_an_address_in_use_is_one_line_and_exit_status_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ("--port", str(port), "--workers", "2", "--allow-memory-broker")
+        result = run_serve(*args)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"trio-wsroutes: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+
+
+def test_workers_need_the_native_transport() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_wsroutes._cli", "serve", APP, "--workers", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--workers needs --native" in result.stderr
+
+
+def test_serve_native_workers_refuses_a_memory_broker_by_name() -> None:
+    with pytest.raises(ValueError, match=r"MemoryBroker.*RedisBroker.*allow_memory_broker=True"):
+        trio_wsroutes.serve_native_workers(APP, workers=2, app_dir=str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def certificates() -> tuple[trustme.CA, trustme.LeafCert]:
+    ca = trustme.CA()
+    return ca, ca.issue_cert("127.0.0.1")
+
+
+async def test_two_workers_serve_tls(
+    tmp_path: Path, certificates: tuple[trustme.CA, trustme.LeafCert]
+) -> None:
+    ca, leaf = certificates
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf.cert_chain_pems[0].write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    tls = ("--certfile", str(cert), "--keyfile", str(key))
+    async with supervisor(tmp_path, "--workers", "2", "--allow-memory-broker", *tls) as running:
+        assert "wss://127.0.0.1:" in running.output()
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        running.tls = context
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                workers = await running.meet_workers(stack, "/pid", 2)
+        assert len(workers) == 2
