@@ -298,34 +298,14 @@ class RedisBroker:
         inbound = self._inbound = Inbound(
             settings, stats, channels, outbound, recoveries, table, control, continuity
         )
+        parts = (settings, stats, link, channels, inbound, outbound, self._wanted_topics)
         if settings.cluster:
             from ._cluster import ClusterSession, cluster_once_client
 
             settings.once_client = cluster_once_client
-            self._session: Session = ClusterSession(
-                settings,
-                stats,
-                link,
-                channels,
-                inbound,
-                outbound,
-                self._wanted_topics,
-                control,
-                continuity,
-                recoveries,
-            )
+            self._session: Session = ClusterSession(*parts, control, continuity, recoveries)
         else:
-            self._session = Session(
-                settings,
-                stats,
-                link,
-                channels,
-                inbound,
-                outbound,
-                self._wanted_topics,
-                control,
-                continuity,
-            )
+            self._session = Session(*parts, control, continuity)
         self._background: AbstractAsyncContextManager[None] | None = None
         self._tracing: Tracing | None = None
         self._presence: RedisPresence | None = None
