@@ -1,4 +1,5 @@
-"""A real ``redis-server`` for tests: one per test, on a free 127.0.0.1 port, no persistence.
+"""A real ``redis-server`` for tests: one per test, on a free 127.0.0.1 port, no persistence
+(or, asked for, an append-only file synced at every write).
 
 The fixtures ``redis`` (started) and ``stopped_redis`` (the test starts it) are defined
 here, once, and offered to every test by ``tests/conftest.py``.
@@ -48,10 +49,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """``redis-server --port N --bind 127.0.0.1 --save '' --appendonly no``, by PID."""
+    """``redis-server --port N --bind 127.0.0.1 --save '' --appendonly no``, by PID.
 
-    def __init__(self, executable: str, log_dir: Path) -> None:
+    With ``persistent=True``: ``--appendonly yes --appendfsync always`` in ``log_dir``,
+    so that what Redis acknowledged survives a SIGKILL and a restart."""
+
+    def __init__(self, executable: str, log_dir: Path, *, persistent: bool = False) -> None:
         self.executable = executable
+        self.persistent = persistent
+        self.data_dir = log_dir
         self.port = free_port()
         self.log_path = log_dir / f"redis-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,8 +79,13 @@ class RedisServer:
                     "127.0.0.1",
                     "--save",
                     "",
-                    "--appendonly",
-                    "no",
+                    *(
+                        ["--appendonly", "yes", "--appendfsync", "always"]
+                        if self.persistent
+                        else ["--appendonly", "no"]
+                    ),
+                    "--dir",
+                    str(self.data_dir),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -765,15 +765,17 @@ async def test_a_redis_restart_changes_the_epoch_and_old_positions_do_not_recove
                 await wait_until(lambda: not broker.connected)
                 await trio.to_thread.run_sync(redis.start)  # the same port
                 await wait_until(lambda: broker.connected)
+                # Its position no longer recovers: closed, to resume and hear so.
+                assert await client.until_closed() == 1012
+            async with subscriber(address, "room:r", {"room:r": old}) as late:
+                assert late.joined == joined("room:r", False, 0)
+                assert late.before_joined == []
                 await app.server.publish("room:r", Said(4))
-                message = await client.next()
+                message = await late.next()
                 assert isinstance(message, dict)
                 new = Position(message["epoch"], message["offset"])
                 assert new.epoch != old.epoch
                 assert new.offset == 1  # a new run of offsets
-            async with subscriber(address, "room:r", {"room:r": old}) as late:
-                assert late.joined == joined("room:r", False, 0)
-                assert late.before_joined == []
             async with subscriber(address, "room:r", {"room:r": Position(new.epoch, 0)}) as fresh:
                 assert fresh.joined == joined("room:r", True, 1)
                 assert fresh.offsets == [1]

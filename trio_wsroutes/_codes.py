@@ -64,6 +64,10 @@ class CloseCode:
     """A message over ``max_payload_length``."""
     INTERNAL_ERROR: Final = 1011
     """A handler crashed, or the peer missed a heartbeat (reason ``"heartbeat timeout"``)."""
+    SERVICE_RESTART: Final = 1012
+    """Publications on a topic with history were lost on their way to this process (its
+    broker was cut off from Redis): reconnect and resume the topic from its position
+    (reason ``"missed publications"``)."""
     TRY_AGAIN_LATER: Final = 1013
     """Evicted as a slow consumer: more than ``backpressure_limit`` bytes were waiting."""
     UNAUTHORIZED: Final = 3000
@@ -88,6 +92,11 @@ CLOSE_CODES: Final[Mapping[int, str]] = MappingProxyType(
         ),
         CloseCode.MESSAGE_TOO_BIG: "a message over `max_payload_length`",
         CloseCode.INTERNAL_ERROR: "a handler crashed, or the heartbeat went unanswered",
+        CloseCode.SERVICE_RESTART: (
+            "publications on a topic with history were lost on their way to this server "
+            "(its broker was cut off from Redis); reconnect and resume from the position "
+            "(reason `missed publications`)"
+        ),
         CloseCode.TRY_AGAIN_LATER: "evicted as a slow consumer (over `backpressure_limit`)",
         CloseCode.UNAUTHORIZED: (
             "the token expired and no valid one came in time, or the new one was refused; "

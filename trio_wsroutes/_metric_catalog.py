@@ -153,6 +153,12 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "Messages of other processes that never arrived (gaps in their sequence).",
     ),
     _m(
+        "broker_history_resumes_total",
+        "counter",
+        "Connections closed with 1012 to resume a topic with history: publications on it "
+        "were lost on their way to this process.",
+    ),
+    _m(
         "broker_rejected_total",
         "counter",
         "Received messages and history entries refused, by reason (malformed, oversized, "

@@ -286,6 +286,7 @@ class Observability:
             add("broker_received_total", redis.received)
             add("broker_receive_dropped_total", redis.receive_dropped)
             add("broker_missed_total", redis.missed)
+            add("broker_history_resumes_total", redis.history_resumes)
             add("broker_rejected_total", "malformed", redis.malformed)
             add("broker_rejected_total", "oversized", redis.oversized)
             add("broker_rejected_total", "unauthenticated", redis.unauthenticated)

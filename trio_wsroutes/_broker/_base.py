@@ -10,7 +10,7 @@ import trio
 from .._history import HistoryPage, HistoryPolicy, Position, Recovery
 from .._messages import Frame
 
-__all__ = ["Broker", "RunnableBroker", "Subscriber"]
+__all__ = ["Broker", "LossAware", "RunnableBroker", "Subscriber"]
 
 
 class Subscriber(Protocol):
@@ -37,6 +37,21 @@ class Subscriber(Protocol):
         in :attr:`topics` and the one it was delivering on. (So a subscriber that goes
         while delivering keeps :attr:`topics` as it is until the broker has read it.)
         """
+        ...
+
+
+@runtime_checkable
+class LossAware(Protocol):
+    """A :class:`Subscriber` that can be told it missed publications on a topic with
+    history (a connection is): a broker that loses some on their way to this process
+    (:class:`~trio_wsroutes.RedisBroker`, cut off from Redis) calls
+    :meth:`lost_publications` rather than deliver the next ones after a gap, then drops
+    every subscription it holds for it, as for a subscriber that is gone."""
+
+    def lost_publications(self, topic: str) -> None:
+        """Publications on ``topic`` after the last one delivered never reached this
+        process: end the subscriber so that it resumes from its position (without
+        waiting)."""
         ...
 
 

@@ -66,7 +66,7 @@ class TopicTable:
         return len(subscribers) if subscribers else 0
 
     def subscribers(self, topic: str) -> list[Subscriber]:
-        """The subscribers of ``topic``, in subscription order."""
+        """The subscribers of ``topic`` (a copy), in subscription order."""
         return list(self._topics.get(topic, ()))
 
     def is_subscribed(self, topic: str, subscriber: Subscriber) -> bool:

@@ -370,6 +370,18 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         super()._overflow(flush=flush)
         self._on_gone(self)
 
+    def lost_publications(self, topic: str) -> None:
+        """The broker lost publications on ``topic`` (a topic with history) on their way
+        to this process: close with 1012 once what is queued is sent, and leave the
+        registry at once, so that the client reconnects and resumes ``topic`` from its
+        position, recovering what it missed or hearing ``recovered=False``, rather than
+        go on past a gap. The broker drops its subscriptions, as for a slow consumer."""
+        if self._close.code is not None:
+            return
+        logger.info("closing %s: publications on %r were lost on their way", self.id, topic)
+        self._advance(CloseEvent.CLOSE, CloseCode.SERVICE_RESTART, "missed publications")
+        self._on_gone(self)
+
     def _expired(self, reason: str) -> None:
         """No valid token came in time (or a refused one): close with 3000."""
         logger.info("closing %s: %s", self.id, reason)

@@ -9,7 +9,8 @@ and holds two Redis connections: one subscribed to the channels of the topics th
 local subscriber, one that publishes. A publish is delivered to local subscribers at once
 (encoded once, slow-consumer policy) and queued for Redis; every other process receives it
 from Redis and fans it out to its own subscribers. Delivery across processes is at most
-once: nothing is retried, a gap is counted, nothing is duplicated.
+once: nothing is retried, a gap is counted, nothing is duplicated (and on a topic with
+history, a gap makes the subscribers resume from their positions, see ``_continuity.py``).
 
 Wire format of a message on the Redis channel ``<channel_prefix><topic>``::
 
@@ -73,6 +74,8 @@ The parts, one job each, composed by :class:`RedisBroker` (``broker.py``):
 * ``_inbound.py``: receiving, checking and queueing messages, and the local fan-out;
 * ``_outbound.py``: publishing, the queue to Redis and its pipelining, the proposals;
 * ``_recovery.py``: history reads, subscribers recovering, their buffers, the lagging;
+* ``_continuity.py``: the last position delivered per topic with history, and a gap in
+  it (or, after a reconnection, behind Redis) ending the subscribers that can resume;
 * ``_control.py``: the control channel (``<channel_prefix>\\x00control``), which carries
   commands on a user's connections (``server.disconnect(user=...)`` and the like) to
   every process: its own strictly parsed, signed-with-a-secret message kind ``c``;

@@ -45,6 +45,7 @@ from ._common import (
     logger,
     text,
 )
+from ._continuity import Continuity
 from ._control import Control
 from ._inbound import Inbound
 from ._outbound import Outbound
@@ -342,9 +343,12 @@ class ClusterSession(Session):
         outbound: Outbound,
         wanted: Callable[[], list[str]],
         control: Control,
+        continuity: Continuity,
         recoveries: Recoveries,
     ) -> None:
-        super().__init__(settings, stats, link, channels, inbound, outbound, wanted, control)
+        super().__init__(
+            settings, stats, link, channels, inbound, outbound, wanted, control, continuity
+        )
         self._recoveries = recoveries
         self._seeds, self._options = parse_cluster_url(settings.url)
         self._router: Router | None = None
@@ -542,7 +546,6 @@ class ClusterSession(Session):
         """The subscriptions of ``topics`` had a gap: hold the local subscribers of each
         topic with history that delivered something here, with its last position."""
         delivered = self._inbound.delivered
-        assert delivered is not None
         held: list[_Held] = []
         for topic in topics:
             history = self._settings.history_for(topic)

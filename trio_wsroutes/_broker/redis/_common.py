@@ -118,6 +118,11 @@ class RedisBrokerStats:
     history_gaps: int = 0
     """History reads whose entries were not one contiguous run of offsets up to the last
     one (an entry deleted, duplicated or moved in Redis): nothing from them was sent."""
+    history_resumes: int = 0
+    """Local subscribers of a topic with history ended (a connection closes with 1012) so
+    that they resume from their position: publications on the topic were lost on their
+    way to this process (it was cut off from Redis, or dropped them), seen as a jump in
+    offsets or, after a reconnection, in the topic's last position in Redis."""
     publish_conflicts: int = 0
     """With a ``secret``: publications on topics with history proposed again because
     their position was taken first (another process published on the topic, or the

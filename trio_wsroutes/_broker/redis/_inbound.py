@@ -17,6 +17,7 @@ from .._base import Subscriber
 from .._topics import TopicTable
 from ._channels import Channels
 from ._common import RedisBrokerStats, Settings, logger
+from ._continuity import Continuity
 from ._control import Control
 from ._outbound import Outbound
 from ._positions import ReplayGuard
@@ -62,8 +63,10 @@ class Inbound:
         recoveries: Recoveries,
         table: TopicTable,
         control: Control,
+        continuity: Continuity,
     ) -> None:
         self._settings = settings
+        self._continuity = continuity
         self._control = control
         self._stats = stats
         self._channels = channels
@@ -85,15 +88,18 @@ class Inbound:
         """The server's tracing, if on: a delivery with a trace context gets a span."""
         self.on_unsubscribed: Callable[[bytes], None] | None = None
         """On a cluster: called when Redis ends a subscription this process holds."""
-        self.delivered: dict[str, tuple[str, int]] | None = {} if settings.cluster else None
-        """On a cluster: the last position fanned out on each topic with local
-        subscribers, from which a topic catches up after a gap in its subscription."""
 
     def forget(self, topic: str) -> None:
         """Nobody here listens on ``topic`` any more: forget its sequence tracking."""
         self._seen.pop(topic, None)
-        if self.delivered is not None:
-            self.delivered.pop(topic, None)
+        self._continuity.forget(topic)
+
+    @property
+    def delivered(self) -> dict[str, tuple[str, int]]:
+        """The last position fanned out on each topic with history and local subscribers
+        (kept by :class:`Continuity`): on a cluster, where a topic catches up from after
+        a gap in its subscription."""
+        return self._continuity.last
 
     def attach(self, sub: BaseConnection) -> bool:
         """Before ``sub`` runs: have coredis hand each push to the checks and the
@@ -284,7 +290,7 @@ class Inbound:
         recovering = recoveries.recovering  # the same dicts for the broker's life
         lagging = recoveries.lagging
         lag = self._stats.lag
-        positions = self.delivered
+        see = self._continuity.see
         while True:
             if not inbox:
                 if self._overflowing:
@@ -303,8 +309,8 @@ class Inbound:
             span = None
             if trace is not None and self.tracing is not None:
                 span = self.tracing.deliver(topic, trace, frame, self._settings.policy)
-            if positions is not None and offset and epoch is not None and topic in table:
-                positions[topic] = (epoch, offset)
+            if offset and epoch is not None:
+                see(topic, epoch, offset)  # a gap ends the subscribers that can resume
             if recovering:
                 recoveries.buffer(topic, frame, offset, epoch, exclude)
             if lagging and offset:

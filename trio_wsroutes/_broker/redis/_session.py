@@ -1,7 +1,7 @@
 """Holding a :class:`~trio_wsroutes.RedisBroker`'s Redis connections: connecting, with
 capped exponential backoff and jitter; each session's tasks (the drain, the sender, the
-health check); resubscribing every channel a new session needs; and what a session
-that ends loses."""
+health checks of both connections, the check of what a reconnection missed);
+resubscribing every channel a new session needs; and what a session that ends loses."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ._common import (
     logger,
     require_coredis,
 )
+from ._continuity import Continuity
 from ._control import Control
 from ._inbound import Inbound
 from ._outbound import Outbound
@@ -47,8 +48,10 @@ class Session:
         outbound: Outbound,
         wanted: Callable[[], list[str]],
         control: Control,
+        continuity: Continuity,
     ) -> None:
         self._control = control
+        self._continuity = continuity
         self._settings = settings
         self._stats = stats
         self._link = link
@@ -167,6 +170,7 @@ class Session:
                 raise ConnectionLost("subscription connection lost")
             nursery.start_soon(self._outbound.sender, pub)
             nursery.start_soon(self._health_check, sub)
+            nursery.start_soon(self._keepalive, pub)
             link.state = "connected"
             self._stats.connects += 1
             if self._down_since is None:
@@ -184,6 +188,9 @@ class Session:
                     len(topics),
                     self._stats.publish_lost - self._lost_at_disconnect,
                 )
+            if self._down_since is not None:
+                # Cut off until now: what did this process miss on its topics?
+                nursery.start_soon(self._continuity.check)
             self._down_since = None
             connected()
 
@@ -215,6 +222,18 @@ class Session:
         self._link.pub = None
         self._channels.reset()
         self._outbound.reset()
+
+    async def _keepalive(self, pub: BaseConnection) -> None:
+        """``PING`` the publishing connection every ``health_check_interval`` seconds; no
+        answer within ``timeout`` ends the session. A process that only subscribes may
+        send nothing on it for long, and a silent network there (no reset, no end of
+        stream) would otherwise go unnoticed while every history read, recovery and
+        presence update fails after ``timeout``."""
+        settings = self._settings
+        while True:
+            await trio.sleep(settings.health_interval)
+            with trio.fail_after(settings.timeout):
+                await pub.create_request(b"PING", timeout=settings.timeout)
 
     async def _health_check(self, sub: BaseConnection) -> None:
         interval = self._settings.health_interval

@@ -34,6 +34,7 @@ from .._control import ControlHandler, UserCommand
 from .._topics import TopicTable
 from ._channels import Channels
 from ._common import Link, MiB, RedisBrokerStats, Settings, State
+from ._continuity import Continuity
 from ._control import Control
 from ._inbound import Inbound
 from ._outbound import Outbound
@@ -83,7 +84,11 @@ class RedisBroker:
     * ``timeout``: seconds for connecting, for Redis to acknowledge a command, and for
       ``async with`` to flush queued publishes at exit.
     * ``health_check_interval``: seconds without traffic before the subscription
-      connection is checked with a ``PING``.
+      connection is checked with a ``PING``, and between two ``PING`` commands on the
+      publishing connection; one not answered within ``timeout`` ends the session as a
+      lost connection. A network that goes silent (no reset, no end of stream) on either
+      connection is so noticed within ``health_check_interval + timeout`` seconds, and
+      within ``timeout`` of a publish; a shorter stall loses nothing.
     * ``history``: the history policy (as the server's ``history`` option), for a broker
       used without a server, such as a publisher-only handle; a server passes its own
       with :meth:`configure_history`. Every process publishing to a topic with history
@@ -187,6 +192,19 @@ class RedisBroker:
     from then on. A Redis restart without persistence loses the epoch, so the next
     publication starts a new one and old positions no longer recover.
 
+    **No silent gap on a live subscription.** The broker keeps the last position it
+    delivered on each topic with history that has local subscribers. When the next
+    publication does not follow it (a later offset or another epoch), or, after a
+    reconnection, the topic's last position in Redis is past it once what was on its
+    way has arrived (within ``timeout``) or its history is gone, publications were lost
+    on their way to this process (it was cut off from Redis, or dropped them): the
+    topic's local subscribers that can resume (the server's connections) are closed
+    with 1012 (reason ``"missed publications"``) rather than
+    handed what comes after the gap (``stats.history_resumes``). Their clients reconnect
+    with their position and recover what they missed, or hear ``recovered=False``. A
+    reconnection during publications may close some that missed nothing; they recover
+    nothing then. A topic with nothing delivered here yet has no position to check.
+
     **Presence** (the server's ``presence`` option, through :meth:`configure_presence`):
     entries live in Redis for every process, and expire unless the process that listed
     them refreshes them (every ``ttl / 4`` seconds; see :class:`~trio_wsroutes.Presence`),
@@ -276,28 +294,18 @@ class RedisBroker:
             settings, stats, link, channels, table, self._release
         )
         control = self._control = Control(settings, stats)
+        continuity = Continuity(settings, stats, table, recoveries)
         inbound = self._inbound = Inbound(
-            settings, stats, channels, outbound, recoveries, table, control
+            settings, stats, channels, outbound, recoveries, table, control, continuity
         )
+        parts = (settings, stats, link, channels, inbound, outbound, self._wanted_topics)
         if settings.cluster:
             from ._cluster import ClusterSession, cluster_once_client
 
             settings.once_client = cluster_once_client
-            self._session: Session = ClusterSession(
-                settings,
-                stats,
-                link,
-                channels,
-                inbound,
-                outbound,
-                self._wanted_topics,
-                control,
-                recoveries,
-            )
+            self._session: Session = ClusterSession(*parts, control, continuity, recoveries)
         else:
-            self._session = Session(
-                settings, stats, link, channels, inbound, outbound, self._wanted_topics, control
-            )
+            self._session = Session(*parts, control, continuity)
         self._background: AbstractAsyncContextManager[None] | None = None
         self._tracing: Tracing | None = None
         self._presence: RedisPresence | None = None
