@@ -177,7 +177,7 @@ class Sub:
         self.raw.append(data)
         decoded: dict[str, Any] = orjson.loads(data)
         self.received.append(decoded)
-        if decoded["type"] == "said":
+        if decoded["type"] == "said" and "offset" in decoded:
             self.last_offset = decoded["offset"]
         if decoded["type"] == "joined" and "id" not in decoded:  # not a reply
             assert self.joined is None, "joined twice"
