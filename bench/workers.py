@@ -1,6 +1,7 @@
 """Fan-out on the native transport from one process and from worker processes:
 
-    python bench/workers.py [--subscribers 200] [--seconds 5] [--runs 3]
+    python bench/workers.py [--subscribers 200] [--inflight 8] [--seconds 5] [--runs 3]
+                            [--output workers.json]
 
 Three configurations serve ``servers.py``'s routes (``bench/workers_app.py``):
 
@@ -11,7 +12,7 @@ Three configurations serve ``servers.py``'s routes (``bench/workers_app.py``):
   both workers (the kernel picks), the publisher's worker delivers locally and through
   Redis to the other.
 
-The load generator (``loadgen.py fanout``, one publisher with 8 messages in flight)
+The load generator (``loadgen.py fanout``, one publisher with ``--inflight`` messages in flight)
 reports deliveries per second and the server's CPU: the sum over the worker processes
 (the supervisor idles); ``redis-server``'s CPU is reported apart. Nothing is pinned: on a
 machine with few cores the load generator, Redis and the workers share them, so two
@@ -83,6 +84,7 @@ def one_run(
         command = harness.python_command(
             "loadgen.py", "fanout", "--port", str(port), "--subscribers", str(args.subscribers)
         )
+        command += ["--inflight", str(args.inflight)]
         command += ["--seconds", str(args.seconds), "--warmup", "1"]
         for pid in pids:
             command += ["--server-pid", str(pid)]
@@ -111,6 +113,8 @@ def one_run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument("--inflight", type=int, default=8)
+    parser.add_argument("--output", default="workers.json", help="file in bench/results/")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
@@ -147,7 +151,8 @@ def main() -> None:
         rcpu = harness.median([r["redis_cpu_cores_whole_run"] for r in rows])
         print(f"{name:<16}{rate:>14,.0f}{cpu:>12.2f}{per:>12,.0f}{rcpu:>11.2f}")
     harness.write_json(
-        harness.RESULTS / "workers.json", {"machine": harness.machine(), "runs": results}
+        harness.RESULTS / args.output,
+        {"machine": harness.machine(), "arguments": vars(args), "runs": results},
     )
 
 
