@@ -189,6 +189,15 @@ def encode_wire(
     return b"%s%s %s %d %s\n%s" % (WIRE_MAGIC, kind, origin, seq, signature, payload)
 
 
+def _is_utf8(data: bytes) -> bool:
+    """Whether ``data`` may go out as a text frame."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def decode_wire(data: bytes) -> WireMessage | None:
     """Parse a message read from Redis; ``None`` if it is malformed.
 
@@ -205,21 +214,14 @@ def decode_wire(data: bytes) -> WireMessage | None:
         kind, origin, seq_text, published = plain.groups()
         payload = data[plain.end() :]
         binary = kind == b"b"
-        if not binary:
-            try:
-                payload.decode()
-            except UnicodeDecodeError:
-                return None
+        if not binary and not _is_utf8(payload):
+            return None
         return WireMessage(
             binary, origin, int(seq_text), payload, 0, None, None, int(published), None, None,
             b"t=" + published,
         )  # fmt: skip
     if not data.startswith(WIRE_MAGIC):
-        try:
-            data.decode()
-        except UnicodeDecodeError:
-            return None
-        return WireMessage(False, None, 0, data)
+        return WireMessage(False, None, 0, data) if _is_utf8(data) else None
     end = data.find(b"\n", len(WIRE_MAGIC), MAX_HEADER)
     if end < 0:
         return None
@@ -254,11 +256,8 @@ def decode_wire(data: bytes) -> WireMessage | None:
             return None
     payload = data[end + 1 :]
     binary = kind == b"b"
-    if not binary:
-        try:
-            payload.decode()
-        except UnicodeDecodeError:
-            return None
+    if not binary and not _is_utf8(payload):
+        return None
     origin_id = None if origin == b"-" else origin
     seq = int(seq_text)
     if not optional:
