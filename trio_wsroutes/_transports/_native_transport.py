@@ -17,7 +17,8 @@ Two transports, one per kind of stream, each with one way to write:
   by an urgent close never leaves half a frame: the close frame can always follow. It is
   also a :class:`~._base.NonBlockingWriter`: the fan-out fast path writes a frame without
   waiting when nothing is queued, and owed control frames go out as soon as they are
-  owed. Reads wait for readiness only once a read has emptied the socket.
+  owed. Reads wait for readiness only once a read has emptied the socket (a TCP socket
+  waits through the run's readiness hub, ``_readiness.py``).
 
 Reading (the engine's reader) is the same on both: :meth:`~NativeTransport.receive` reads,
 feeds the codec and returns its events; a frame over the size limit is refused from its

@@ -18,6 +18,8 @@ from typing import Any
 
 import trio
 
+from ._readiness import Registration, readiness_hub
+
 __all__ = ["NonBlockingStream", "SocketStream", "socket_peer_closed"]
 
 
@@ -130,7 +132,8 @@ class SocketStream(NonBlockingStream):
     """A connected, non-blocking TCP socket as a :class:`NonBlockingStream`.
 
     The native server takes the socket over from Trio's listener (``detach``), so that
-    reads and writes are one system call each, with no wrapper in between.
+    reads and writes are one system call each, with no wrapper in between. Reads wait
+    through the Trio run's readiness hub (``_readiness.py``) where there is one.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -138,6 +141,11 @@ class SocketStream(NonBlockingStream):
         self.socket = sock
         self._closed = False
         self._write_shut = False
+        # Reads wait through the run's readiness hub (one epoll_ctl per socket, not
+        # per wait) where there is one; Trio's own waits then need no notify_closing.
+        self._registration: Registration | None = None
+        self._hub = True  # false: no hub (not Linux, or it refused the socket)
+        self._in_trio = False  # Trio was asked to wait for this socket
 
     @property
     def is_closed(self) -> bool:
@@ -156,6 +164,9 @@ class SocketStream(NonBlockingStream):
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         if self._closed:
             return b""
+        registration = self._registration
+        if registration is not None:
+            registration.ready = False  # this read sees whatever the event was for
         try:
             return self.socket.recv(max_bytes)
         except BlockingIOError:
@@ -164,14 +175,34 @@ class SocketStream(NonBlockingStream):
             return b""  # reset by the peer: the same as an end without a close frame
 
     async def wait_readable(self) -> None:
+        registration = self._registration
+        if registration is None or not registration.active:
+            if self._closed:
+                await trio.lowlevel.checkpoint()
+                return  # the next receive_nowait reports the end
+            registration = self._register()
+        if registration is not None:
+            await registration.hub.wait_readable(registration)
+            return
+        self._in_trio = True
         try:
             await trio.lowlevel.wait_readable(self.socket)
         except trio.ClosedResourceError:
             pass  # closed meanwhile: the next receive_nowait reports the end
 
+    def _register(self) -> Registration | None:
+        if not self._hub:
+            return None
+        hub = readiness_hub()
+        registration = None if hub is None else hub.register(self.socket.fileno())
+        self._registration = registration
+        self._hub = registration is not None
+        return registration
+
     async def wait_writable(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the socket is closed")
+        self._in_trio = True
         await trio.lowlevel.wait_writable(self.socket)
 
     def peer_closed(self) -> bool:
@@ -204,7 +235,11 @@ class SocketStream(NonBlockingStream):
         if self._closed:
             return
         self._closed = True
-        trio.lowlevel.notify_closing(self.socket)
+        registration = self._registration
+        if registration is not None:
+            registration.hub.unregister(registration)  # wakes its reader
+        if self._in_trio:
+            trio.lowlevel.notify_closing(self.socket)
         self.socket.close()
 
     async def aclose(self) -> None:
