@@ -16,13 +16,14 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import trio
 
 from ._access_log import UserId, default_user_id
 from ._admin import Admin, AdminSite
-from ._admission import Admission, cookie_routes_without_policy
+from ._admission import Admission, Admitted, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
 from ._codes import CloseCode
 from ._engine import Connection, close_now, new_context, run_connection, token_refresh
@@ -697,7 +698,9 @@ class WebSocketServer:
         if self._trio_token is None:
             self._trio_token = trio.lowlevel.current_trio_token()
         started = time.perf_counter()
-        admit = self._admitter().admit(transport, request)
+        admit: AbstractAsyncContextManager[Admitted | None] = self._admitter().admit(
+            transport, request
+        )
         if self._tracing is not None:
             admit = self._tracing.admission(admit, request)
         async with admit as admitted:
@@ -731,6 +734,10 @@ class WebSocketServer:
                     admitted.spec, request, admitted.user, admitted.expires_at, self._user_id
                 ),
             )
+            # This frame lasts as long as the connection: it keeps what the connection
+            # needs, not what admission made (the headers' lookup table, say).
+            request.headers._forget_lookups()  # pyright: ignore[reportPrivateUsage]
+            del admitted
             registry.add(connection)
             try:
                 await run_connection(connection)

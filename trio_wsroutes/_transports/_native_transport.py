@@ -378,6 +378,48 @@ class NonBlockingTransport(NativeTransport):
         a read, even behind unread data)."""
         return self.codec.eof_received or self._broken or self._nb.peer_closed()
 
+    async def receive(self) -> str | bytes | Violation | Disconnect | NeedsFlush:
+        """The next message; fragments are joined, text is checked as UTF-8."""
+        # NativeTransport.receive, with the read inlined: an idle connection's reader
+        # waits for readiness right here, with no frame of a read method on its stack.
+        codec = self.codec
+        nb = self._nb
+        while True:
+            event = codec.next_event()
+            if event is not None:
+                if type(event) is Disconnect:
+                    self._owed_changed()  # the codec failed it: its close frame is owed
+                return event
+            if codec.owed and not self._flush_nowait() and not self._flush_requested:
+                self._flush_requested = True
+                return NEEDS_FLUSH
+            if codec.refused:
+                await trio.sleep_forever()  # the engine stops reading after a refusal
+            if not codec.open or codec.eof_received:
+                return codec.ended()
+            if self._unyielded >= _YIELD_EVERY:
+                # The peer keeps the socket full: let the other connections run.
+                self._unyielded = 0
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            data = None if self._emptied else nb.receive_nowait(_RECEIVE_SIZE)
+            if data is None:
+                self._emptied = False
+                self._unyielded = 0
+                try:
+                    await nb.readable()
+                except trio.ClosedResourceError:
+                    pass  # closed meanwhile: the next read reports the end
+                continue
+            # A read shorter than the buffer emptied the socket (see _read).
+            self._emptied = 0 < len(data) < _RECEIVE_SIZE
+            self._unyielded += len(data)
+            self._feed(data)
+            if codec.owed:
+                # Pongs and the echo of a close go out at once where they can.
+                self._flush_nowait()
+
     def try_send_nowait(self, frame: Frame) -> bool:
         """Write ``frame`` now if nothing is waiting to be written."""
         if self.pending or self._broken or not self.codec.open:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import operator
 import select
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
@@ -45,6 +46,12 @@ class NonBlockingStream(trio.abc.HalfCloseableStream):
     async def wait_writable(self) -> None:
         """Wait until :meth:`send_nowait` would take something."""
         raise NotImplementedError
+
+    def readable(self) -> Awaitable[None]:
+        """:meth:`wait_readable` as an awaitable to await at once; a stream may return a
+        lower-level wait to spare its waiter a frame (it may then raise
+        ``trio.ClosedResourceError`` if the stream is closed meanwhile)."""
+        return self.wait_readable()
 
     def shutdown_write(self) -> None:
         """Half-close without waiting: the peer reads an end of stream after what was
@@ -168,6 +175,10 @@ class SocketStream(NonBlockingStream):
             await trio.lowlevel.wait_readable(self.socket)
         except trio.ClosedResourceError:
             pass  # closed meanwhile: the next receive_nowait reports the end
+
+    def readable(self) -> Awaitable[None]:
+        # Trio's wait itself: an idle connection's reader waits here (one frame less).
+        return trio.lowlevel.wait_readable(self.socket)  # noqa: ASYNC105
 
     async def wait_writable(self) -> None:
         if self._closed:

@@ -8,6 +8,7 @@ and state); ``pyproject.toml`` pins the ``websockets`` versions they were checke
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from typing import Any, Final, Literal
 
@@ -35,8 +36,10 @@ decompressor of each connection small."""
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
 
 
+@functools.cache
 def extension_factories(compression: CompressionMode | None) -> list[ServerExtensionFactory]:
-    """What the handshake offers, per ``compression``."""
+    """What the handshake offers, per ``compression``: one list for every connection
+    (the factories hold settings only; the protocol never changes the list)."""
     if compression is None:
         return []
     if compression == "shared":
@@ -124,6 +127,7 @@ class ServerProtocol(WSServerProtocol):
       protocol error ``websockets`` reports.
     * Pongs and the half-close go to :class:`Owed` as what they are, not into the
       protocol's list of bytes to send.
+    * The frame parser is made when data needs it (:meth:`rest_parser`).
     """
 
     refused: tuple[int, str] | None = None
@@ -131,6 +135,26 @@ class ServerProtocol(WSServerProtocol):
     def __init__(self, owed: Owed, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.owed = owed
+
+    def rest_parser(self) -> None:
+        """Drop the frame parser until data comes that needs it: parked, it holds two
+        generator frames, and the fast path in ``_codec.py`` reads most frames without
+        it (an idle connection never needs it)."""
+        self.parser = None  # type: ignore[assignment]
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        if self.parser is None:  # pyright: ignore[reportUnnecessaryComparison]
+            self._start_parser()
+        super().receive_data(data)
+
+    def receive_eof(self) -> None:
+        if self.parser is None:  # pyright: ignore[reportUnnecessaryComparison]
+            self._start_parser()
+        super().receive_eof()
+
+    def _start_parser(self) -> None:
+        self.parser = Protocol.parse(self)
+        next(self.parser)
 
     def fail(self, code: int, reason: str = "") -> None:
         if code == CloseCode.MESSAGE_TOO_BIG and self.state is OPEN and self.refused is None:
