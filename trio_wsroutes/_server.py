@@ -710,30 +710,7 @@ class WebSocketServer:
                 await transport.accept(admitted.subprotocol, ())
             except TransportClosed:
                 return
-            registry, stats, counters = self._home(admitted.spec)
-            stats.connections_accepted += 1
-            observability = self._observability
-            observability.accepted(counters, started)
-            connection: Connection[Any] = Connection(
-                transport=transport,
-                spec=admitted.spec,
-                context=new_context(uuid.uuid4().hex, admitted.user, request),
-                broker=self.broker,
-                stats=stats,
-                budget=self.memory,
-                recoveries=self._recoveries,
-                subprotocol=admitted.subprotocol,
-                since=admitted.positions,
-                on_gone=registry.discard,
-                counters=counters,
-                tracing=admitted.tracing,
-                presence=self._presence,
-                refresh=None
-                if admitted.expires_at is None
-                else token_refresh(
-                    admitted.spec, request, admitted.user, admitted.expires_at, self._user_id
-                ),
-            )
+            registry, counters, connection = self._accepted(transport, request, admitted, started)
             # This frame lasts as long as the connection: it keeps what the connection
             # needs, not what admission made (the headers' lookup table, say).
             request.headers._forget_lookups()  # pyright: ignore[reportPrivateUsage]
@@ -742,10 +719,41 @@ class WebSocketServer:
             try:
                 await run_connection(connection)
             finally:
-                observability.ended(connection, counters)
+                self._observability.ended(connection, counters)
                 # The connection keeps its place in the limits until its socket is closed.
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
+
+    def _accepted(
+        self, transport: Transport, request: Request, admitted: Admitted, started: float
+    ) -> tuple[ConnectionRegistry, RouteCounters, Connection[Any]]:
+        """The connection of an accepted upgrade, where it is kept and counted (a
+        function of its own: its big call would size serve_websocket's frame, which
+        lasts as long as the connection)."""
+        registry, stats, counters = self._home(admitted.spec)
+        stats.connections_accepted += 1
+        self._observability.accepted(counters, started)
+        connection: Connection[Any] = Connection(
+            transport=transport,
+            spec=admitted.spec,
+            context=new_context(uuid.uuid4().hex, admitted.user, request),
+            broker=self.broker,
+            stats=stats,
+            budget=self.memory,
+            recoveries=self._recoveries,
+            subprotocol=admitted.subprotocol,
+            since=admitted.positions,
+            on_gone=registry.discard,
+            counters=counters,
+            tracing=admitted.tracing,
+            presence=self._presence,
+            refresh=None
+            if admitted.expires_at is None
+            else token_refresh(
+                admitted.spec, request, admitted.user, admitted.expires_at, self._user_id
+            ),
+        )
+        return registry, counters, connection
 
     def _home(self, spec: RouteSpec) -> tuple[ConnectionRegistry, ServerStats, RouteCounters]:
         """Where a connection of ``spec``'s route is kept and counted: the admin page's

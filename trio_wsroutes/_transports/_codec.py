@@ -24,6 +24,7 @@ import codecs
 import email.utils
 import http
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import unquote
@@ -292,7 +293,7 @@ class ServerCodec:
             client=client,
             scheme=scheme,
             subprotocols=subprotocols,
-            method=request.method,
+            method=sys.intern(request.method),  # one "GET" for every connection
         )
 
     # -- reading -------------------------------------------------------------------------

@@ -73,6 +73,20 @@ class NativeOptions:
 class NativeTransport:
     """One connection of the native server over any stream, as the engine's transport."""
 
+    __slots__ = (
+        "_broken",
+        "_closed",
+        "_flush_requested",
+        "_last_activity",
+        "_options",
+        "_sending",
+        "_stream",
+        "codec",
+        "peer",
+        "pending",
+        "scheme",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -358,6 +372,8 @@ class NativeTransport:
 class NonBlockingTransport(NativeTransport):
     """The native transport over a :class:`~._streams.NonBlockingStream` (plain TCP, the
     in-memory pair): writes go out without waiting first, and the fan-out fast path."""
+
+    __slots__ = ("_emptied", "_nb", "_rest", "_unyielded")
 
     def __init__(
         self,

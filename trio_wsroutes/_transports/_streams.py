@@ -69,8 +69,12 @@ class NonBlockingStream(trio.abc.HalfCloseableStream):
     # trio.abc.Stream, on top of the above (with its rules: one sender and one receiver
     # at a time, ``trio.testing.check_half_closeable_stream`` checks them).
 
-    _sending = False
-    _receiving = False
+    # Slots all the way down (trio.abc's classes have them): every connection has one.
+    __slots__ = ("_receiving", "_sending")
+
+    def __init__(self) -> None:
+        self._sending = False
+        self._receiving = False
 
     @property
     def is_closed(self) -> bool:
@@ -140,7 +144,10 @@ class SocketStream(NonBlockingStream):
     reads and writes are one system call each, with no wrapper in between.
     """
 
+    __slots__ = ("_closed", "_write_shut", "socket")
+
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         sock.setblocking(False)
         self.socket = sock
         self._closed = False

@@ -98,11 +98,19 @@ class Owed:
     def take(self) -> bytes | None:
         """The next bytes owed, oldest control frame first, then pongs; ``None`` when
         only the half-close (see :attr:`eof`) or nothing is left."""
-        if self._control:
-            data = self._control.pop(0)
-        elif self._pongs:
-            data = self._pongs.pop(0)
+        # An emptied list is dropped: every connection owed a 101 once, and an idle
+        # connection would keep the list.
+        control = self._control
+        pongs = self._pongs
+        if control:
+            data = control.pop(0)
+            if not control:
+                self._control = None
+        elif pongs:
+            data = pongs.pop(0)
             self._pong_bytes -= len(data)
+            if not pongs:
+                self._pongs = None
         else:
             return None
         self.size -= len(data)
@@ -135,6 +143,9 @@ class ServerProtocol(WSServerProtocol):
     def __init__(self, owed: Owed, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.owed = owed
+        # A UUID for websockets' own I/O layers to log; the sans-I/O protocol never reads
+        # it, and every connection would keep one.
+        del self.id
 
     def rest_parser(self) -> None:
         """Drop the frame parser until data comes that needs it: parked, it holds two
