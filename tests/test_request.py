@@ -17,6 +17,13 @@ def test_headers_are_case_insensitive_and_keep_repeats() -> None:
     assert "ORIGIN" in headers
     assert headers.get("missing") is None
     assert len(headers) == 2
+    assert headers.raw() == [("x-token", "a"), ("x-token", "b"), ("origin", "https://o")]
+    # Every open connection keeps its request: the lookup table may be let go.
+    headers._forget_lookups()  # pyright: ignore[reportPrivateUsage]
+    assert headers["X-Token"] == "a, b" and list(headers) == ["x-token", "origin"]
+    assert repr(headers) == (
+        "Headers([('x-token', 'a'), ('x-token', 'b'), ('origin', 'https://o')])"
+    )
 
 
 def test_query_params_last_value_wins_and_all_values_kept() -> None:
@@ -25,6 +32,8 @@ def test_query_params_last_value_wins_and_all_values_kept() -> None:
     assert query.get_all("tag") == ["a", "b"]
     assert query["empty"] == ""
     assert "missing" not in query
+    assert repr(QueryParams("a=1")) == "QueryParams([('a', '1')])"
+    assert len(QueryParams("")) == 0 and QueryParams("").get_all("a") == []
 
 
 def test_request_from_scope() -> None:

@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -49,7 +49,14 @@ if TYPE_CHECKING:
     from ._routes import WebSocketRoute
     from ._tracing import MessageTracing
 
-__all__ = ["Admission", "Admitted", "HTTPAnswer", "cookie_routes_without_policy", "refusal"]
+__all__ = [
+    "Admission",
+    "Admitted",
+    "Admitting",
+    "HTTPAnswer",
+    "cookie_routes_without_policy",
+    "refusal",
+]
 
 logger = logging.getLogger("trio_wsroutes")
 
@@ -90,6 +97,34 @@ class Admitted:
     expires_at: float | None = None
     """When the user's credentials expire (UNIX time; ``authenticate`` returned
     :class:`~trio_wsroutes.Authenticated`), or ``None``."""
+
+
+class Admitting:
+    """``async with admission.admit(transport, request) as admitted``: the admission of
+    one upgrade, and its place in the limits until the block ends. A small object rather
+    than a generator-based context manager: it lasts as long as the connection."""
+
+    __slots__ = ("_admission", "held_by", "request", "transport")
+
+    def __init__(self, admission: Admission, transport: Transport, request: Request) -> None:
+        self._admission = admission
+        self.transport = transport
+        self.request = request
+        self.held_by: str | None = None
+        """The client address whose place is held, once one is."""
+
+    async def __aenter__(self) -> Admitted | None:
+        return await self._admission._enter(self)  # pyright: ignore[reportPrivateUsage]
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the place in the limits back (once)."""
+        ip = self.held_by
+        if ip is not None:
+            self.held_by = None
+            self._admission._release(ip)  # pyright: ignore[reportPrivateUsage]
 
 
 def _cross_site_with_cookies(spec: RouteSpec, request: Request) -> bool:
@@ -142,15 +177,17 @@ class Admission:
         """Connections being admitted, open, or still closing."""
         self._per_ip: dict[str, int] = {}
 
-    @contextlib.asynccontextmanager
-    async def admit(
-        self, transport: Transport, request: Request
-    ) -> AsyncGenerator[Admitted | None]:
-        """Check ``request``; yields what was admitted, or ``None`` after denying it.
+    def admit(self, transport: Transport, request: Request) -> Admitting:
+        """Check ``request`` on entering the returned ``async with``: it gives what was
+        admitted, or ``None`` after denying it.
 
         The connection's place in the limits is held until the ``async with`` block
         ends: run the connection and close its transport inside it.
         """
+        return Admitting(self, transport, request)
+
+    async def _enter(self, admitting: Admitting) -> Admitted | None:
+        transport, request = admitting.transport, admitting.request
         if self._trusted_proxies is not None:
             # First, so that every refusal is logged with the client's own address.
             self._trusted_proxies.apply(request)
@@ -158,13 +195,11 @@ class Admission:
             await self.deny(
                 transport, request, 503, "Server is at capacity", SERVER_BUSY, {"retry-after": "1"}
             )
-            yield None
-            return
+            return None
         # Before the request is parsed further: a huge query string costs nothing yet.
         if request.query_string.count("&") >= self._max_query_params:
             await self.deny(transport, request, 400, "Too many query parameters", BAD_REQUEST)
-            yield None
-            return
+            return None
         ip = request.client[0] if request.client is not None else ""
         if self._max_per_ip is not None and self._per_ip.get(ip, 0) >= self._max_per_ip:
             await self.deny(
@@ -174,21 +209,25 @@ class Admission:
                 "Too many connections from this address",
                 TOO_MANY_CONNECTIONS,
             )
-            yield None
-            return
+            return None
         # Upgrades being admitted count against the limits too: a burst of slow
         # authentications must not let more connections in than allowed.
         self.held += 1
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        admitting.held_by = ip
         try:
-            yield await self._check(transport, request)
-        finally:
-            self.held -= 1
-            remaining = self._per_ip[ip] - 1
-            if remaining:
-                self._per_ip[ip] = remaining
-            else:
-                del self._per_ip[ip]
+            return await self._check(transport, request)
+        except BaseException:
+            admitting.release()
+            raise
+
+    def _release(self, ip: str) -> None:
+        self.held -= 1
+        remaining = self._per_ip[ip] - 1
+        if remaining:
+            self._per_ip[ip] = remaining
+        else:
+            del self._per_ip[ip]
 
     def route(self, path: str) -> tuple[RouteSpec, Mapping[str, str]] | None:
         """The route that serves ``path``, with the path's parameters; ``None`` when no

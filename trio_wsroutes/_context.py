@@ -20,7 +20,7 @@ class Context(Generic[UserT_co]):
     returned; a route without ``authenticate`` has ``Context[None]``.
     """
 
-    __slots__ = ("_user", "connected_at", "connection_id", "data", "params", "request")
+    __slots__ = ("_data", "_user", "connected_at", "connection_id", "params", "request")
 
     def __init__(
         self,
@@ -39,8 +39,19 @@ class Context(Generic[UserT_co]):
         """The upgrade request: headers, query, cookies, client address, origin."""
         self.params: Mapping[str, str] = request.path_params
         """The route's path parameters (``/chat/:room`` gives ``params["room"]``)."""
-        self.data: dict[str, object] = {}
+        self._data: dict[str, object] | None = None  # made when first used
+
+    @property
+    def data(self) -> dict[str, object]:
         """Free per-connection state for your handlers, dropped when the connection ends."""
+        data = self._data
+        if data is None:
+            data = self._data = {}
+        return data
+
+    @data.setter
+    def data(self, value: dict[str, object]) -> None:
+        self._data = value
 
     @property
     def user(self) -> UserT_co:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Awaitable
 from typing import Final, Generic, Protocol, TypeVar
 
 import trio
@@ -37,13 +38,18 @@ _Item = TypeVar("_Item")
 class _HeadQueue(Generic[_Item]):
     """A FIFO as a list and a head index: lighter than a deque for the short queues of
     a connection, which every idle connection has. Taken items are set to ``None`` and
-    the list is compacted once half of it has been taken."""
+    the list is compacted once half of it has been taken.
 
-    __slots__ = ("_head", "_items")
+    Its one consumer waits in :meth:`wait` with nothing but its task recorded: a
+    parking lot (an ordered dict, a closure and a coroutine more while it waits) would
+    cost every idle connection about half a kilobyte per queue."""
+
+    __slots__ = ("_head", "_items", "_taker")
 
     def __init__(self) -> None:
         self._items: list[_Item | None] = []
         self._head = 0
+        self._taker: trio.lowlevel.Task | None = None
 
     def __len__(self) -> int:
         return len(self._items) - self._head
@@ -68,6 +74,25 @@ class _HeadQueue(Generic[_Item]):
         self._items.clear()
         self._head = 0
 
+    def wait(self) -> Awaitable[object]:
+        """Wait until something is queued (or the queue is closed), for the consumer
+        that found it empty. A plain function that returns the wait: the consumer's
+        stack has no frame of the queue's while it waits."""
+        if self._taker is not None:
+            raise trio.BusyResourceError("another task is waiting on this queue")
+        self._taker = trio.lowlevel.current_task()
+        return trio.lowlevel.wait_task_rescheduled(self._abort_wait)  # noqa: ASYNC105
+
+    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        self._taker = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        task = self._taker
+        if task is not None:
+            self._taker = None
+            trio.lowlevel.reschedule(task)
+
 
 class Inbox(_HeadQueue[_Item]):
     """The queue from a connection's reader to its dispatcher, in arrival order.
@@ -77,19 +102,25 @@ class Inbox(_HeadQueue[_Item]):
     every message and on every idle connection.
     """
 
-    __slots__ = ("_has_items", "closed")
+    __slots__ = ("closed",)
 
     def __init__(self) -> None:
         super().__init__()
-        self._has_items = trio.lowlevel.ParkingLot()
         self.closed = False
         """Set by the reader when it stops: the dispatcher ends once the queue is empty."""
 
     def put(self, item: _Item) -> None:
         """Queue ``item`` at the end."""
         self._items.append(item)
-        if self._has_items:
-            self._has_items.unpark()
+        if self._taker is not None:
+            self._wake()
+
+    def get_nowait(self) -> _Item | None:
+        """The next item, or ``None`` when there is none now (see :meth:`wait` and
+        :attr:`closed`)."""
+        if self._head == len(self._items):
+            return None
+        return self._take_first()
 
     async def get(self) -> _Item | None:
         """The next item (waiting for one), or ``None`` once closed and empty."""
@@ -97,13 +128,13 @@ class Inbox(_HeadQueue[_Item]):
         while self._head == len(items):
             if self.closed:
                 return None
-            await self._has_items.park()
+            await self.wait()
         return self._take_first()
 
     def close(self) -> None:
         """No more items will come."""
         self.closed = True
-        self._has_items.unpark_all()
+        self._wake()
 
 
 class MemoryBudget:
@@ -168,13 +199,12 @@ class Outbox(_HeadQueue["Frame | _Marker"]):
     every idle connection has an outbox.
     """
 
-    __slots__ = ("_budget", "_has_items", "_has_space", "size")
+    __slots__ = ("_budget", "_has_space", "size")
 
     def __init__(self, budget: MemoryBudget) -> None:
         super().__init__()
         self.size = 0
         self._budget = budget
-        self._has_items = trio.lowlevel.ParkingLot()
         self._has_space: trio.lowlevel.ParkingLot | None = None
 
     def put_nowait(self, item: Frame | _Marker) -> None:
@@ -185,19 +215,26 @@ class Outbox(_HeadQueue["Frame | _Marker"]):
             if not item.holders:  # MemoryBudget.hold, inlined: once per message
                 self._budget.used += item.size
             item.holders += 1
-        if self._has_items:
-            self._has_items.unpark()
+        if self._taker is not None:
+            self._wake()
 
-    async def get(self) -> Frame | _Marker:
-        """The next item, waiting for one."""
-        items = self._items
-        while self._head == len(items):
-            await self._has_items.park()
+    def get_nowait(self) -> Frame | _Marker | None:
+        """The next item, or ``None`` when there is none now (see :meth:`wait`)."""
+        if self._head == len(self._items):
+            return None
         item = self._take_first()
         if type(item) is Frame:
             self.size -= item.size
             self._budget.let_go(item)
         return item
+
+    async def get(self) -> Frame | _Marker:
+        """The next item, waiting for one."""
+        while True:
+            item = self.get_nowait()
+            if item is not None:
+                return item
+            await self.wait()
 
     async def wait_for_space(self) -> None:
         """Wait until :meth:`wake_senders` is called (the engine re-checks its limit)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
@@ -31,43 +32,61 @@ class Headers(Mapping[str, str]):
     ``get_all(name)`` returns every value of a repeated header.
     """
 
+    # Names and values in one flat tuple, the names lower-cased and interned (shared by
+    # every request); the lookup table is made on the first lookup and may be let go
+    # (``_forget_lookups``): every open connection keeps its request.
     __slots__ = ("_items", "_joined")
 
     def __init__(self, raw: Iterable[tuple[bytes | str, bytes | str]] = ()) -> None:
-        items: list[tuple[str, str]] = []
+        items: list[str] = []
         for name, value in raw:
             key = name.decode("latin-1") if isinstance(name, bytes) else name
             val = value.decode("latin-1") if isinstance(value, bytes) else value
-            items.append((key.lower(), val))
-        self._items = items
-        joined: dict[str, str] = {}
-        for key, val in items:
-            joined[key] = f"{joined[key]}, {val}" if key in joined else val
-        self._joined = joined
+            items.append(sys.intern(key.lower()))
+            items.append(val)
+        self._items: tuple[str, ...] = tuple(items)
+        self._joined: dict[str, str] | None = None
+
+    def _lookups(self) -> dict[str, str]:
+        joined = self._joined
+        if joined is None:
+            joined = {}
+            items = self._items
+            for i in range(0, len(items), 2):
+                key, val = items[i], items[i + 1]
+                joined[key] = f"{joined[key]}, {val}" if key in joined else val
+            self._joined = joined
+        return joined
+
+    def _forget_lookups(self) -> None:
+        """Let the lookup table go (made again if needed)."""
+        self._joined = None
 
     def __getitem__(self, name: str) -> str:
-        return self._joined[name.lower()]
+        return self._lookups()[name.lower()]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._joined
+        return isinstance(name, str) and name.lower() in self._lookups()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._joined)
+        return iter(self._lookups())
 
     def __len__(self) -> int:
-        return len(self._joined)
+        return len(self._lookups())
 
     def get_all(self, name: str) -> list[str]:
         """Every value sent for ``name``, in order."""
         key = name.lower()
-        return [val for k, val in self._items if k == key]
+        items = self._items
+        return [items[i + 1] for i in range(0, len(items), 2) if items[i] == key]
 
     def raw(self) -> list[tuple[str, str]]:
         """All headers in order, names lower-cased."""
-        return list(self._items)
+        items = self._items
+        return list(zip(items[0::2], items[1::2], strict=True))
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.raw()!r})"
 
 
 class QueryParams(Mapping[str, str]):
@@ -76,28 +95,38 @@ class QueryParams(Mapping[str, str]):
     ``get_all(name)`` returns every value of a repeated key.
     """
 
+    # A tuple (none at all for an empty query) and a lookup table made when first
+    # needed: every open connection keeps its request.
     __slots__ = ("_items", "_last")
 
     def __init__(self, query_string: bytes | str = b"") -> None:
         text = query_string.decode("latin-1") if isinstance(query_string, bytes) else query_string
-        self._items = parse_qsl(text, keep_blank_values=True)
-        self._last = dict(self._items)
+        self._items: tuple[tuple[str, str], ...] = (
+            tuple(parse_qsl(text, keep_blank_values=True)) if text else ()
+        )
+        self._last: dict[str, str] | None = None
+
+    def _lookups(self) -> dict[str, str]:
+        last = self._last
+        if last is None:
+            last = self._last = dict(self._items)
+        return last
 
     def __getitem__(self, name: str) -> str:
-        return self._last[name]
+        return self._lookups()[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._last)
+        return iter(self._lookups())
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._lookups())
 
     def get_all(self, name: str) -> list[str]:
         """Every value sent for ``name``, in order."""
         return [val for key, val in self._items if key == name]
 
     def __repr__(self) -> str:
-        return f"QueryParams({self._items!r})"
+        return f"QueryParams({list(self._items)!r})"
 
 
 class TrustedProxies:

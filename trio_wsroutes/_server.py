@@ -16,13 +16,14 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import trio
 
 from ._access_log import UserId, default_user_id
 from ._admin import Admin, AdminSite
-from ._admission import Admission, cookie_routes_without_policy
+from ._admission import Admission, Admitted, cookie_routes_without_policy
 from ._broker import Broker, MemoryBroker
 from ._codes import CloseCode
 from ._engine import Connection, close_now, new_context, run_connection, token_refresh
@@ -697,7 +698,9 @@ class WebSocketServer:
         if self._trio_token is None:
             self._trio_token = trio.lowlevel.current_trio_token()
         started = time.perf_counter()
-        admit = self._admitter().admit(transport, request)
+        admit: AbstractAsyncContextManager[Admitted | None] = self._admitter().admit(
+            transport, request
+        )
         if self._tracing is not None:
             admit = self._tracing.admission(admit, request)
         async with admit as admitted:
@@ -707,38 +710,50 @@ class WebSocketServer:
                 await transport.accept(admitted.subprotocol, ())
             except TransportClosed:
                 return
-            registry, stats, counters = self._home(admitted.spec)
-            stats.connections_accepted += 1
-            observability = self._observability
-            observability.accepted(counters, started)
-            connection: Connection[Any] = Connection(
-                transport=transport,
-                spec=admitted.spec,
-                context=new_context(uuid.uuid4().hex, admitted.user, request),
-                broker=self.broker,
-                stats=stats,
-                budget=self.memory,
-                recoveries=self._recoveries,
-                subprotocol=admitted.subprotocol,
-                since=admitted.positions,
-                on_gone=registry.discard,
-                counters=counters,
-                tracing=admitted.tracing,
-                presence=self._presence,
-                refresh=None
-                if admitted.expires_at is None
-                else token_refresh(
-                    admitted.spec, request, admitted.user, admitted.expires_at, self._user_id
-                ),
-            )
+            registry, counters, connection = self._accepted(transport, request, admitted, started)
+            # This frame lasts as long as the connection: it keeps what the connection
+            # needs, not what admission made (the headers' lookup table, say).
+            request.headers._forget_lookups()  # pyright: ignore[reportPrivateUsage]
+            del admitted
             registry.add(connection)
             try:
                 await run_connection(connection)
             finally:
-                observability.ended(connection, counters)
+                self._observability.ended(connection, counters)
                 # The connection keeps its place in the limits until its socket is closed.
                 with trio.CancelScope(shield=True):
                     await transport.aclose()
+
+    def _accepted(
+        self, transport: Transport, request: Request, admitted: Admitted, started: float
+    ) -> tuple[ConnectionRegistry, RouteCounters, Connection[Any]]:
+        """The connection of an accepted upgrade, where it is kept and counted (a
+        function of its own: its big call would size serve_websocket's frame, which
+        lasts as long as the connection)."""
+        registry, stats, counters = self._home(admitted.spec)
+        stats.connections_accepted += 1
+        self._observability.accepted(counters, started)
+        connection: Connection[Any] = Connection(
+            transport=transport,
+            spec=admitted.spec,
+            context=new_context(uuid.uuid4().hex, admitted.user, request),
+            broker=self.broker,
+            stats=stats,
+            budget=self.memory,
+            recoveries=self._recoveries,
+            subprotocol=admitted.subprotocol,
+            since=admitted.positions,
+            on_gone=registry.discard,
+            counters=counters,
+            tracing=admitted.tracing,
+            presence=self._presence,
+            refresh=None
+            if admitted.expires_at is None
+            else token_refresh(
+                admitted.spec, request, admitted.user, admitted.expires_at, self._user_id
+            ),
+        )
+        return registry, counters, connection
 
     def _home(self, spec: RouteSpec) -> tuple[ConnectionRegistry, ServerStats, RouteCounters]:
         """Where a connection of ``spec``'s route is kept and counted: the admin page's

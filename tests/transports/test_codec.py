@@ -183,3 +183,25 @@ def test_a_publish_is_encoded_once_for_every_connection_with_shared_compression(
     first, second = open_codec(), open_codec()
     frame = Frame(b'{"type":"t","data":{}}')
     assert first.encode(frame) is second.encode(frame)  # the frame's cached wire bytes
+
+
+def test_an_idle_connection_holds_no_frame_parser_until_a_frame_needs_it() -> None:
+    codec = open_codec()
+    protocol: Any = codec._protocol  # pyright: ignore[reportPrivateUsage]
+    assert protocol.parser is None  # made when needed: the fast path reads most frames
+    assert not hasattr(protocol, "id")  # nor the UUID websockets keeps for its logs
+    codec.feed(encode_frame(TEXT, b"fast"))
+    assert events(codec) == ["fast"] and protocol.parser is None
+    codec.feed(encode_frame(PING, b"p") + encode_frame(TEXT, b"after"))
+    assert events(codec) == ["after"]
+    assert protocol.parser is not None
+    assert codec.owed.take() == b"\x8a\x01p"  # the pong
+    assert codec.owed.take() is None and codec.owed.size == 0
+    codec.feed(b"")
+    assert codec.ended() == Disconnect(1006, "")
+
+
+def test_a_peer_that_only_closes_the_stream_starts_the_parser_for_its_end() -> None:
+    codec = open_codec()
+    codec.feed(b"")
+    assert codec.eof_received and codec.ended() == Disconnect(1006, "")

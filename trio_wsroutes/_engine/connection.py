@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -65,6 +65,8 @@ ServerT_contra = TypeVar("ServerT_contra", contravariant=True)
 _WRITER_TASK: Final = "trio_wsroutes connection writer"
 _READER_TASK: Final = "trio_wsroutes connection reader"
 _REFRESH_TASK: Final = "trio_wsroutes token refresh"
+_NO_TOPICS: Final[frozenset[str]] = frozenset()
+"""A connection's topics until its first subscription (an empty set costs 216 bytes)."""
 _GOODBYE_TIMEOUT: Final = 1.0
 """Seconds a connection cancelled from outside may take to send its 1001."""
 _SUBSCRIPTION_COST: Final = 400
@@ -128,8 +130,9 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         self._on_gone = on_gone
         self._recoveries = recoveries
         self._presence = presence
-        self._since: dict[str, Position] = since if since is not None else {}
-        self._topics: set[str] = set()
+        # Made when needed (most connections name no position, many never subscribe).
+        self._since: dict[str, Position] | None = since or None
+        self._topics: set[str] | frozenset[str] = _NO_TOPICS
         self._topics_snapshot: frozenset[str] | None = None  # what ``topics`` returned
         self._subscribed_bytes = 0  # held by subscriptions, in the memory budget
         self._refresh = refresh
@@ -260,10 +263,15 @@ class Connection(Dispatch, Generic[ServerT_contra]):
             self._check_open()
         # A position named in the upgrade request is used once: a later subscribe to the
         # same topic on this connection starts live.
-        position = self._since.pop(topic, None) if since is None else since
-        if topic not in self._topics:
+        position = since
+        if position is None and self._since is not None:
+            position = self._since.pop(topic, None)
+        topics = self._topics
+        if topic not in topics:
             # Listed before the broker is asked: what the broker holds is always listed.
-            self._topics.add(topic)
+            if isinstance(topics, frozenset):
+                topics = self._topics = set()
+            topics.add(topic)
             self._topics_snapshot = None
             cost = _SUBSCRIPTION_COST + len(topic)
             self._subscribed_bytes += cost
@@ -300,8 +308,9 @@ class Connection(Dispatch, Generic[ServerT_contra]):
         """Unsubscribe from ``topic`` (no error if not subscribed)."""
         await self._broker.unsubscribe(topic, self)
         # Unlisted only once the broker has let go (a cancelled unsubscribe keeps it).
-        if topic in self._topics:
-            self._topics.discard(topic)
+        topics = self._topics
+        if topic in topics and isinstance(topics, set):
+            topics.discard(topic)
             self._topics_snapshot = None
             cost = _SUBSCRIPTION_COST + len(topic)
             self._subscribed_bytes -= cost
@@ -394,7 +403,7 @@ class Connection(Dispatch, Generic[ServerT_contra]):
     def _forget_topics(self) -> None:
         """The broker has dropped every subscription: forget them, give their memory
         back."""
-        self._topics.clear()
+        self._topics = _NO_TOPICS
         self._topics_snapshot = None
         self._budget.release(self._subscribed_bytes)
         self._subscribed_bytes = 0
@@ -487,9 +496,11 @@ def new_context(connection_id: str, user: Any, request: Request) -> Context[Any]
     )
 
 
-async def run_connection(connection: Connection[Any]) -> None:
-    """Run an accepted connection until it ends (the server's entry into the engine)."""
-    await connection._run()  # pyright: ignore[reportPrivateUsage]
+def run_connection(connection: Connection[Any]) -> Coroutine[Any, Any, None]:
+    """Run an accepted connection until it ends (the server's entry into the engine):
+    await what it returns. Not a coroutine function itself, so that the connection's
+    task has no frame of its own here for the connection's whole life."""
+    return connection._run()  # pyright: ignore[reportPrivateUsage]
 
 
 async def subscribe_by_server(connection: Connection[Any], topic: str) -> None:

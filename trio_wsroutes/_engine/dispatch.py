@@ -115,9 +115,12 @@ class Dispatch(Inbound):
             return
         state = self._close
         while True:
-            message = await inbox.get()
+            message = inbox.get_nowait()
             if message is None:
-                break
+                if inbox.closed:
+                    break
+                await inbox.wait()
+                continue
             self._taken(message)
             if state.code is not None:
                 break

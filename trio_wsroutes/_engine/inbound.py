@@ -312,6 +312,9 @@ class Inbound(Outbound):
                         self._put(inbox, item, size)
                         if type(item) is Closing:
                             return
+                        # Not kept while the next one is awaited (on an idle connection,
+                        # for as long as it stays idle).
+                        del message, item
                 if timer.cancelled_caught and not self._on_timer(inbox, blocked is not None):
                     return
         finally:

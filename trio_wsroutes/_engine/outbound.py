@@ -372,7 +372,10 @@ class Outbound:
         transport = self._transport
         try:
             while True:
-                item = await outbox.get()
+                item = outbox.get_nowait()
+                if item is None:
+                    await outbox.wait()
+                    continue
                 if type(item) is Closing:
                     break
                 # _advance cancels this scope to interrupt a send to a client that does

@@ -24,6 +24,7 @@ import codecs
 import email.utils
 import http
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import unquote
@@ -35,7 +36,7 @@ from websockets.frames import Close, Opcode
 from websockets.frames import Frame as WSFrame
 from websockets.http11 import Request as WSRequest
 from websockets.http11 import Response as WSResponse
-from websockets.protocol import CONNECTING, OPEN, Protocol
+from websockets.protocol import CONNECTING, OPEN
 from websockets.typing import Subprotocol
 
 from .._codes import CloseCode
@@ -226,10 +227,10 @@ class ServerCodec:
         protocol.send_response(response)
         if not protocol.reader.buffer:
             # The handshake parser keeps the request it parsed alive for the connection's
-            # lifetime; nothing has been read past it, so a fresh frame parser is the
-            # same one without it (a kilobyte and more per idle connection).
-            protocol.parser = Protocol.parse(protocol)
-            next(protocol.parser)
+            # lifetime; nothing has been read past it, so a fresh frame parser, made when
+            # data needs it, is the same one without it (a kilobyte and more per idle
+            # connection).
+            protocol.rest_parser()
         self._take_control()
         for extension in protocol.extensions:
             if isinstance(extension, PerMessageDeflate):
@@ -292,7 +293,7 @@ class ServerCodec:
             client=client,
             scheme=scheme,
             subprotocols=subprotocols,
-            method=request.method,
+            method=sys.intern(request.method),  # one "GET" for every connection
         )
 
     # -- reading -------------------------------------------------------------------------

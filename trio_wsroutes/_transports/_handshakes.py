@@ -58,6 +58,7 @@ _RECORD_HEADER: Final = 5
 _MAX_RECORD: Final = 16384
 """The largest TLS plaintext record (RFC 8446 5.1): a ClientHello in one record fits."""
 _POLL_INTERVAL: Final = 0.05
+_CONNECTION_TASK: Final = "trio_wsroutes connection"
 """Where ``SO_RCVLOWAT`` cannot be set: how often the socket is looked at again."""
 _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -225,8 +226,9 @@ async def serve_listeners(
     """Accept on every listener until cancelled, each connection with a slot from
     ``slots`` (whose handshake must end within ``handshake_seconds`` of its accept);
     ``handle(stream, handshake)``
-    runs in ``handler_nursery`` and must call ``handshake.done()`` once the request is
-    read. The stream is closed when it returns."""
+    runs in ``handler_nursery`` as the connection's task; it must call
+    ``handshake.done()`` once the request is read, and close the stream (or its socket)
+    by the time it returns, whatever happens."""
     async with trio.open_nursery() as nursery:
         for listener in listeners:
             nursery.start_soon(
@@ -261,19 +263,6 @@ async def _accept_loop(
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        handler_nursery.start_soon(_run, handle, stream, handshake)
-
-
-async def _run(
-    handle: Callable[[trio.SocketStream, PendingHandshake], Awaitable[object]],
-    stream: trio.SocketStream,
-    handshake: PendingHandshake,
-) -> None:
-    try:
-        await handle(stream, handshake)
-    finally:
-        handshake.done()
-        # What SocketStream.aclose does, without its checkpoint: the task ends here, and
-        # aclose_forcefully's cancelled scope and Cancelled would cost a few per cent of
-        # a handshake. (The handler usually detached the socket already.)
-        stream.socket.close()
+        # No wrapper task function (its frame would stay for the connection's life), and
+        # one name for every connection task (Trio would format one per task).
+        handler_nursery.start_soon(handle, stream, handshake, name=_CONNECTION_TASK)

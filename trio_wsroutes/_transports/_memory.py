@@ -82,7 +82,10 @@ class _Pipe:
 class MemoryStream(NonBlockingStream):
     """One end of an in-memory connection: reads one direction, writes the other."""
 
+    __slots__ = ("_closed", "_incoming", "_outgoing", "_peer", "_write_shut")
+
     def __init__(self, incoming: _Pipe, outgoing: _Pipe, peer: tuple[str, int] | None) -> None:
+        super().__init__()
         self._incoming = incoming
         self._outgoing = outgoing
         self._peer = peer

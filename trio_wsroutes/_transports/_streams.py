@@ -14,6 +14,7 @@ from __future__ import annotations
 import operator
 import select
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
@@ -48,6 +49,12 @@ class NonBlockingStream(trio.abc.HalfCloseableStream):
         """Wait until :meth:`send_nowait` would take something."""
         raise NotImplementedError
 
+    def readable(self) -> Awaitable[None]:
+        """:meth:`wait_readable` as an awaitable to await at once; a stream may return a
+        lower-level wait to spare its waiter a frame (it may then raise
+        ``trio.ClosedResourceError`` if the stream is closed meanwhile)."""
+        return self.wait_readable()
+
     def shutdown_write(self) -> None:
         """Half-close without waiting: the peer reads an end of stream after what was
         written."""
@@ -64,8 +71,12 @@ class NonBlockingStream(trio.abc.HalfCloseableStream):
     # trio.abc.Stream, on top of the above (with its rules: one sender and one receiver
     # at a time, ``trio.testing.check_half_closeable_stream`` checks them).
 
-    _sending = False
-    _receiving = False
+    # Slots all the way down (trio.abc's classes have them): every connection has one.
+    __slots__ = ("_receiving", "_sending")
+
+    def __init__(self) -> None:
+        self._sending = False
+        self._receiving = False
 
     @property
     def is_closed(self) -> bool:
@@ -136,7 +147,10 @@ class SocketStream(NonBlockingStream):
     through the Trio run's readiness hub (``_readiness.py``) where there is one.
     """
 
+    __slots__ = ("_closed", "_hub", "_in_trio", "_registration", "_write_shut", "socket")
+
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         sock.setblocking(False)
         self.socket = sock
         self._closed = False
@@ -198,6 +212,14 @@ class SocketStream(NonBlockingStream):
         self._registration = registration
         self._hub = registration is not None
         return registration
+
+    def readable(self) -> Awaitable[None]:
+        # The wait itself, not wait_readable's frame around it: an idle connection's
+        # reader waits here.
+        registration = self._registration
+        if registration is not None and registration.active:
+            return registration.hub.wait_readable(registration)
+        return self.wait_readable()
 
     async def wait_writable(self) -> None:
         if self._closed:

@@ -8,6 +8,7 @@ and state); ``pyproject.toml`` pins the ``websockets`` versions they were checke
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from typing import Any, Final, Literal
 
@@ -35,8 +36,10 @@ decompressor of each connection small."""
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
 
 
+@functools.cache
 def extension_factories(compression: CompressionMode | None) -> list[ServerExtensionFactory]:
-    """What the handshake offers, per ``compression``."""
+    """What the handshake offers, per ``compression``: one list for every connection
+    (the factories hold settings only; the protocol never changes the list)."""
     if compression is None:
         return []
     if compression == "shared":
@@ -95,11 +98,19 @@ class Owed:
     def take(self) -> bytes | None:
         """The next bytes owed, oldest control frame first, then pongs; ``None`` when
         only the half-close (see :attr:`eof`) or nothing is left."""
-        if self._control:
-            data = self._control.pop(0)
-        elif self._pongs:
-            data = self._pongs.pop(0)
+        # An emptied list is dropped: every connection owed a 101 once, and an idle
+        # connection would keep the list.
+        control = self._control
+        pongs = self._pongs
+        if control:
+            data = control.pop(0)
+            if not control:
+                self._control = None
+        elif pongs:
+            data = pongs.pop(0)
             self._pong_bytes -= len(data)
+            if not pongs:
+                self._pongs = None
         else:
             return None
         self.size -= len(data)
@@ -124,6 +135,7 @@ class ServerProtocol(WSServerProtocol):
       protocol error ``websockets`` reports.
     * Pongs and the half-close go to :class:`Owed` as what they are, not into the
       protocol's list of bytes to send.
+    * The frame parser is made when data needs it (:meth:`rest_parser`).
     """
 
     refused: tuple[int, str] | None = None
@@ -131,6 +143,29 @@ class ServerProtocol(WSServerProtocol):
     def __init__(self, owed: Owed, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.owed = owed
+        # A UUID for websockets' own I/O layers to log; the sans-I/O protocol never reads
+        # it, and every connection would keep one.
+        del self.id
+
+    def rest_parser(self) -> None:
+        """Drop the frame parser until data comes that needs it: parked, it holds two
+        generator frames, and the fast path in ``_codec.py`` reads most frames without
+        it (an idle connection never needs it)."""
+        self.parser = None  # type: ignore[assignment]
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        if self.parser is None:  # pyright: ignore[reportUnnecessaryComparison]
+            self._start_parser()
+        super().receive_data(data)
+
+    def receive_eof(self) -> None:
+        if self.parser is None:  # pyright: ignore[reportUnnecessaryComparison]
+            self._start_parser()
+        super().receive_eof()
+
+    def _start_parser(self) -> None:
+        self.parser = Protocol.parse(self)
+        next(self.parser)
 
     def fail(self, code: int, reason: str = "") -> None:
         if code == CloseCode.MESSAGE_TOO_BIG and self.state is OPEN and self.refused is None:

@@ -153,25 +153,30 @@ class NativeServer:
             handler_nursery=handler_nursery,
         )
 
-    async def _handle(self, stream: trio.SocketStream, handshake: PendingHandshake) -> None:
+    async def _handle(self, accepted: trio.SocketStream, handshake: PendingHandshake) -> None:
         self._active += 1
         if self._idle.is_set():
             self._idle = trio.Event()
+        # Closed at the end, whatever happens (see serve_listeners); None once detached.
+        sock: trio.socket.SocketType | None = accepted.socket
         try:
-            scheme, peer = "ws", _peer_of(stream)
+            scheme, peer = "ws", _peer_of(accepted)
             served: trio.abc.Stream
             if self._ssl_context is not None:
                 # The TLS state (tens of KiB) is made once the ClientHello is all there.
                 arrived = False
                 with handshake.guard():
-                    arrived = await client_hello_arrived(stream.socket)
+                    arrived = await client_hello_arrived(accepted.socket)
                 if not arrived or handshake.evicted:
                     return
-                served = trio.SSLStream(stream, self._ssl_context, server_side=True)
+                served = trio.SSLStream(accepted, self._ssl_context, server_side=True)
                 scheme = "wss"
             else:
-                # Plain TCP: our own non-blocking I/O on the socket itself.
-                served = SocketStream(socket.socket(fileno=stream.socket.detach()))
+                # Plain TCP: our own non-blocking I/O on the socket itself. This frame
+                # lasts as long as the connection: it lets go of Trio's stream and socket.
+                served = SocketStream(socket.socket(fileno=accepted.socket.detach()))
+                sock = None
+            del accepted
             await serve_stream(
                 served,
                 self._options,
@@ -182,6 +187,12 @@ class NativeServer:
                 handshake=handshake,
             )
         finally:
+            handshake.done()
+            if sock is not None:
+                # What SocketStream.aclose does, without its checkpoint: the task ends
+                # here, and aclose_forcefully's cancelled scope and Cancelled would cost
+                # a few per cent of a handshake.
+                sock.close()
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
