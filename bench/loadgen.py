@@ -46,7 +46,7 @@ TEXT = WSMsgType.TEXT
 CLOSE = WSMsgType.CLOSE
 # What a browser sends (Chrome and Firefox offer exactly this).
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
-# ~100 bytes on the wire, as in the echo figures.
+# ~100 bytes on the wire, as in the documentation's echo figures.
 ECHO_PAYLOAD = b'{"type":"echo","data":{"text":"%s"},"id":1}' % (b"x" * 60)
 # A chat-like message, ~200 bytes: long enough that every server compresses it.
 TICK_TEXT = (

@@ -430,7 +430,7 @@ def render_include(results: Results, source: Path) -> str:
         out.append(costs)
     out.append(
         table(
-            "Targets (issue 19): ratios of this run's medians",
+            "Targets: ratios of this run's medians",
             ["target", "measured", "target", "verdict"],
             target_rows(results),
             widths="40 14 10 36",
