@@ -370,33 +370,49 @@ class Outbound:
         the connection's tasks; a connection found gone ends them too."""
         outbox = self._outbox
         transport = self._transport
+        # _advance cancels the send scope to interrupt a send to a client that does not
+        # read; the outbox then holds only the close. A transport that writes without
+        # waiting needs the writer rarely: a scope per send, as idle connections are the
+        # many. One that writes only from here (ASGI) keeps one scope until a close
+        # interrupts it: a scope costs about what a task switch does, every message.
+        per_send = self._nowait is not None
+        item: Frame | Closing | Signal | None = None
         try:
             while True:
-                item = outbox.get_nowait()
                 if item is None:
-                    await outbox.wait()
-                    continue
+                    # Not outbox.get(): an idle writer's stack has no frame of the queue's.
+                    item = outbox.get_nowait()
+                    if item is None:
+                        await outbox.wait()
+                        continue
                 if type(item) is Closing:
                     break
-                # _advance cancels this scope to interrupt a send to a client that does
-                # not read; the outbox then holds only the close. (A scope per send, not
-                # one for the writer's life: idle connections are the many.)
                 with trio.CancelScope() as self._send_scope:
-                    if type(item) is Frame:
-                        await transport.send(item)
-                    else:
-                        # Only a transport that sees frames owes flushes and sends pings.
-                        frames = self._frames
-                        assert frames is not None
-                        if item is FLUSH:
-                            self._flush_queued = False
-                            await frames.flush()
+                    while True:
+                        # Taken: interrupted from here on, it is not sent again.
+                        sending, item = item, None
+                        if type(sending) is Frame:
+                            await transport.send(sending)
                         else:
-                            assert item is PING
-                            await frames.ping()
+                            # Only a transport that sees frames owes flushes and pings.
+                            frames = self._frames
+                            assert frames is not None
+                            if sending is FLUSH:
+                                self._flush_queued = False
+                                await frames.flush()
+                            else:
+                                assert sending is PING
+                                await frames.ping()
+                        if outbox.senders_waiting and (
+                            outbox.size + transport.pending < self._limit
+                        ):
+                            outbox.wake_senders()
+                        if per_send:
+                            break
+                        item = await outbox.get()
+                        if type(item) is Closing:
+                            break
                 self._send_scope = None
-                if outbox.senders_waiting and outbox.size + transport.pending < self._limit:
-                    outbox.wake_senders()
             self._advance(CloseEvent.FRAME_TAKEN)
             await transport.close(item.code, item.reason)
         except TransportClosed:

@@ -134,6 +134,8 @@ class ASGITransport:
             kind = message["type"]
             if kind == "websocket.receive":
                 text = message.get("text")
+                if type(text) is str:
+                    return text
                 if text is not None:
                     return str(text)
                 return bytes(message.get("bytes") or b"")
@@ -142,11 +144,19 @@ class ASGITransport:
 
     async def send(self, frame: Frame) -> None:
         self.pending = frame.size
+        if frame.binary:
+            message: ASGIMessage = {"type": "websocket.send", "bytes": frame.payload}
+        else:
+            message = {"type": "websocket.send", "text": frame.text}
+        # _send_checked written out: this runs for every message.
         try:
-            if frame.binary:
-                await self._send_checked({"type": "websocket.send", "bytes": frame.payload})
-            else:
-                await self._send_checked({"type": "websocket.send", "text": frame.text})
+            await self._send(message)
+        except (OSError, RuntimeError) as exc:
+            raise TransportClosed(str(exc)) from exc
+        except Exception as exc:
+            if not _connection_failed(exc):
+                raise
+            raise TransportClosed("the server's HTTP connection failed") from exc
         finally:
             self.pending = 0
 
