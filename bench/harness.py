@@ -145,6 +145,47 @@ def python_command(script: str, *args: str) -> list[str]:
     return [sys.executable, str(BENCH / script), *args]
 
 
+# -- child processes that wait for "go" ----------------------------------------------------
+
+
+def start_ready_child(
+    command: Sequence[str], name: str, *, code: Path = ROOT, quiet: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start a child that prints ``ready`` once set up, then waits for a line on stdin
+    before it measures (``code``: the tree it imports the library from); wait for that
+    ``ready``."""
+    process = subprocess.Popen(
+        list(command),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if quiet else None,
+        env={**os.environ, "PYTHONPATH": str(code)},
+        cwd=code,
+    )
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != b"ready":
+        raise SystemExit(f"{name} failed to start")
+    return process
+
+
+def go_and_collect(
+    children: Sequence[tuple[str, subprocess.Popen[bytes]]], timeout: float
+) -> list[dict[str, Any]]:
+    """Tell every ``(name, child)`` to go at once, then wait for each; the JSON object
+    each printed last, in the same order."""
+    for _, process in children:
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+    results = []
+    for name, process in children:
+        out, _ = process.communicate(timeout=timeout)
+        if process.returncode:
+            raise SystemExit(f"{name} failed")
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    return results
+
+
 # -- /proc readings ----------------------------------------------------------------------
 
 

@@ -21,14 +21,14 @@ Nothing here is a pass/fail check; the machine's other load moves these numbers.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -86,32 +86,17 @@ trio.run(main)
 
 
 def child(role: str, url: str, topics: int, count: int, kind: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, role, url, str(topics), str(count), kind],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    if process.stdout.readline().strip() != b"ready":
-        raise SystemExit(f"the {role} process failed to start")
-    return process
+    command = [sys.executable, "-c", CHILD, role, url, str(topics), str(count), kind]
+    return harness.start_ready_child(command, f"the {role} process")
 
 
 def run_case(url: str, topics: int, count: int, kind: str) -> dict[str, float]:
     sub = child("sub", url, topics, count, kind)
     pub = child("pub", url, topics, count, kind)
-    for process in (sub, pub):
-        assert process.stdin is not None
-        process.stdin.write(b"go\n")
-        process.stdin.flush()
-    results = {}
-    for name, process in (("pub", pub), ("sub", sub)):
-        out, _ = process.communicate(timeout=600)
-        if process.returncode:
-            raise SystemExit(f"the {name} process failed")
-        results[name] = json.loads(out.decode().strip().splitlines()[-1])
+    sub_result, pub_result = harness.go_and_collect(
+        [("the sub process", sub), ("the pub process", pub)], 600
+    )
+    results = {"pub": pub_result, "sub": sub_result}
     received = results["sub"]["received"]
     elapsed = results["sub"]["last"] - results["pub"]["start"]
     return {

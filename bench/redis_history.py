@@ -18,8 +18,6 @@ script (``INFO commandstats``).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import shutil
 import socket
@@ -30,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 from harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,33 +81,14 @@ def script_usec(port: int) -> float:
 
 
 def run_case(code: Path, url: str, topic: str, count: int, secret: str, publishers: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code)}
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     redis_command(port, "CONFIG", "RESETSTAT")
+    command = [sys.executable, "-c", PUBLISHER, url, topic, str(count), secret]
+    name = f"a publisher ({code})"
     children = [
-        subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER, url, topic, str(count), secret],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            cwd=code,
-        )
-        for _ in range(publishers)
+        (name, harness.start_ready_child(command, name, code=code)) for _ in range(publishers)
     ]
-    for child in children:
-        assert child.stdout is not None
-        if child.stdout.readline().strip() != b"ready":
-            raise SystemExit(f"a publisher failed to start ({code})")
-    for child in children:  # go
-        assert child.stdin is not None
-        child.stdin.write(b"go\n")
-        child.stdin.flush()
-    results = []
-    for child in children:
-        out, _ = child.communicate(timeout=300)
-        if child.returncode:
-            raise SystemExit(f"a publisher failed ({code})")
-        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    results = harness.go_and_collect(children, 300)
     elapsed = max(r["end"] for r in results) - min(r["start"] for r in results)
     return {
         "rate": sum(r["published"] for r in results) / elapsed,

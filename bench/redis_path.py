@@ -25,7 +25,6 @@ publication, without the start-up, deterministic up to how the messages are batc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -100,32 +101,7 @@ def _child(
         command[1:1] = ["-m", "cProfile", "-o", f"{args.profile}.{role}"]
     if callgrind is not None:
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}", *command]
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    if process.stdout.readline().strip() != b"ready":
-        raise SystemExit(f"the {role} process failed to start")
-    return process
-
-
-def _go(*processes: subprocess.Popen[bytes]) -> list[dict[str, float]]:
-    for process in processes:
-        assert process.stdin is not None
-        process.stdin.write(b"go\n")
-        process.stdin.flush()
-    results = []
-    for process in processes:
-        out, _ = process.communicate(timeout=1800)
-        if process.returncode:
-            raise SystemExit("a child process failed")
-        results.append(json.loads(out.decode().strip().splitlines()[-1]))
-    return results
+    return harness.start_ready_child(command, f"the {role} process", quiet=True)
 
 
 def run_case(
@@ -133,11 +109,13 @@ def run_case(
 ) -> dict[str, float]:
     """Run ``case`` once; the measured process's result."""
     if case == "publisher":
-        return _go(_child("pub", url, args, count, callgrind))[0]
+        publisher = _child("pub", url, args, count, callgrind)
+        return harness.go_and_collect([("the pub process", publisher)], 1800)[0]
     receiver = _child("sub", url, args, count, callgrind)
     paced = argparse.Namespace(subscribers=0, burst=1, pace=args.receiver_pace)
     publisher = _child("pub", url, paced, count, None)
-    return _go(receiver, publisher)[0]
+    children = [("the sub process", receiver), ("the pub process", publisher)]
+    return harness.go_and_collect(children, 1800)[0]
 
 
 def _instructions(path: Path) -> int:
