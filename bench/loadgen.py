@@ -1,7 +1,8 @@
 """The load generator: picows (Cython) clients on uvloop, one scenario per process.
 
     python bench/loadgen.py echo --port P [--connections 50] [--warmup 1] [--seconds 5]
-    python bench/loadgen.py fanout --port P [--subscribers 200] [--inflight 8] [--deflate]
+    python bench/loadgen.py fanout --port P [--subscribers 200] [--inflight 8 | --rate R]
+                                       [--deflate]
     python bench/loadgen.py connect --port P [--concurrency 16]
     python bench/loadgen.py idle --port P [--connections 5000] [--deflate]
 
@@ -19,6 +20,13 @@ the count lines up with the publisher's sequence number), and with ``--deflate``
 every tenth subscriber inflates what it receives (all of it, to check the stream); the
 others count the compressed frames. ``client_cpu`` (the share of one core this process
 used during the window) tells when the client was the limit anyway.
+
+``fanout`` is a closed loop by default: how fast it publishes depends on how fast the
+deliveries come back, so a server with a longer path (workers behind Redis) also gets
+fewer publications per wake-up and writes fewer frames per system call. ``--rate R``
+publishes R messages a second instead, whatever comes back (an open loop), so that
+configurations compare at the same load; ``behind`` then counts the ticks it held back
+because a thousand messages were still undelivered.
 """
 
 from __future__ import annotations
@@ -306,12 +314,14 @@ class FanOut:
     """One publisher keeping at most ``inflight`` messages undelivered: message ``n + 1``
     goes out when every subscriber has received message ``n + 1 - inflight``."""
 
-    def __init__(self, window: Window, subscribers: int, inflight: int) -> None:
+    def __init__(self, window: Window, subscribers: int, inflight: int, rate: float) -> None:
         self.window = window
         self.subscribers = subscribers
         self.inflight = inflight
+        self.rate = rate  # > 0: an open loop at this many publications a second
         self.running = False  # counting (after the sync phase)
         self.publishing = False
+        self.behind = 0
         self.published = 0
         self.completed = 0
         self.misaligned = 0
@@ -335,8 +345,22 @@ class FanOut:
 
     def complete(self, n: int) -> None:
         self.completed = n
-        if self.publishing:
+        if self.publishing and not self.rate:
             self.publish(self.published + 1)
+
+    async def publish_at_rate(self) -> None:
+        """Publish ``rate`` messages a second, a millisecond's worth at a time, never
+        more than half the ring ahead of the deliveries."""
+        start = time.monotonic()
+        first = self.published
+        while self.publishing:
+            due = first + int((time.monotonic() - start) * self.rate)
+            while self.published < due:
+                if self.published - self.completed >= MASK // 2:
+                    self.behind += 1
+                    break
+                self.publish(self.published + 1)
+            await asyncio.sleep(0.001)
 
 
 class Subscriber(WSListener):  # type: ignore[misc]
@@ -410,7 +434,7 @@ class Publisher(WSListener):  # type: ignore[misc]
 
 async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     window = Window(args.server_pid, args.strace)
-    fan = FanOut(window, args.subscribers, args.inflight)
+    fan = FanOut(window, args.subscribers, args.inflight, args.rate)
     subscribers: list[Subscriber] = []
 
     def factory(index: int) -> Callable[[], WSListener]:
@@ -447,8 +471,12 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
         subscriber.count = subscriber.frames = subscriber.compressed = 0
     await sleep_until(args.start_at)
     fan.running = fan.publishing = True
-    for n in range(1, args.inflight + 1):
-        fan.publish(n)
+    pacer = None
+    if args.rate:
+        pacer = asyncio.ensure_future(fan.publish_at_rate())
+    else:
+        for n in range(1, args.inflight + 1):
+            fan.publish(n)
 
     async def watch(seconds: float) -> bool:
         """Sleep ``seconds``; False if deliveries stopped for 1 s (a lost message)."""
@@ -473,6 +501,8 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     window.count = delivered() - before
     window.close()
     fan.publishing = False
+    if pacer is not None:
+        await pacer
     lost = fan.disconnected
     end = time.monotonic() + 5
     while fan.completed < fan.published and time.monotonic() < end:  # noqa: ASYNC110
@@ -486,6 +516,7 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
         "compressed_fraction": sum(s.compressed for s in subscribers)
         / max(1, sum(s.frames for s in subscribers)),
         "published": fan.published,
+        "behind": fan.behind,
         "stalled": stalled,
         "misaligned": fan.misaligned,
         "errors": fan.errors,
@@ -686,6 +717,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--inflight", type=int, default=8)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="fanout: publications a second (open loop)"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     parser.add_argument("--hold", type=float, default=120.0, help="idle: longest hold, s")

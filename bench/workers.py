@@ -1,7 +1,7 @@
 """Fan-out on the native transport from one process and from worker processes:
 
-    python bench/workers.py [--subscribers 200] [--inflight 8] [--seconds 5] [--runs 3]
-                            [--output workers.json]
+    python bench/workers.py [--subscribers 200] [--inflight 8 | --rate R] [--seconds 5]
+                            [--runs 3] [--output workers.json]
 
 Three configurations serve ``servers.py``'s routes (``bench/workers_app.py``):
 
@@ -12,12 +12,14 @@ Three configurations serve ``servers.py``'s routes (``bench/workers_app.py``):
   both workers (the kernel picks), the publisher's worker delivers locally and through
   Redis to the other.
 
-The load generator (``loadgen.py fanout``, one publisher with ``--inflight`` messages in flight)
-reports deliveries per second and the server's CPU: the sum over the worker processes
-(the supervisor idles); ``redis-server``'s CPU is reported apart. Nothing is pinned: on a
-machine with few cores the load generator, Redis and the workers share them, so two
-workers cannot double anything there; the deliveries per server CPU-second say what
-each configuration costs.
+The load generator (``loadgen.py fanout``, one publisher with ``--inflight`` messages in
+flight, or ``--rate`` publications a second whatever comes back) reports deliveries per
+second and the server's CPU: the sum over the worker processes (the supervisor idles);
+``redis-server``'s CPU is reported apart. Nothing is pinned: on a machine with few cores
+the load generator, Redis and the workers share them, so two workers cannot double
+anything there; the deliveries per server CPU-second say what each configuration costs.
+With ``--inflight`` they also depend on how many publications each wake-up of a process
+finds (a longer path spreads the window thinner); ``--rate`` compares at the same load.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def one_run(
         command = harness.python_command(
             "loadgen.py", "fanout", "--port", str(port), "--subscribers", str(args.subscribers)
         )
-        command += ["--inflight", str(args.inflight)]
+        command += ["--inflight", str(args.inflight), "--rate", str(args.rate)]
         command += ["--seconds", str(args.seconds), "--warmup", "1"]
         for pid in pids:
             command += ["--server-pid", str(pid)]
@@ -105,6 +107,8 @@ def one_run(
         "deliveries_per_server_cpu_s": data["rate"] / server_cpu if server_cpu else None,
         "client_cpu_cores": data["client_cpu"],
         "redis_cpu_cores_whole_run": redis_cpu / elapsed,
+        "published": data["published"],
+        "behind": data["behind"],
         "stalled": data["stalled"],
         "errors": data["errors"],
     }
@@ -114,6 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--inflight", type=int, default=8)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="publications a second, the same for every configuration (an open loop)",
+    )
     parser.add_argument("--output", default="workers.json", help="file in bench/results/")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
