@@ -196,6 +196,88 @@ async def test_a_publish_reaches_subscribers_in_every_worker_through_redis(
                     assert said["data"] == {"text": "to all", "pid": next(iter(workers))}
 
 
+async def scrape_open_connections(port: int) -> int:
+    """``GET /metrics`` on a new connection (so the kernel picks the worker again): the
+    open connections of ``/pid`` it reports."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        response = b""
+        while data := await stream.receive_some():
+            response += data
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    match = re.search(rb'^trio_wsroutes_connections_open\{route="/pid"\} (\S+)$', body, re.M)
+    return 0 if match is None else int(float(match.group(1)))
+
+
+async def open_on_every_worker(
+    running: Supervisor, stack: AsyncExitStack, count: int
+) -> dict[int, int]:
+    """Open ``/pid`` connections (kept open) until ``count`` workers hold some: how many
+    each holds."""
+    held: dict[int, int] = {}
+    while len(held) < count:
+        _, pid = await stack.enter_async_context(running.client("/pid"))
+        held[pid] = held.get(pid, 0) + 1
+        await trio.sleep(0.02)  # let the other worker wake up to accept
+    return held
+
+
+async def test_a_scrape_of_any_worker_adds_up_the_metrics_of_all(tmp_path: Path) -> None:
+    temporary = tmp_path / "tmp"  # where the supervisor makes the shared directory
+    temporary.mkdir()
+    env = {"WSROUTES_TEST_METRICS": "1", "TMPDIR": str(temporary)}
+    async with supervisor(tmp_path, "--workers", "2", "--allow-memory-broker", env=env) as running:
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                held = await open_on_every_worker(running, stack, 2)
+                total = sum(held.values())
+                # Each worker alone holds fewer than ``total``: only the sum, whichever
+                # worker answers, makes 20 scrapes in a row say ``total`` (the workers
+                # write their numbers every second, so the first may lag).
+                in_a_row = 0
+                while in_a_row < 20:
+                    if await scrape_open_connections(running.port) == total:
+                        in_a_row += 1
+                    else:
+                        in_a_row = 0
+                        await trio.sleep(0.1)
+                (shared,) = temporary.glob("trio-wsroutes-metrics-*")
+                assert len(list(shared.glob("trio_wsroutes-*.json"))) == 2
+            os.kill(running.process.pid, signal.SIGTERM)
+            assert await running.process.wait() == 0
+    assert not shared.exists()  # removed when the supervisor stops
+
+
+async def test_workers_share_the_metrics_directory_the_environment_names(
+    tmp_path: Path,
+) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    named = tmp_path / "metrics"
+    named.mkdir()
+    env = {
+        "WSROUTES_TEST_METRICS": "1",
+        "TMPDIR": str(temporary),
+        "PROMETHEUS_MULTIPROC_DIR": str(named),
+    }
+    async with supervisor(tmp_path, "--workers", "2", "--allow-memory-broker", env=env) as running:
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                held = await open_on_every_worker(running, stack, 2)
+                while True:  # the workers' numbers reach the directory within a second
+                    if await scrape_open_connections(running.port) == sum(held.values()):
+                        break
+                    await trio.sleep(0.1)
+            os.kill(running.process.pid, signal.SIGTERM)
+            assert await running.process.wait() == 0
+    assert len(list(named.glob("trio_wsroutes-*.json"))) == 2  # the deployment's to keep
+    assert not list(temporary.glob("trio-wsroutes-metrics-*"))  # none made
+
+
 @pytest.mark.parametrize("how", ["SIGTERM-to-supervisor", "SIGINT-to-group"])
 async def test_a_signal_closes_every_client_in_every_worker_with_1001(
     tmp_path: Path, how: str

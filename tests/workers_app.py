@@ -1,6 +1,7 @@
 """An app for the worker tests: ``/pid`` greets each connection with the pid of the
 worker that serves it; ``/room`` subscribes to one topic and publishes what a client
-says to it. With ``WSROUTES_REDIS_URL`` set the topic goes through Redis."""
+says to it. With ``WSROUTES_REDIS_URL`` set the topic goes through Redis; with
+``WSROUTES_TEST_METRICS`` set the server serves metrics."""
 
 from __future__ import annotations
 
@@ -60,4 +61,6 @@ async def say(ws: Connection[Pid | Said], data: Say, ctx: Context[None]) -> None
 
 _url = os.environ.get("WSROUTES_REDIS_URL")
 broker: Broker = RedisBroker(_url) if _url else MemoryBroker()
-server = WebSocketServer([pid, room], broker=broker)
+server = WebSocketServer(
+    [pid, room], broker=broker, metrics=bool(os.environ.get("WSROUTES_TEST_METRICS"))
+)

@@ -419,7 +419,14 @@ def _serve_workers(args: argparse.Namespace, server: Any, paths: str) -> int:
     import trio
 
     from ._serving import BoundAddress, StartupError
-    from ._workers import WorkerPlan, WorkerStartFailed, check_broker, supervise, worker_argv
+    from ._workers import (
+        WorkerPlan,
+        WorkerStartFailed,
+        check_broker,
+        needs_shared_metrics,
+        supervise,
+        worker_argv,
+    )
 
     try:
         check_broker(server, args.workers, args.allow_memory_broker, "--allow-memory-broker")
@@ -428,7 +435,14 @@ def _serve_workers(args: argparse.Namespace, server: Any, paths: str) -> int:
     argv = worker_argv(
         args.target, args.host, args.port, args.app_dir, args.certfile, args.keyfile
     )
-    plan = WorkerPlan(argv, args.workers, args.host, args.port, server.options.close_timeout)
+    plan = WorkerPlan(
+        argv,
+        args.workers,
+        args.host,
+        args.port,
+        server.options.close_timeout,
+        share_metrics=needs_shared_metrics(server),
+    )
     if not logging.getLogger().handlers:  # say restarts on stderr, as the other lines
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(f"{_prog()}: %(message)s"))

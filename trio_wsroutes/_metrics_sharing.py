@@ -1,6 +1,6 @@
-"""Numbers shared by the processes of one deployment (hypercorn ``--workers``): each
-writes its snapshot to a file of a shared directory, and a scrape of any of them adds
-them all up.
+"""Numbers shared by the processes of one deployment (hypercorn ``--workers``, or the
+native transport's workers): each writes its snapshot to a file of a shared directory,
+and a scrape of any of them adds them all up.
 
 A file is written aside and renamed, so a reader sees a whole snapshot, old or new.
 Counters and histograms of every process count (a worker that exited still did what it
@@ -22,10 +22,21 @@ import orjson
 
 from ._metrics import Snapshot
 
-__all__ = ["SHARE_INTERVAL", "alive", "merge_snapshots", "read_snapshots", "write_snapshot"]
+__all__ = [
+    "SHARE_INTERVAL",
+    "WORKERS_METRICS_DIR",
+    "alive",
+    "merge_snapshots",
+    "read_snapshots",
+    "write_snapshot",
+]
 
 SHARE_INTERVAL: Final = 1.0
 """Seconds between two writes of a process' numbers to the shared directory."""
+
+WORKERS_METRICS_DIR: Final = "TRIO_WSROUTES_WORKERS_METRICS_DIR"
+"""The environment variable through which the native workers' supervisor hands its
+workers the directory it made for them (when nothing else names one)."""
 
 
 def _snapshot_path(shared: Path, pid: int) -> Path:

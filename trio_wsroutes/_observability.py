@@ -30,6 +30,7 @@ from ._metric_catalog import METRICS
 from ._metrics import Histogram, RouteCounters, RouteStats, ServerCounters, Snapshot
 from ._metrics_sharing import (
     SHARE_INTERVAL,
+    WORKERS_METRICS_DIR,
     alive,
     merge_snapshots,
     read_snapshots,
@@ -75,8 +76,9 @@ class Metrics:
     """A directory the processes of one deployment share (hypercorn ``--workers``):
     each writes its numbers there every second and a scrape of any of them adds them
     all up. Default: the ``PROMETHEUS_MULTIPROC_DIR`` environment variable, as
-    ``prometheus-client``'s multiprocess mode uses it; unset, each process reports
-    only its own."""
+    ``prometheus-client``'s multiprocess mode uses it; unset, the workers of
+    ``trio-wsroutes serve --native --workers N`` share one their supervisor makes (and
+    removes when it stops), and any other process reports only its own."""
     process_metrics: bool = True
     """Also serve ``prometheus-client``'s default registry: the process' CPU and
     memory, the interpreter's, and the application's own metrics."""
@@ -97,6 +99,9 @@ class Metrics:
         chosen = self.multiprocess_dir
         if chosen is None:
             chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        if chosen is None:
+            # Set by the native workers' supervisor, for its workers only.
+            chosen = os.environ.get(WORKERS_METRICS_DIR) or None
         return None if chosen is None else Path(chosen)
 
 

@@ -19,6 +19,10 @@ or SIGTERM: close every connection with 1001, within ``close_timeout``) and ``no
 second one). A signal sent to the whole process group (Ctrl+C in a terminal, systemd)
 reaches the workers directly as well; ``stop`` after it changes nothing. A worker whose
 supervisor is gone (its end of the pair closes) shuts down the same way.
+
+A scrape of the metrics reaches whichever worker the kernel picks, so when the server
+serves metrics and no directory is named for sharing them, the supervisor makes one for
+its workers (and removes it when it stops): every worker's answer adds up all of them.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -38,6 +44,7 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 import trio
 
+from ._metrics_sharing import WORKERS_METRICS_DIR
 from ._serving import BoundAddress, StartupError, serve_natively
 from ._targets import TargetError, load_target
 
@@ -49,6 +56,7 @@ __all__ = [
     "WorkerStartFailed",
     "check_broker",
     "run_worker",
+    "needs_shared_metrics",
     "serve_native_workers",
     "supervise",
 ]
@@ -92,6 +100,12 @@ def check_broker(server: WebSocketServer, workers: int, allow: bool, option: str
 
 
 # -- binding -----------------------------------------------------------------------------
+
+
+def needs_shared_metrics(server: WebSocketServer) -> bool:
+    """Whether the workers need a directory from the supervisor to add up their metrics:
+    the server serves metrics and names none itself (nor does the environment)."""
+    return server.metrics is not None and server.metrics.shared_dir() is None
 
 
 def _addresses(host: str, port: int) -> list[Any]:
@@ -268,6 +282,8 @@ class WorkerPlan:
     host: str
     port: int
     close_timeout: float
+    share_metrics: bool = False
+    """Make the workers a directory to add up their metrics in (see the module docs)."""
 
 
 @attrs.define
@@ -290,6 +306,7 @@ class _Supervisor:
     plan: WorkerPlan
     listener_fds: tuple[int, ...]
     announce: Callable[[list[BoundAddress]], None]
+    env: dict[str, str] | None = None  # the workers' environment (None: this one's)
     stopping: trio.Event = attrs.field(factory=trio.Event)
     urgent: bool = False
     failure: BaseException | None = None
@@ -340,7 +357,7 @@ class _Supervisor:
             argv += ["--listen-fds", ",".join(map(str, self.listener_fds))]
         try:
             process = await trio.lowlevel.open_process(
-                argv, pass_fds=(theirs.fileno(), *self.listener_fds)
+                argv, pass_fds=(theirs.fileno(), *self.listener_fds), env=self.env
             )
         finally:
             theirs.close()
@@ -429,9 +446,15 @@ async def supervise(plan: WorkerPlan, announce: Callable[[list[BoundAddress]], N
     shared = not reuse_port_balances()
     sockets, port = reserve(plan.host, plan.port, listen=shared)
     plan = attrs.evolve(plan, port=port, argv=_with_port(plan.argv, port))
+    metrics_dir: str | None = None
     try:
+        env = None
+        if plan.share_metrics:
+            # Fresh for each run: nothing left from an earlier deployment counts.
+            metrics_dir = tempfile.mkdtemp(prefix="trio-wsroutes-metrics-")
+            env = {**os.environ, WORKERS_METRICS_DIR: metrics_dir}
         supervisor = _Supervisor(
-            plan, tuple(s.fileno() for s in sockets) if shared else (), announce
+            plan, tuple(s.fileno() for s in sockets) if shared else (), announce, env
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervisor.watch_signals)
@@ -443,6 +466,8 @@ async def supervise(plan: WorkerPlan, announce: Callable[[list[BoundAddress]], N
     finally:
         for sock in sockets:
             sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     if supervisor.failure is not None:
         raise supervisor.failure
 
@@ -498,6 +523,11 @@ def serve_native_workers(
     (back to 0.5 s once one served for a minute), and logged on the
     ``trio_wsroutes.workers`` logger.
 
+    When the server serves metrics (``metrics=...``) and neither
+    ``Metrics.multiprocess_dir`` nor ``PROMETHEUS_MULTIPROC_DIR`` names a directory to
+    share them in, this makes one for the workers (a new temporary directory, removed
+    when it returns), so that a scrape of any worker adds up all of them.
+
     Raises :class:`~trio_wsroutes.StartupError` when the address cannot be bound (or
     workers keep failing to), ``RuntimeError`` when a worker exits before serving for
     another reason, and ``ValueError`` when the server keeps its topics in a
@@ -522,6 +552,7 @@ def serve_native_workers(
         host,
         port,
         server.options.close_timeout,
+        share_metrics=needs_shared_metrics(server),
     )
 
     def announce(addresses: list[BoundAddress]) -> None:
