@@ -94,14 +94,19 @@ def _lost(exc: BaseException) -> bool:
 
 @asynccontextmanager
 async def supervisor(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, group: bool = False
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    group: bool = False,
+    target: str = APP,
 ) -> AsyncIterator[Supervisor]:
-    """Start ``serve --native --port 0 ARGS`` and wait until it says it serves; kill it
-    (and its workers, by pid) on the way out if it is still running."""
+    """Start ``serve TARGET --native --port 0 ARGS`` and wait until it says it serves;
+    kill it (and its workers, by pid) on the way out if it is still running."""
     log = tmp_path / "serve.log"
+    serve = [sys.executable, "-m", "trio_wsroutes._cli", "serve", target, "--native"]
     with log.open("wb") as out:
         process = await trio.lowlevel.open_process(
-            [*SERVE, "--port", "0", *args],
+            [*serve, "--port", "0", *args],
             cwd=ROOT,
             stdout=out,
             stderr=out,
@@ -276,6 +281,115 @@ async def test_workers_share_the_metrics_directory_the_environment_names(
             assert await running.process.wait() == 0
     assert len(list(named.glob("trio_wsroutes-*.json"))) == 2  # the deployment's to keep
     assert not list(temporary.glob("trio-wsroutes-metrics-*"))  # none made
+
+
+VERSIONED_APP = """
+import os
+
+import attrs
+
+from trio_wsroutes import Connection, Context, WebSocketServer, create_websocket_route, message
+
+@message("hello")
+@attrs.frozen
+class Hello:
+    version: int
+    pid: int
+
+hello = create_websocket_route("/hello").server_messages(Hello)
+
+@hello.on_connect
+async def greet(ws: Connection[Hello], ctx: Context[None]) -> None:
+    await ws.send(Hello(VERSION, os.getpid()))
+
+VERSION = {version}
+server = WebSocketServer([hello])
+"""
+
+
+def write_app(directory: Path, version: int, *, broken: bool = False) -> None:
+    """``versioned.py``: greets each connection with ``version`` (``broken``: its import
+    fails, as a deployment with a bug would)."""
+    source = VERSIONED_APP.format(version=version)
+    if broken:
+        source += "\nraise RuntimeError('a bug in the new code')\n"
+    (directory / "versioned.py").write_text(source)
+
+
+# No bytecode cache: a new version written within the second of the old, at the same
+# size, would otherwise be taken for it.
+FRESH_IMPORTS = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+async def greeting(running: Supervisor) -> tuple[int, int]:
+    """Connect to ``/hello``: the version and pid of the worker that answered."""
+    async with connect(running.url("/hello"), ping_interval=None) as ws:
+        data = json.loads(await ws.recv())["data"]
+        return int(data["version"]), int(data["pid"])
+
+
+async def test_sighup_replaces_the_workers_one_at_a_time_with_the_new_code(
+    tmp_path: Path,
+) -> None:
+    write_app(tmp_path, 1)
+    args = ("--workers", "2", "--allow-memory-broker", "--app-dir", str(tmp_path))
+    async with supervisor(
+        tmp_path, *args, target="versioned:server", env=FRESH_IMPORTS
+    ) as running:
+        with trio.fail_after(TIMEOUT):
+            async with AsyncExitStack() as stack:
+                old: dict[int, ClientConnection] = {}
+                while len(old) < 2:
+                    ws = await stack.enter_async_context(
+                        connect(running.url("/hello"), ping_interval=None)
+                    )
+                    data = json.loads(await ws.recv())["data"]
+                    assert data["version"] == 1
+                    old.setdefault(int(data["pid"]), ws)
+                    await trio.sleep(0.02)
+                write_app(tmp_path, 2)  # deployed
+                os.kill(running.process.pid, signal.SIGHUP)
+                fewest_serving = 2
+                while "reload done" not in running.output():
+                    # One worker at a time: the port is never left without one.
+                    alive = [pid for pid in _children(running.process.pid) if _alive(pid)]
+                    fewest_serving = min(fewest_serving, len(alive))
+                    await trio.sleep(0.01)
+                codes = [await close_code(ws) for ws in old.values()]
+            new = set(_children(running.process.pid))
+            assert codes == [1001, 1001]  # their clients were closed as on a shutdown
+            assert fewest_serving >= 1
+            assert len(new) == 2 and not new & set(old)
+            versions = {await greeting(running) for _ in range(10)}
+            assert {version for version, _ in versions} == {2}
+            assert running.process.poll() is None  # the supervisor itself goes on
+            assert "Traceback" not in running.output()
+
+
+async def test_a_reload_whose_new_code_fails_keeps_the_other_workers_serving(
+    tmp_path: Path,
+) -> None:
+    write_app(tmp_path, 1)
+    args = ("--workers", "2", "--allow-memory-broker", "--app-dir", str(tmp_path))
+    async with supervisor(
+        tmp_path, *args, target="versioned:server", env=FRESH_IMPORTS
+    ) as running:
+        with trio.fail_after(TIMEOUT):
+            write_app(tmp_path, 2, broken=True)
+            os.kill(running.process.pid, signal.SIGHUP)
+            while "reload stopped" not in running.output():
+                assert running.process.poll() is None, running.output()
+                await trio.sleep(0.05)
+            # The second worker was not replaced: it alone serves, the old code.
+            for _ in range(10):
+                assert (await greeting(running))[0] == 1
+            # The failed worker keeps retrying, and each retry imports the code again:
+            # fixed, it serves (beside the old one, until the next SIGHUP).
+            write_app(tmp_path, 3)
+            while (version := (await greeting(running))[0]) != 3:
+                assert version == 1  # the old worker, or the fixed one: never a failure
+                await trio.sleep(0.1)
+            assert running.process.poll() is None
 
 
 @pytest.mark.parametrize("how", ["SIGTERM-to-supervisor", "SIGINT-to-group"])

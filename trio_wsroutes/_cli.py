@@ -175,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="with --native: N worker processes on one port, supervised (default: 1, "
-        "one process); more than one needs a RedisBroker to share topics",
+        "one process); more than one needs a RedisBroker to share topics; SIGHUP "
+        "replaces them one at a time with the code as it is now",
     )
     serve.add_argument(
         "--allow-memory-broker",

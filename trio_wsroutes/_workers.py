@@ -20,6 +20,12 @@ second one). A signal sent to the whole process group (Ctrl+C in a terminal, sys
 reaches the workers directly as well; ``stop`` after it changes nothing. A worker whose
 supervisor is gone (its end of the pair closes) shuts down the same way.
 
+SIGHUP replaces the workers one at a time, each by a fresh interpreter that imports the
+application again (new code, as a deployment wants it): the old worker closes its
+connections as on ``stop``, then its successor starts; the next follows once it serves.
+The other workers keep the port served meanwhile, and a successor that cannot start stops
+the replacement there, the workers not yet replaced going on as they were.
+
 A scrape of the metrics reaches whichever worker the kernel picks, so when the server
 serves metrics and no directory is named for sharing them, the supervisor makes one for
 its workers (and removes it when it stops): every worker's answer adds up all of them.
@@ -72,6 +78,8 @@ MAX_STARTUP_FAILURES = 5
 """Restarts in a row that fail before serving, after which the supervisor gives up."""
 KILL_MARGIN = 5.0
 """Seconds, beyond twice ``close_timeout``, a worker has to stop before it is killed."""
+START_LIMIT = 60.0
+"""Seconds a worker that replaces another on SIGHUP has to start serving."""
 BACKLOG = 65535  # the kernel caps it at net.core.somaxconn, as trio's listeners do
 
 
@@ -190,6 +198,8 @@ def run_worker(
     listener_fds: Sequence[int],
 ) -> int:
     """Serve as one worker of a supervisor (``serve --worker FD``); the exit status."""
+    # SIGHUP is the supervisor's (a reload), also when it is sent to the whole group.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
     return trio.run(_worker, server, host, port, ssl_context, control, tuple(listener_fds))
 
@@ -290,6 +300,15 @@ class WorkerPlan:
 class _Live:
     process: trio.Process
     control: trio.SocketStream
+    serving: bool = False
+
+
+@attrs.define
+class _Replacement:
+    """A slot whose worker SIGHUP replaces: set once its successor serves or failed."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    serving: bool = False
 
 
 def _describe_exit(status: int) -> str:
@@ -313,6 +332,8 @@ class _Supervisor:
     live: dict[int, _Live] = attrs.field(factory=lambda: dict[int, _Live]())
     ready: set[int] = attrs.field(factory=lambda: set[int]())
     all_started: bool = False
+    replacing: dict[int, _Replacement] = attrs.field(factory=lambda: dict[int, _Replacement]())
+    reload_wanted: trio.Event = attrs.field(factory=trio.Event)
 
     async def tell(self, word: bytes) -> None:
         for live in list(self.live.values()):
@@ -327,19 +348,65 @@ class _Supervisor:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        for replacement in self.replacing.values():
+            replacement.done.set()  # a reload under way gives up
         await self.tell(b"stop")
 
     async def watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if not self.stopping.is_set():
+                if signum == signal.SIGHUP:
+                    if not self.stopping.is_set():
+                        self.reload_wanted.set()  # one more after a reload under way
+                elif not self.stopping.is_set():
                     logger.info("%s: stopping the workers (again to stop at once)", name)
                     await self.stop()
                 else:
                     logger.warning("%s again: stopping the workers now", name)
                     self.urgent = True
                     await self.tell(b"now")
+
+    async def reloader(self) -> None:
+        while True:
+            await self.reload_wanted.wait()
+            self.reload_wanted = trio.Event()
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Replace the workers one at a time (SIGHUP; see the module documentation)."""
+        logger.info("SIGHUP: replacing the %d workers one at a time", self.plan.workers)
+        for slot in range(1, self.plan.workers + 1):
+            live = self.live.get(slot)
+            if self.stopping.is_set():
+                return
+            if live is None or not live.serving:
+                continue  # being restarted already: it starts with the new code
+            replacement = self.replacing[slot] = _Replacement()
+            try:
+                await live.control.send_all(b"stop\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # it is exiting anyway; its successor starts all the same
+            with trio.move_on_after(2 * self.plan.close_timeout + KILL_MARGIN):
+                await live.process.wait()
+            if live.process.returncode is None:
+                pid = live.process.pid
+                logger.warning("worker %d (pid %d) did not stop: killing it", slot, pid)
+                live.process.kill()
+            with trio.move_on_after(START_LIMIT):
+                await replacement.done.wait()
+            self.replacing.pop(slot, None)
+            if self.stopping.is_set():
+                return
+            if not replacement.serving:
+                logger.error(
+                    "reload stopped: worker %d could not start again; the workers not "
+                    "replaced yet keep running as they were",
+                    slot,
+                )
+                return
+            logger.info("worker %d replaced", slot)
+        logger.info("reload done: every worker replaced")
 
     async def kill_stragglers(self) -> None:
         await self.stopping.wait()
@@ -362,13 +429,19 @@ class _Supervisor:
         finally:
             theirs.close()
         control = trio.SocketStream(trio.socket.from_stdlib_socket(mine))
-        self.live[slot] = _Live(process, control)
+        live = self.live[slot] = _Live(process, control)
         if self.stopping.is_set():
             await self.tell(b"stop")
         try:
             said = await _read_line(control)
             served_from = trio.current_time()
+            replacement = self.replacing.get(slot)
+            if replacement is not None and not replacement.done.is_set():
+                # The successor of a worker SIGHUP replaced: serving, or not.
+                replacement.serving = said is not None and "ready" in said
+                replacement.done.set()
             if said is not None and "ready" in said:
+                live.serving = True
                 self.ready.add(slot)
                 if not self.all_started and len(self.ready) == self.plan.workers:
                     self.all_started = True
@@ -385,6 +458,7 @@ class _Supervisor:
     async def run_slot(self, slot: int) -> None:
         delay = FIRST_DELAY
         failures_in_a_row = 0
+        reloaded = False  # this slot's worker was replaced, and none has served since
         while not self.stopping.is_set():
             said, status, served, pid = await self.run_once(slot)
             if self.stopping.is_set():
@@ -398,16 +472,25 @@ class _Supervisor:
                         f"worker {slot} {_describe_exit(status)} before it started serving"
                     )
                 failures_in_a_row += 1
-                if not self.all_started or failures_in_a_row >= MAX_STARTUP_FAILURES:
+                if not self.all_started or (
+                    failures_in_a_row >= MAX_STARTUP_FAILURES and not reloaded
+                ):
                     await self.stop(failure)
                     return
+                # After a reload the code may be fixed and reloaded: each retry imports
+                # it again, and the workers not replaced keep serving meanwhile.
                 logger.warning(
                     "worker %d could not start (%s); retrying in %g s", slot, failure, delay
                 )
             else:
                 failures_in_a_row = 0
+                reloaded = False
                 if served >= HEALTHY_AFTER:
                     delay = FIRST_DELAY
+                if slot in self.replacing:
+                    reloaded = True
+                    delay = FIRST_DELAY
+                    continue  # stopped by a reload: its successor starts at once
                 logger.warning(
                     "worker %d (pid %d) %s after %.1f s of serving; restarting it in %g s",
                     slot,
@@ -459,6 +542,7 @@ async def supervise(plan: WorkerPlan, announce: Callable[[list[BoundAddress]], N
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervisor.watch_signals)
             nursery.start_soon(supervisor.kill_stragglers)
+            nursery.start_soon(supervisor.reloader)
             async with trio.open_nursery() as slots:
                 for slot in range(1, plan.workers + 1):
                     slots.start_soon(supervisor.run_slot, slot)
@@ -518,10 +602,12 @@ def serve_native_workers(
     here. ``certfile`` and ``keyfile`` (PEM) serve ``wss://``.
 
     The first SIGINT or SIGTERM closes every connection in every worker with 1001 within
-    the server's ``close_timeout``; a second one stops them at once; then this returns. A
-    worker that dies is restarted after 0.5 s, doubling up to 30 s while it keeps dying
-    (back to 0.5 s once one served for a minute), and logged on the
-    ``trio_wsroutes.workers`` logger.
+    the server's ``close_timeout``; a second one stops them at once; then this returns.
+    SIGHUP replaces the workers one at a time by processes that import ``target`` again
+    (to serve new code without leaving the port unserved); a successor that cannot start
+    stops the replacement there, the others keeping on. A worker that dies is restarted
+    after 0.5 s, doubling up to 30 s while it keeps dying (back to 0.5 s once one served
+    for a minute), and logged on the ``trio_wsroutes.workers`` logger.
 
     When the server serves metrics (``metrics=...``) and neither
     ``Metrics.multiprocess_dir`` nor ``PROMETHEUS_MULTIPROC_DIR`` names a directory to
