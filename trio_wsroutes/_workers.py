@@ -61,8 +61,8 @@ __all__ = [
     "WorkerPlan",
     "WorkerStartFailed",
     "check_broker",
-    "run_worker",
     "needs_shared_metrics",
+    "run_worker",
     "serve_native_workers",
     "supervise",
 ]
@@ -107,13 +107,13 @@ def check_broker(server: WebSocketServer, workers: int, allow: bool, option: str
         )
 
 
-# -- binding -----------------------------------------------------------------------------
-
-
 def needs_shared_metrics(server: WebSocketServer) -> bool:
     """Whether the workers need a directory from the supervisor to add up their metrics:
     the server serves metrics and names none itself (nor does the environment)."""
     return server.metrics is not None and server.metrics.shared_dir() is None
+
+
+# -- binding -----------------------------------------------------------------------------
 
 
 def _addresses(host: str, port: int) -> list[Any]:
@@ -198,8 +198,9 @@ def run_worker(
     listener_fds: Sequence[int],
 ) -> int:
     """Serve as one worker of a supervisor (``serve --worker FD``); the exit status."""
-    # SIGHUP is the supervisor's (a reload), also when it is sent to the whole group.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        # SIGHUP is the supervisor's (a reload), also when it is sent to the whole group.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
     return trio.run(_worker, server, host, port, ssl_context, control, tuple(listener_fds))
 
