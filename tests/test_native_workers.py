@@ -328,14 +328,21 @@ async def greeting(running: Supervisor) -> tuple[int, int]:
         return int(data["version"]), int(data["pid"])
 
 
-async def test_sighup_replaces_the_workers_one_at_a_time_with_the_new_code(
-    tmp_path: Path,
-) -> None:
+@asynccontextmanager
+async def versioned_workers(tmp_path: Path) -> AsyncIterator[Supervisor]:
+    """Two workers serving version 1 of ``versioned.py``, written in ``tmp_path``."""
     write_app(tmp_path, 1)
     args = ("--workers", "2", "--allow-memory-broker", "--app-dir", str(tmp_path))
     async with supervisor(
         tmp_path, *args, target="versioned:server", env=FRESH_IMPORTS
     ) as running:
+        yield running
+
+
+async def test_sighup_replaces_the_workers_one_at_a_time_with_the_new_code(
+    tmp_path: Path,
+) -> None:
+    async with versioned_workers(tmp_path) as running:
         with trio.fail_after(TIMEOUT):
             async with AsyncExitStack() as stack:
                 old: dict[int, ClientConnection] = {}
@@ -369,11 +376,7 @@ async def test_sighup_replaces_the_workers_one_at_a_time_with_the_new_code(
 async def test_a_reload_whose_new_code_fails_keeps_the_other_workers_serving(
     tmp_path: Path,
 ) -> None:
-    write_app(tmp_path, 1)
-    args = ("--workers", "2", "--allow-memory-broker", "--app-dir", str(tmp_path))
-    async with supervisor(
-        tmp_path, *args, target="versioned:server", env=FRESH_IMPORTS
-    ) as running:
+    async with versioned_workers(tmp_path) as running:
         with trio.fail_after(TIMEOUT):
             write_app(tmp_path, 2, broken=True)
             os.kill(running.process.pid, signal.SIGHUP)
