@@ -420,14 +420,8 @@ def _serve_workers(args: argparse.Namespace, server: Any, paths: str) -> int:
     import trio
 
     from ._serving import BoundAddress, StartupError
-    from ._workers import (
-        WorkerPlan,
-        WorkerStartFailed,
-        check_broker,
-        needs_shared_metrics,
-        supervise,
-        worker_argv,
-    )
+    from ._supervisor import WorkerPlan, WorkerStartFailed, supervise
+    from ._workers import check_broker, needs_shared_metrics, worker_argv
 
     try:
         check_broker(server, args.workers, args.allow_memory_broker, "--allow-memory-broker")
