@@ -196,6 +196,25 @@ class Publisher:
         self.n += 1
         await self.server.publish(TOPIC, Said(self.n))
 
+    async def more(self, count: int) -> None:
+        """Wait until ``count`` more are published (by :meth:`run`)."""
+        mark = self.n
+        await wait_until(lambda: self.n >= mark + count)
+
+
+@asynccontextmanager
+async def publishing(
+    server: WebSocketServer, watchers: list[Watcher]
+) -> AsyncGenerator[Publisher]:
+    """A :class:`Publisher` running on ``server``, once every watcher has five of its
+    publications; stopped on the way out."""
+    publisher = Publisher(server)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        await wait_until(lambda: all(len(w.seen) >= 5 for w in watchers))
+        yield publisher
+        publisher.stopped.set()
+
 
 @asynccontextmanager
 async def scene(
@@ -265,23 +284,17 @@ async def test_a_stall_past_the_health_check_is_detected_and_nothing_is_lost_sil
                 url2,
                 watchers,
             ):
-                publisher = Publisher(one)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(publisher.run)
-                    await wait_until(lambda: all(len(w.seen) >= 5 for w in watchers))
+                async with publishing(one, watchers) as publisher:
                     proxy.pause()
                     await still_serving(url2)  # the stall not noticed yet, or just
                     # Detected: no reset comes, only the health check can tell.
                     await wait_until(lambda: not broker_of(two).connected, timeout=15)
                     await still_serving(url2)
                     await still_serving(url1)
-                    mark = publisher.n
-                    await wait_until(lambda: publisher.n >= mark + 20)
+                    await publisher.more(20)
                     proxy.resume()
                     await wait_until(connected(two), timeout=15)
-                    mark = publisher.n
-                    await wait_until(lambda: publisher.n >= mark + 20)
-                    publisher.stopped.set()
+                    await publisher.more(20)
                 final = await settle(publisher, watchers)
                 for watcher in watchers:
                     watcher.check(final)
@@ -315,16 +328,12 @@ async def test_a_stall_of_one_connection_alone_is_detected(
                 serve_live, redis.url, proxy.url(), health_check_interval=0.5, timeout=1.0
             ) as (one, two, _, url2, watchers):
                 assert proxy.connections == 2  # two's subscription, then publishing one
-                publisher = Publisher(one)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(publisher.run)
-                    await wait_until(lambda: all(len(w.seen) >= 5 for w in watchers))
+                async with publishing(one, watchers) as publisher:
                     proxy.pause(only=which)
                     await wait_until(lambda: broker_of(two).stats.disconnects >= 1, timeout=15)
                     proxy.resume()
                     await wait_until(connected(two), timeout=15)
                     await still_serving(url2)
-                    publisher.stopped.set()
                 final = await settle(publisher, watchers)
                 for watcher in watchers:
                     watcher.check(final)
@@ -371,18 +380,12 @@ async def test_a_stall_shorter_than_the_health_check_loses_nothing_and_needs_no_
             async with scene(
                 serve_live, redis.url, proxy.url(), health_check_interval=5.0, timeout=5.0
             ) as (one, two, url1, url2, watchers):
-                publisher = Publisher(one)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(publisher.run)
-                    await wait_until(lambda: all(len(w.seen) >= 5 for w in watchers))
+                async with publishing(one, watchers) as publisher:
                     proxy.pause()
-                    mark = publisher.n
-                    await wait_until(lambda: publisher.n >= mark + 10)
+                    await publisher.more(10)
                     await still_serving(url1)
                     proxy.resume()
-                    mark = publisher.n
-                    await wait_until(lambda: publisher.n >= mark + 10)
-                    publisher.stopped.set()
+                    await publisher.more(10)
                 final = await settle(publisher, watchers)
                 for watcher in watchers:
                     watcher.check(final)
@@ -431,10 +434,7 @@ async def faults_with_a_restart(
         url2,
         watchers,
     ):
-        publisher = Publisher(one)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(publisher.run)
-            await wait_until(lambda: all(len(w.seen) >= 5 for w in watchers))
+        async with publishing(one, watchers) as publisher:
             before = watchers[0].last
             assert before is not None
             proxy.pause()
@@ -450,9 +450,7 @@ async def faults_with_a_restart(
             proxy.cut()
             proxy.resume()
             await wait_until(connected(two), timeout=15)
-            mark = publisher.n
-            await wait_until(lambda: publisher.n >= mark + 10)
-            publisher.stopped.set()
+            await publisher.more(10)
         final = await settle(publisher, watchers)
         for watcher in watchers:
             watcher.check(final)
