@@ -5,6 +5,8 @@ cancellable, a close that wakes its reader, and Trio's own waits where there is 
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -24,6 +26,16 @@ def _pair() -> tuple[SocketStream, socket.socket]:
         peer = socket.create_connection(listener.getsockname())
         served, _ = listener.accept()
     return SocketStream(served), peer
+
+
+@asynccontextmanager
+async def blocked_in(wait: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+    """``wait()`` started and blocked in it: the block runs while it waits, and ends
+    once it has returned."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        yield
 
 
 def _trio_readers() -> int:
@@ -57,9 +69,7 @@ async def test_a_socket_is_registered_once_and_removed_on_close() -> None:
     registrations = []
     with trio.fail_after(TIMEOUT):
         for _ in range(3):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream.receive_some)
-                await trio.testing.wait_all_tasks_blocked()
+            async with blocked_in(stream.receive_some):
                 peer.sendall(b"x")
             registrations.append(stream._registration)
     registration = registrations[0]
@@ -98,9 +108,7 @@ async def test_closing_the_stream_wakes_its_reader() -> None:
         woke = True
 
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(wait)
-            await trio.testing.wait_all_tasks_blocked()
+        async with blocked_in(wait):
             stream.abort()
     assert woke
     assert stream.receive_nowait(100) == b""
@@ -112,9 +120,7 @@ async def test_closing_the_stream_wakes_its_reader() -> None:
 async def test_the_peer_closing_wakes_the_reader() -> None:
     stream, peer = _pair()
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.receive_some)
-            await trio.testing.wait_all_tasks_blocked()
+        async with blocked_in(stream.receive_some):
             peer.sendall(b"x")
         peer.close()
         assert await stream.receive_some() == b""
@@ -124,9 +130,7 @@ async def test_the_peer_closing_wakes_the_reader() -> None:
 async def test_data_that_came_while_nobody_waited_is_not_waited_for() -> None:
     stream, peer = _pair()
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.receive_some)  # registers the socket
-            await trio.testing.wait_all_tasks_blocked()
+        async with blocked_in(stream.receive_some):  # registers the socket
             peer.sendall(b"first")
         peer.sendall(b"second")
         await trio.testing.wait_all_tasks_blocked()  # the hub saw the event
@@ -148,9 +152,7 @@ async def test_data_that_came_while_nobody_waited_is_not_waited_for() -> None:
 async def test_two_readers_of_one_socket_is_an_error() -> None:
     stream, peer = _pair()
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.wait_readable)
-            await trio.testing.wait_all_tasks_blocked()
+        async with blocked_in(stream.wait_readable):
             with pytest.raises(trio.BusyResourceError):
                 await stream.wait_readable()
             peer.sendall(b"x")
@@ -162,9 +164,7 @@ async def test_without_epoll_reads_wait_in_trio(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(_readiness, "_SUPPORTED", False)
     stream, peer = _pair()
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.receive_some)
-            await trio.testing.wait_all_tasks_blocked()
+        async with blocked_in(stream.receive_some):
             assert stream._registration is None
             peer.sendall(b"x")
     await stream.aclose()
@@ -177,9 +177,7 @@ def test_each_run_has_its_own_hub() -> None:
     async def one_run() -> None:
         stream, peer = _pair()
         with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream.receive_some)
-                await trio.testing.wait_all_tasks_blocked()
+            async with blocked_in(stream.receive_some):
                 peer.sendall(b"x")
         assert stream._registration is not None
         hubs.append(stream._registration.hub)
