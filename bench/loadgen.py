@@ -26,7 +26,7 @@ deliveries come back, so a server with a longer path (workers behind Redis) also
 fewer publications per wake-up and writes fewer frames per system call. ``--rate R``
 publishes R messages a second instead, whatever comes back (an open loop), so that
 configurations compare at the same load; ``behind`` then counts the ticks it held back
-because a thousand messages were still undelivered.
+because half the ring of sequence numbers (511 messages) was still undelivered.
 """
 
 from __future__ import annotations
@@ -312,7 +312,8 @@ async def echo(args: argparse.Namespace) -> dict[str, Any]:
 
 class FanOut:
     """One publisher keeping at most ``inflight`` messages undelivered: message ``n + 1``
-    goes out when every subscriber has received message ``n + 1 - inflight``."""
+    goes out when every subscriber has received message ``n + 1 - inflight``; or, with
+    a ``rate``, publishing that many a second (:meth:`publish_at_rate`)."""
 
     def __init__(self, window: Window, subscribers: int, inflight: int, rate: float) -> None:
         self.window = window
